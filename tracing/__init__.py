@@ -1,0 +1,1 @@
+"""Stage 4, tracing: exposure queries, tracer API, audit log and reports."""
