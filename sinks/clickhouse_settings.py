@@ -25,10 +25,18 @@ class ClickHouseSettings(BaseModel):
             )
         u = urlsplit(self.url)
         if u.scheme != "clickhouse":
-            raise ValueError(f"SCANTRACE_CLICKHOUSE__URL must start with clickhouse://, got {u.scheme}")
+            raise ValueError(
+                f"SCANTRACE_CLICKHOUSE__URL must start with clickhouse://, got {u.scheme}"
+            )
         database = u.path.lstrip("/") or "scantrace"
         password = unquote(u.password) if u.password else self.password.get_secret_value()
-        return (u.hostname or "127.0.0.1", u.port or 9000, database, unquote(u.username or "default"), password)
+        return (
+            u.hostname or "127.0.0.1",
+            u.port or 9000,
+            database,
+            unquote(u.username or "default"),
+            password,
+        )
 
     @property
     def database(self) -> str:

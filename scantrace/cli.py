@@ -1,0 +1,104 @@
+"""The `scantrace` command: one entry point, a subcommand per job."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from scantrace.services import manager
+from scantrace.services.process import ServiceError
+from scantrace.settings import ServicesSettings
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.version_option(package_name="scantrace")
+def main() -> None:
+    """scantrace: QR check-in scans in, contact tracing and compliance reports out."""
+    # Every command after this talks to the services `services up` started, unless the
+    # environment names a broker or a ClickHouse URL itself.
+    manager.apply_environment()
+
+
+@main.group()
+def services() -> None:
+    """Local Kafka and ClickHouse servers for development, demos and tests."""
+
+
+@services.command("up")
+@click.option(
+    "--kafka",
+    "kafka_kind",
+    type=click.Choice(["auto", "apache", "noida", "external"]),
+    default=None,
+    help="Broker to run [env: SCANTRACE_SERVICES__KAFKA; auto = apache "
+    "with Java 17+ and Maven, else noida]",
+)
+@click.option(
+    "--clickhouse",
+    "clickhouse_kind",
+    type=click.Choice(["local", "external"]),
+    default=None,
+    help="ClickHouse to use [env: SCANTRACE_SERVICES__CLICKHOUSE; default local]",
+)
+def services_up(kafka_kind: str | None, clickhouse_kind: str | None) -> None:
+    """Start the services (if not running), create the topics, apply the migrations."""
+    try:
+        result = manager.up(ServicesSettings(), kafka_kind, clickhouse_kind)
+    except ServiceError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    started = ", ".join(result["started"]) or "nothing (already running)"
+    click.echo(f"started: {started}")
+    click.echo(f"kafka:      {result['kafka_bootstrap']} ({result['kafka']['kind']})")
+    click.echo(f"clickhouse: {result['clickhouse_native']}  {result['clickhouse_http']}")
+    if result["topics_created"]:
+        click.echo(f"topics created: {', '.join(result['topics_created'])}")
+    if result["migrations_applied"]:
+        click.echo(f"migrations applied: {', '.join(result['migrations_applied'])}")
+
+
+@services.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output")
+def services_status(as_json: bool) -> None:
+    """Show what runs where; exit 1 when the services are not running."""
+    result = manager.status(ServicesSettings())
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    elif result["running"]:
+        click.echo(f"kafka:      {result['kafka_bootstrap']} ({result['kafka']['kind']})")
+        click.echo(f"clickhouse: {result['clickhouse_native']}  {result['clickhouse_http']}")
+        click.echo(f"state:      {result['state_dir']}")
+    else:
+        click.echo("not running (scantrace services up)")
+    sys.exit(0 if result["running"] else 1)
+
+
+@services.command("down")
+def services_down() -> None:
+    """Stop every process `services up` started."""
+    stopped = manager.down(ServicesSettings())
+    click.echo(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+
+
+@main.group()
+def db() -> None:
+    """ClickHouse schema."""
+
+
+@db.command("migrate")
+def db_migrate() -> None:
+    """Apply pending schema migrations (each once; safe to re-run)."""
+    from sinks.migrations import migrate
+    from sinks.settings import SinkSettings
+
+    applied = migrate(SinkSettings().clickhouse)
+    for a in applied:
+        click.echo(f"applied {a.version:03d} {a.name}")
+    if not applied:
+        click.echo("schema is up to date")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,246 @@
+"""`services up|status|down`: start the local Kafka and ClickHouse, provision them, stop them.
+
+State (PIDs, ports, logs) lives in one JSON file in the state folder, so the CLI, the
+tests and a second shell all find the same set of services.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from clickhouse_driver import Client
+
+from ingest.admin import ensure_topics
+from ingest.kafka_settings import KafkaSettings
+from scantrace.services import clickhouse_local, kafka_apache, kafka_noida
+from scantrace.services.process import ServiceError, alive, stop, wait_until
+from scantrace.settings import ServicesSettings
+from sinks.clickhouse_settings import ClickHouseSettings
+from sinks.migrations import migrate
+
+STATE_FILE = "services.json"
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    kafka_bootstrap: str
+    clickhouse_native: str
+    clickhouse_http: str
+    database: str
+
+    def clickhouse_url(self) -> str:
+        return f"{self.clickhouse_native}/{self.database}"
+
+
+def state_path(settings: ServicesSettings) -> Path:
+    return settings.state_dir / STATE_FILE
+
+
+def load_state(settings: ServicesSettings) -> dict[str, Any]:
+    try:
+        data = json.loads(state_path(settings).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _save_state(settings: ServicesSettings, state: dict[str, Any]) -> None:
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    tmp = state_path(settings).with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    tmp.replace(state_path(settings))
+
+
+def _running(record: dict[str, Any] | None) -> bool:
+    if not record:
+        return False
+    pid = record.get("pid")
+    return pid is None or alive(int(pid))  # external services have no pid
+
+
+def resolve_kafka_kind(requested: str) -> str:
+    if requested != "auto":
+        return requested
+    return "apache" if kafka_apache.available() else "noida"
+
+
+def _kafka_ready(bootstrap: str) -> bool:
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=3000, client_id="scantrace-probe"
+    )
+    try:
+        admin.list_topics()
+        return True
+    finally:
+        admin.close()
+
+
+def _clickhouse_ready(port: int) -> bool:
+    # The driver logs every refused connection; while polling that is just noise.
+    logging.getLogger("clickhouse_driver.connection").setLevel(logging.CRITICAL)
+    client = Client(host="127.0.0.1", port=port, connect_timeout=2)
+    try:
+        client.execute("SELECT 1")
+        return True
+    finally:
+        client.disconnect()
+
+
+def _start_kafka(settings: ServicesSettings, kind: str) -> dict[str, Any]:
+    if kind == "external":
+        bootstrap = os.environ.get("SCANTRACE_KAFKA__BOOTSTRAP", "")
+        if not bootstrap:
+            raise ServiceError("--kafka external needs SCANTRACE_KAFKA__BOOTSTRAP")
+        return {"kind": "external", "bootstrap": bootstrap}
+    if kind == "apache":
+        record = kafka_apache.start(settings.state_dir, settings.cache_dir, settings.partitions)
+        timeout = 120.0
+    elif kind == "noida":
+        record = kafka_noida.start(settings.state_dir)
+        timeout = 30.0
+    else:
+        raise ServiceError(f"unknown Kafka kind {kind!r}")
+    wait_until(
+        lambda: _kafka_ready(str(record["bootstrap"])),
+        pid=int(record["pid"]),  # type: ignore[call-overload]
+        log=Path(str(record["log"])),
+        what=f"Kafka ({kind})",
+        timeout=timeout,
+    )
+    return record
+
+
+def _start_clickhouse(settings: ServicesSettings, kind: str) -> dict[str, Any]:
+    if kind == "external":
+        url = os.environ.get("SCANTRACE_CLICKHOUSE__URL", "")
+        if not url:
+            raise ServiceError("--clickhouse external needs SCANTRACE_CLICKHOUSE__URL")
+        return {"kind": "external", "url": url}
+    record = clickhouse_local.start(settings.state_dir)
+    wait_until(
+        lambda: _clickhouse_ready(int(record["native_port"])),  # type: ignore[call-overload]
+        pid=int(record["pid"]),  # type: ignore[call-overload]
+        log=Path(str(record["log"])),
+        what="ClickHouse (local)",
+        timeout=60.0,
+    )
+    return record
+
+
+def endpoints(settings: ServicesSettings, state: dict[str, Any] | None = None) -> Endpoints | None:
+    state = state if state is not None else load_state(settings)
+    kafka, ch = state.get("kafka"), state.get("clickhouse")
+    if not (_running(kafka) and _running(ch)):
+        return None
+    assert kafka is not None and ch is not None
+    if ch["kind"] == "external":
+        host, port, database, _, _ = ClickHouseSettings(url=ch["url"]).parts()
+        native = f"clickhouse://{host}:{port}"
+        http = ch.get("http", "")
+    else:
+        native = f"clickhouse://127.0.0.1:{ch['native_port']}"
+        http = f"http://127.0.0.1:{ch['http_port']}"
+        database = state.get("database", settings.database)
+    return Endpoints(kafka["bootstrap"], native, http, database)
+
+
+def provision(kafka: KafkaSettings, clickhouse: ClickHouseSettings) -> dict[str, list[str]]:
+    """Topics with their partition counts, and the schema migrations as far as they exist."""
+    topics = ensure_topics(kafka)
+    applied = migrate(clickhouse)
+    return {
+        "topics_created": topics,
+        "migrations_applied": [f"{a.version}:{a.name}" for a in applied],
+    }
+
+
+def up(
+    settings: ServicesSettings, kafka_kind: str | None = None, clickhouse_kind: str | None = None
+) -> dict[str, Any]:
+    """Start whatever is not running yet; `up` twice starts nothing the second time."""
+    state = load_state(settings)
+    started: list[str] = []
+    kind = resolve_kafka_kind(kafka_kind or settings.kafka)
+    try:
+        if not _running(state.get("kafka")):
+            state["kafka"] = _start_kafka(settings, kind)
+            started.append("kafka")
+            _save_state(settings, state)
+        if not _running(state.get("clickhouse")):
+            state["clickhouse"] = _start_clickhouse(
+                settings, clickhouse_kind or settings.clickhouse
+            )
+            started.append("clickhouse")
+            state["database"] = settings.database
+            _save_state(settings, state)
+    except ServiceError:
+        down(settings)  # nothing half-started is left behind
+        raise
+    ends = endpoints(settings, state)
+    assert ends is not None
+    report = provision(
+        KafkaSettings(bootstrap=ends.kafka_bootstrap, partitions=settings.partitions),
+        ClickHouseSettings(url=ends.clickhouse_url()),
+    )
+    state["started_at"] = state.get("started_at") or time.time()
+    _save_state(settings, state)
+    return {"started": started, **report, **status(settings)}
+
+
+def status(settings: ServicesSettings) -> dict[str, Any]:
+    state = load_state(settings)
+    ends = endpoints(settings, state)
+    out: dict[str, Any] = {
+        "running": ends is not None,
+        "state_dir": str(settings.state_dir),
+        "kafka": {**state.get("kafka", {}), "alive": _running(state.get("kafka"))}
+        if state.get("kafka")
+        else None,
+        "clickhouse": {**state.get("clickhouse", {}), "alive": _running(state.get("clickhouse"))}
+        if state.get("clickhouse")
+        else None,
+    }
+    if ends:
+        out.update(
+            kafka_bootstrap=ends.kafka_bootstrap,
+            clickhouse_native=ends.clickhouse_native,
+            clickhouse_http=ends.clickhouse_http,
+            clickhouse_url=ends.clickhouse_url(),
+        )
+    return out
+
+
+def down(settings: ServicesSettings) -> list[str]:
+    """Stop every process `up` started, by PID; returns what was stopped."""
+    state = load_state(settings)
+    stopped: list[str] = []
+    for name in ("kafka", "clickhouse"):
+        record = state.get(name) or {}
+        pid = record.get("pid")
+        if pid is not None:
+            if alive(int(pid)):
+                stopped.append(name)
+            stop(int(pid), str(record.get("marker", "")))
+        state.pop(name, None)
+    state.pop("started_at", None)
+    if settings.state_dir.exists():
+        _save_state(settings, state)
+    return stopped
+
+
+def apply_environment(settings: ServicesSettings | None = None) -> Endpoints | None:
+    """Point every component at the running local services, unless the environment
+    already names a broker (SCANTRACE_KAFKA__BOOTSTRAP) or a ClickHouse URL."""
+    ends = endpoints(settings or ServicesSettings())
+    if ends is not None:
+        os.environ.setdefault("SCANTRACE_KAFKA__BOOTSTRAP", ends.kafka_bootstrap)
+        os.environ.setdefault("SCANTRACE_CLICKHOUSE__URL", ends.clickhouse_url())
+    return ends

@@ -1,0 +1,24 @@
+"""clickhouse-driver client from `ClickHouseSettings` (the only place that builds one)."""
+
+from __future__ import annotations
+
+from clickhouse_driver import Client
+
+from sinks.clickhouse_settings import ClickHouseSettings
+
+
+def connect(
+    settings: ClickHouseSettings, *, database: str | None = None, **kwargs: object
+) -> Client:
+    host, port, db, user, password = settings.parts()
+    return Client(
+        host=host,
+        port=port,
+        database=database if database is not None else db,
+        user=user,
+        password=password,
+        connect_timeout=5,
+        send_receive_timeout=300,
+        settings={"use_numpy": False},
+        **kwargs,
+    )

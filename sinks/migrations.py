@@ -1,0 +1,66 @@
+"""Versioned schema migrations, applied in order and recorded in `schema_migrations`.
+
+Each migration is a list of SQL templates rendered by `sinks.schema` for a single node or
+for a cluster (`ON CLUSTER`, Replicated engines, Distributed tables) from one source.
+Applying twice is a no-op: a version recorded in `schema_migrations` is skipped, and every
+statement is `IF NOT EXISTS` so a half-applied migration can be re-run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from clickhouse_driver import Client
+
+from sinks.clickhouse_settings import ClickHouseSettings
+from sinks.client import connect
+from sinks.schema import MIGRATIONS, Migration, render
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    version: int
+    name: str
+
+
+def _bookkeeping(client: Client, db: str, on_cluster: str) -> None:
+    client.execute(f"CREATE DATABASE IF NOT EXISTS `{db}` {on_cluster}")
+    client.execute(
+        f"CREATE TABLE IF NOT EXISTS `{db}`.schema_migrations {on_cluster} "
+        "(version UInt32, name String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
+        "ENGINE = ReplacingMergeTree ORDER BY version"
+    )
+
+
+def applied_versions(client: Client, db: str) -> set[int]:
+    # Identifiers come from the operator's settings, never from a request.
+    rows = client.execute(f"SELECT DISTINCT version FROM `{db}`.schema_migrations")  # noqa: S608
+    return {int(r[0]) for r in rows}
+
+
+def migrate(
+    settings: ClickHouseSettings, migrations: list[Migration] | None = None
+) -> list[Applied]:
+    """Apply every pending migration in order; returns the ones applied now."""
+    db = settings.database
+    on_cluster = f"ON CLUSTER `{settings.cluster}`" if settings.cluster else ""
+    client = connect(settings, database="default")
+    try:
+        _bookkeeping(client, db, on_cluster)
+        done = applied_versions(client, db)
+        applied: list[Applied] = []
+        for m in sorted(
+            migrations if migrations is not None else MIGRATIONS, key=lambda m: m.version
+        ):
+            if m.version in done:
+                continue
+            for sql in render(m, settings):
+                client.execute(sql)
+            client.execute(
+                f"INSERT INTO `{db}`.schema_migrations (version, name) VALUES",
+                [(m.version, m.name)],
+            )
+            applied.append(Applied(m.version, m.name))
+        return applied
+    finally:
+        client.disconnect()
