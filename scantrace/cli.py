@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 import sys
 
@@ -11,8 +13,48 @@ from scantrace.services import manager
 from scantrace.services.process import ServiceError
 from scantrace.settings import ServicesSettings
 
+# Subcommands that live in their own modules, imported only when used: the Faust worker
+# alone takes a second to import, and `scantrace services status` should not wait for it.
+LAZY_COMMANDS: dict[str, str] = {
+    "gateway": "scantrace.commands.gateway:gateway",
+    "premises": "scantrace.commands.premises:premises",
+    "synth": "scantrace.commands.synth:synth",
+    "load": "scantrace.commands.load:load",
+    "worker": "scantrace.commands.worker:worker",
+    "sink": "scantrace.commands.sink:sink",
+    "run": "scantrace.commands.run:run",
+    "demo": "scantrace.commands.demo:demo",
+    "trace": "scantrace.commands.trace:trace",
+    "trace-premises": "scantrace.commands.trace:trace_premises",
+    "api": "scantrace.commands.api:api",
+    "audit": "scantrace.commands.api:audit",
+    "report": "scantrace.commands.report:report",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        present = [n for n, target in LAZY_COMMANDS.items() if _module_exists(target)]
+        return sorted({*super().list_commands(ctx), *present})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = LAZY_COMMANDS.get(cmd_name)
+        if target is None or not _module_exists(target):
+            return super().get_command(ctx, cmd_name)
+        module, attr = target.split(":")
+        command = getattr(importlib.import_module(module), attr)
+        assert isinstance(command, click.Command)
+        return command
+
+
+def _module_exists(target: str) -> bool:
+    return importlib.util.find_spec(target.split(":")[0]) is not None
+
+
+@click.group(
+    cls=LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "show_default": True},
+)
 @click.version_option(package_name="scantrace")
 def main() -> None:
     """scantrace: QR check-in scans in, contact tracing and compliance reports out."""

@@ -1,0 +1,1 @@
+"""One module per CLI command group; `scantrace.cli` imports them lazily."""
