@@ -10,7 +10,6 @@ import msgpack
 from ingest.contract import DEFAULT_MAX_SKEW_MS, ScanEvent, ScanRejected, parse_scan
 
 
-
 def encode_msgpack(event: ScanEvent) -> bytes:
     return msgpack.packb(event.to_wire(), use_bin_type=True)  # type: ignore[no-any-return]
 

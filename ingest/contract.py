@@ -6,6 +6,7 @@ Every rejection is a `ScanRejected` carrying a machine-readable `reason` code an
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,15 +17,24 @@ MAX_ID_LEN: Final = 64
 DEFAULT_MAX_SKEW_MS: Final = 5 * 60 * 1000
 # Scans before PC-COVID existed are corrupt clocks, not late uploads.
 MIN_SCANNED_AT_MS: Final = 1_577_836_800_000  # 2020-01-01T00:00:00Z
+MAX_SCANNED_AT_MS: Final = 4_102_444_800_000  # 2100-01-01T00:00:00Z
+
+# The ISO-8601 profile we accept: extended calendar date, `T` (or space), hh:mm[:ss[.f]],
+# then `Z` or a +hh[[:]mm] offset. The offset is optional here only so that a naive time gets
+# its own message below. `datetime.fromisoformat` alone is too lenient for a wire contract:
+# it takes any separator character, ignores text after a NUL, and accepts week dates.
+_ISO_8601: Final = re.compile(
+    r"\d{4}-\d{2}-\d{2}"
+    r"(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d{1,9})?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?)?",
+    re.ASCII,
+)
 
 Kind = Literal["checkin", "checkout"]
 KINDS: Final[frozenset[str]] = frozenset({"checkin", "checkout"})
 
 ID_FIELDS: Final = ("event_id", "person_id", "premises_id")
 # Fields a caller may send; `gateway_id` and `received_at` are overwritten by the gateway.
-FIELDS: Final = frozenset(
-    {*ID_FIELDS, "scanned_at", "kind", "gateway_id", "received_at", "schema"}
-)
+FIELDS: Final = frozenset({*ID_FIELDS, "scanned_at", "kind", "gateway_id", "received_at", "schema"})
 
 Reason = Literal[
     "undecodable",
@@ -94,6 +104,24 @@ def now_ms() -> int:
     return int(datetime.now(tz=UTC).timestamp() * 1000)
 
 
+def _int_text(value: int) -> str:
+    """`str(value)` for sane ints; a huge one would raise ValueError (4300-digit limit)."""
+    if -(10**30) < value < 10**30:
+        return str(value)
+    return f"{'-' if value < 0 else ''}2**{value.bit_length() - 1}+"
+
+
+def _key_text(key: object) -> str:
+    """A short printable name for a map key we do not know, whatever its type."""
+    if isinstance(key, str):
+        text = key if key and key.isprintable() else ascii(key)
+    elif isinstance(key, bytes):
+        text = ascii(key[:MAX_ID_LEN])
+    else:
+        text = f"<{type(key).__name__} key>"
+    return text[:MAX_ID_LEN]
+
+
 def _check_id(obj: Mapping[str, object], name: str, *, required: bool = True) -> str:
     if name not in obj:
         if required:
@@ -121,6 +149,8 @@ def parse_timestamp(value: object, name: str) -> int:
     if isinstance(value, int):
         ms = value
     elif isinstance(value, str):
+        if _ISO_8601.fullmatch(value) is None:
+            raise ScanRejected("bad_timestamp", name, "not ISO-8601 (YYYY-MM-DDThh:mm:ss+hh:mm)")
         try:
             parsed = datetime.fromisoformat(value)
         except ValueError:
@@ -131,11 +161,12 @@ def parse_timestamp(value: object, name: str) -> int:
         delta = parsed - datetime(1970, 1, 1, tzinfo=UTC)
         ms = (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
     else:
+        got = type(value).__name__
         raise ScanRejected(
-            "wrong_type", name, f"expected epoch milliseconds or ISO-8601, got {type(value).__name__}"
+            "wrong_type", name, f"expected epoch milliseconds or ISO-8601, got {got}"
         )
-    if ms < MIN_SCANNED_AT_MS or ms > 4_102_444_800_000:  # 2100-01-01
-        raise ScanRejected("bad_timestamp", name, f"{ms} is out of range")
+    if ms < MIN_SCANNED_AT_MS or ms > MAX_SCANNED_AT_MS:
+        raise ScanRejected("bad_timestamp", name, f"{_int_text(ms)} is out of range")
     return ms
 
 
@@ -156,12 +187,14 @@ def parse_scan(
         raise ScanRejected("not_a_map", None, f"got {type(obj).__name__}")
     for key in obj:
         if key not in FIELDS:
-            raise ScanRejected("unknown_field", str(key)[:MAX_ID_LEN])
+            raise ScanRejected("unknown_field", _key_text(key))
     schema = obj.get("schema", SCHEMA_VERSION)
     if isinstance(schema, bool) or not isinstance(schema, int):
         raise ScanRejected("wrong_type", "schema", "expected integer")
     if schema != SCHEMA_VERSION:
-        raise ScanRejected("unknown_schema", "schema", f"{schema} (supported: {SCHEMA_VERSION})")
+        raise ScanRejected(
+            "unknown_schema", "schema", f"{_int_text(schema)} (supported: {SCHEMA_VERSION})"
+        )
     event_id = _check_id(obj, "event_id")
     person_id = _check_id(obj, "person_id")
     premises_id = _check_id(obj, "premises_id")
