@@ -45,6 +45,6 @@ def partition_counts(settings: KafkaSettings) -> dict[str, int]:
     try:
         names = [s.name for s in settings.topic_specs()]
         described = admin.describe_topics(names)
-        return {t["topic"]: len(t["partitions"]) for t in described if not t.get("error_code")}
+        return {t["name"]: len(t["partitions"]) for t in described if not t.get("error_code")}
     finally:
         admin.close()

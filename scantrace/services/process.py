@@ -11,6 +11,10 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+# Children started by this process, kept so they are reaped (no zombies) and not flagged
+# by Popen's destructor as "still running" when the server is meant to outlive us.
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
 
 class ServiceError(RuntimeError):
     """A service failed to start or answer; the message carries its log tail."""
@@ -43,16 +47,15 @@ def spawn(
             env=env,
             start_new_session=True,
         )
+    _children[proc.pid] = proc
     return proc.pid
 
 
 def alive(pid: int) -> bool:
+    child = _children.get(pid)
+    if child is not None:
+        return child.poll() is None  # reaps our own exited child
     try:
-        # Reap it if it is our own exited child, so a zombie does not look alive.
-        with contextlib.suppress(ChildProcessError):
-            done, _ = os.waitpid(pid, os.WNOHANG)
-            if done == pid:
-                return False
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
@@ -82,10 +85,13 @@ def cmdline(pid: int) -> str:
 def stop(pid: int, marker: str, timeout: float = 20.0) -> None:
     """SIGTERM the process group of `pid`, then SIGKILL after `timeout`.
 
-    `marker` must appear in the process's command line: a PID recorded long ago may
-    belong to somebody else's process by now, and that one is left alone.
+    Unless this process started it, `marker` must appear in its command line: a PID
+    recorded long ago may belong to somebody else's process by now, and that one is
+    left alone.
     """
-    if not alive(pid) or marker not in cmdline(pid):
+    if not alive(pid):
+        return
+    if pid not in _children and marker not in cmdline(pid):
         return
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGTERM)
