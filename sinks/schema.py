@@ -42,6 +42,32 @@ MIGRATIONS: list[Migration] = [
             TTL toDateTime(scanned_at) + INTERVAL {retention_days} DAY""",
         ),
     ),
+    # tracing: one row per tracer query (CLI or API), kept beyond the scans' TTL.
+    Migration(
+        2,
+        "audit_log",
+        (
+            """CREATE TABLE IF NOT EXISTS {db}.audit_log {on_cluster} (
+                audit_id UUID,
+                at DateTime64(3, 'UTC'),
+                actor String,
+                role LowCardinality(String),
+                channel LowCardinality(String),
+                action LowCardinality(String),
+                subject_id String,
+                period_from DateTime64(3, 'UTC'),
+                period_to DateTime64(3, 'UTC'),
+                rule String,
+                rows UInt32,
+                ok UInt8,
+                error String,
+                duration_ms UInt32
+            )
+            ENGINE = MergeTree
+            PARTITION BY toYYYYMM(at)
+            ORDER BY (at, audit_id)""",
+        ),
+    ),
 ]
 
 
