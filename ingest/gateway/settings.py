@@ -1,0 +1,90 @@
+"""Settings of the HTTP ingest gateway, from SCANTRACE_* environment variables.
+
+`SCANTRACE_GATEWAY__TOKENS='{"TOKEN": "GATEWAY_ID", ...}'` (or `--tokens-file`),
+`SCANTRACE_GATEWAY__PORT`, `SCANTRACE_GATEWAY__MAX_BODY_BYTES`, ...; the broker from
+`SCANTRACE_KAFKA__BOOTSTRAP` like every component.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ingest.contract import DEFAULT_MAX_SKEW_MS, MAX_ID_LEN
+from ingest.kafka_settings import KafkaSettings
+
+Compression = Literal["gzip", "lz4", "zstd", "snappy", "none"]
+
+
+class TokensError(ValueError):
+    """The token table is unusable. The message never contains a token."""
+
+
+class GatewayOptions(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    # JSON object {"TOKEN": "GATEWAY_ID"}; a secret: masked whenever the settings are printed.
+    tokens: SecretStr = SecretStr("")
+    # Limit on the request body after gzip decoding, so a small gzip bomb is a 413 too.
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    max_batch: int = Field(default=10_000, ge=1)
+    max_skew_ms: int = Field(default=DEFAULT_MAX_SKEW_MS, ge=0)
+    # Kafka producer. gzip works with every client without extra libraries; lz4, zstd and
+    # snappy need `cramjam` in the gateway and a matching codec in every consumer.
+    compression: Compression = "gzip"
+    kafka_batch_bytes: int = Field(default=512 * 1024, ge=16 * 1024)
+    kafka_request_timeout_ms: int = Field(default=10_000, ge=100)
+    # Scans handed to Kafka and not yet acknowledged; beyond this a request gets 503.
+    max_pending_scans: int = Field(default=500_000, ge=1)
+    # A request waits this long for Kafka's acknowledgement before answering 503.
+    publish_timeout_ms: int = Field(default=15_000, ge=100)
+    retry_after_s: int = Field(default=2, ge=1)
+    # On SIGTERM: how long requests in progress may take to finish.
+    shutdown_timeout_s: float = Field(default=30.0, ge=0)
+
+    def token_map(self) -> dict[str, str]:
+        """`{token: gateway_id}`, checked. Raises `TokensError` (never quoting a token)."""
+        text = self.tokens.get_secret_value().strip()
+        if not text:
+            return {}
+        try:
+            obj = json.loads(text)
+        except ValueError:
+            raise TokensError("gateway tokens are not valid JSON") from None
+        if not isinstance(obj, dict):
+            raise TokensError('gateway tokens must be a JSON object {"TOKEN": "GATEWAY_ID"}')
+        tokens: dict[str, str] = {}
+        for n, (token, gateway_id) in enumerate(obj.items(), start=1):
+            if not token or not token.isprintable() or " " in token:
+                raise TokensError(f"gateway token #{n} is empty or has blanks/control characters")
+            if (
+                not isinstance(gateway_id, str)
+                or not gateway_id
+                or len(gateway_id) > MAX_ID_LEN
+                or not gateway_id.isprintable()
+            ):
+                raise TokensError(
+                    f"gateway token #{n}: its gateway_id must be a printable string of "
+                    f"1-{MAX_ID_LEN} characters"
+                )
+            tokens[token] = gateway_id
+        return tokens
+
+
+class GatewaySettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SCANTRACE_", env_nested_delimiter="__", frozen=True
+    )
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    gateway: GatewayOptions = Field(default_factory=GatewayOptions)
+
+    def with_options(self, **changes: object) -> GatewaySettings:
+        """A copy with some gateway options replaced (flags over environment), validated."""
+        options = GatewayOptions.model_validate({**self.gateway.model_dump(), **changes})
+        return self.model_copy(update={"gateway": options})

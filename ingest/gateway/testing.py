@@ -1,0 +1,62 @@
+"""A real fake of the `Publisher` seam, for tests and demos without Kafka (STYLE.md 10)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from ingest.contract import ScanEvent
+from ingest.deadletter import DeadLetter
+from ingest.gateway.app import RUNNER_KWARGS
+from ingest.gateway.base import PublishUnavailable
+
+
+@asynccontextmanager
+async def app_client(
+    app: web.Application,
+) -> AsyncIterator[TestClient[web.Request, web.Application]]:
+    """An aiohttp test client for the gateway app, served as in production (we decode
+    gzip ourselves: aiohttp's own decoding is off)."""
+    server = TestServer(app)
+    await server.start_server(**RUNNER_KWARGS)
+    async with TestClient(server) as client:
+        yield client
+
+
+class FakePublisher:
+    """Keeps what it is given. `fail` makes every publish raise `PublishUnavailable`;
+    `hold` (an Event) makes publish wait until it is set, to test requests in flight."""
+
+    def __init__(self, *, fail: str | None = None, is_ready: bool = True) -> None:
+        self.scans: list[ScanEvent] = []
+        self.dead_letters: list[DeadLetter] = []
+        self.calls = 0
+        self.fail = fail
+        self.is_ready = is_ready
+        self.hold: asyncio.Event | None = None
+        self.started = False
+        self.closed = False
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def publish(self, scans: Sequence[ScanEvent], dead_letters: Sequence[DeadLetter]) -> None:
+        self.calls += 1
+        if self.closed:
+            raise PublishUnavailable("shutting down")
+        if self.hold is not None:
+            await self.hold.wait()
+        if self.fail is not None:
+            raise PublishUnavailable(self.fail, retry_after=3)
+        self.scans.extend(scans)
+        self.dead_letters.extend(dead_letters)
+
+    async def ready(self) -> bool:
+        return self.is_ready and not self.closed
+
+    async def close(self) -> None:
+        self.closed = True

@@ -1,0 +1,65 @@
+"""`scantrace gateway`: the HTTP ingest gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+import click
+from pydantic import SecretStr, ValidationError
+
+from ingest.gateway.server import serve
+from ingest.gateway.settings import GatewaySettings, TokensError
+
+
+@click.command()
+@click.option(
+    "--host",
+    default=None,
+    help="Interface to listen on [env: SCANTRACE_GATEWAY__HOST; default 127.0.0.1]",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="TCP port [env: SCANTRACE_GATEWAY__PORT; default 8080]",
+)
+@click.option(
+    "--tokens-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help='JSON {"TOKEN": "GATEWAY_ID", ...} [env: SCANTRACE_GATEWAY__TOKENS holds the same JSON]',
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    help="Logging level",
+)
+def gateway(host: str | None, port: int | None, tokens_file: Path | None, log_level: str) -> None:
+    """HTTP ingest gateway: POST /v1/scans (JSON or msgpack, gzip ok) to Kafka scans.raw.
+
+    Also GET /healthz, /readyz and /metrics. Stops gracefully on SIGTERM.
+    Kafka from SCANTRACE_KAFKA__BOOTSTRAP (or the running local services).
+    """
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        settings = GatewaySettings()
+        changes: dict[str, object] = {}
+        if host is not None:
+            changes["host"] = host
+        if port is not None:
+            changes["port"] = port
+        if tokens_file is not None:
+            changes["tokens"] = SecretStr(tokens_file.read_text(encoding="utf-8"))
+        settings = settings.with_options(**changes)
+        settings.gateway.token_map()
+        settings.kafka.servers()
+    except (ValidationError, TokensError, RuntimeError, OSError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    asyncio.run(serve(settings))

@@ -1,0 +1,403 @@
+"""The HTTP gateway app above a fake publisher: auth, body formats, limits, rejections,
+dead letters, 503, health and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import io
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgpack
+import pytest
+from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
+
+from ingest.gateway.app import build_app
+from ingest.gateway.metrics import GatewayMetrics
+from ingest.gateway.settings import GatewayOptions
+from ingest.gateway.testing import FakePublisher, app_client
+
+NOW = 1_700_000_000_000
+TOKEN = "s3cret-token-AAAA"
+OTHER_TOKEN = "other-token-BBBB"
+TOKENS = {TOKEN: "gw-hanoi-1", OTHER_TOKEN: "gw-ninhthuan-2"}
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def scan(i: int = 0, **overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "event_id": f"evt-{i}",
+        "person_id": f"person-{i}",
+        "premises_id": f"NT-{i % 7:04d}",
+        "scanned_at": NOW - 60_000,
+        "kind": "checkin",
+    }
+    base.update(overrides)
+    return base
+
+
+class Env:
+    def __init__(self, client: Any, publisher: FakePublisher, registry: CollectorRegistry) -> None:
+        self.client = client
+        self.publisher = publisher
+        self.registry = registry
+
+    def sample(self, name: str, **labels: str) -> float:
+        value = self.registry.get_sample_value(name, labels)
+        return 0.0 if value is None else value
+
+    async def post(
+        self,
+        body: bytes,
+        content_type: str = "application/json",
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, Any], Any]:
+        hdrs = {**AUTH, "Content-Type": content_type, **(headers or {})}
+        resp = await self.client.post("/v1/scans", data=io.BytesIO(body), headers=hdrs)
+        payload = await resp.json()
+        return resp.status, payload, resp.headers
+
+
+def run(
+    test: Callable[[Env], Awaitable[None]],
+    *,
+    publisher: FakePublisher | None = None,
+    **options: Any,
+) -> None:
+    async def main() -> None:
+        pub = publisher or FakePublisher()
+        registry = CollectorRegistry()
+        opts = GatewayOptions(tokens=SecretStr(json.dumps(TOKENS)), **options)
+        app = build_app(pub, opts, GatewayMetrics(registry), clock=lambda: NOW)
+        async with app_client(app) as client:
+            await test(Env(client, pub, registry))
+
+    asyncio.run(main())
+
+
+def as_json(scans: list[dict[str, Any]]) -> bytes:
+    return json.dumps({"scans": scans}).encode()
+
+
+# -- accepted batches ----------------------------------------------------------------
+
+
+def test_json_batch_is_published_with_gateway_and_receipt_time() -> None:
+    async def test(env: Env) -> None:
+        status, body, _ = await env.post(as_json([scan(i) for i in range(3)]))
+        assert status == 200
+        assert body == {"accepted": 3, "rejected": []}
+        assert [e.event_id for e in env.publisher.scans] == ["evt-0", "evt-1", "evt-2"]
+        assert {e.gateway_id for e in env.publisher.scans} == {"gw-hanoi-1"}
+        assert {e.received_at for e in env.publisher.scans} == {NOW}
+        assert env.publisher.dead_letters == []
+
+    run(test)
+
+
+def test_caller_cannot_forge_gateway_id_or_received_at() -> None:
+    async def test(env: Env) -> None:
+        forged = scan(1, gateway_id="gw-evil", received_at=NOW - 10**9)
+        status, body, _ = await env.post(as_json([forged]))
+        assert (status, body["accepted"]) == (200, 1)
+        (event,) = env.publisher.scans
+        assert (event.gateway_id, event.received_at) == ("gw-hanoi-1", NOW)
+
+    run(test)
+
+
+def test_each_token_maps_to_its_gateway() -> None:
+    async def test(env: Env) -> None:
+        status, _, _ = await env.post(
+            as_json([scan()]), headers={"Authorization": f"Bearer {OTHER_TOKEN}"}
+        )
+        assert status == 200
+        assert env.publisher.scans[0].gateway_id == "gw-ninhthuan-2"
+
+    run(test)
+
+
+@pytest.mark.parametrize("shape", ["array", "map"])
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_msgpack_batches(shape: str, gzipped: bool) -> None:
+    scans = [scan(i) for i in range(5)]
+    body = msgpack.packb(scans if shape == "array" else {"scans": scans})
+    headers = {}
+    if gzipped:
+        body = gzip.compress(body)
+        headers["Content-Encoding"] = "gzip"
+
+    async def test(env: Env) -> None:
+        status, payload, _ = await env.post(body, "application/msgpack", headers)
+        assert (status, payload) == (200, {"accepted": 5, "rejected": []})
+        assert [e.event_id for e in env.publisher.scans] == [s["event_id"] for s in scans]
+
+    run(test)
+
+
+def test_gzip_json_and_concatenated_gzip_members() -> None:
+    first, second = as_json([scan(1)]), b""
+    body = gzip.compress(first[:10]) + gzip.compress(first[10:] + second)
+
+    async def test(env: Env) -> None:
+        status, payload, _ = await env.post(body, headers={"Content-Encoding": "gzip"})
+        assert (status, payload["accepted"]) == (200, 1)
+
+    run(test)
+
+
+def test_empty_batch_publishes_nothing() -> None:
+    async def test(env: Env) -> None:
+        status, payload, _ = await env.post(as_json([]))
+        assert (status, payload) == (200, {"accepted": 0, "rejected": []})
+        assert env.publisher.calls == 0
+
+    run(test)
+
+
+# -- rejections and dead letters -----------------------------------------------------
+
+
+def test_mixed_batch_rejects_only_the_invalid_items_and_dead_letters_them() -> None:
+    bad_kind = scan(1, kind="bogus")
+    future = scan(3, scanned_at=NOW + 3_600_000)
+    items: list[Any] = [scan(0), bad_kind, scan(2), future, "not a map", scan(5)]
+    del items[5]["person_id"]
+
+    async def test(env: Env) -> None:
+        status, payload, _ = await env.post(as_json(items))
+        assert status == 200
+        assert payload["accepted"] == 2
+        assert [(r["index"], r["reason"], r["field"]) for r in payload["rejected"]] == [
+            (1, "unknown_kind", "kind"),
+            (3, "future_timestamp", "scanned_at"),
+            (4, "not_a_map", None),
+            (5, "missing_field", "person_id"),
+        ]
+        assert all("detail" in r for r in payload["rejected"])
+        assert [e.event_id for e in env.publisher.scans] == ["evt-0", "evt-2"]
+        letters = env.publisher.dead_letters
+        assert [d.reason for d in letters] == [
+            "unknown_kind", "future_timestamp", "not_a_map", "missing_field",
+        ]  # fmt: skip
+        assert {d.stage for d in letters} == {"gateway"}
+        assert {d.at for d in letters} == {NOW}
+        assert msgpack.unpackb(letters[0].raw) == bad_kind
+        assert msgpack.unpackb(letters[2].raw) == "not a map"
+        assert [d.event_id for d in letters] == ["evt-1", "evt-3", "", "evt-5"]
+        assert "gw-hanoi-1" in letters[0].detail
+        assert env.sample("scantrace_gateway_scans_rejected_total", reason="unknown_kind") == 1
+        assert env.sample("scantrace_gateway_scans_accepted_total") == 2
+
+    run(test)
+
+
+def test_all_invalid_still_publishes_the_dead_letters() -> None:
+    async def test(env: Env) -> None:
+        status, payload, _ = await env.post(as_json([scan(0, kind="x"), scan(1, kind="y")]))
+        assert (status, payload["accepted"], len(payload["rejected"])) == (200, 0, 2)
+        assert env.publisher.calls == 1
+        assert len(env.publisher.dead_letters) == 2
+
+    run(test)
+
+
+def test_huge_rejected_item_is_cut_in_its_dead_letter() -> None:
+    async def test(env: Env) -> None:
+        status, payload, _ = await env.post(as_json([scan(0, person_id="x" * 200_000)]))
+        assert (status, payload["rejected"][0]["reason"]) == (200, "id_too_long")
+        (letter,) = env.publisher.dead_letters
+        assert len(letter.raw) == 64 * 1024
+        assert "raw cut from" in letter.detail
+
+    run(test)
+
+
+def test_json_integer_beyond_msgpack_range_is_dead_lettered_as_repr() -> None:
+    async def test(env: Env) -> None:
+        status, payload, _ = await env.post(as_json([scan(0, scanned_at=2**70)]))
+        assert (status, payload["rejected"][0]["reason"]) == (200, "bad_timestamp")
+        assert b"1180591620717411303424" in env.publisher.dead_letters[0].raw
+
+    run(test)
+
+
+# -- refused requests ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "", "Bearer", "Bearer wrong", f"Basic {TOKEN}", f"Bearer {TOKEN}x", "Bearer ünïcode"],
+)
+def test_missing_or_wrong_token_is_401_and_publishes_nothing(authorization: str | None) -> None:
+    async def test(env: Env) -> None:
+        headers = {"Content-Type": "application/json"}
+        if authorization is not None:
+            headers["Authorization"] = authorization
+        resp = await env.client.post("/v1/scans", data=as_json([scan()]), headers=headers)
+        assert resp.status == 401
+        assert resp.headers["WWW-Authenticate"] == "Bearer"
+        assert (await resp.json())["error"] == "unauthorized"
+        assert env.publisher.calls == 0
+        assert env.sample("scantrace_gateway_requests_total", status="401") == 1
+
+    run(test)
+
+
+def test_no_tokens_configured_refuses_everyone() -> None:
+    async def main() -> None:
+        pub = FakePublisher()
+        app = build_app(pub, GatewayOptions(), GatewayMetrics(CollectorRegistry()))
+        async with app_client(app) as client:
+            resp = await client.post("/v1/scans", data=as_json([scan()]), headers=AUTH)
+            assert resp.status == 401
+
+    asyncio.run(main())
+
+
+def test_tokens_never_reach_the_logs(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+
+    async def test(env: Env) -> None:
+        await env.post(as_json([scan()]))
+        await env.post(as_json([scan()]), headers={"Authorization": "Bearer guessed-token"})
+
+    run(test, publisher=FakePublisher(fail="kafka down"))
+    assert TOKEN not in caplog.text and "guessed-token" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "headers", "code"),
+    [
+        (b"{not json", "application/json", {}, "undecodable"),
+        (b"\xc1", "application/msgpack", {}, "undecodable"),
+        (b"[]", "application/json", {}, "not_a_batch"),
+        (b'{"scans": {}}', "application/json", {}, "not_a_batch"),
+        (b'{"scans": [], "extra": 1}', "application/json", {}, "not_a_batch"),
+        (msgpack.packb(7), "application/msgpack", {}, "not_a_batch"),
+        (b"definitely not gzip", "application/json", {"Content-Encoding": "gzip"}, "bad_gzip"),
+        (
+            gzip.compress(b'{"scans": []}')[:-6],
+            "application/json",
+            {"Content-Encoding": "gzip"},
+            "bad_gzip",
+        ),
+        (b'{"scans": [' * 100_000, "application/json", {}, "undecodable"),
+    ],
+)
+def test_malformed_body_is_400_with_a_reason(
+    body: bytes, content_type: str, headers: dict[str, str], code: str
+) -> None:
+    async def test(env: Env) -> None:
+        status, payload, _ = await env.post(body, content_type, headers)
+        assert status == 400
+        assert payload["error"] == code and payload["detail"]
+        assert env.publisher.calls == 0
+
+    run(test)
+
+
+def test_unsupported_content_type_or_encoding_is_415() -> None:
+    async def test(env: Env) -> None:
+        status, payload, _ = await env.post(b"x", "text/plain")
+        assert (status, payload["error"]) == (415, "unsupported_media_type")
+        status, payload, _ = await env.post(as_json([]), headers={"Content-Encoding": "br"})
+        assert (status, payload["error"]) == (415, "unsupported_encoding")
+
+    run(test)
+
+
+def test_body_over_the_limit_is_413() -> None:
+    async def test(env: Env) -> None:
+        status, payload, _ = await env.post(as_json([scan(i) for i in range(100)]))
+        assert (status, payload["error"]) == (413, "body_too_large")
+
+        async def chunks() -> Any:  # no Content-Length: the limit holds while reading
+            for _ in range(10):
+                yield b" " * 1000
+
+        resp = await env.client.post(
+            "/v1/scans", data=chunks(), headers={**AUTH, "Content-Type": "application/json"}
+        )
+        assert resp.status == 413
+        assert env.publisher.calls == 0
+
+    run(test, max_body_bytes=4096)
+
+
+def test_gzip_bomb_is_413_without_inflating_it() -> None:
+    bomb = gzip.compress(b'{"scans": [' + b" " * 50_000_000 + b"]}")
+    assert len(bomb) < 100_000
+
+    async def test(env: Env) -> None:
+        status, payload, _ = await env.post(bomb, headers={"Content-Encoding": "gzip"})
+        assert (status, payload["error"]) == (413, "body_too_large")
+
+    run(test, max_body_bytes=1_000_000)
+
+
+def test_too_many_scans_is_413() -> None:
+    async def test(env: Env) -> None:
+        status, payload, _ = await env.post(as_json([scan(i) for i in range(11)]))
+        assert (status, payload["error"]) == (413, "batch_too_large")
+        status, _, _ = await env.post(as_json([scan(i) for i in range(10)]))
+        assert status == 200
+
+    run(test, max_batch=10)
+
+
+def test_publisher_unavailable_is_503_with_retry_after_and_no_claim() -> None:
+    async def test(env: Env) -> None:
+        status, payload, headers = await env.post(as_json([scan(1), scan(2, kind="x")]))
+        assert status == 503
+        assert headers["Retry-After"] == "3"
+        assert payload == {"error": "unavailable", "detail": "kafka down"}
+        assert env.sample("scantrace_gateway_scans_accepted_total") == 0
+        assert env.sample("scantrace_gateway_requests_total", status="503") == 1
+
+    run(test, publisher=FakePublisher(fail="kafka down"))
+
+
+# -- health and metrics --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("is_ready", "status"), [(True, 200), (False, 503)])
+def test_health_and_readiness(is_ready: bool, status: int) -> None:
+    async def test(env: Env) -> None:
+        assert (await env.client.get("/healthz")).status == 200
+        assert (await env.client.get("/readyz")).status == status
+
+    run(test, publisher=FakePublisher(is_ready=is_ready))
+
+
+def test_metrics_exposition() -> None:
+    async def test(env: Env) -> None:
+        await env.post(as_json([scan(i) for i in range(4)] + [scan(9, kind="?")]))
+        await env.post(b"{", "application/json")
+        resp = await env.client.get("/metrics")
+        assert resp.status == 200
+        assert resp.headers["Content-Type"].startswith("text/plain")
+        text = await resp.text()
+        for name in (
+            "scantrace_gateway_requests_total",
+            "scantrace_gateway_scans_accepted_total",
+            "scantrace_gateway_scans_rejected_total",
+            "scantrace_gateway_publish_latency_seconds_bucket",
+            "scantrace_gateway_batch_size_scans_bucket",
+        ):
+            assert name in text
+        assert "NT-000" not in text and "person-" not in text and "gw-hanoi" not in text
+        assert env.sample("scantrace_gateway_requests_total", status="200") == 1
+        assert env.sample("scantrace_gateway_requests_total", status="400") == 1
+        assert env.sample("scantrace_gateway_scans_accepted_total") == 4
+        assert env.sample("scantrace_gateway_scans_rejected_total", reason="unknown_kind") == 1
+        assert env.sample("scantrace_gateway_batch_size_scans_count") == 1
+        assert env.sample("scantrace_gateway_batch_size_scans_sum") == 5
+        assert env.sample("scantrace_gateway_publish_latency_seconds_count") == 1
+        assert env.sample("scantrace_gateway_requests_in_flight") == 0
+
+    run(test)
