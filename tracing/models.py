@@ -1,0 +1,135 @@
+"""Result models of the exposure queries: frozen, slotted, times as epoch ms UTC."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from tracing.rules import MINUTE_MS, Rule
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+CONTACT_FIELDS = (
+    "person_id",
+    "degree",
+    "via_person_id",
+    "premises_id",
+    "premises_name",
+    "district",
+    "category",
+    "case_time_from",
+    "case_time_to",
+    "contact_time_from",
+    "contact_time_to",
+    "overlap_minutes",
+)
+VISIT_FIELDS = (
+    "premises_id",
+    "premises_name",
+    "district",
+    "category",
+    "time_from",
+    "time_to",
+    "scans",
+)
+VISITOR_FIELDS = (
+    "person_id",
+    "premises_id",
+    "premises_name",
+    "district",
+    "category",
+    "time_from",
+    "time_to",
+    "scans",
+)
+TIME_FIELDS = frozenset(
+    {
+        "case_time_from",
+        "case_time_to",
+        "contact_time_from",
+        "contact_time_to",
+        "time_from",
+        "time_to",
+    }
+)
+
+
+def iso_utc(ms: int) -> str:
+    """Epoch ms as ISO-8601 UTC with milliseconds and a `Z`."""
+    at = EPOCH + timedelta(milliseconds=ms)
+    return f"{at:%Y-%m-%dT%H:%M:%S}.{ms % 1000:03d}Z"
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """One contact at one premises. Degree 2 rows name the F1 person they came through
+    (`via_person_id`); degree 1 rows have None there."""
+
+    person_id: str
+    degree: int
+    via_person_id: str | None
+    premises_id: str
+    premises_name: str
+    district: str
+    category: str
+    case_time_from: int
+    case_time_to: int
+    contact_time_from: int
+    contact_time_to: int
+    # Longest overlap of one pair of visits (overlap rule); None under scan-window.
+    overlap_ms: int | None = None
+
+    @property
+    def overlap_minutes(self) -> float | None:
+        return None if self.overlap_ms is None else round(self.overlap_ms / MINUTE_MS, 3)
+
+
+@dataclass(frozen=True, slots=True)
+class Visit:
+    premises_id: str
+    premises_name: str
+    district: str
+    category: str
+    time_from: int
+    time_to: int
+    scans: int
+
+
+@dataclass(frozen=True, slots=True)
+class Visitor:
+    """One person at the premises asked about (trace-premises)."""
+
+    person_id: str
+    premises_id: str
+    premises_name: str
+    district: str
+    category: str
+    time_from: int
+    time_to: int
+    scans: int
+
+
+@dataclass(frozen=True, slots=True)
+class TraceResult:
+    case: str
+    period_from: int
+    period_to: int
+    rule: Rule
+    visits: list[Visit] = field(default_factory=list)
+    contacts: list[Contact] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return len(self.contacts)
+
+
+@dataclass(frozen=True, slots=True)
+class PremisesResult:
+    premises_id: str
+    period_from: int
+    period_to: int
+    visitors: list[Visitor] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return len(self.visitors)

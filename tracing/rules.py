@@ -1,0 +1,77 @@
+"""The exposure rules (DESIGN.md "Exposure model") and their parameters.
+
+`scan-window` (PC-COVID's rule, the default): person X is a contact of case C if X
+scanned at a premises P within `window_min` minutes (inclusive) of a scan of C at P, C's
+scan lying inside the asked period.
+
+`overlap`: scans become visits (see `tracing.sql` for the exact construction); X is a
+contact if one of X's visits at P overlaps one of C's visits at P, widened by
+`buffer_min` on both sides, by at least `min_overlap_min` minutes (15 is the Ministry of
+Health's F1 rule).
+
+Every answer echoes the rule with all its parameters (`Rule.echo`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, Literal
+
+RuleName = Literal["scan-window", "overlap"]
+RULES: Final[tuple[RuleName, ...]] = ("scan-window", "overlap")
+MINUTE_MS: Final = 60_000
+# The longest dwell time of any category (accommodation, `ingest.premises.DWELL_MINUTES`).
+MAX_DWELL_MIN: Final = 720
+
+
+class RuleError(ValueError):
+    """A rule parameter is out of range; the message is the reason shown to the caller."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    name: RuleName = "scan-window"
+    window_min: int = 60
+    buffer_min: int = 0
+    min_overlap_min: int = 0
+    # Repeated scans of one person at one premises this close together are one visit.
+    merge_gap_min: int = 30
+    # A check-out closes the visit its check-in opened at most this long before.
+    max_visit_min: int = 1440
+    depth: int = 1
+
+    def __post_init__(self) -> None:
+        if self.name not in RULES:
+            raise RuleError(f"rule must be one of {', '.join(RULES)}")
+        for field, top in (
+            ("window_min", 7 * 1440),
+            ("buffer_min", 1440),
+            ("min_overlap_min", 1440),
+            ("merge_gap_min", 1440),
+            ("max_visit_min", 7 * 1440),
+        ):
+            value = getattr(self, field)
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= top:
+                raise RuleError(f"{field} must be an integer from 0 to {top}")
+        if self.depth not in (1, 2):
+            raise RuleError("depth must be 1 or 2")
+
+    @property
+    def horizon_ms(self) -> int:
+        """How far beyond the scans that matter a visit's other scans are read: a visit
+        is never longer than a check-in..check-out (`max_visit_min`) plus merged repeats
+        plus the longest dwell time."""
+        return (self.max_visit_min + self.merge_gap_min + MAX_DWELL_MIN) * MINUTE_MS
+
+    def echo(self) -> dict[str, object]:
+        """The rule as echoed in every answer, with every parameter (the visit-building
+        ones shape the case's timeline under either rule)."""
+        return {
+            "name": self.name,
+            "window_min": self.window_min,
+            "buffer_min": self.buffer_min,
+            "min_overlap_min": self.min_overlap_min,
+            "merge_gap_min": self.merge_gap_min,
+            "max_visit_min": self.max_visit_min,
+            "depth": self.depth,
+        }

@@ -1,0 +1,327 @@
+"""Pure SQL builders for the exposure queries: each returns `(sql, params)`.
+
+Every value from a caller is a bound parameter (`%(name)s`, substituted and escaped by
+clickhouse-driver); only table names from the operator's settings are formatted in,
+after `_ident` checked them.
+
+Shape of every query (PERFORMANCE.md "Exposure queries"):
+1. the seeds' scans (the case's, or the F1 contacts' for degree 2) through the
+   by-person access path (`person_id IN ...`);
+2. co-visitor scans narrowed by `premises_id GLOBAL IN (the seeds' premises)` and by the
+   seeds' time span, so the `(premises_id, scanned_at)` primary key does the work;
+3. a join of the two on premises, filtered by the rule, grouped to one row per
+   (person, premises), keeping the seed with the earliest contact (ties: smallest id).
+`GLOBAL IN` makes the sets travel to every shard when `scans` is a Distributed table
+(sharded by premises_id: a person's scans at one premises are on one shard, so the
+per-(person, premises) window functions are correct there too); on one node it is `IN`.
+
+Exact duplicates (one event_id stored twice before a ReplacingMergeTree merge) cannot
+change an answer: every result is a set, a min/max or a count of distinct event_ids, so no
+FINAL is needed (it would cost the primary-key narrowing a merge per query).
+
+Visits (overlap rule, and the case's timeline): a person's scans at one premises, in
+order of (scanned_at, kind, event_id), are cut into visits; scan i continues the visit of
+scan i-1 when it follows within `merge_gap_min`, or when it is a check-out following a
+check-in within `max_visit_min`. A visit runs from its first scan to its last scan, plus
+the premises' dwell time unless it has a check-in and its last scan is a check-out.
+Visits are built from the scans within `Rule.horizon_ms` of the times that matter; a
+chain of repeats longer than that would be cut (no real visit is).
+"""
+
+# Templates with `_ident`-checked table names only; every value is a bound parameter.
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final
+
+from tracing.rules import MINUTE_MS, Rule
+
+_IDENT: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}(\.[A-Za-z_][A-Za-z0-9_]{0,63})?$")
+# A query that carries thousands of F1 ids in its text is longer than the 256 KiB default.
+QUERY_SETTINGS: Final[dict[str, object]] = {"max_query_size": 64 * 1024 * 1024}
+
+
+def _ident(name: str) -> str:
+    if not _IDENT.match(name):
+        raise ValueError(f"not a plain table name: {name!r}")
+    return ".".join(f"`{part}`" for part in name.split("."))
+
+
+@dataclass(frozen=True, slots=True)
+class TraceTables:
+    """Where the queries read and write. `by_person` is the by-person access path: the
+    `scans` table itself when its person-ordered projection serves `person_id IN`
+    filters, or a table ordered by person with the same columns."""
+
+    scans: str = "scans"
+    by_person: str = "scans"
+    audit: str = "audit_log"
+
+    def q(self, which: str) -> str:
+        return _ident(getattr(self, which))
+
+
+Query = tuple[str, dict[str, object]]
+
+
+def _ms(column: str) -> str:
+    return f"toUnixTimestamp64Milli({column})"
+
+
+def _at(param: str) -> str:
+    return f"fromUnixTimestamp64Milli(toInt64({param}), 'UTC')"
+
+
+def _seed_scans(tables: TraceTables, *, lo: str, hi: str) -> str:
+    """The seeds' scans in [lo, hi] (ms expressions), by person."""
+    return f"""
+        SELECT person_id, premises_id, {_ms("scanned_at")} AS t, toUInt8(kind) AS k,
+               event_id, dwell_minutes AS dwell,
+               mapFromArrays(%(seed_ids)s, %(seed_since)s)[person_id] AS since
+        FROM {tables.q("by_person")}
+        WHERE person_id IN %(seed_set)s
+          AND scanned_at >= {_at(lo)} AND scanned_at <= {_at(hi)}"""
+
+
+def _visits(source: str, *, extra: str = "") -> str:
+    """Visits of the rows of `source` (person_id, premises_id, t, k, event_id, dwell, ...)."""
+    order = "PARTITION BY person_id, premises_id ORDER BY t, k, event_id"
+    return f"""
+        SELECT person_id, premises_id, visit_no,
+               min(t) AS vs,
+               max(t) + if(countIf(k = 1) > 0 AND argMax(k, (t, k, event_id)) = 2,
+                           0, max(dwell) * {MINUTE_MS}) AS ve{extra}
+        FROM (
+            SELECT *, sum(new_visit) OVER (
+                {order} ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS visit_no
+            FROM (
+                SELECT *, if(pk = 0 OR NOT (t - pt <= %(gap_ms)s
+                             OR (k = 2 AND pk = 1 AND t - pt <= %(max_visit_ms)s)), 1, 0)
+                          AS new_visit
+                FROM (
+                    SELECT *,
+                           lagInFrame(t, 1, toInt64(0)) OVER w AS pt,
+                           lagInFrame(k, 1, toUInt8(0)) OVER w AS pk
+                    FROM ({source})
+                    WINDOW w AS ({order} ROWS BETWEEN 1 PRECEDING AND CURRENT ROW)
+                )
+            )
+        )
+        GROUP BY person_id, premises_id, visit_no"""
+
+
+def _rule_params(rule: Rule) -> dict[str, object]:
+    return {
+        "window_ms": rule.window_min * MINUTE_MS,
+        "buffer_ms": rule.buffer_min * MINUTE_MS,
+        "min_overlap_ms": rule.min_overlap_min * MINUTE_MS,
+        "gap_ms": rule.merge_gap_min * MINUTE_MS,
+        "max_visit_ms": rule.max_visit_min * MINUTE_MS,
+        "horizon_ms": rule.horizon_ms,
+    }
+
+
+def _seed_params(
+    seeds: list[tuple[str, int]], to_ms: int, exclude: list[str], rule: Rule
+) -> dict[str, object]:
+    if not seeds:
+        raise ValueError("no seeds")
+    ids = [s for s, _ in seeds]
+    return {
+        "seed_ids": ids,
+        "seed_since": [int(t) for _, t in seeds],
+        "seed_set": tuple(ids),
+        "min_since": min(int(t) for _, t in seeds),
+        "to_ms": int(to_ms),
+        "exclude": tuple(exclude) if exclude else ("",),
+        **_rule_params(rule),
+    }
+
+
+# One row per contact: person_id, premises_id, via (the seed), case_from, case_to,
+# contact_from, contact_to, overlap_ms (NULL under scan-window), premises_name, district,
+# category. Times are epoch ms.
+CONTACT_COLUMNS: Final = (
+    "person_id",
+    "premises_id",
+    "via",
+    "case_from",
+    "case_to",
+    "contact_from",
+    "contact_to",
+    "overlap_ms",
+    "premises_name",
+    "district",
+    "category",
+)
+
+_IN_SEED_PERIOD = ", countIf(t >= since AND t <= %(to_ms)s) AS in_period"
+_PREMISES_ANY = (
+    ", any(premises_name) AS premises_name, any(district) AS district, any(category) AS category"
+)
+_PICK_ONE_SEED = """
+    ORDER BY person_id, premises_id, contact_from, via
+    LIMIT 1 BY person_id, premises_id"""
+
+
+def contacts(
+    rule: Rule,
+    seeds: list[tuple[str, int]],
+    to_ms: int,
+    exclude: list[str],
+    tables: TraceTables | None = None,
+) -> Query:
+    """Contacts of `seeds` ((person_id, since_ms) pairs: each seed's scans from `since`
+    to `to_ms` count) under `rule`, never listing a person in `exclude`.
+
+    Degree 1 is `seeds=[(case, from)]`, `exclude=[case]`; degree 2 is the F1 persons
+    with their earliest contact time, excluding the case and every F1 person."""
+    tables = tables or TraceTables()
+    params = _seed_params(seeds, to_ms, exclude, rule)
+    premises_cols = "premises_name, district, category"
+    if rule.name == "scan-window":
+        sql = f"""
+WITH
+    case_scans AS (
+        SELECT person_id AS seed, premises_id, t FROM ({
+            _seed_scans(tables, lo="%(min_since)s", hi="%(to_ms)s")
+        })
+        WHERE t >= since
+    ),
+    near AS (
+        SELECT person_id, premises_id, {_ms("scanned_at")} AS t, {premises_cols}
+        FROM {tables.q("scans")}
+        WHERE premises_id GLOBAL IN (SELECT premises_id FROM case_scans)
+          AND scanned_at >= {_at("(SELECT min(t) FROM case_scans) - %(window_ms)s")}
+          AND scanned_at <= {_at("(SELECT max(t) FROM case_scans) + %(window_ms)s")}
+          AND person_id NOT IN %(exclude)s
+    )
+SELECT x.person_id AS person_id, x.premises_id AS premises_id, c.seed AS via,
+       min(c.t) AS case_from, max(c.t) AS case_to,
+       min(x.t) AS contact_from, max(x.t) AS contact_to,
+       CAST(NULL AS Nullable(Int64)) AS overlap_ms,
+       any(x.premises_name) AS premises_name, any(x.district) AS district,
+       any(x.category) AS category
+FROM near AS x
+INNER JOIN case_scans AS c ON x.premises_id = c.premises_id
+WHERE x.t >= c.t - %(window_ms)s AND x.t <= c.t + %(window_ms)s AND x.person_id != c.seed
+GROUP BY person_id, premises_id, via{_PICK_ONE_SEED}"""
+        return sql, params
+    sql = f"""
+WITH
+    case_visits AS (
+        SELECT person_id AS seed, premises_id, vs, ve FROM ({
+        _visits(
+            _seed_scans(
+                tables, lo="%(min_since)s - %(horizon_ms)s", hi="%(to_ms)s + %(horizon_ms)s"
+            ),
+            extra=_IN_SEED_PERIOD,
+        )
+    })
+        WHERE in_period > 0
+    ),
+    near AS (
+        SELECT person_id, premises_id, {_ms("scanned_at")} AS t, toUInt8(kind) AS k, event_id,
+               dwell_minutes AS dwell, {premises_cols}
+        FROM {tables.q("scans")}
+        WHERE premises_id GLOBAL IN (SELECT premises_id FROM case_visits)
+          AND scanned_at >= {
+        _at("(SELECT min(vs) FROM case_visits) - %(buffer_ms)s - %(horizon_ms)s")
+    }
+          AND scanned_at <= {
+        _at("(SELECT max(ve) FROM case_visits) + %(buffer_ms)s + %(horizon_ms)s")
+    }
+          AND person_id NOT IN %(exclude)s
+    ),
+    near_visits AS ({
+        _visits(
+            "SELECT * FROM near",
+            extra=_PREMISES_ANY,
+        )
+    })
+SELECT person_id, premises_id, via, case_from, case_to, contact_from, contact_to,
+       overlap_ms, premises_name, district, category
+FROM (
+    SELECT x.person_id AS person_id, x.premises_id AS premises_id, c.seed AS via,
+           min(c.vs) AS case_from, max(c.ve) AS case_to,
+           min(x.vs) AS contact_from, max(x.ve) AS contact_to,
+           toNullable(max(least(x.ve, c.ve + %(buffer_ms)s)
+                          - greatest(x.vs, c.vs - %(buffer_ms)s))) AS overlap_ms,
+           any(x.premises_name) AS premises_name, any(x.district) AS district,
+           any(x.category) AS category
+    FROM near_visits AS x
+    INNER JOIN case_visits AS c ON x.premises_id = c.premises_id
+    WHERE least(x.ve, c.ve + %(buffer_ms)s) - greatest(x.vs, c.vs - %(buffer_ms)s)
+              >= %(min_overlap_ms)s
+      AND x.person_id != c.seed
+    GROUP BY person_id, premises_id, via
+){_PICK_ONE_SEED}"""
+    return sql, params
+
+
+VISIT_COLUMNS: Final = (
+    "premises_id",
+    "time_from",
+    "time_to",
+    "scans",
+    "premises_name",
+    "district",
+    "category",
+)
+
+
+def case_visits(
+    rule: Rule, person_id: str, from_ms: int, to_ms: int, tables: TraceTables | None = None
+) -> Query:
+    """The case's visits with at least one scan in [from, to]: its timeline."""
+    tables = tables or TraceTables()
+    params = _seed_params([(person_id, from_ms)], to_ms, [person_id], rule)
+    source = f"""
+        SELECT person_id, premises_id, {_ms("scanned_at")} AS t, toUInt8(kind) AS k,
+               event_id, dwell_minutes AS dwell, premises_name, district, category
+        FROM {tables.q("by_person")}
+        WHERE person_id IN %(seed_set)s
+          AND scanned_at >= {_at("%(min_since)s - %(horizon_ms)s")}
+          AND scanned_at <= {_at("%(to_ms)s + %(horizon_ms)s")}"""
+    extra = (
+        ",\n               countIf(t >= %(min_since)s AND t <= %(to_ms)s) AS in_period,"
+        " uniqExact(event_id) AS scans, any(premises_name) AS premises_name,"
+        " any(district) AS district, any(category) AS category"
+    )
+    sql = f"""
+SELECT premises_id, vs AS time_from, ve AS time_to, scans, premises_name, district, category
+FROM ({_visits(source, extra=extra)})
+WHERE in_period > 0
+ORDER BY time_from, premises_id"""
+    return sql, params
+
+
+VISITOR_COLUMNS: Final = (
+    "person_id",
+    "time_from",
+    "time_to",
+    "scans",
+    "premises_name",
+    "district",
+    "category",
+)
+
+
+def premises_visitors(
+    premises_id: str, from_ms: int, to_ms: int, tables: TraceTables | None = None
+) -> Query:
+    """Everyone who scanned at a premises in [from, to]: first and last scan, scans."""
+    tables = tables or TraceTables()
+    sql = f"""
+SELECT person_id, min({_ms("scanned_at")}) AS time_from, max({_ms("scanned_at")}) AS time_to,
+       uniqExact(event_id) AS scans, any(premises_name) AS premises_name,
+       any(district) AS district, any(category) AS category
+FROM {tables.q("scans")}
+WHERE premises_id = %(premises_id)s
+  AND scanned_at >= {_at("%(from_ms)s")} AND scanned_at <= {_at("%(to_ms)s")}
+GROUP BY person_id
+ORDER BY time_from, person_id"""
+    return sql, {"premises_id": premises_id, "from_ms": int(from_ms), "to_ms": int(to_ms)}

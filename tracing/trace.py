@@ -1,0 +1,214 @@
+"""The two tracer queries, run through a `QueryRunner`, and the audited `Tracer` facade.
+
+`trace_person` runs three SQL queries: the case's timeline, the F1 contacts, and (depth
+2) the F2 contacts, a second query seeded with every F1 person and the earliest time of
+their contact. Python only moves the rows into models.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from ingest.contract import now_ms
+from tracing import sql
+from tracing.audit import Action, Actor, AuditRecord, AuditWriter
+from tracing.models import Contact, PremisesResult, TraceResult, Visit, Visitor
+from tracing.rules import Rule
+from tracing.runner import QueryRunner, Row
+from tracing.sql import TraceTables
+
+DAY_MS: Final = 86_400_000
+MAX_SUBJECT_LEN: Final = 64
+
+
+class TraceInputError(ValueError):
+    """The question cannot be asked (bad period, id or rule): HTTP 422, CLI exit 2."""
+
+
+def check_question(subject: str, from_ms: int, to_ms: int, retention_days: int) -> None:
+    if not subject or len(subject) > MAX_SUBJECT_LEN or not subject.isprintable():
+        raise TraceInputError(
+            f"the id must be a printable string of 1-{MAX_SUBJECT_LEN} characters"
+        )
+    if from_ms > to_ms:
+        raise TraceInputError("the period's start (from) is after its end (to)")
+    if to_ms - from_ms > retention_days * DAY_MS:
+        raise TraceInputError(
+            f"the period is longer than the {retention_days}-day retention of scans"
+        )
+
+
+def _contacts(rows: list[Row], degree: int) -> list[Contact]:
+    out = []
+    for person, premises, via, c_from, c_to, x_from, x_to, overlap, name, district, cat in rows:
+        out.append(
+            Contact(
+                person_id=person,
+                degree=degree,
+                via_person_id=via if degree > 1 else None,
+                premises_id=premises,
+                premises_name=name,
+                district=district,
+                category=cat,
+                case_time_from=int(c_from),
+                case_time_to=int(c_to),
+                contact_time_from=int(x_from),
+                contact_time_to=int(x_to),
+                overlap_ms=None if overlap is None else int(overlap),
+            )
+        )
+    return out
+
+
+def trace_person(
+    runner: QueryRunner,
+    person_id: str,
+    from_ms: int,
+    to_ms: int,
+    rule: Rule,
+    tables: TraceTables | None = None,
+) -> TraceResult:
+    tables = tables or TraceTables()
+    visits = [
+        Visit(
+            premises_id=p,
+            premises_name=name,
+            district=district,
+            category=cat,
+            time_from=int(t0),
+            time_to=int(t1),
+            scans=int(n),
+        )
+        for p, t0, t1, n, name, district, cat in runner.query(
+            *sql.case_visits(rule, person_id, from_ms, to_ms, tables)
+        )
+    ]
+    f1 = _contacts(
+        runner.query(*sql.contacts(rule, [(person_id, from_ms)], to_ms, [person_id], tables)),
+        1,
+    )
+    contacts = list(f1)
+    if rule.depth >= 2 and f1:
+        earliest: dict[str, int] = {}
+        for c in f1:
+            earliest[c.person_id] = min(
+                earliest.get(c.person_id, c.contact_time_from), c.contact_time_from
+            )
+        seeds = sorted(earliest.items())
+        exclude = [person_id, *earliest]
+        contacts += _contacts(runner.query(*sql.contacts(rule, seeds, to_ms, exclude, tables)), 2)
+    contacts.sort(key=lambda c: (c.degree, c.contact_time_from, c.person_id, c.premises_id))
+    return TraceResult(person_id, from_ms, to_ms, rule, visits, contacts)
+
+
+def trace_premises(
+    runner: QueryRunner,
+    premises_id: str,
+    from_ms: int,
+    to_ms: int,
+    tables: TraceTables | None = None,
+) -> PremisesResult:
+    visitors = [
+        Visitor(
+            person_id=person,
+            premises_id=premises_id,
+            premises_name=name,
+            district=district,
+            category=cat,
+            time_from=int(t0),
+            time_to=int(t1),
+            scans=int(n),
+        )
+        for person, t0, t1, n, name, district, cat in runner.query(
+            *sql.premises_visitors(premises_id, from_ms, to_ms, tables)
+        )
+    ]
+    return PremisesResult(premises_id, from_ms, to_ms, visitors)
+
+
+@dataclass
+class Tracer:
+    """The queries as a tracer asks them: checked, run, and audited, success or failure.
+    A failure is audited and then re-raised."""
+
+    runner: QueryRunner
+    audit: AuditWriter
+    retention_days: int = 28
+    tables: TraceTables | None = None
+    clock: Callable[[], int] = now_ms
+
+    def _audited(
+        self,
+        actor: Actor,
+        action: Action,
+        subject: str,
+        from_ms: int,
+        to_ms: int,
+        rule: dict[str, object],
+        run: Callable[[], TraceResult | PremisesResult],
+    ) -> TraceResult | PremisesResult:
+        at = self.clock()
+        started = time.perf_counter()
+        record = AuditRecord(actor, action, subject, from_ms, to_ms, at, rule)
+        try:
+            check_question(subject, from_ms, to_ms, self.retention_days)
+            result = run()
+        except Exception as exc:
+            self.audit.write(
+                _replace(record, ok=False, error=f"{type(exc).__name__}: {exc}", started=started)
+            )
+            raise
+        self.audit.write(_replace(record, rows=result.rows, started=started))
+        return result
+
+    def trace(
+        self, actor: Actor, person_id: str, from_ms: int, to_ms: int, rule: Rule
+    ) -> TraceResult:
+        result = self._audited(
+            actor,
+            "trace",
+            person_id,
+            from_ms,
+            to_ms,
+            rule.echo(),
+            lambda: trace_person(self.runner, person_id, from_ms, to_ms, rule, self.tables),
+        )
+        assert isinstance(result, TraceResult)
+        return result
+
+    def trace_premises(
+        self, actor: Actor, premises_id: str, from_ms: int, to_ms: int
+    ) -> PremisesResult:
+        result = self._audited(
+            actor,
+            "trace_premises",
+            premises_id,
+            from_ms,
+            to_ms,
+            {},
+            lambda: trace_premises(self.runner, premises_id, from_ms, to_ms, self.tables),
+        )
+        assert isinstance(result, PremisesResult)
+        return result
+
+
+def _replace(
+    record: AuditRecord, *, started: float, rows: int = 0, ok: bool = True, error: str = ""
+) -> AuditRecord:
+    return AuditRecord(
+        actor=record.actor,
+        action=record.action,
+        subject_id=record.subject_id,
+        period_from=record.period_from,
+        period_to=record.period_to,
+        at=record.at,
+        rule=record.rule,
+        rows=rows,
+        ok=ok,
+        error=error,
+        duration_ms=round((time.perf_counter() - started) * 1000),
+        audit_id=record.audit_id,
+    )
