@@ -1,0 +1,35 @@
+# syntax=docker/dockerfile:1
+# One image for every scantrace component: `docker run IMAGE gateway|worker|sink|api|...`.
+# Built by docker-compose.yml (and for deploy/k8s). The build context is an allowlist
+# (.dockerignore): pyproject.toml, README.md and the five packages, nothing else.
+
+# -- build: wheels for scantrace and every dependency (all ship manylinux wheels for 3.11,
+#    so no compiler is needed; the sources stay out of the runtime image)
+FROM python:3.11-slim AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY ingest ./ingest
+COPY processors ./processors
+COPY sinks ./sinks
+COPY tracing ./tracing
+COPY scantrace ./scantrace
+RUN pip wheel --wheel-dir /wheels .
+
+# -- runtime
+FROM python:3.11-slim
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
+    pip install --no-index --find-links /wheels scantrace \
+    && useradd --system --uid 10001 --user-group --create-home --home-dir /home/scantrace scantrace \
+    && install -d -o scantrace -g scantrace /var/lib/scantrace
+# The working folder is the components' state: Faust keeps its table stores here (the
+# worker's volume in docker-compose.yml, its PersistentVolumeClaim in deploy/k8s).
+WORKDIR /var/lib/scantrace
+USER 10001
+EXPOSE 8080 8081 9101 9102
+ENTRYPOINT ["scantrace"]
+CMD ["--help"]
