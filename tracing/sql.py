@@ -76,14 +76,19 @@ def _at(param: str) -> str:
 
 
 def _seed_scans(tables: TraceTables, *, lo: str, hi: str) -> str:
-    """The seeds' scans in [lo, hi] (ms expressions), by person."""
+    """The seeds' scans in [lo, hi] (ms expressions). The by-person path only has to
+    give the scans' primary keys: the rows themselves come from `scans` by full primary
+    key, so a narrow person-ordered projection or table is enough."""
     return f"""
         SELECT person_id, premises_id, {_ms("scanned_at")} AS t, toUInt8(kind) AS k,
-               event_id, dwell_minutes AS dwell,
+               event_id, dwell_minutes AS dwell, premises_name, district, category,
                mapFromArrays(%(seed_ids)s, %(seed_since)s)[person_id] AS since
-        FROM {tables.q("by_person")}
-        WHERE person_id IN %(seed_set)s
-          AND scanned_at >= {_at(lo)} AND scanned_at <= {_at(hi)}"""
+        FROM {tables.q("scans")}
+        WHERE (premises_id, scanned_at, event_id) GLOBAL IN (
+                SELECT premises_id, scanned_at, event_id FROM {tables.q("by_person")}
+                WHERE person_id IN %(seed_set)s
+                  AND scanned_at >= {_at(lo)} AND scanned_at <= {_at(hi)})
+          AND person_id IN %(seed_set)s"""
 
 
 def _visits(source: str, *, extra: str = "") -> str:
@@ -279,13 +284,9 @@ def case_visits(
     """The case's visits with at least one scan in [from, to]: its timeline."""
     tables = tables or TraceTables()
     params = _seed_params([(person_id, from_ms)], to_ms, [person_id], rule)
-    source = f"""
-        SELECT person_id, premises_id, {_ms("scanned_at")} AS t, toUInt8(kind) AS k,
-               event_id, dwell_minutes AS dwell, premises_name, district, category
-        FROM {tables.q("by_person")}
-        WHERE person_id IN %(seed_set)s
-          AND scanned_at >= {_at("%(min_since)s - %(horizon_ms)s")}
-          AND scanned_at <= {_at("%(to_ms)s + %(horizon_ms)s")}"""
+    source = _seed_scans(
+        tables, lo="%(min_since)s - %(horizon_ms)s", hi="%(to_ms)s + %(horizon_ms)s"
+    )
     extra = (
         ",\n               countIf(t >= %(min_since)s AND t <= %(to_ms)s) AS in_period,"
         " uniqExact(event_id) AS scans, any(premises_name) AS premises_name,"

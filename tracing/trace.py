@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from ingest.contract import now_ms
+from ingest.contract import ScanRejected, now_ms, parse_timestamp
 from tracing import sql
 from tracing.audit import Action, Actor, AuditRecord, AuditWriter
 from tracing.models import Contact, PremisesResult, TraceResult, Visit, Visitor
@@ -28,6 +28,14 @@ class TraceInputError(ValueError):
     """The question cannot be asked (bad period, id or rule): HTTP 422, CLI exit 2."""
 
 
+def parse_time(value: str, name: str) -> int:
+    """ISO-8601 with an offset (or epoch ms digits) to epoch ms, or `TraceInputError`."""
+    try:
+        return parse_timestamp(int(value) if value.isdigit() else value, name)
+    except ScanRejected as exc:
+        raise TraceInputError(f"{name}: {exc.detail or exc.reason}") from None
+
+
 def check_question(subject: str, from_ms: int, to_ms: int, retention_days: int) -> None:
     if not subject or len(subject) > MAX_SUBJECT_LEN or not subject.isprintable():
         raise TraceInputError(
@@ -39,6 +47,28 @@ def check_question(subject: str, from_ms: int, to_ms: int, retention_days: int) 
         raise TraceInputError(
             f"the period is longer than the {retention_days}-day retention of scans"
         )
+
+
+# A person-ordered table with the scans' primary key columns serves as the by-person
+# access path; without one, `scans` itself (its projection, if it has one).
+BY_PERSON_TABLES: Final = ("scans_by_person",)
+KEY_COLUMNS: Final = frozenset({"person_id", "premises_id", "scanned_at", "event_id"})
+
+
+def detect_tables(runner: QueryRunner, base: TraceTables | None = None) -> TraceTables:
+    """`base` (default tables) with `by_person` pointed at a person-ordered table of the
+    current database when the schema has one."""
+    base = base or TraceTables()
+    rows = runner.query(
+        "SELECT table, groupArray(name) FROM system.columns"
+        " WHERE database = currentDatabase() AND table IN %(names)s GROUP BY table",
+        {"names": BY_PERSON_TABLES},
+    )
+    found = {str(t): set(cols) for t, cols in rows}
+    for name in BY_PERSON_TABLES:
+        if found.get(name, set()) >= KEY_COLUMNS:
+            return TraceTables(scans=base.scans, by_person=name, audit=base.audit)
+    return base
 
 
 def _contacts(rows: list[Row], degree: int) -> list[Contact]:

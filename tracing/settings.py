@@ -1,0 +1,88 @@
+"""Settings of the tracer (CLI and HTTP API), from SCANTRACE_* environment variables.
+
+`SCANTRACE_CLICKHOUSE__URL` like every component; `SCANTRACE_API__TOKENS='{"TOKEN":
+{"name": "Nguyen Van A", "role": "tracer"}}'` (or `--tokens-file`), `SCANTRACE_API__PORT`,
+`SCANTRACE_API__PAGE_SIZE`, ...
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Final
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sinks.clickhouse_settings import ClickHouseSettings
+
+ROLES: Final = frozenset({"tracer", "auditor"})
+
+
+class TokensError(ValueError):
+    """The token table is unusable. The message never contains a token."""
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who holds a token: a named person with a role. Only `tracer` may query and only
+    `auditor` may read the audit log; any other role is refused (403)."""
+
+    name: str
+    role: str
+
+
+class ApiOptions(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8090, ge=0, le=65535)
+    # JSON {"TOKEN": {"name": "...", "role": "tracer"}}; masked whenever printed.
+    tokens: SecretStr = SecretStr("")
+    # Contacts per page of an answer (`?limit=` up to max_page_size).
+    page_size: int = Field(default=1000, ge=1)
+    max_page_size: int = Field(default=10_000, ge=1)
+    # ClickHouse connections, i.e. queries running at once.
+    pool_size: int = Field(default=4, ge=1, le=64)
+    shutdown_timeout_s: float = Field(default=30.0, ge=0)
+
+    def token_map(self) -> dict[str, Principal]:
+        """`{token: Principal}`, checked. Raises `TokensError` (never quoting a token)."""
+        return parse_tokens(self.tokens.get_secret_value())
+
+
+def parse_tokens(text: str) -> dict[str, Principal]:
+    text = text.strip()
+    if not text:
+        return {}
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        raise TokensError("API tokens are not valid JSON") from None
+    if not isinstance(obj, dict):
+        raise TokensError('API tokens must be a JSON object {"TOKEN": {"name": ..., "role": ...}}')
+    out: dict[str, Principal] = {}
+    for n, (token, who) in enumerate(obj.items(), start=1):
+        if not token or not token.isprintable() or " " in token:
+            raise TokensError(f"API token #{n} is empty or has blanks/control characters")
+        if not isinstance(who, dict) or not isinstance(who.get("name"), str) or not who["name"]:
+            raise TokensError(f'API token #{n}: expected {{"name": "...", "role": "..."}}')
+        role = who.get("role")
+        if not isinstance(role, str):
+            raise TokensError(f"API token #{n}: role must be a string")
+        # Unknown roles are kept: their holders are authenticated but get 403 everywhere.
+        out[token] = Principal(name=str(who["name"])[:128], role=role)
+    return out
+
+
+class TracerSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SCANTRACE_", env_nested_delimiter="__", frozen=True
+    )
+
+    clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)
+    api: ApiOptions = Field(default_factory=ApiOptions)
+
+    def with_api(self, **changes: object) -> TracerSettings:
+        options = ApiOptions.model_validate({**self.api.model_dump(), **changes})
+        return self.model_copy(update={"api": options})
