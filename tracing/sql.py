@@ -75,20 +75,17 @@ def _at(param: str) -> str:
     return f"fromUnixTimestamp64Milli(toInt64({param}), 'UTC')"
 
 
-def _seed_scans(tables: TraceTables, *, lo: str, hi: str) -> str:
-    """The seeds' scans in [lo, hi] (ms expressions). The by-person path only has to
-    give the scans' primary keys: the rows themselves come from `scans` by full primary
-    key, so a narrow person-ordered projection or table is enough."""
+def _seed_scans(tables: TraceTables, *, lo: str, hi: str, extra: str = "") -> str:
+    """The seeds' scans in [lo, hi] (ms expressions), through the by-person path (a
+    projection of `scans` ordered by person, or a table of its own): only the columns the
+    rule needs are read, the time bounds prune day partitions."""
     return f"""
         SELECT person_id, premises_id, {_ms("scanned_at")} AS t, toUInt8(kind) AS k,
-               event_id, dwell_minutes AS dwell, premises_name, district, category,
+               event_id, dwell_minutes AS dwell{extra},
                mapFromArrays(%(seed_ids)s, %(seed_since)s)[person_id] AS since
-        FROM {tables.q("scans")}
-        WHERE (premises_id, scanned_at, event_id) GLOBAL IN (
-                SELECT premises_id, scanned_at, event_id FROM {tables.q("by_person")}
-                WHERE person_id IN %(seed_set)s
-                  AND scanned_at >= {_at(lo)} AND scanned_at <= {_at(hi)})
-          AND person_id IN %(seed_set)s"""
+        FROM {tables.q("by_person")}
+        WHERE person_id IN %(seed_set)s
+          AND scanned_at >= {_at(lo)} AND scanned_at <= {_at(hi)}"""
 
 
 def _visits(source: str, *, extra: str = "") -> str:
@@ -285,7 +282,10 @@ def case_visits(
     tables = tables or TraceTables()
     params = _seed_params([(person_id, from_ms)], to_ms, [person_id], rule)
     source = _seed_scans(
-        tables, lo="%(min_since)s - %(horizon_ms)s", hi="%(to_ms)s + %(horizon_ms)s"
+        tables,
+        lo="%(min_since)s - %(horizon_ms)s",
+        hi="%(to_ms)s + %(horizon_ms)s",
+        extra=", premises_name, district, category",
     )
     extra = (
         ",\n               countIf(t >= %(min_since)s AND t <= %(to_ms)s) AS in_period,"

@@ -187,12 +187,25 @@ class Tracer:
             check_question(subject, from_ms, to_ms, self.retention_days)
             result = run()
         except Exception as exc:
-            self.audit.write(
-                _replace(record, ok=False, error=f"{type(exc).__name__}: {exc}", started=started)
-            )
+            self.audit.write(_replace(record, ok=False, error=error_text(exc), started=started))
             raise
         self.audit.write(_replace(record, rows=result.rows, started=started))
         return result
+
+    def refused(
+        self,
+        actor: Actor,
+        action: Action,
+        subject: str,
+        reason: str,
+        *,
+        from_ms: int = 0,
+        to_ms: int = 0,
+        rule: dict[str, object] | None = None,
+    ) -> None:
+        """Audit a question refused before it could run (bad input, forbidden role)."""
+        record = AuditRecord(actor, action, subject[:256], from_ms, to_ms, self.clock(), rule or {})
+        self.audit.write(_replace(record, ok=False, error=reason, started=time.perf_counter()))
 
     def trace(
         self, actor: Actor, person_id: str, from_ms: int, to_ms: int, rule: Rule
@@ -223,6 +236,13 @@ class Tracer:
         )
         assert isinstance(result, PremisesResult)
         return result
+
+
+def error_text(exc: BaseException, limit: int = 500) -> str:
+    """One line for the audit log: the exception's type and message, no stack trace (a
+    ClickHouse server error carries the server's)."""
+    text = str(exc).split("Stack trace:", 1)[0]
+    return f"{type(exc).__name__}: {' '.join(text.split())}"[:limit]
 
 
 def _replace(

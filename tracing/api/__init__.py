@@ -1,0 +1,1 @@
+"""The tracer HTTP API (aiohttp): the two exposure queries and the audit log."""

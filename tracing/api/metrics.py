@@ -1,0 +1,47 @@
+"""The tracer API's Prometheus metrics: one object, on a registry passed in (STYLE.md 9).
+
+Labels are bounded sets (endpoint name, HTTP status, query kind), never a person, premises
+or tracer id.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+PREFIX: Final = "scantrace_api_"
+LATENCY_BUCKETS_S: Final = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+)  # fmt: skip
+ROWS_BUCKETS: Final = (0, 1, 10, 100, 1000, 10_000, 100_000)
+
+
+class ApiMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.requests = Counter(
+            f"{PREFIX}requests_total",
+            "Requests by endpoint and HTTP status",
+            ["endpoint", "status"],
+            registry=registry,
+        )
+        self.query_latency = Histogram(
+            f"{PREFIX}query_latency_seconds",
+            "Time to answer a tracer query (ClickHouse included), by query",
+            ["query"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=registry,
+        )
+        self.rows = Histogram(
+            f"{PREFIX}answer_rows",
+            "Rows (contacts or visitors) in a query's whole answer",
+            ["query"],
+            buckets=ROWS_BUCKETS,
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            f"{PREFIX}queries_in_flight",
+            "Tracer queries being answered",
+            registry=registry,
+        )

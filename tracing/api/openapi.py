@@ -1,0 +1,221 @@
+"""The OpenAPI 3.1 document of the tracer API, served at /openapi.json."""
+
+from __future__ import annotations
+
+from tracing.models import CONTACT_FIELDS, VISIT_FIELDS, VISITOR_FIELDS
+from tracing.settings import ApiOptions
+
+
+def _string(description: str, fmt: str | None = None) -> dict[str, object]:
+    out: dict[str, object] = {"type": "string", "description": description}
+    if fmt:
+        out["format"] = fmt
+    return out
+
+
+def _param(
+    name: str, schema: dict[str, object], where: str = "query", required: bool = False
+) -> dict[str, object]:
+    return {"name": name, "in": where, "required": required, "schema": schema}
+
+
+def _int(lo: int, hi: int, default: int, description: str) -> dict[str, object]:
+    return {
+        "type": "integer",
+        "minimum": lo,
+        "maximum": hi,
+        "default": default,
+        "description": description,
+    }
+
+
+def _object(fields: tuple[str, ...]) -> dict[str, object]:
+    props: dict[str, object] = {}
+    for f in fields:
+        if "time" in f:
+            props[f] = _string("ISO-8601 UTC", "date-time")
+        elif f in ("degree", "scans"):
+            props[f] = {"type": "integer"}
+        elif f == "overlap_minutes":
+            props[f] = {"type": ["number", "null"]}
+        elif f == "via_person_id":
+            props[f] = {"type": ["string", "null"], "description": "the F1 person (degree 2)"}
+        else:
+            props[f] = {"type": "string"}
+    return {"type": "object", "properties": props, "required": list(fields)}
+
+
+def _responses(ok: dict[str, object], errors: dict[str, object]) -> dict[str, object]:
+    return {"200": ok, **errors}
+
+
+def openapi_document(retention_days: int, options: ApiOptions) -> dict[str, object]:
+    period = [
+        _param("from", _string("start, ISO-8601 with offset", "date-time"), required=True),
+        _param("to", _string("end, ISO-8601 with offset", "date-time"), required=True),
+    ]
+    paging = [
+        _param("limit", _int(1, options.max_page_size, options.page_size, "rows per page")),
+        _param("offset", _int(0, 2**31, 0, "first row of the page")),
+        _param(
+            "format",
+            {
+                "type": "string",
+                "enum": ["json", "csv"],
+                "default": "json",
+                "description": "csv: the whole answer, streamed, formula-safe",
+            },
+        ),
+    ]
+    rule = [
+        _param(
+            "rule", {"type": "string", "enum": ["scan-window", "overlap"], "default": "scan-window"}
+        ),
+        _param("window_min", _int(0, 7 * 1440, 60, "scan-window: minutes either side, inclusive")),
+        _param("buffer_min", _int(0, 1440, 0, "overlap: the case's visits widened by")),
+        _param(
+            "min_overlap_min", _int(0, 1440, 0, "overlap: minimum minutes together (15 = MoH F1)")
+        ),
+        _param("merge_gap_min", _int(0, 1440, 30, "repeated scans this close are one visit")),
+        _param("depth", _int(1, 2, 1, "2 adds the F2 contacts of every F1 contact")),
+    ]
+    page = {
+        "type": "object",
+        "properties": {
+            "offset": {"type": "integer"},
+            "limit": {"type": "integer"},
+            "returned": {"type": "integer"},
+            "total": {"type": "integer"},
+            "next_offset": {"type": ["integer", "null"]},
+        },
+    }
+    errors: dict[str, object] = {
+        "401": {"description": "missing or unknown bearer token"},
+        "403": {"description": "the token's role may not do this"},
+        "422": {
+            "description": "invalid input: the reason is in `detail`",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        },
+        "503": {"description": "the query failed (audited)"},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "scantrace tracer API",
+            "version": "1",
+            "description": (
+                "Exposure queries over QR check-in scans. Every query is audited. Periods"
+                f" may not be longer than the {retention_days}-day retention."
+            ),
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "properties": {"error": {"type": "string"}, "detail": {"type": "string"}},
+                },
+                "Contact": _object(CONTACT_FIELDS),
+                "Visit": _object(VISIT_FIELDS),
+                "Visitor": _object(VISITOR_FIELDS),
+                "Page": page,
+                "Trace": {
+                    "type": "object",
+                    "properties": {
+                        "case": {"type": "string"},
+                        "period": {"type": "object"},
+                        "rule": {"type": "object"},
+                        "visits": {
+                            "type": "array",
+                            "items": {"$ref": "#/components/schemas/Visit"},
+                        },
+                        "contacts": {
+                            "type": "array",
+                            "items": {"$ref": "#/components/schemas/Contact"},
+                        },
+                        "page": {"$ref": "#/components/schemas/Page"},
+                    },
+                },
+                "Visitors": {
+                    "type": "object",
+                    "properties": {
+                        "premises_id": {"type": "string"},
+                        "period": {"type": "object"},
+                        "visitors": {
+                            "type": "array",
+                            "items": {"$ref": "#/components/schemas/Visitor"},
+                        },
+                        "page": {"$ref": "#/components/schemas/Page"},
+                    },
+                },
+            },
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/v1/trace/{person_id}": {
+                "get": {
+                    "summary": "A case's visits and contacts (role tracer)",
+                    "parameters": [
+                        _param("person_id", {"type": "string"}, "path", True),
+                        *period,
+                        *rule,
+                        *paging,
+                    ],
+                    "responses": _responses(
+                        {
+                            "description": "the answer (one page)",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Trace"}
+                                },
+                                "text/csv": {"schema": {"type": "string"}},
+                            },
+                        },
+                        errors,
+                    ),
+                }
+            },
+            "/v1/premises/{premises_id}/visitors": {
+                "get": {
+                    "summary": "Everyone who scanned at a premises in the period (role tracer)",
+                    "parameters": [
+                        _param("premises_id", {"type": "string"}, "path", True),
+                        *period,
+                        *paging,
+                    ],
+                    "responses": _responses(
+                        {
+                            "description": "the answer (one page)",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Visitors"}
+                                },
+                                "text/csv": {"schema": {"type": "string"}},
+                            },
+                        },
+                        errors,
+                    ),
+                }
+            },
+            "/v1/audit": {
+                "get": {
+                    "summary": "The audit log (role auditor)",
+                    "parameters": [
+                        _param(
+                            "since", _string("ISO-8601 with offset", "date-time"), required=True
+                        ),
+                        _param("limit", _int(1, 100_000, 1000, "rows")),
+                        _param("actor", {"type": "string"}),
+                    ],
+                    "responses": _responses({"description": "audit entries, oldest first"}, errors),
+                }
+            },
+            "/healthz": {"get": {"security": [], "responses": {"200": {"description": "alive"}}}},
+            "/metrics": {
+                "get": {"security": [], "responses": {"200": {"description": "Prometheus"}}}
+            },
+            "/openapi.json": {
+                "get": {"security": [], "responses": {"200": {"description": "this"}}}
+            },
+        },
+    }

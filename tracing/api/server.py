@@ -1,0 +1,70 @@
+"""Run the tracer API until SIGTERM/SIGINT: listener closed first, queries in progress
+finish, then the ClickHouse connections close."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from tracing.api.app import build_app
+from tracing.api.metrics import ApiMetrics
+from tracing.runner import ClickHouseRunner, RunnerPool
+from tracing.settings import TracerSettings
+from tracing.trace import detect_tables
+
+log = logging.getLogger(__name__)
+
+
+async def serve(
+    settings: TracerSettings,
+    *,
+    registry: CollectorRegistry | None = None,
+    stop: asyncio.Event | None = None,
+    on_listening: Callable[[int], None] | None = None,
+) -> None:
+    options = settings.api
+    tokens = options.token_map()  # fails fast on a bad table
+    if not tokens:
+        log.warning("no API tokens configured: every query will get 401")
+    pool = RunnerPool(lambda: ClickHouseRunner(settings.clickhouse), size=options.pool_size)
+    with pool.runner() as runner:
+        tables = await asyncio.to_thread(detect_tables, runner)
+    app = build_app(
+        pool,
+        options,
+        ApiMetrics(registry or CollectorRegistry()),
+        retention_days=settings.clickhouse.retention_days,
+        tokens=tokens,
+        tables=tables,
+    )
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    handled: list[signal.Signals] = []
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signum, stop.set)
+            handled.append(signum)
+    runner_ = web.AppRunner(app, shutdown_timeout=options.shutdown_timeout_s, access_log=None)
+    await runner_.setup()
+    try:
+        site = web.TCPSite(runner_, options.host, options.port)
+        await site.start()
+        port = options.port
+        for address in runner_.addresses:
+            if isinstance(address, tuple) and len(address) >= 2:
+                port = int(address[1])
+        log.info("tracer API on http://%s:%d (%d tokens)", options.host, port, len(tokens))
+        if on_listening is not None:
+            on_listening(port)
+        await stop.wait()
+    finally:
+        await runner_.cleanup()
+        pool.close()
+        for signum in handled:
+            loop.remove_signal_handler(signum)
