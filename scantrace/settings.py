@@ -30,5 +30,4 @@ class ServicesSettings(BaseSettings):
     )
     # Downloads (Kafka jars) outlive any state folder: a second start needs no network.
     cache_dir: Path = Field(default_factory=lambda: _xdg("XDG_CACHE_HOME", ".cache") / "scantrace")
-    partitions: int = Field(default=4, ge=1)
     database: str = "scantrace"

@@ -23,6 +23,7 @@ from scantrace.services.process import ServiceError, alive, stop, wait_until
 from scantrace.settings import ServicesSettings
 from sinks.clickhouse_settings import ClickHouseSettings
 from sinks.migrations import migrate
+from sinks.settings import SinkSettings
 
 STATE_FILE = "services.json"
 
@@ -32,10 +33,8 @@ class Endpoints:
     kafka_bootstrap: str
     clickhouse_native: str
     clickhouse_http: str
-    database: str
-
-    def clickhouse_url(self) -> str:
-        return f"{self.clickhouse_native}/{self.database}"
+    # The full URL components use: an external one is kept as given (user, password, db).
+    clickhouse_url: str
 
 
 def state_path(settings: ServicesSettings) -> Path:
@@ -101,7 +100,9 @@ def _start_kafka(settings: ServicesSettings, kind: str) -> dict[str, Any]:
             raise ServiceError("--kafka external needs SCANTRACE_KAFKA__BOOTSTRAP")
         return {"kind": "external", "bootstrap": bootstrap}
     if kind == "apache":
-        record = kafka_apache.start(settings.state_dir, settings.cache_dir, settings.partitions)
+        record = kafka_apache.start(
+            settings.state_dir, settings.cache_dir, SinkSettings().kafka.partitions
+        )
         timeout = 120.0
     elif kind == "noida":
         record = kafka_noida.start(settings.state_dir)
@@ -142,14 +143,24 @@ def endpoints(settings: ServicesSettings, state: dict[str, Any] | None = None) -
         return None
     assert kafka is not None and ch is not None
     if ch["kind"] == "external":
-        host, port, database, _, _ = ClickHouseSettings(url=ch["url"]).parts()
-        native = f"clickhouse://{host}:{port}"
-        http = ch.get("http", "")
-    else:
-        native = f"clickhouse://127.0.0.1:{ch['native_port']}"
-        http = f"http://127.0.0.1:{ch['http_port']}"
-        database = state.get("database", settings.database)
-    return Endpoints(kafka["bootstrap"], native, http, database)
+        host, port, _, _, _ = ClickHouseSettings(url=ch["url"]).parts()
+        return Endpoints(kafka["bootstrap"], f"clickhouse://{host}:{port}", "", ch["url"])
+    native = f"clickhouse://127.0.0.1:{ch['native_port']}"
+    database = state.get("database", settings.database)
+    return Endpoints(
+        kafka["bootstrap"], native, f"http://127.0.0.1:{ch['http_port']}", f"{native}/{database}"
+    )
+
+
+def component_settings(ends: Endpoints) -> tuple[KafkaSettings, ClickHouseSettings]:
+    """The Kafka and ClickHouse settings every component reads from the environment
+    (partitions, replication, retention, cluster, password...), pointed at `ends`."""
+    env = SinkSettings()
+    kafka = env.kafka.model_copy(update={"bootstrap": env.kafka.bootstrap or ends.kafka_bootstrap})
+    clickhouse = env.clickhouse.model_copy(
+        update={"url": env.clickhouse.url or ends.clickhouse_url}
+    )
+    return kafka, clickhouse
 
 
 def provision(kafka: KafkaSettings, clickhouse: ClickHouseSettings) -> dict[str, list[str]]:
@@ -186,10 +197,7 @@ def up(
         raise
     ends = endpoints(settings, state)
     assert ends is not None
-    report = provision(
-        KafkaSettings(bootstrap=ends.kafka_bootstrap, partitions=settings.partitions),
-        ClickHouseSettings(url=ends.clickhouse_url()),
-    )
+    report = provision(*component_settings(ends))
     state["started_at"] = state.get("started_at") or time.time()
     _save_state(settings, state)
     return {"started": started, **report, **status(settings)}
@@ -213,7 +221,7 @@ def status(settings: ServicesSettings) -> dict[str, Any]:
             kafka_bootstrap=ends.kafka_bootstrap,
             clickhouse_native=ends.clickhouse_native,
             clickhouse_http=ends.clickhouse_http,
-            clickhouse_url=ends.clickhouse_url(),
+            clickhouse_url=ends.clickhouse_url,
         )
     return out
 
@@ -242,5 +250,5 @@ def apply_environment(settings: ServicesSettings | None = None) -> Endpoints | N
     ends = endpoints(settings or ServicesSettings())
     if ends is not None:
         os.environ.setdefault("SCANTRACE_KAFKA__BOOTSTRAP", ends.kafka_bootstrap)
-        os.environ.setdefault("SCANTRACE_CLICKHOUSE__URL", ends.clickhouse_url())
+        os.environ.setdefault("SCANTRACE_CLICKHOUSE__URL", ends.clickhouse_url)
     return ends

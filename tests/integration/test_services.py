@@ -58,7 +58,7 @@ def test_kcat_produces_and_consumes(services: Endpoints) -> None:
 
 
 def test_clickhouse_is_26_or_newer(services: Endpoints) -> None:
-    client = connect(ClickHouseSettings(url=services.clickhouse_url()), database="default")
+    client = connect(ClickHouseSettings(url=services.clickhouse_url), database="default")
     try:
         version = client.execute("SELECT version()")[0][0]
         assert int(version.split(".")[0]) >= 26
