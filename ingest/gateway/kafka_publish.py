@@ -216,6 +216,8 @@ class KafkaBatchPublisher:
         raw, dlq = self._kafka.raw, self._kafka.dlq
         raw_parts = await self._partitions(producer, raw) if scans else ()
         dlq_parts = await self._partitions(producer, dlq) if dead_letters else ()
+        if self._producer is not producer:  # restarted while we waited for metadata
+            raise self._unavailable("Kafka producer restarted")
         batches: set[_Batch] = set()
         added = 0
         try:
@@ -246,6 +248,8 @@ class KafkaBatchPublisher:
                 if not lane.pumping:
                     lane.pumping = True
                     self._spawn(self._pump(producer, lane))
+        if not batches:
+            return
         done, not_done = await asyncio.wait(
             [b.done for b in batches], timeout=self._options.publish_timeout_ms / 1000
         )
@@ -256,8 +260,8 @@ class KafkaBatchPublisher:
         for fut in done:
             exc = fut.exception()
             if exc is not None:
-                if isinstance(exc, PublishUnavailable):
-                    raise exc
+                if isinstance(exc, PublishUnavailable):  # shared by requests: raise a copy
+                    raise self._unavailable(exc.detail)
                 raise self._unavailable(f"Kafka: {type(exc).__name__}: {exc}") from exc
 
     async def _partitions(self, producer: AIOKafkaProducer, topic: str) -> set[int]:

@@ -257,6 +257,7 @@ def test_full_buffer_refuses_more_until_kafka_acknowledges(kafka_settings: Kafka
             assert isinstance(results[1], PublishUnavailable) and "buffer full" in results[1].detail
             assert publisher.pending == 0
             await publisher.publish(second, [])  # room again once acknowledged
+            await publisher.publish([], [])  # nothing to wait for
         finally:
             await publisher.close()
 
