@@ -160,6 +160,7 @@ CONTACT_COLUMNS: Final = (
     "category",
 )
 
+_PREMISES_COLS = "premises_name, district, category"
 _IN_SEED_PERIOD = ", countIf(t >= since AND t <= %(to_ms)s) AS in_period"
 _PREMISES_ANY = (
     ", any(premises_name) AS premises_name, any(district) AS district, any(category) AS category"
@@ -169,44 +170,97 @@ _PICK_ONE_SEED = """
     LIMIT 1 BY person_id, premises_id"""
 
 
+Window = tuple[str, int, int]
+# Key analysis of an OR of ranges costs more than linearly in their number (measured:
+# 10 ranges 13 ms, 74 ranges 160 ms of planning); beyond this many, the seed-derived
+# `premises IN` + time span narrowing alone is used.
+MAX_WINDOWS: Final = 48
+
+
+def seed_windows(
+    rule: Rule, visits: list[tuple[str, int, int]], max_windows: int = MAX_WINDOWS
+) -> list[Window] | None:
+    """(premises_id, lo_ms, hi_ms) ranges of `scans` that hold every row a degree-1
+    query can use, from the case's visits (`case_visits`: the same visits, built with the
+    same rule): each visit widened by the window (scan-window) or by buffer + horizon
+    (overlap), merged per premises. None when there are too many to help."""
+    pad = rule.window_min * MINUTE_MS
+    if rule.name == "overlap":
+        pad = rule.buffer_min * MINUTE_MS + rule.horizon_ms
+    by_premises: dict[str, list[tuple[int, int]]] = {}
+    for premises_id, lo, hi in visits:
+        by_premises.setdefault(premises_id, []).append((lo - pad, hi + pad))
+    out: list[Window] = []
+    for premises_id, spans in sorted(by_premises.items()):
+        spans.sort()
+        cur_lo, cur_hi = spans[0]
+        for lo, hi in spans[1:]:
+            if lo <= cur_hi:
+                cur_hi = max(cur_hi, hi)
+            else:
+                out.append((premises_id, cur_lo, cur_hi))
+                cur_lo, cur_hi = lo, hi
+        out.append((premises_id, cur_lo, cur_hi))
+    return out if len(out) <= max_windows else None
+
+
+def _windows_filter(windows: list[Window] | None, params: dict[str, object]) -> str:
+    """`AND (premises_id = ... AND scanned_at BETWEEN ... OR ...)`, values bound: lets the
+    (premises_id, scanned_at) primary key read only the granules around the case."""
+    if not windows:
+        return ""
+    terms = []
+    for i, (premises_id, lo, hi) in enumerate(windows):
+        params[f"w{i}_p"], params[f"w{i}_lo"], params[f"w{i}_hi"] = premises_id, lo, hi
+        terms.append(
+            f"(premises_id = %(w{i}_p)s AND scanned_at >= {_at(f'%(w{i}_lo)s')}"
+            f" AND scanned_at <= {_at(f'%(w{i}_hi)s')})"
+        )
+    return "\n          AND (" + "\n               OR ".join(terms) + ")"
+
+
 def contacts(
     rule: Rule,
     seeds: list[tuple[str, int]],
     to_ms: int,
     exclude: list[str],
     tables: TraceTables | None = None,
+    windows: list[Window] | None = None,
 ) -> Query:
     """Contacts of `seeds` ((person_id, since_ms) pairs: each seed's scans from `since`
     to `to_ms` count) under `rule`, never listing a person in `exclude`.
 
     Degree 1 is `seeds=[(case, from)]`, `exclude=[case]`; degree 2 is the F1 persons
-    with their earliest contact time, excluding the case and every F1 person."""
+    with their earliest contact time, excluding the case and every F1 person. `windows`
+    (`seed_windows`) narrows the co-visitor read further; the answer is the same without.
+    The premises' name, district and category come from the seeds' own rows (few), so
+    the co-visitor read is three narrow columns."""
     tables = tables or TraceTables()
     params = _seed_params(seeds, to_ms, exclude, rule)
-    premises_cols = "premises_name, district, category"
+    narrow = _windows_filter(windows, params)
     if rule.name == "scan-window":
         sql = f"""
 WITH
     case_scans AS (
-        SELECT person_id AS seed, premises_id, t FROM ({
-            _seed_scans(tables, lo="%(min_since)s", hi="%(to_ms)s")
+        SELECT person_id AS seed, premises_id, t, premises_name, district, category FROM ({
+            _seed_scans(tables, lo="%(min_since)s", hi="%(to_ms)s", extra=", " + _PREMISES_COLS)
         })
         WHERE t >= since
     ),
     near AS (
-        SELECT person_id, premises_id, {_ms("scanned_at")} AS t, {premises_cols}
+        SELECT person_id, premises_id, {_ms("scanned_at")} AS t
         FROM {tables.q("scans")}
         WHERE premises_id GLOBAL IN (SELECT premises_id FROM case_scans)
           AND scanned_at >= {_at("(SELECT min(t) FROM case_scans) - %(window_ms)s")}
           AND scanned_at <= {_at("(SELECT max(t) FROM case_scans) + %(window_ms)s")}
-          AND person_id NOT IN %(exclude)s
+          AND person_id NOT IN %(exclude)s{narrow}
     )
 SELECT x.person_id AS person_id, x.premises_id AS premises_id, c.seed AS via,
        min(c.t) AS case_from, max(c.t) AS case_to,
        min(x.t) AS contact_from, max(x.t) AS contact_to,
        CAST(NULL AS Nullable(Int64)) AS overlap_ms,
-       any(x.premises_name) AS premises_name, any(x.district) AS district,
-       any(x.category) AS category
+       any(c.premises_name) AS premises_name, any(c.district) AS district,
+       any(c.category) AS category
 FROM near AS x
 INNER JOIN case_scans AS c ON x.premises_id = c.premises_id
 WHERE x.t >= c.t - %(window_ms)s AND x.t <= c.t + %(window_ms)s AND x.person_id != c.seed
@@ -215,19 +269,23 @@ GROUP BY person_id, premises_id, via{_PICK_ONE_SEED}"""
     sql = f"""
 WITH
     case_visits AS (
-        SELECT person_id AS seed, premises_id, vs, ve FROM ({
+        SELECT person_id AS seed, premises_id, vs, ve, premises_name, district, category
+        FROM ({
         _visits(
             _seed_scans(
-                tables, lo="%(min_since)s - %(horizon_ms)s", hi="%(to_ms)s + %(horizon_ms)s"
+                tables,
+                lo="%(min_since)s - %(horizon_ms)s",
+                hi="%(to_ms)s + %(horizon_ms)s",
+                extra=", " + _PREMISES_COLS,
             ),
-            extra=_IN_SEED_PERIOD,
+            extra=_IN_SEED_PERIOD + _PREMISES_ANY,
         )
     })
         WHERE in_period > 0
     ),
     near AS (
         SELECT person_id, premises_id, {_ms("scanned_at")} AS t, toUInt8(kind) AS k, event_id,
-               dwell_minutes AS dwell, {premises_cols}
+               dwell_minutes AS dwell
         FROM {tables.q("scans")}
         WHERE premises_id GLOBAL IN (SELECT premises_id FROM case_visits)
           AND scanned_at >= {
@@ -236,14 +294,9 @@ WITH
           AND scanned_at <= {
         _at("(SELECT max(ve) FROM case_visits) + %(buffer_ms)s + %(horizon_ms)s")
     }
-          AND person_id NOT IN %(exclude)s
+          AND person_id NOT IN %(exclude)s{narrow}
     ),
-    near_visits AS ({
-        _visits(
-            "SELECT * FROM near",
-            extra=_PREMISES_ANY,
-        )
-    })
+    near_visits AS ({_visits("SELECT * FROM near")})
 SELECT person_id, premises_id, via, case_from, case_to, contact_from, contact_to,
        overlap_ms, premises_name, district, category
 FROM (
@@ -252,8 +305,8 @@ FROM (
            min(x.vs) AS contact_from, max(x.ve) AS contact_to,
            toNullable(max(least(x.ve, c.ve + %(buffer_ms)s)
                           - greatest(x.vs, c.vs - %(buffer_ms)s))) AS overlap_ms,
-           any(x.premises_name) AS premises_name, any(x.district) AS district,
-           any(x.category) AS category
+           any(c.premises_name) AS premises_name, any(c.district) AS district,
+           any(c.category) AS category
     FROM near_visits AS x
     INNER JOIN case_visits AS c ON x.premises_id = c.premises_id
     WHERE least(x.ve, c.ve + %(buffer_ms)s) - greatest(x.vs, c.vs - %(buffer_ms)s)

@@ -116,8 +116,13 @@ def trace_person(
             *sql.case_visits(rule, person_id, from_ms, to_ms, tables)
         )
     ]
+    if not visits:  # no scan of the case in the period: nobody to find
+        return TraceResult(person_id, from_ms, to_ms, rule, [], [])
+    windows = sql.seed_windows(rule, [(v.premises_id, v.time_from, v.time_to) for v in visits])
     f1 = _contacts(
-        runner.query(*sql.contacts(rule, [(person_id, from_ms)], to_ms, [person_id], tables)),
+        runner.query(
+            *sql.contacts(rule, [(person_id, from_ms)], to_ms, [person_id], tables, windows)
+        ),
         1,
     )
     contacts = list(f1)

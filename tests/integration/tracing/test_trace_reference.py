@@ -15,6 +15,7 @@ from tracegen import INSERT_COLUMNS, Province, generate, reference_trace, rows_f
 
 from sinks.clickhouse_settings import ClickHouseSettings
 from sinks.client import connect
+from tracing import sql
 from tracing.rules import MINUTE_MS, Rule
 from tracing.runner import ClickHouseRunner
 from tracing.trace import trace_person, trace_premises
@@ -203,3 +204,24 @@ def test_unknown_case_has_no_contacts(loaded: ClickHouseRunner, province: Provin
     for rule in (Rule("scan-window", depth=2), Rule("overlap", depth=2)):
         result = trace_person(loaded, "nobody", frm, to, rule)
         assert result.contacts == [] and result.visits == []
+
+
+@pytest.mark.parametrize("rule", [Rule("scan-window"), Rule("overlap", buffer_min=5)])
+def test_windows_narrow_without_changing_the_answer(
+    loaded: ClickHouseRunner, province: Province, rule: Rule
+) -> None:
+    """Degree 1 reads `scans` only inside windows around the case's visits; the same
+    query without them (premises IN + time span only) gives the same rows."""
+    frm, to = _periods(province)[1]
+    narrowed_cases = 0
+    for case in province.cases:
+        visits = trace_person(loaded, case, frm, to, rule).visits
+        windows = sql.seed_windows(rule, [(v.premises_id, v.time_from, v.time_to) for v in visits])
+        if not windows:
+            continue
+        narrowed_cases += 1
+        narrowed = loaded.query(*sql.contacts(rule, [(case, frm)], to, [case], windows=windows))
+        plain = loaded.query(*sql.contacts(rule, [(case, frm)], to, [case]))
+        assert sorted(narrowed) == sorted(plain)
+    assert narrowed_cases >= 4
+    assert sql.seed_windows(rule, [("P", i * 10**9, i * 10**9 + 1) for i in range(60)]) is None

@@ -1,0 +1,211 @@
+"""Latency of `trace` (not a test): `python bench/bench_trace.py --rows 10000000`.
+
+Generates the rows server-side (INSERT ... SELECT FROM numbers(), one insert per day) in a
+database of its own, shaped like the synthetic province (`scantrace.synth`): 3,000
+premises with a popularity skew, persons drawn from a population, check-ins following the
+hourly profile (morning and evening peaks, Asia/Ho_Chi_Minh), a quarter of the visits
+also checking out 20-120 minutes later, 28 days ending today, enriched columns
+(premises name, category, district, ward, agency, dwell time) as the sink writes them.
+
+Then it traces at least 50 random cases (persons with scans; period: the 14 days up to
+a random day) under both rules at depth 1 and 2, exactly as `scantrace trace` does
+(timeline + F1 [+ F2] queries), and prints p50 / p99 / max per rule and depth.
+
+Run it on a services instance of its own:
+    SCANTRACE_SERVICES__STATE_DIR=/tmp/bench-trace scantrace services up
+    SCANTRACE_SERVICES__STATE_DIR=/tmp/bench-trace python bench/bench_trace.py --rows 10000000
+    SCANTRACE_SERVICES__STATE_DIR=/tmp/bench-trace scantrace services down
+The data is kept (`--keep`, the default) so a second run with the same --rows skips the
+generation; `--drop` removes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import time
+from datetime import UTC, datetime, timedelta
+
+from scantrace.services import manager
+from scantrace.settings import ServicesSettings
+from scantrace.synth import HOURLY_PROFILE
+from sinks.clickhouse_settings import ClickHouseSettings
+from sinks.client import connect
+from sinks.migrations import migrate
+from tracing.rules import Rule
+from tracing.runner import ClickHouseRunner
+from tracing.trace import detect_tables, trace_person
+
+DAY_MS = 86_400_000
+PREMISES = 3000
+DAYS = 28
+CATEGORY_SHARE = {
+    "shop": 30, "restaurant": 15, "office": 12, "school": 8, "religious": 5,
+    "accommodation": 4, "market": 4, "factory": 3, "hospital": 3, "other": 3,
+    "supermarket": 2, "tourist_site": 2, "bus_station": 1, "mall": 1,
+}  # fmt: skip
+DISTRICTS = (
+    "Phan Rang-Tháp Chàm", "Bác Ái", "Ninh Hải", "Ninh Phước", "Ninh Sơn", "Thuận Bắc",
+    "Thuận Nam",
+)  # fmt: skip
+
+
+def _array(values: list[str] | list[int] | tuple[str, ...]) -> str:
+    return "[" + ", ".join(repr(v) if isinstance(v, str) else str(v) for v in values) + "]"
+
+
+def generate(client: object, db: str, rows: int, persons: int, seed: int) -> None:
+    from ingest.premises import DWELL_MINUTES
+
+    hours = [h for h, w in enumerate(HOURLY_PROFILE) for _ in range(round(w * 10))]
+    cats = [c for c, share in CATEGORY_SHARE.items() for _ in range(share)]
+    dwell_keys = list(DWELL_MINUTES)
+    visits_per_day = round(rows / DAYS / 1.25)  # a quarter of visits add a check-out
+    today = datetime.now(tz=UTC).date()
+    first = datetime(today.year, today.month, today.day, tzinfo=UTC) - timedelta(days=DAYS - 1)
+    for day in range(DAYS):
+        day_start = int((first + timedelta(days=day)).timestamp() * 1000) - 7 * 3_600_000
+        lo = day * visits_per_day
+        sql = f"""
+INSERT INTO `{db}`.scans (event_id, person_id, premises_id, scanned_at, kind, gateway_id,
+    received_at, processed_at, premises_name, category, district, ward, agency, dwell_minutes)
+WITH {_array(hours)} AS hours, {_array(cats)} AS cats, {_array(list(DISTRICTS))} AS districts,
+     {_array(dwell_keys)} AS dwell_keys, {_array(list(DWELL_MINUTES.values()))} AS dwell_values
+SELECT
+    lower(hex(cityHash64(v, {seed}, 9, out))) || lower(hex(cityHash64(v, 10, out))) AS event_id,
+    'P' || lower(hex(cityHash64(person_no, {seed}))) AS person_id,
+    'NT-' || leftPad(toString(premises_no + 1), 6, '0') AS premises_id,
+    fromUnixTimestamp64Milli(toInt64(t), 'UTC') AS scanned_at,
+    if(out = 1, 'checkout', 'checkin') AS kind,
+    'gw-' || toString(premises_no % 16) AS gateway_id,
+    scanned_at + toIntervalSecond(1 + r % 30) AS received_at,
+    received_at + toIntervalMillisecond(200) AS processed_at,
+    'Premises ' || toString(premises_no + 1) AS premises_name,
+    cats[1 + cityHash64(premises_no, 3) % length(cats)] AS category,
+    districts[1 + premises_no % 7] AS district,
+    'Ward ' || toString(premises_no % 61) AS ward,
+    'Agency ' || toString(premises_no % 13) AS agency,
+    toUInt16(transform(category, dwell_keys, dwell_values, 30)) AS dwell_minutes
+FROM (
+    SELECT number AS v, cityHash64(number, {seed}) AS r,
+           r % {persons} AS person_no,
+           -- popularity skew: the busiest 1% of premises take about 12% of the scans
+           toUInt32(floor({PREMISES} * pow((cityHash64(number, 2) % 1000000) / 1e6, 2.2)))
+               AS premises_no,
+           {day_start} + hours[1 + cityHash64(number, 4) % length(hours)] * 3600000
+               + cityHash64(number, 5) % 3600000 AS t_in,
+           arrayJoin(if(cityHash64(number, 6) % 4 = 0, [0, 1], [0])) AS out,
+           t_in + out * (20 + cityHash64(number, 7) % 100) * 60000 AS t
+    FROM numbers({lo}, {visits_per_day})
+)"""
+        client.execute(  # type: ignore[attr-defined]
+            sql,
+            settings={
+                "min_insert_block_size_rows": 4_000_000,
+                "min_insert_block_size_bytes": 0,
+                "max_insert_threads": 2,
+            },
+        )
+        print(f"  day {day + 1}/{DAYS} inserted", flush=True)
+
+
+def quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return ordered[0]
+    pos = q * (len(ordered) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rows", type=int, default=10_000_000)
+    ap.add_argument("--persons", type=int, default=0, help="default: 115k (10M) .. 500k")
+    ap.add_argument("--cases", type=int, default=50)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--drop", action="store_true", help="drop the bench database at the end")
+    ap.add_argument("--generate-only", action="store_true", help="stop after generating")
+    ap.add_argument("--json", dest="json_out", default="", help="write the figures here")
+    args = ap.parse_args()
+    persons = args.persons or (115_000 if args.rows <= 20_000_000 else 500_000)
+    ends = manager.apply_environment(ServicesSettings())
+    url = ends.clickhouse_native if ends else ""
+    if not url:
+        raise SystemExit("no services: SCANTRACE_SERVICES__STATE_DIR=... scantrace services up")
+    db = f"bench_trace_{args.rows}"
+    settings = ClickHouseSettings(url=f"{url}/{db}")
+    migrate(settings)
+    client = connect(settings)
+    stored = client.execute("SELECT count() FROM scans")[0][0]
+    if stored == 0:
+        print(f"generating about {args.rows:,} scans of {persons:,} persons in {db}", flush=True)
+        started = time.perf_counter()
+        generate(client, db, args.rows, persons, args.seed)
+        print(f"generated in {time.perf_counter() - started:.0f} s", flush=True)
+        stored = client.execute("SELECT count() FROM scans")[0][0]
+    parts, size = client.execute(
+        "SELECT count(), sum(bytes_on_disk) FROM system.parts"
+        " WHERE database = currentDatabase() AND active"
+    )[0]
+    print(f"{stored:,} scans stored, {parts} active parts, {size / 1e9:.2f} GB on disk")
+    if args.generate_only:
+        return
+    runner = ClickHouseRunner(settings, client)
+    tables = detect_tables(runner)
+    print(f"tables: {tables}")
+    rng = random.Random(args.seed)
+    candidates = [
+        r[0]
+        for r in client.execute(
+            "SELECT DISTINCT person_id FROM scans WHERE cityHash64(event_id) % 2000 = 0"
+        )
+    ]
+    candidates.sort()
+    cases = rng.sample(candidates, min(args.cases, len(candidates)))
+    last = int(datetime.now(tz=UTC).timestamp() * 1000)
+    periods = []
+    for _ in cases:
+        to = last - rng.randrange(0, 14) * DAY_MS
+        periods.append((to - 14 * DAY_MS, to))
+    results: dict[str, dict[str, float]] = {}
+    for rule_name in ("scan-window", "overlap"):
+        for depth in (1, 2):
+            rule = Rule(rule_name, depth=depth)  # type: ignore[arg-type]
+            for case, (frm, to) in list(zip(cases, periods, strict=True))[:3]:  # warm-up
+                trace_person(runner, case, frm, to, rule, tables)
+            times, counts = [], []
+            for case, (frm, to) in zip(cases, periods, strict=True):
+                started = time.perf_counter()
+                result = trace_person(runner, case, frm, to, rule, tables)
+                times.append((time.perf_counter() - started) * 1000)
+                counts.append(len(result.contacts))
+            key = f"{rule_name} depth {depth}"
+            results[key] = {
+                "p50_ms": round(quantile(times, 0.5), 1),
+                "p99_ms": round(quantile(times, 0.99), 1),
+                "max_ms": round(max(times), 1),
+                "cases": len(times),
+                "contacts_median": statistics.median(counts),
+                "contacts_max": max(counts),
+            }
+            r = results[key]
+            print(
+                f"{args.rows:>12,} rows  {key:<22} p50 {r['p50_ms']:>8.1f} ms"
+                f"  p99 {r['p99_ms']:>8.1f} ms  max {r['max_ms']:>8.1f} ms"
+                f"  contacts median {r['contacts_median']:.0f} max {r['contacts_max']}",
+                flush=True,
+            )
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump({"rows": stored, "persons": persons, "results": results}, f, indent=2)
+    if args.drop:
+        client.execute(f"DROP DATABASE `{db}`")
+    client.disconnect()
+
+
+if __name__ == "__main__":
+    main()
