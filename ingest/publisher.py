@@ -55,7 +55,7 @@ class ScanPublisher:
         gateway_id: str,
         linger_ms: int = 20,
         batch_bytes: int = 256 * 1024,
-        compression: Literal["gzip", "lz4", "zstd", "snappy"] | None = "gzip",
+        compression: Literal["gzip", "lz4", "zstd", "snappy"] | None = "zstd",
         max_skew_ms: int = DEFAULT_MAX_SKEW_MS,
         on_delivery: DeliveryCallback | None = None,
         producer: Any = None,
