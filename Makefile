@@ -54,8 +54,8 @@ demo: env ## run the main job on the local services and print what it did
 	$(BIN)/scantrace services up
 	$(BIN)/scantrace demo
 
-bench: env ## run the benchmarks (see bench/RESULTS.md)
-	$(BIN)/python -m bench
+bench: env ## run one benchmark: make bench B=core|gateway|worker|sink|trace (bench/RESULTS.md)
+	$(BIN)/python -m bench $(B)
 
 clean: ## remove the virtualenv and caches (not the services' state)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
