@@ -30,7 +30,7 @@ def main(home: str, tcp_port: int, http_port: int) -> None:
     from chdb import _chdb  # imported late: the extension loads the whole engine
 
     # TabSeparated: another format becomes the HTTP default and breaks HTTP clients.
-    _chdb.query(_KEEPALIVE, "TabSeparated", path=str(root / "data"))
+    _chdb.query(_KEEPALIVE, "TabSeparated", path=str(root / "data"))  # type: ignore[attr-defined]
 
 
 if __name__ == "__main__":
