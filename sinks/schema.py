@@ -1,83 +1,300 @@
-"""The ClickHouse schema as migrations, one source for the single node and the cluster."""
+"""The ClickHouse schema as migrations, one source for the single node and the cluster.
+
+Each table is declared once as a `Table`; `render` turns it into the DDL of either shape:
+- single node: `CREATE TABLE db.t (...) ENGINE = ReplacingMergeTree ...`, with
+  `non_replicated_deduplication_window` so that `insert_deduplication_token` works;
+- cluster (`ClickHouseSettings.cluster`): `db.t_local ON CLUSTER c` with the Replicated
+  engine (`'/clickhouse/tables/{shard}/{database}/t', '{replica}'` from the node macros)
+  and `db.t ON CLUSTER c AS db.t_local ENGINE = Distributed(c, db, t_local, shard_key)`.
+Every query names `t`, so it runs unchanged against either (DESIGN.md principle 8).
+
+Decisions (issue 5):
+- `scans`: one row per scan, ReplacingMergeTree(processed_at) ordered by
+  (premises_id, scanned_at, event_id): the tracer's main path, and a replayed scan collapses
+  into one row at merge time. Until then a duplicate row can exist, so the query path never
+  counts rows: answers are sets, min/max, `uniqExact(event_id)` or `LIMIT 1 BY event_id`
+  (`sinks.queries`). FINAL is avoided: it disables the by-person projection.
+- By-person path: the projection `by_person` (all columns, ORDER BY person_id, scanned_at).
+  Measured on 5 M rows: `WHERE person_id = ? AND scanned_at >= ?` reads one granule per
+  day partition (188 k rows) instead of 5 M; a projection of a few columns only serves
+  queries that select only those, and a `_part_offset` projection index was not used by
+  26.9 for this filter. ReplacingMergeTree accepts a projection only with
+  `deduplicate_merge_projection_mode` set: 'rebuild' keeps it correct after dedup merges.
+  Compared with a separate table fed by a materialized view it needs no second insert, no
+  second dedup window and no second TTL, and the query names `scans` either way.
+- Idempotency: insert tokens (the sink) + ReplacingMergeTree + dedup-proof queries: two
+  mechanisms at the store, on top of the stream's own event_id dedup.
+- TTL `scanned_at + retention_days` with `ttl_only_drop_parts`: a day partition is dropped
+  whole once its last row expired (rows live between retention and retention + 1 day).
+- `premises`: the registry as a dimension, ReplacingMergeTree(version): latest version wins
+  (read with FINAL or argMax; it is small).
+- `premises_daily`: the report rollup per premises and local day (Asia/Ho_Chi_Minh), scans
+  and distinct scanners as plain numbers, no person ids. It is not fed by a materialized
+  view: an insert-time view counts a replayed insert twice unless the replay has the same
+  token, which a replay with other batch boundaries has not. It is recomputed from `scans`
+  with `uniqExact(event_id)` and `uniqExact(person_id)`, exact whatever duplicates `scans`
+  holds (`sinks.rollup`); ReplacingMergeTree(computed_at) keeps the latest computation.
+- `dead_letters`: everything not stored, with its raw bytes; raw bytes hold person ids, so
+  the same TTL applies.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
+from typing import Final
 
 from sinks.clickhouse_settings import ClickHouseSettings
+
+# Reports count local days; storage stays in UTC (DESIGN.md principle 4).
+REPORT_TZ: Final = "Asia/Ho_Chi_Minh"
+# Blocks remembered for insert deduplication (single node; Replicated tables default to
+# 10,000 blocks or one hour). At one insert per partition per second, hours of retries.
+DEDUP_WINDOW: Final = 10_000
+
+_IDENT: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+def ident(name: str) -> str:
+    """A database, table or cluster name from the operator's settings, back-quoted."""
+    if not _IDENT.match(name):
+        raise ValueError(f"not a plain identifier: {name!r}")
+    return f"`{name}`"
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """A MergeTree-family table, rendered for one node or for a cluster."""
+
+    name: str
+    columns: tuple[str, ...]
+    order_by: str
+    engine: str = "MergeTree"  # the family without `Replicated`
+    engine_args: str = ""  # e.g. the version column of a ReplacingMergeTree
+    partition_by: str = ""
+    ttl: str = ""  # may use {retention_days}
+    projections: tuple[str, ...] = ()
+    settings: tuple[tuple[str, str], ...] = ()
+    shard_key: str = "rand()"  # of the Distributed table on a cluster
+    dedup_window: bool = True  # keep insert-dedup hashes on a single node too
+
+
+Statement = str | Table
 
 
 @dataclass(frozen=True, slots=True)
 class Migration:
+    """A version of the schema. A `str` statement is a template with {db}, {on_cluster},
+    {local} (the `_local` suffix on a cluster, empty on one node) and {retention_days}."""
+
     version: int
     name: str
-    statements: tuple[str, ...]
+    statements: tuple[Statement, ...] = field(default=())
 
+
+SCANS = Table(
+    name="scans",
+    columns=(
+        "event_id String",
+        "person_id String",
+        "premises_id String",
+        "scanned_at DateTime64(3, 'UTC')",
+        "kind Enum8('checkin' = 1, 'checkout' = 2)",
+        "gateway_id LowCardinality(String)",
+        "received_at Nullable(DateTime64(3, 'UTC'))",
+        "processed_at DateTime64(3, 'UTC')",
+        "stored_at DateTime64(3, 'UTC') DEFAULT now64(3)",
+        "premises_name String",
+        "category LowCardinality(String)",
+        "district LowCardinality(String)",
+        "ward LowCardinality(String)",
+        "agency LowCardinality(String)",
+        "dwell_minutes UInt16",
+    ),
+    engine="ReplacingMergeTree",
+    engine_args="processed_at",
+    partition_by="toDate(scanned_at)",
+    order_by="(premises_id, scanned_at, event_id)",
+    ttl="toDateTime(scanned_at) + INTERVAL {retention_days} DAY",
+    projections=("by_person (SELECT * ORDER BY (person_id, scanned_at))",),
+    settings=(("deduplicate_merge_projection_mode", "'rebuild'"), ("ttl_only_drop_parts", "1")),
+    shard_key="cityHash64(premises_id)",
+)
+
+AUDIT_LOG = Table(
+    name="audit_log",
+    columns=(
+        "audit_id UUID",
+        "at DateTime64(3, 'UTC')",
+        "actor String",
+        "role LowCardinality(String)",
+        "channel LowCardinality(String)",
+        "action LowCardinality(String)",
+        "subject_id String",
+        "period_from DateTime64(3, 'UTC')",
+        "period_to DateTime64(3, 'UTC')",
+        "rule String",
+        "rows UInt32",
+        "ok UInt8",
+        "error String",
+        "duration_ms UInt32",
+    ),
+    partition_by="toYYYYMM(at)",
+    order_by="(at, audit_id)",
+    shard_key="cityHash64(audit_id)",
+    dedup_window=False,  # every tracer query is one row of its own, duplicates included
+)
+
+PREMISES = Table(
+    name="premises",
+    columns=(
+        "premises_id String",
+        "name String",
+        "category LowCardinality(String)",
+        "district LowCardinality(String)",
+        "ward LowCardinality(String)",
+        "agency LowCardinality(String)",
+        "address String",
+        "lat Nullable(Float64)",
+        "lon Nullable(Float64)",
+        "dwell_minutes UInt16",
+        "version UInt64",  # epoch ms of the registry import; the latest wins
+        "stored_at DateTime64(3, 'UTC') DEFAULT now64(3)",
+    ),
+    engine="ReplacingMergeTree",
+    engine_args="version",
+    order_by="premises_id",
+    shard_key="cityHash64(premises_id)",
+)
+
+DEAD_LETTERS = Table(
+    name="dead_letters",
+    columns=(
+        "stage LowCardinality(String)",
+        "reason LowCardinality(String)",
+        "detail String",
+        "raw String",
+        "topic LowCardinality(String)",
+        "partition Int32",
+        "offset Int64",
+        "at DateTime64(3, 'UTC')",
+        "event_id String",
+        "stored_at DateTime64(3, 'UTC') DEFAULT now64(3)",
+    ),
+    engine="ReplacingMergeTree",
+    partition_by="toYYYYMM(at)",
+    # One dead letter is one (stage, source position, time, bytes): a replay collapses.
+    order_by="(stage, reason, topic, partition, offset, at, event_id, cityHash64(raw))",
+    ttl="toDateTime(at) + INTERVAL {retention_days} DAY",
+    shard_key="cityHash64(raw)",
+)
+
+PREMISES_DAILY = Table(
+    name="premises_daily",
+    columns=(
+        "day Date",  # local day in REPORT_TZ
+        "premises_id String",
+        "category LowCardinality(String)",
+        "district LowCardinality(String)",
+        "ward LowCardinality(String)",
+        "agency LowCardinality(String)",
+        "scans UInt64",  # distinct event ids
+        "scanners UInt64",  # distinct person ids; the ids themselves are not kept
+        "computed_at DateTime64(3, 'UTC')",
+    ),
+    engine="ReplacingMergeTree",
+    engine_args="computed_at",
+    partition_by="toYYYYMM(day)",
+    order_by="(day, premises_id)",
+    shard_key="cityHash64(premises_id)",
+    dedup_window=False,  # a recomputation must land even when its numbers are unchanged
+)
+
+TABLES: Final = (SCANS, AUDIT_LOG, PREMISES, DEAD_LETTERS, PREMISES_DAILY)
 
 MIGRATIONS: list[Migration] = [
-    Migration(
-        1,
-        "scans",
-        (
-            """CREATE TABLE IF NOT EXISTS {db}.scans {on_cluster} (
-                event_id String,
-                person_id String,
-                premises_id String,
-                scanned_at DateTime64(3, 'UTC'),
-                kind Enum8('checkin' = 1, 'checkout' = 2),
-                gateway_id LowCardinality(String),
-                received_at DateTime64(3, 'UTC'),
-                processed_at DateTime64(3, 'UTC'),
-                stored_at DateTime64(3, 'UTC') DEFAULT now64(3),
-                premises_name String,
-                category LowCardinality(String),
-                district LowCardinality(String),
-                ward LowCardinality(String),
-                agency LowCardinality(String),
-                dwell_minutes UInt16
-            )
-            ENGINE = ReplacingMergeTree
-            PARTITION BY toDate(scanned_at)
-            ORDER BY (premises_id, scanned_at, event_id)
-            TTL toDateTime(scanned_at) + INTERVAL {retention_days} DAY""",
-        ),
-    ),
+    Migration(1, "scans", (SCANS,)),
     # tracing: one row per tracer query (CLI or API), kept beyond the scans' TTL.
-    Migration(
-        2,
-        "audit_log",
-        (
-            """CREATE TABLE IF NOT EXISTS {db}.audit_log {on_cluster} (
-                audit_id UUID,
-                at DateTime64(3, 'UTC'),
-                actor String,
-                role LowCardinality(String),
-                channel LowCardinality(String),
-                action LowCardinality(String),
-                subject_id String,
-                period_from DateTime64(3, 'UTC'),
-                period_to DateTime64(3, 'UTC'),
-                rule String,
-                rows UInt32,
-                ok UInt8,
-                error String,
-                duration_ms UInt32
-            )
-            ENGINE = MergeTree
-            PARTITION BY toYYYYMM(at)
-            ORDER BY (at, audit_id)""",
-        ),
-    ),
+    Migration(2, "audit_log", (AUDIT_LOG,)),
+    Migration(3, "premises", (PREMISES,)),
+    Migration(4, "dead_letters", (DEAD_LETTERS,)),
+    Migration(5, "premises_daily", (PREMISES_DAILY,)),
 ]
 
 
-def render(m: Migration, settings: ClickHouseSettings) -> list[str]:
-    on_cluster = f"ON CLUSTER `{settings.cluster}`" if settings.cluster else ""
-    return [
-        s.format(
-            db=f"`{settings.database}`",
-            on_cluster=on_cluster,
-            retention_days=settings.retention_days,
-        )
-        for s in m.statements
+def _engine(t: Table, cluster: str) -> str:
+    if not cluster:
+        return f"{t.engine}({t.engine_args})" if t.engine_args else t.engine
+    args = [f"'/clickhouse/tables/{{shard}}/{{database}}/{t.name}'", "'{replica}'"]
+    if t.engine_args:
+        args.append(t.engine_args)
+    return f"Replicated{t.engine}({', '.join(args)})"
+
+
+def render_table(t: Table, settings: ClickHouseSettings) -> list[str]:
+    db = ident(settings.database)
+    cluster = settings.cluster
+    on_cluster = f" ON CLUSTER {ident(cluster)}" if cluster else ""
+    local = f"{t.name}_local" if cluster else t.name
+    body = [*t.columns, *(f"PROJECTION {p}" for p in t.projections)]
+    lines = [
+        f"CREATE TABLE IF NOT EXISTS {db}.{ident(local)}{on_cluster} (",
+        ",\n".join(f"    {line}" for line in body),
+        ")",
+        f"ENGINE = {_engine(t, cluster)}",
     ]
+    if t.partition_by:
+        lines.append(f"PARTITION BY {t.partition_by}")
+    lines.append(f"ORDER BY {t.order_by}")
+    if t.ttl:
+        lines.append(f"TTL {t.ttl.format(retention_days=settings.retention_days)}")
+    table_settings = list(t.settings)
+    if t.dedup_window and not cluster:
+        table_settings.insert(0, ("non_replicated_deduplication_window", str(DEDUP_WINDOW)))
+    if table_settings:
+        lines.append("SETTINGS " + ", ".join(f"{k} = {v}" for k, v in table_settings))
+    statements = ["\n".join(lines)]
+    if cluster:
+        statements.append(
+            f"CREATE TABLE IF NOT EXISTS {db}.{ident(t.name)}{on_cluster} "
+            f"AS {db}.{ident(local)}\n"
+            f"ENGINE = Distributed('{cluster}', '{settings.database}', '{local}', {t.shard_key})"
+        )
+    return statements
+
+
+def render(m: Migration, settings: ClickHouseSettings) -> list[str]:
+    """The SQL statements of one migration, for one node or for `settings.cluster`."""
+    out: list[str] = []
+    for s in m.statements:
+        if isinstance(s, Table):
+            out.extend(render_table(s, settings))
+        else:
+            out.append(
+                s.format(
+                    db=ident(settings.database),
+                    on_cluster=f"ON CLUSTER {ident(settings.cluster)}" if settings.cluster else "",
+                    local="_local" if settings.cluster else "",
+                    retention_days=settings.retention_days,
+                )
+            )
+    return out
+
+
+def render_script(settings: ClickHouseSettings, migrations: list[Migration] | None = None) -> str:
+    """Every migration as one SQL script (`scantrace db schema`), for deploy/clickhouse/."""
+    db = ident(settings.database)
+    on_cluster = f" ON CLUSTER {ident(settings.cluster)}" if settings.cluster else ""
+    shape = f"cluster {settings.cluster}" if settings.cluster else "single node"
+    header = (
+        f"-- scantrace ClickHouse schema, {shape}, database {settings.database}, "
+        f"retention {settings.retention_days} days.\n"
+        "-- Generated by `scantrace db schema` from sinks/schema.py; do not edit.\n"
+        "-- `scantrace db migrate` applies the same statements and records each version.\n\n"
+    )
+    parts = [f"CREATE DATABASE IF NOT EXISTS {db}{on_cluster}"]
+    for m in sorted(migrations if migrations is not None else MIGRATIONS, key=lambda m: m.version):
+        statements = render(m, settings)
+        parts.append(f"-- {m.version:03d} {m.name}\n{statements[0]}")
+        parts.extend(statements[1:])
+    return header + ";\n\n".join(parts) + ";\n"

@@ -1,0 +1,108 @@
+"""The schema rendered for one node and for a cluster from one source."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from sinks.clickhouse_settings import ClickHouseSettings
+from sinks.schema import MIGRATIONS, TABLES, ident, render, render_script
+
+DEPLOY = Path(__file__).parents[3] / "deploy" / "clickhouse"
+SINGLE = ClickHouseSettings(url="clickhouse://h:9000/scantrace")
+CLUSTER = SINGLE.model_copy(update={"cluster": "scantrace"})
+
+
+def statements(settings: ClickHouseSettings) -> list[str]:
+    return [s for m in MIGRATIONS for s in render(m, settings)]
+
+
+def test_versions_are_unique_and_ordered() -> None:
+    versions = [m.version for m in MIGRATIONS]
+    assert versions == sorted(set(versions)) == list(range(1, len(versions) + 1))
+    assert [m.name for m in MIGRATIONS][:5] == [
+        "scans",
+        "audit_log",
+        "premises",
+        "dead_letters",
+        "premises_daily",
+    ]
+
+
+def test_single_node_scans() -> None:
+    [scans] = render(MIGRATIONS[0], SINGLE.model_copy(update={"retention_days": 7}))
+    assert scans.startswith("CREATE TABLE IF NOT EXISTS `scantrace`.`scans` (")
+    assert "ON CLUSTER" not in scans
+    assert "ENGINE = ReplacingMergeTree(processed_at)" in scans
+    assert "ORDER BY (premises_id, scanned_at, event_id)" in scans
+    assert "PARTITION BY toDate(scanned_at)" in scans
+    assert "PROJECTION by_person (SELECT * ORDER BY (person_id, scanned_at))" in scans
+    assert "TTL toDateTime(scanned_at) + INTERVAL 7 DAY" in scans
+    assert "non_replicated_deduplication_window = 10000" in scans
+    assert "deduplicate_merge_projection_mode = 'rebuild'" in scans
+    for col in ("district", "ward", "category", "agency", "gateway_id"):
+        assert f"{col} LowCardinality(String)" in scans
+    assert scans.count("DateTime64(3, 'UTC')") == 4
+
+
+def test_cluster_variant_names_and_engines() -> None:
+    sql = statements(CLUSTER)
+    assert all(" ON CLUSTER `scantrace`" in s for s in sql)
+    assert not any("non_replicated_deduplication_window" in s for s in sql)
+    local, dist = sql[0], sql[1]
+    assert local.startswith("CREATE TABLE IF NOT EXISTS `scantrace`.`scans_local` ON CLUSTER")
+    assert (
+        "ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/scans', "
+        "'{replica}', processed_at)" in local
+    )
+    assert "PROJECTION by_person" in local and "TTL " in local
+    assert dist == (
+        "CREATE TABLE IF NOT EXISTS `scantrace`.`scans` ON CLUSTER `scantrace` "
+        "AS `scantrace`.`scans_local`\n"
+        "ENGINE = Distributed('scantrace', 'scantrace', 'scans_local', cityHash64(premises_id))"
+    )
+    # every table: a Replicated local table, then a Distributed table of the same name
+    for t in TABLES:
+        local_sql = next(s for s in sql if f"`{t.name}_local` ON CLUSTER" in s.split("(")[0])
+        assert re.search(
+            rf"Replicated\w*MergeTree\('/clickhouse/tables/{{shard}}/{{database}}/"
+            rf"{t.name}', '{{replica}}'",
+            local_sql,
+        )
+        assert any(
+            f"`{t.name}` ON CLUSTER" in s and f"'{t.name}_local', {t.shard_key})" in s for s in sql
+        ), t.name
+    assert (
+        "ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/premises', "
+        "'{replica}', version)" in "\n".join(sql)
+    )
+
+
+def test_sharding_keeps_a_premises_on_one_shard() -> None:
+    by_name = {t.name: t.shard_key for t in TABLES}
+    assert by_name["scans"] == by_name["premises"] == by_name["premises_daily"]
+    assert by_name["scans"] == "cityHash64(premises_id)"
+
+
+@pytest.mark.parametrize(
+    ("name", "settings"), [("schema-single.sql", SINGLE), ("schema-cluster.sql", CLUSTER)]
+)
+def test_deploy_files_are_generated_from_the_source(
+    name: str, settings: ClickHouseSettings
+) -> None:
+    """Regenerate with `scantrace db schema [--cluster scantrace] --out deploy/clickhouse/...`."""
+    assert (DEPLOY / name).read_text(encoding="utf-8") == render_script(settings)
+
+
+def test_script_statements_end_with_semicolons() -> None:
+    script = render_script(CLUSTER)
+    assert script.count(";\n") == 1 + len(statements(CLUSTER))
+    assert script.startswith("-- scantrace ClickHouse schema, cluster scantrace")
+
+
+@pytest.mark.parametrize("bad", ["", "a b", "x`; DROP", "1abc", "a" * 65])
+def test_identifiers_are_checked(bad: str) -> None:
+    with pytest.raises(ValueError, match="identifier"):
+        ident(bad)
