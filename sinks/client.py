@@ -8,7 +8,11 @@ from sinks.clickhouse_settings import ClickHouseSettings
 
 
 def connect(
-    settings: ClickHouseSettings, *, database: str | None = None, **kwargs: object
+    settings: ClickHouseSettings,
+    *,
+    database: str | None = None,
+    send_receive_timeout: float = 300,
+    **kwargs: object,
 ) -> Client:
     host, port, db, user, password = settings.parts()
     return Client(
@@ -18,7 +22,7 @@ def connect(
         user=user,
         password=password,
         connect_timeout=5,
-        send_receive_timeout=300,
+        send_receive_timeout=send_receive_timeout,
         settings={"use_numpy": False},
         **kwargs,
     )

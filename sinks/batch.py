@@ -1,0 +1,375 @@
+"""Pure batch building for the sink: Kafka records in, columnar inserts with tokens out.
+
+No I/O here; `sinks.consumer` feeds it records and hands its `Chunk`s to a `ScanWriter`.
+
+Batch boundaries and idempotency. Records are cut per topic partition, never across
+partitions, into chunks of exactly `batch_rows` records counted from the first offset not
+yet committed. Each chunk is one INSERT carrying `insert_deduplication_token =
+topic:partition:first-last`, and the partition's offset is committed only after ClickHouse
+confirmed it. So:
+- a batch retried in process (a timeout after the server stored it) has the same token and
+  adds nothing;
+- after a crash between insert and commit, the records are read again from the committed
+  offset; while the partition has a backlog (the usual state right after a restart) the cut
+  points are a function of the offsets alone, so the same chunks, with the same tokens,
+  are rebuilt and again add nothing;
+- a partition that has caught up with its topic is flushed by time (`batch_seconds`)
+  with whatever it holds. A crash in that window replays a chunk whose boundaries may
+  differ: its rows are stored twice until ReplacingMergeTree merges them, and the read
+  path (`sinks.queries`) never counts a duplicate. Correctness does not rest on the tokens.
+
+Decoding is the hot path: `msgpack.unpackb` and one `itemgetter` per record into row
+tuples, one `zip` into columns. Records that do not decode go to the dead letters.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+import msgpack
+
+from ingest.deadletter import DeadLetter
+from ingest.premises import Premises
+from processors.records import ENRICHED_FIELDS
+
+Kind = Literal["scans", "premises", "dead_letters"]
+
+# The scans table's columns in insert order: the enriched wire map minus `schema`.
+SCAN_COLUMNS: Final = tuple(f for f in ENRICHED_FIELDS if f != "schema")
+PREMISES_COLUMNS: Final = (
+    "premises_id",
+    "name",
+    "category",
+    "district",
+    "ward",
+    "agency",
+    "address",
+    "lat",
+    "lon",
+    "dwell_minutes",
+    "version",
+)
+DEAD_LETTER_COLUMNS: Final = (
+    "stage",
+    "reason",
+    "detail",
+    "raw",
+    "topic",
+    "partition",
+    "offset",
+    "at",
+    "event_id",
+)
+COLUMNS: Final[dict[Kind, tuple[str, ...]]] = {
+    "scans": SCAN_COLUMNS,
+    "premises": PREMISES_COLUMNS,
+    "dead_letters": DEAD_LETTER_COLUMNS,
+}
+SCANNED_AT: Final = SCAN_COLUMNS.index("scanned_at")
+RECEIVED_AT: Final = SCAN_COLUMNS.index("received_at")
+MAX_DETAIL: Final = 500
+
+Row = tuple[Any, ...]
+_unpackb: Final = msgpack.unpackb
+_scan_row: Final = operator.itemgetter(*SCAN_COLUMNS)
+_dead_row: Final = operator.itemgetter(*DEAD_LETTER_COLUMNS)
+_premises_fields: Final = frozenset(Premises.__dataclass_fields__)
+_dead_letter_fields: Final = frozenset(DeadLetter.__dataclass_fields__)
+
+
+def token(topic: str, partition: int, first: int, last: int) -> str:
+    """The insert deduplication token of the records `first..last` of one partition."""
+    return f"{topic}:{partition}:{first}-{last}"
+
+
+@dataclass(frozen=True, slots=True)
+class Slice:
+    """Consecutive records of one partition, cut for one insert."""
+
+    topic: str
+    partition: int
+    offsets: list[int]
+    values: list[bytes | None]
+
+    @property
+    def first(self) -> int:
+        return self.offsets[0]
+
+    @property
+    def last(self) -> int:
+        return self.offsets[-1]
+
+    @property
+    def token(self) -> str:
+        return token(self.topic, self.partition, self.first, self.last)
+
+
+@dataclass(slots=True)
+class Chunk:
+    """One insert: `rows` for `table` with `token`, plus the records that failed to decode
+    (already shaped as dead-letter rows) and those skipped on purpose (tombstones).
+
+    `offsets[i]` and `values[i]` are the source record of `rows[i]`, so a row ClickHouse
+    rejects can be dead-lettered with its own bytes."""
+
+    table: Kind
+    token: str
+    rows: list[Row]
+    offsets: list[int]
+    values: list[bytes | None]
+    topic: str = ""
+    partition: int = -1
+    dead: list[Row] = field(default_factory=list)
+    skipped: int = 0
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return COLUMNS[self.table]
+
+    def columnar(self) -> list[list[Any]]:
+        """The rows as one list per column (what clickhouse-driver's columnar insert takes)."""
+        if not self.rows:
+            return [[] for _ in self.columns]
+        return list(map(list, zip(*self.rows, strict=True)))
+
+    def halves(self) -> tuple[Chunk, Chunk]:
+        """Two chunks of the rows, for finding a rejected row by bisection; their tokens
+        derive from this one, so a retried bisection is deduplicated too."""
+        mid = len(self.rows) // 2
+        return self._part(0, mid), self._part(mid, len(self.rows))
+
+    def _part(self, lo: int, hi: int) -> Chunk:
+        return Chunk(
+            self.table,
+            f"{self.token}:{lo}-{hi}",
+            self.rows[lo:hi],
+            self.offsets[lo:hi],
+            self.values[lo:hi],
+            self.topic,
+            self.partition,
+        )
+
+
+def dead_row(
+    reason: str,
+    raw: bytes | None,
+    topic: str,
+    partition: int,
+    offset: int,
+    at_ms: int,
+    detail: str = "",
+    event_id: str = "",
+) -> Row:
+    """A `dead_letters` row written by the sink itself (stage `sink`)."""
+    return (
+        "sink",
+        reason,
+        detail[:MAX_DETAIL],
+        raw or b"",
+        topic,
+        partition,
+        offset,
+        at_ms,
+        event_id,
+    )
+
+
+def _event_id(value: bytes | None) -> str:
+    """The event id of a record that failed, when it can be read at all."""
+    try:
+        obj = _unpackb(value) if value is not None else None
+    except Exception:  # msgpack raises a family of unrelated types on bad input
+        return ""
+    if isinstance(obj, dict):
+        eid = obj.get("event_id")
+        if isinstance(eid, str):
+            return eid[:64]
+    return ""
+
+
+class Undecodable(ValueError):
+    """The bytes are not msgpack (or there are none)."""
+
+
+def _map(value: bytes | None) -> dict[str, Any]:
+    if value is None:
+        raise Undecodable("empty record (tombstone)")
+    try:
+        obj = _unpackb(value)
+    except Exception as exc:  # msgpack raises a family of unrelated types on bad input
+        raise Undecodable(f"msgpack: {type(exc).__name__}") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"not a map: {type(obj).__name__}")
+    return obj
+
+
+def _scan(value: bytes | None) -> Row:
+    obj = _map(value)
+    missing = [c for c in SCAN_COLUMNS if c not in obj]
+    if missing:
+        raise ValueError(f"lacks {', '.join(missing)}")
+    return _scan_row(obj)  # type: ignore[no-any-return]
+
+
+def _checked(obj: dict[str, Any], known: frozenset[str]) -> dict[str, Any]:
+    unknown = sorted(str(k) for k in obj if k not in known)
+    if unknown:
+        raise ValueError(f"unknown fields {', '.join(unknown)}")
+    return obj
+
+
+def _premises(value: bytes | None) -> Row | None:
+    if value is None:
+        return None  # a tombstone of the compacted registry topic: nothing to store
+    try:
+        p = Premises(**_checked(_map(value), _premises_fields))
+    except TypeError as exc:  # a missing field
+        raise ValueError(str(exc)) from None
+    return (
+        p.premises_id,
+        p.name,
+        p.category,
+        p.district,
+        p.ward,
+        p.agency,
+        p.address,
+        p.lat,
+        p.lon,
+        p.dwell_minutes,
+        p.version,
+    )
+
+
+def _dead_letter(value: bytes | None) -> Row:
+    try:
+        dl = DeadLetter(**_checked(_map(value), _dead_letter_fields))
+    except TypeError as exc:
+        raise ValueError(str(exc)) from None
+    return _dead_row(dl.to_wire())  # type: ignore[no-any-return]
+
+
+def _slow(
+    decode: Callable[[bytes | None], Row | None], s: Slice, now_ms: int, chunk: Chunk
+) -> None:
+    """Record by record, so one bad record costs only itself."""
+    for offset, value in zip(s.offsets, s.values, strict=True):
+        try:
+            row = decode(value)
+        except Exception as exc:  # any failure of one record makes it a dead letter
+            reason = "undecodable" if isinstance(exc, Undecodable) else "invalid"
+            chunk.dead.append(
+                dead_row(
+                    reason, value, s.topic, s.partition, offset, now_ms, str(exc), _event_id(value)
+                )
+            )
+            continue
+        if row is None:
+            chunk.skipped += 1
+            continue
+        chunk.rows.append(row)
+        chunk.offsets.append(offset)
+        chunk.values.append(value)
+
+
+def build_chunk(kind: Kind, s: Slice, now_ms: int) -> Chunk:
+    """Decode one slice into one insert for `kind`'s table (see the module docstring)."""
+    if kind == "scans":
+        try:
+            # The fast path: every record a map holding every column.
+            rows = list(map(_scan_row, map(_unpackb, s.values)))
+        except Exception:  # noqa: S110  # some record is bad: sort them out one by one
+            pass
+        else:
+            return Chunk(kind, s.token, rows, s.offsets, s.values, s.topic, s.partition)
+    chunk = Chunk(kind, s.token, [], [], [], s.topic, s.partition)
+    decode: Callable[[bytes | None], Row | None]
+    decode = {"scans": _scan, "premises": _premises, "dead_letters": _dead_letter}[kind]
+    _slow(decode, s, now_ms, chunk)
+    return chunk
+
+
+class Batcher:
+    """Buffers records per partition and cuts them into `Slice`s (module docstring).
+
+    A partition is cut into slices of exactly `batch_rows` records as soon as it holds
+    that many. What is left is flushed when its oldest record has waited `batch_seconds`
+    and the partition has caught up with its topic (`caught_up`), or when it has waited
+    `max_wait_factor * batch_seconds` whatever the backlog."""
+
+    def __init__(self, batch_rows: int, batch_seconds: float, max_wait_factor: float = 5.0):
+        self.batch_rows = batch_rows
+        self.batch_seconds = batch_seconds
+        self.max_wait = batch_seconds * max_wait_factor
+        self._offsets: dict[tuple[str, int], list[int]] = {}
+        self._values: dict[tuple[str, int], list[bytes | None]] = {}
+        self._times: dict[tuple[str, int], list[float]] = {}
+
+    def add(
+        self,
+        topic: str,
+        partition: int,
+        offsets: Sequence[int],
+        values: Sequence[bytes | None],
+        now: float,
+    ) -> None:
+        tp = (topic, partition)
+        if tp not in self._offsets:
+            self._offsets[tp], self._values[tp], self._times[tp] = [], [], []
+        self._offsets[tp].extend(offsets)
+        self._values[tp].extend(values)
+        self._times[tp].extend([now] * len(offsets))
+
+    def pending(self) -> int:
+        return sum(len(o) for o in self._offsets.values())
+
+    def partitions(self) -> list[tuple[str, int]]:
+        return [tp for tp, o in self._offsets.items() if o]
+
+    def first_offset(self, topic: str, partition: int) -> int | None:
+        offsets = self._offsets.get((topic, partition))
+        return offsets[0] if offsets else None
+
+    def last_offset(self, topic: str, partition: int) -> int | None:
+        offsets = self._offsets.get((topic, partition))
+        return offsets[-1] if offsets else None
+
+    def cut(
+        self,
+        now: float,
+        caught_up: Callable[[str, int], bool] = lambda _t, _p: True,
+        *,
+        everything: bool = False,
+    ) -> list[Slice]:
+        """Remove and return what is due now (with `everything`: all that is buffered)."""
+        out: list[Slice] = []
+        n = self.batch_rows
+        for tp, offsets in self._offsets.items():
+            values, times = self._values[tp], self._times[tp]
+            start = 0
+            while len(offsets) - start >= n:
+                out.append(
+                    Slice(tp[0], tp[1], offsets[start : start + n], values[start : start + n])
+                )
+                start += n
+            if start < len(offsets):
+                age = now - times[start]
+                if (
+                    everything
+                    or age >= self.max_wait
+                    or (age >= self.batch_seconds and caught_up(tp[0], tp[1]))
+                ):
+                    out.append(Slice(tp[0], tp[1], offsets[start:], values[start:]))
+                    start = len(offsets)
+            if start:
+                del offsets[:start], values[:start], times[:start]
+        return out
+
+    def drop(self, partitions: Iterable[tuple[str, int]]) -> None:
+        """Forget what is buffered for partitions this consumer no longer owns."""
+        for tp in partitions:
+            self._offsets.pop(tp, None)
+            self._values.pop(tp, None)
+            self._times.pop(tp, None)

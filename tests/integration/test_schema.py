@@ -1,0 +1,290 @@
+"""The schema on the real ClickHouse 26.9: migrations, idempotency by event_id, the TTL,
+the by-person path, and the rollup after a replay."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from clickhouse_driver import Client
+
+from sinks import queries
+from sinks.batch import SCAN_COLUMNS
+from sinks.clickhouse_settings import ClickHouseSettings
+from sinks.client import connect
+from sinks.migrations import migrate
+from sinks.rollup import DAY_MS, local_day, now_ms
+from sinks.schema import MIGRATIONS
+from sinks.writer import INSERT_SETTINGS, ClickHouseWriter
+
+HOUR = 3_600_000
+
+
+@pytest.fixture
+def client(clickhouse_settings: ClickHouseSettings) -> Iterator[Client]:
+    c = connect(clickhouse_settings)
+    yield c
+    c.disconnect()
+
+
+def scan_row(
+    i: int, t: int, *, person: str | None = None, premises: str | None = None
+) -> tuple[Any, ...]:
+    """A scans row in SCAN_COLUMNS order (times as epoch ms, as the sink sends them)."""
+    return (
+        f"e{i}",
+        person or f"u{i % 10}",
+        premises or f"P{i % 4}",
+        t,
+        "checkin",
+        "gw",
+        t + 100,
+        "name",
+        "market",
+        "D1",
+        "W1",
+        "A1",
+        45,
+        t + 200,
+    )
+
+
+def insert(
+    client: Client, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]], token: str
+) -> None:
+    data = [list(c) for c in zip(*rows, strict=True)]
+    client.execute(
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES",
+        data,
+        columnar=True,
+        settings={**INSERT_SETTINGS, "insert_deduplication_token": token},
+    )
+
+
+def run(client: Client, query: tuple[str, dict[str, object]]) -> list[tuple[Any, ...]]:
+    sql, params = query
+    return list(client.execute(sql, params))
+
+
+def test_migrate_twice_applies_nothing_the_second_time(
+    clickhouse_settings: ClickHouseSettings,
+) -> None:
+    fresh = clickhouse_settings.with_database(f"m_{uuid.uuid4().hex[:10]}")
+    try:
+        first = migrate(fresh)
+        assert [a.version for a in first] == [m.version for m in MIGRATIONS]
+        assert migrate(fresh) == []
+        c = connect(fresh)
+        try:
+            tables = {r[0] for r in c.execute("SHOW TABLES")}
+            assert {"scans", "premises", "premises_daily", "dead_letters", "audit_log"} <= tables
+            versions = c.execute(
+                "SELECT version, count() FROM schema_migrations GROUP BY version ORDER BY version"
+            )
+            assert versions == [(m.version, 1) for m in MIGRATIONS]
+            projections = c.execute(
+                "SELECT name FROM system.projections "
+                "WHERE database = currentDatabase() AND table = 'scans'"
+            )
+            assert projections == [("by_person",)]
+        finally:
+            c.disconnect()
+    finally:
+        c = connect(fresh, database="default")
+        c.execute(f"DROP DATABASE IF EXISTS `{fresh.database}`")
+        c.disconnect()
+
+
+def test_same_token_adds_nothing_and_a_replay_never_shows_twice(client: Client) -> None:
+    now = now_ms()
+    rows = [scan_row(i, now - i * 60_000) for i in range(40)]
+    insert(client, "scans", SCAN_COLUMNS, rows, "t:0:0-39")
+    insert(client, "scans", SCAN_COLUMNS, rows, "t:0:0-39")  # a retry
+    assert client.execute("SELECT count() FROM scans") == [(40,)]
+    # a replay with other boundaries: other tokens, the same rows
+    insert(client, "scans", SCAN_COLUMNS, rows[:25], "t:0:0-24")
+    insert(client, "scans", SCAN_COLUMNS, rows[25:], "t:0:25-39")
+    assert client.execute("SELECT count() FROM scans") == [(80,)]  # raw rows: twice
+    # ... but no answer of the read path shows a duplicate
+    assert run(client, queries.scan_count(now - DAY_MS, now + 1)) == [(40,)]
+    mine = run(client, queries.person_scans("u3", now - DAY_MS, now + 1))
+    assert [r[0] for r in mine] == ["e33", "e23", "e13", "e3"]
+    at_p1 = run(client, queries.premises_scans(["P1"], now - DAY_MS, now + 1))
+    assert len(at_p1) == 10 and len({r[0] for r in at_p1}) == 10
+    client.execute("OPTIMIZE TABLE scans FINAL")
+    assert client.execute("SELECT count() FROM scans") == [(40,)]  # merged away
+
+
+def test_the_dedup_token_needs_the_dedup_window_on_a_plain_merge_tree(client: Client) -> None:
+    """ClickHouse ignores insert_deduplication_token on a non-replicated MergeTree unless
+    non_replicated_deduplication_window > 0: the schema sets it on the sink's tables."""
+    client.execute("CREATE TABLE no_window (x UInt32) ENGINE = MergeTree ORDER BY x")
+    for _ in range(2):
+        client.execute(
+            "INSERT INTO no_window VALUES",
+            [(1,)],
+            settings={**INSERT_SETTINGS, "insert_deduplication_token": "same"},
+        )
+    assert client.execute("SELECT count() FROM no_window") == [(2,)]
+    settings = client.execute(
+        "SELECT table, "
+        "extract(create_table_query, 'non_replicated_deduplication_window = (\\\\d+)') "
+        "FROM system.tables WHERE database = currentDatabase() "
+        "AND table IN ('scans', 'premises', 'dead_letters')"
+    )
+    assert sorted(settings) == [
+        ("dead_letters", "10000"),
+        ("premises", "10000"),
+        ("scans", "10000"),
+    ]
+
+
+def test_ttl_removes_rows_older_than_the_retention(clickhouse_settings: ClickHouseSettings) -> None:
+    short = clickhouse_settings.model_copy(update={"retention_days": 1}).with_database(
+        f"ttl_{uuid.uuid4().hex[:10]}"
+    )
+    migrate(short)
+    c = connect(short)
+    try:
+        now = now_ms()
+        old = [scan_row(i, now - 3 * DAY_MS - i) for i in range(5)]
+        fresh = [scan_row(100 + i, now - HOUR - i) for i in range(5)]
+        c.execute("SYSTEM STOP MERGES scans")  # the old rows are in when we look
+        insert(c, "scans", SCAN_COLUMNS, old + fresh, "ttl")
+        assert c.execute("SELECT count() FROM scans") == [(10,)]
+        c.execute("SYSTEM START MERGES scans")
+        c.execute("ALTER TABLE scans MATERIALIZE TTL SETTINGS mutations_sync = 2")
+        c.execute("OPTIMIZE TABLE scans FINAL")
+        left = sorted(r[0] for r in c.execute("SELECT event_id FROM scans"))
+        assert left == sorted(f"e{100 + i}" for i in range(5))
+        assert "toIntervalDay(1)" in c.execute("SHOW CREATE TABLE scans")[0][0]
+    finally:
+        c.execute(f"DROP DATABASE IF EXISTS `{short.database}`")
+        c.disconnect()
+
+
+def test_the_by_person_path_reads_few_rows(client: Client) -> None:
+    """1,000,000 scans over 14 days; one person's 14 days are read through the projection:
+    one granule (8,192 rows) per day partition, instead of the table."""
+    now = now_ms()
+    client.execute(
+        f"""INSERT INTO scans ({", ".join(SCAN_COLUMNS)})
+        SELECT concat('e', toString(number)), concat('u', toString(number % 50000)),
+               concat('P', toString(intHash32(number) % 3000)),
+               fromUnixTimestamp64Milli(toInt64({now} - (number * 3001) % (14 * 86400000)), 'UTC'),
+               'checkin', 'gw', NULL, 'n', 'market', 'D', 'W', 'A', 45,
+               fromUnixTimestamp64Milli(toInt64({now}), 'UTC')
+        FROM numbers(1000000)""",
+        settings={"async_insert": 0},
+    )
+    total = client.execute("SELECT count() FROM scans")[0][0]
+    days = client.execute("SELECT uniqExact(toDate(scanned_at)) FROM scans")[0][0]
+    assert total == 1_000_000
+    sql, params = queries.person_scans("u1234", now - 14 * DAY_MS, now + 1)
+    rows = client.execute(sql, params)
+    read = client.last_query.progress.rows
+    assert len(rows) == 20
+    assert read <= days * 8192 * 2 and read < total / 5, read
+    client.execute(sql, params, settings={"optimize_use_projections": 0})
+    assert client.last_query.progress.rows == total  # without it: the whole table
+    # the tracer's form (`person_id IN`, a few columns) uses the projection too
+    plan = "\n".join(
+        r[0]
+        for r in client.execute(
+            "EXPLAIN indexes = 1, projections = 1 SELECT premises_id, scanned_at FROM scans "
+            "WHERE person_id IN ('u1', 'u2') AND scanned_at >= now64() - INTERVAL 14 DAY"
+        )
+    )
+    assert "by_person" in plan, plan
+
+
+def test_premises_latest_version_wins(client: Client) -> None:
+    cols = (
+        "premises_id",
+        "name",
+        "category",
+        "district",
+        "ward",
+        "agency",
+        "address",
+        "lat",
+        "lon",
+        "dwell_minutes",
+        "version",
+    )
+    for version, name in [(1, "old"), (3, "newest"), (2, "middle")]:
+        insert(
+            client,
+            "premises",
+            cols,
+            [("NT-1", name, "market", "D", "W", "A", "", None, None, 45, version)],
+            f"p{version}",
+        )
+    rows = run(client, queries.premises_current(["NT-1"]))
+    assert [(r[0], r[1], r[10]) for r in rows] == [("NT-1", "newest", 3)]
+
+
+def test_rollup_is_exact_after_a_replay(
+    clickhouse_settings: ClickHouseSettings, client: Client
+) -> None:
+    now = now_ms()
+    today = local_day(now)
+    rows = [
+        scan_row(i, now - (i % 5) * 60_000, person=f"u{i % 6}", premises=f"P{i % 2}")
+        for i in range(30)
+    ]
+    writer = ClickHouseWriter(clickhouse_settings)
+    try:
+        writer.insert("scans", SCAN_COLUMNS, [list(c) for c in zip(*rows, strict=True)], "a")
+        writer.refresh_rollup([today])
+        expected = [
+            (today, "P0", 15, 3),  # persons u0, u2, u4
+            (today, "P1", 15, 3),
+        ]
+        got = [(r[0], r[1], r[6], r[7]) for r in run(client, queries.daily(today, today))]
+        assert got == expected
+        # a replay with other boundaries, then another refresh: still exact
+        writer.insert("scans", SCAN_COLUMNS, [list(c) for c in zip(*rows[:10], strict=True)], "b")
+        writer.insert("scans", SCAN_COLUMNS, [list(c) for c in zip(*rows[10:], strict=True)], "c")
+        writer.refresh_rollup([today])
+        got = [(r[0], r[1], r[6], r[7]) for r in run(client, queries.daily(today, today))]
+        assert got == expected
+        # the rollup holds numbers only: no person id anywhere in it
+        columns = {r[0] for r in client.execute("DESCRIBE TABLE premises_daily")}
+        assert "person_id" not in columns and "event_id" not in columns
+    finally:
+        writer.close()
+
+
+def test_dirty_days_are_those_stored_after_their_rollup(
+    clickhouse_settings: ClickHouseSettings, client: Client
+) -> None:
+    now = now_ms()
+    day = local_day(now - 2 * DAY_MS)
+    writer = ClickHouseWriter(clickhouse_settings)
+    try:
+        assert writer.dirty_days() == []
+        cols = (*SCAN_COLUMNS, "stored_at")
+        row = (*scan_row(1, now - 2 * DAY_MS), now - HOUR)  # stored an hour ago
+        insert(client, "scans", cols, [row], "x")
+        assert writer.dirty_days() == [day]
+        writer.refresh_rollup([day])
+        assert writer.dirty_days() == []
+        insert(client, "scans", SCAN_COLUMNS, [scan_row(2, now - 2 * DAY_MS + 1000)], "y")
+        assert writer.dirty_days() == [day]
+        assert day - timedelta(days=1) not in writer.dirty_days()
+    finally:
+        writer.close()
+
+
+def test_dead_letters_replayed_collapse(client: Client) -> None:
+    cols = ("stage", "reason", "detail", "raw", "topic", "partition", "offset", "at", "event_id")
+    now = now_ms()
+    row = ("worker", "bad_timestamp", "x", b"\xff\x00raw", "scans.raw", 1, 42, now, "e1")
+    insert(client, "dead_letters", cols, [row], "d1")
+    insert(client, "dead_letters", cols, [row], "d2")
+    got = run(client, queries.dead_letters(now - 1000))
+    assert [(r[0], r[3], r[6]) for r in got] == [("worker", b"\xff\x00raw", 42)]
