@@ -1,0 +1,554 @@
+"""The pure processors core: decode, validate, dedup, suppress repeats, enrich, park.
+
+No I/O, no clock: the caller passes the records, the time and the state. The Faust app
+calls `process` for each batch of `scans.raw` records, `upsert_premises` for each record of
+the `premises` topic and `expire` every few seconds, and publishes what the `Result`s
+carry (enriched scans to `scans.enriched`, dead letters to `scans.dlq`).
+
+The pipeline for one record, in order:
+
+1. Decode (msgpack) and validate with the ingest contract (`parse_scan`, with a faster
+   equivalent for the common case). Undecodable bytes and invalid events become dead
+   letters (stage "worker") with the reason, the raw bytes and topic/partition/offset.
+2. Exact dedup by event_id. The clock is the *arrival* time: `received_at` when the
+   gateway stamped it, else the processing time `now_ms`. A scan is a duplicate when its
+   event_id was first seen at most `dedup_horizon_ms` earlier; a duplicate does not extend
+   the horizon. After the horizon the same event_id is new again and kept again (the
+   ClickHouse store is idempotent by event_id, so this costs a row, never a double count).
+   On a duplicate the first copy wins, whatever the second carries.
+3. Premises lookup. A scan whose premises is not in the registry is *parked* (it has
+   passed dedup, so a later copy of it is a duplicate, also after the horizon while it is
+   still parked) and waits for the premises.
+4. Repeat suppression: a scan whose `scanned_at` lies within `repeat_window_ms`, either
+   side, of the scan last *kept* for the same person, premises and kind is a repeat (a
+   double tap) and is dropped and counted. Only a kept scan updates the last-kept entry,
+   so taps every 4 minutes with a 5 minute window go kept, repeat, kept, repeat... The
+   last kept scan is the last in processing order, not the latest `scanned_at`: after a
+   late upload the comparison is with the late scan. Check-ins and check-outs are never
+   repeats of each other. The last-kept entry is forgotten `dedup_horizon_ms` (arrival
+   time) after it was written.
+5. Enrichment with the premises registry as it is *now*: a premises update mid-stream
+   applies to every later scan, earlier ones keep what they were enriched with.
+
+Parked scans. When their premises arrives (`upsert_premises`, or an `expire` pass that
+finds it in the registry), the parked scans go through steps 4-5 in their arrival order,
+exactly as they would have had the premises been known when they arrived: repeat
+suppression for parked scans happens at release time, against scans actually kept (so a
+parked scan that ends in the dead-letter topic never suppresses another). A scan parked
+more than `park_timeout_ms` (processing time since it was parked) is dead-lettered with
+reason `unknown_premises`, by the next `expire` pass or, if its premises arrives first,
+at release: the outcome never depends on when `expire` runs.
+
+`expire` otherwise only reclaims memory: it drops `seen` and `last_kept` entries whose
+arrival is more than `dedup_horizon_ms` before `now_ms`. Lookups check the horizon
+themselves, so as long as arrivals are not older than the processing time (`received_at`
+is stamped by the gateway moments before), running `expire` changes no result. A replay
+of records carrying old `received_at` stamps after an `expire` may be kept again; the
+store's idempotency absorbs it.
+
+Accounting, per call (`Result.counts`) and running (`ProcessorCore.counts`):
+`received == enriched + duplicates + repeats + dead + parked`, where `parked` is the
+number currently held (per call: its net change, negative when scans leave parking),
+released parked scans count as enriched (and as `released`), expired parked scans as
+dead-lettered (`unknown_premises`), parked scans found to be repeats at release as repeats.
+The identity holds for one core as long as nothing changes its state behind its back (a
+Faust rebalance moves parked scans between workers: sum over workers then).
+
+Failure: `process` never raises for bad input, whatever the bytes. It can raise only if a
+state backend does, in which case the batch must not be committed and the worker should
+restart from its changelog (Faust's exactly-once guarantee keeps state and offsets
+together); `seen` is written before the batch ends, so a retry would otherwise count the
+batch as duplicates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import msgpack
+
+from ingest.codec import unpack_msgpack
+from ingest.contract import (
+    FIELDS,
+    MAX_ID_LEN,
+    MAX_SCANNED_AT_MS,
+    MIN_SCANNED_AT_MS,
+    ScanRejected,
+    parse_scan,
+)
+from ingest.deadletter import DeadLetter
+from ingest.premises import Premises
+from processors.records import (
+    EnrichedRow,
+    EnrichedScan,
+    RawRecordLike,
+    encode_row,
+)
+from processors.settings import ProcessorSettings
+from processors.state import (
+    KEY_SEP,
+    P_VERSION,
+    PK_EVENT_ID,
+    PK_PARKED_AT,
+    ParkedScan,
+    ProcessorState,
+    premises_entry,
+)
+
+STAGE: Final = "worker"
+UNKNOWN_PREMISES: Final = "unknown_premises"
+# An exception the contract did not foresee, while decoding one record (a bug, not bad data).
+EXCEPTION: Final = "exception"
+
+# event_id, person_id, premises_id, scanned_at, kind, gateway_id, received_at
+ScanFields = tuple[str, str, str, int, str, str, int | None]
+
+
+@dataclass(slots=True)
+class Counts:
+    """Event accounting. Running totals on the core, deltas on each `Result`.
+
+    `received`: raw records handed to `process`. `enriched`: scans out (released parked
+    scans included). `duplicates`, `repeats`: dropped and counted. `parked`: currently held
+    (a delta may be negative). `released`: parked scans that came out enriched (a subset of
+    `enriched`). `dead_lettered`: by reason (contract reasons, `unknown_premises`,
+    `exception`).
+    """
+
+    received: int = 0
+    enriched: int = 0
+    duplicates: int = 0
+    repeats: int = 0
+    parked: int = 0
+    released: int = 0
+    dead_lettered: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def dead(self) -> int:
+        return sum(self.dead_lettered.values())
+
+    def balanced(self) -> bool:
+        """received == enriched + duplicates + repeats + dead-lettered + parked."""
+        out = self.enriched + self.duplicates + self.repeats + self.dead + self.parked
+        return self.received == out
+
+    def add(self, other: Counts) -> None:
+        self.received += other.received
+        self.enriched += other.enriched
+        self.duplicates += other.duplicates
+        self.repeats += other.repeats
+        self.parked += other.parked
+        self.released += other.released
+        for reason, n in other.dead_lettered.items():
+            self.dead_lettered[reason] = self.dead_lettered.get(reason, 0) + n
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "received": self.received,
+            "enriched": self.enriched,
+            "duplicates": self.duplicates,
+            "repeats": self.repeats,
+            "parked": self.parked,
+            "released": self.released,
+            "dead_lettered": dict(self.dead_lettered),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """What one call produced: enriched rows, dead letters and the counts of this call."""
+
+    rows: list[EnrichedRow]
+    dead_letters: list[DeadLetter]
+    counts: Counts
+
+    @property
+    def enriched(self) -> list[EnrichedScan]:
+        """The enriched scans as objects (built on each access; the hot path uses `rows`)."""
+        return [EnrichedScan.from_row(row) for row in self.rows]
+
+    def encoded(self) -> list[tuple[bytes, bytes]]:
+        """(key, value) messages for `scans.enriched`: key premises_id, value the wire map."""
+        return [(row[2].encode(), encode_row(row)) for row in self.rows]
+
+
+def fast_fields(obj: object, latest_ms: int) -> ScanFields | None:
+    """`parse_scan` for the common case, about twice as fast: the fields of a plainly valid
+    scan (a dict of the expected types, epoch-ms times), or None when anything is unusual,
+    in which case `parse_scan` decides. It never accepts what `parse_scan` rejects nor
+    returns other fields (a property test holds the two together).
+    `latest_ms` is the processing time plus the allowed clock skew.
+    """
+    if type(obj) is not dict:
+        return None
+    try:
+        event_id = obj["event_id"]
+        person_id = obj["person_id"]
+        premises_id = obj["premises_id"]
+        scanned_at = obj["scanned_at"]
+    except KeyError:
+        return None
+    if (
+        not obj.keys() <= FIELDS
+        or type(event_id) is not str
+        or type(person_id) is not str
+        or type(premises_id) is not str
+        or not 0 < len(event_id) <= MAX_ID_LEN
+        or not 0 < len(person_id) <= MAX_ID_LEN
+        or not 0 < len(premises_id) <= MAX_ID_LEN
+        or not (event_id.isprintable() and person_id.isprintable() and premises_id.isprintable())
+        or type(scanned_at) is not int
+        or not MIN_SCANNED_AT_MS <= scanned_at <= latest_ms
+        or scanned_at > MAX_SCANNED_AT_MS
+    ):
+        return None
+    get = obj.get
+    schema = get("schema", 1)
+    kind = get("kind", "checkin")
+    gateway_id = get("gateway_id", "")
+    received_at = get("received_at")
+    if (
+        type(schema) is not int
+        or schema != 1
+        or type(kind) is not str
+        or (kind != "checkin" and kind != "checkout")
+        or type(gateway_id) is not str
+        or len(gateway_id) > MAX_ID_LEN
+        or not gateway_id.isprintable()
+        or (
+            received_at is not None
+            and (
+                type(received_at) is not int
+                or not MIN_SCANNED_AT_MS <= received_at <= MAX_SCANNED_AT_MS
+            )
+        )
+    ):
+        return None
+    return (event_id, person_id, premises_id, scanned_at, kind, gateway_id, received_at)
+
+
+def _event_id_of(value: bytes | None) -> str:
+    """The event_id of a rejected record when it has a sane one, for the dead letter."""
+    try:
+        obj = msgpack.unpackb(value or b"", raw=False, strict_map_key=True, timestamp=0)
+    except Exception:  # msgpack raises a family of unrelated types on bad input
+        return ""
+    event_id = obj.get("event_id") if isinstance(obj, dict) else None
+    if isinstance(event_id, str) and 0 < len(event_id) <= MAX_ID_LEN and event_id.isprintable():
+        return event_id
+    return ""
+
+
+class ProcessorCore:
+    """The processors stage's logic over explicit state; see the module docstring.
+
+    `state` defaults to plain dicts; `counts` are the running totals since construction.
+    """
+
+    def __init__(
+        self, settings: ProcessorSettings | None = None, state: ProcessorState | None = None
+    ) -> None:
+        self.settings = settings if settings is not None else ProcessorSettings()
+        self.state = state if state is not None else ProcessorState()
+        self.counts = Counts()
+
+    # -- scans ----------------------------------------------------------------------------
+
+    def process(self, records: Iterable[RawRecordLike], now_ms: int) -> Result:
+        """Decode, validate, dedup, suppress repeats, enrich or park one batch of records."""
+        settings = self.settings
+        horizon = settings.dedup_horizon_ms
+        window = settings.repeat_window_ms
+        max_skew = settings.max_skew_ms
+        latest = now_ms + max_skew
+        seen = self.state.seen
+        seen_get = seen.get
+        last_kept = self.state.last_kept
+        last_get = last_kept.get
+        premises_get = self.state.premises.get
+        unpackb = msgpack.unpackb
+        sep = KEY_SEP
+
+        rows: list[EnrichedRow] = []
+        append = rows.append
+        dead: list[DeadLetter] = []
+        # premises_id -> (all its parked entries, their event ids); written back at the end
+        parking: dict[str, tuple[list[list[Any]], set[str]]] = {}
+        received = duplicates = repeats = parked = 0
+
+        for rec in records:
+            received += 1
+            value = rec.value
+            try:
+                try:
+                    obj = unpackb(value, raw=False, strict_map_key=True, timestamp=0)
+                except Exception:
+                    obj = unpack_msgpack(value or b"")  # raises the contract's ScanRejected
+                fields = fast_fields(obj, latest)
+                if fields is None:
+                    ev = parse_scan(obj, now=now_ms, max_skew_ms=max_skew)
+                    fields = (
+                        ev.event_id,
+                        ev.person_id,
+                        ev.premises_id,
+                        ev.scanned_at,
+                        ev.kind,
+                        ev.gateway_id,
+                        ev.received_at,
+                    )
+            except ScanRejected as exc:
+                dead.append(self._reject(rec, exc.reason, exc.describe(), now_ms))
+                continue
+            except Exception as exc:  # a bug must not lose the record: dead-letter it
+                detail = f"{type(exc).__name__}: {exc}"[:500]
+                dead.append(self._reject(rec, EXCEPTION, detail, now_ms))
+                continue
+            event_id, person_id, premises_id, scanned_at, kind, gateway_id, received_at = fields
+
+            arrival = now_ms if received_at is None else received_at
+            first = seen_get(event_id)
+            if first is not None and arrival - first <= horizon:
+                duplicates += 1
+                continue
+
+            meta = premises_get(premises_id)
+            if meta is None:
+                lot = parking.get(premises_id)
+                if lot is None:
+                    held = list(self.state.parked.get(premises_id, ()))
+                    lot = parking[premises_id] = (held, {e[PK_EVENT_ID] for e in held})
+                if event_id in lot[1]:  # still parked from before the horizon
+                    duplicates += 1
+                    continue
+                seen[event_id] = arrival
+                lot[1].add(event_id)
+                scan = ParkedScan(
+                    raw=value if value is not None else b"",
+                    topic=rec.topic,
+                    partition=rec.partition,
+                    offset=rec.offset,
+                    parked_at=now_ms,
+                    arrival=arrival,
+                    event_id=event_id,
+                    person_id=person_id,
+                    premises_id=premises_id,
+                    scanned_at=scanned_at,
+                    kind=kind,
+                    gateway_id=gateway_id,
+                    received_at=received_at,
+                )
+                lot[0].append(scan.to_list())
+                parked += 1
+                continue
+            seen[event_id] = arrival
+
+            key = person_id + sep + premises_id + sep + kind
+            last = last_get(key)
+            if (
+                last is not None
+                and arrival - last[1] <= horizon
+                and -window <= scanned_at - last[0] <= window
+            ):
+                repeats += 1
+                continue
+            last_kept[key] = (scanned_at, arrival)
+            append(
+                (
+                    event_id,
+                    person_id,
+                    premises_id,
+                    scanned_at,
+                    kind,
+                    gateway_id,
+                    received_at,
+                    1,
+                    meta[0],
+                    meta[1],
+                    meta[2],
+                    meta[3],
+                    meta[4],
+                    meta[5],
+                    now_ms,
+                )
+            )
+
+        parked_table = self.state.parked
+        for premises_id, (entries, _) in parking.items():
+            parked_table[premises_id] = entries
+
+        reasons: dict[str, int] = {}
+        for dl in dead:
+            reasons[dl.reason] = reasons.get(dl.reason, 0) + 1
+        counts = Counts(
+            received=received,
+            enriched=len(rows),
+            duplicates=duplicates,
+            repeats=repeats,
+            parked=parked,
+            dead_lettered=reasons,
+        )
+        self.counts.add(counts)
+        return Result(rows, dead, counts)
+
+    # -- premises -------------------------------------------------------------------------
+
+    def upsert_premises(self, premises: Premises, now_ms: int) -> Result:
+        """Add or update a premises and release the scans parked for it.
+
+        A record with a lower `version` than the one held is stale and ignored (the latest
+        import wins); equal versions replace (a re-import of the same file is harmless).
+        """
+        registry = self.state.premises
+        held = registry.get(premises.premises_id)
+        if held is None or premises.version >= held[P_VERSION]:
+            registry[premises.premises_id] = premises_entry(premises)
+        entries = self.state.parked.pop(premises.premises_id, None)
+        counts = Counts()
+        if not entries:
+            return Result([], [], counts)
+        rows, dead = self._release(premises.premises_id, entries, now_ms, counts)
+        self.counts.add(counts)
+        return Result(rows, dead, counts)
+
+    def forget_premises(self, premises_id: str) -> bool:
+        """Drop a premises (a tombstone on the premises topic): its later scans park again."""
+        return self.state.premises.pop(premises_id, None) is not None
+
+    # -- time -----------------------------------------------------------------------------
+
+    def expire(self, now_ms: int) -> Result:
+        """The periodic pass: dead-letter parked scans past the park timeout, release parked
+        scans whose premises is now known, and drop dedup and repeat memory past the horizon.
+        Cost is proportional to the state's size: run it every few seconds, not per batch.
+        """
+        cutoff = now_ms - self.settings.dedup_horizon_ms
+        seen = self.state.seen
+        for event_id in [k for k, arrival in seen.items() if arrival < cutoff]:
+            del seen[event_id]
+        last_kept = self.state.last_kept
+        for key in [k for k, (_, arrival) in last_kept.items() if arrival < cutoff]:
+            del last_kept[key]
+
+        counts = Counts()
+        rows: list[EnrichedRow] = []
+        dead: list[DeadLetter] = []
+        parked = self.state.parked
+        registry = self.state.premises
+        timeout = self.settings.park_timeout_ms
+        for premises_id in list(parked.keys()):
+            entries = parked[premises_id]
+            if premises_id in registry:
+                del parked[premises_id]
+                released, failed = self._release(premises_id, entries, now_ms, counts)
+                rows += released
+                dead += failed
+                continue
+            waiting = [e for e in entries if now_ms - e[PK_PARKED_AT] <= timeout]
+            if len(waiting) == len(entries):
+                continue
+            for entry in entries:
+                if now_ms - entry[PK_PARKED_AT] > timeout:
+                    dead.append(
+                        self._unknown_premises(ParkedScan.from_list(premises_id, entry), now_ms)
+                    )
+            if waiting:
+                parked[premises_id] = waiting
+            else:
+                del parked[premises_id]
+            expired = len(entries) - len(waiting)
+            counts.parked -= expired
+            counts.dead_lettered[UNKNOWN_PREMISES] = (
+                counts.dead_lettered.get(UNKNOWN_PREMISES, 0) + expired
+            )
+        self.counts.add(counts)
+        return Result(rows, dead, counts)
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _release(
+        self, premises_id: str, entries: list[list[Any]], now_ms: int, counts: Counts
+    ) -> tuple[list[EnrichedRow], list[DeadLetter]]:
+        """Parked scans of a now known premises through repeat suppression and enrichment,
+        in arrival order; those past the park timeout are dead-lettered instead."""
+        meta = self.state.premises[premises_id]
+        horizon = self.settings.dedup_horizon_ms
+        window = self.settings.repeat_window_ms
+        timeout = self.settings.park_timeout_ms
+        last_kept = self.state.last_kept
+        rows: list[EnrichedRow] = []
+        dead: list[DeadLetter] = []
+        for entry in entries:
+            scan = ParkedScan.from_list(premises_id, entry)
+            if now_ms - scan.parked_at > timeout:
+                dead.append(self._unknown_premises(scan, now_ms))
+                continue
+            key = scan.person_id + KEY_SEP + premises_id + KEY_SEP + scan.kind
+            last = last_kept.get(key)
+            if (
+                last is not None
+                and scan.arrival - last[1] <= horizon
+                and abs(scan.scanned_at - last[0]) <= window
+            ):
+                counts.repeats += 1
+                continue
+            last_kept[key] = (scan.scanned_at, scan.arrival)
+            rows.append(
+                (
+                    scan.event_id,
+                    scan.person_id,
+                    premises_id,
+                    scan.scanned_at,
+                    scan.kind,
+                    scan.gateway_id,
+                    scan.received_at,
+                    1,
+                    meta[0],
+                    meta[1],
+                    meta[2],
+                    meta[3],
+                    meta[4],
+                    meta[5],
+                    now_ms,
+                )
+            )
+        counts.parked -= len(entries)
+        counts.enriched += len(rows)
+        counts.released += len(rows)
+        if dead:
+            counts.dead_lettered[UNKNOWN_PREMISES] = counts.dead_lettered.get(
+                UNKNOWN_PREMISES, 0
+            ) + len(dead)
+        return rows, dead
+
+    def _unknown_premises(self, scan: ParkedScan, now_ms: int) -> DeadLetter:
+        return DeadLetter(
+            stage=STAGE,
+            reason=UNKNOWN_PREMISES,
+            raw=scan.raw,
+            detail=(
+                f"premises {scan.premises_id} not in the registry "
+                f"{self.settings.park_timeout_ms} ms after the scan was parked"
+            ),
+            topic=scan.topic,
+            partition=scan.partition,
+            offset=scan.offset,
+            at=now_ms,
+            event_id=scan.event_id,
+        )
+
+    @staticmethod
+    def _reject(rec: RawRecordLike, reason: str, detail: str, now_ms: int) -> DeadLetter:
+        value = rec.value
+        return DeadLetter(
+            stage=STAGE,
+            reason=reason,
+            raw=value if value is not None else b"",
+            detail=detail,
+            topic=rec.topic,
+            partition=rec.partition,
+            offset=rec.offset,
+            at=now_ms,
+            event_id=_event_id_of(value),
+        )

@@ -1,0 +1,203 @@
+"""The records the processors stage reads and writes.
+
+- `RawRecord`: one Kafka record of `scans.raw` as the core sees it (bytes plus where they
+  came from, so a dead letter can point back at them). Anything with the same four
+  attributes will do (`RawRecordLike`), e.g. a Faust `Message`, so the app need not copy.
+- `EnrichedScan`: a valid, deduplicated scan joined with its premises, the value of the
+  `scans.enriched` topic (a msgpack map) that the ClickHouse sink consumes.
+
+On the hot path the core builds plain tuples in `ENRICHED_FIELDS` order (`EnrichedRow`);
+a frozen dataclass costs several microseconds per instance to build, more than the rest of
+the pipeline together, so `EnrichedScan` objects are built only when someone asks for them
+(`Result.enriched`) and `encode_row` goes from the tuple to the wire bytes directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+import msgpack
+
+from ingest.contract import KINDS, SCHEMA_VERSION, Kind, ScanEvent
+
+ENRICHED_FIELDS: Final = (
+    "event_id",
+    "person_id",
+    "premises_id",
+    "scanned_at",
+    "kind",
+    "gateway_id",
+    "received_at",
+    "schema",
+    "premises_name",
+    "category",
+    "district",
+    "ward",
+    "agency",
+    "dwell_minutes",
+    "processed_at",
+)
+
+# One enriched scan as a tuple in ENRICHED_FIELDS order (what the core produces).
+EnrichedRow = tuple[
+    str, str, str, int, str, str, int | None, int, str, str, str, str, str, int, int
+]
+
+_STR_FIELDS: Final = frozenset(
+    {
+        "event_id",
+        "person_id",
+        "premises_id",
+        "gateway_id",
+        "premises_name",
+        "category",
+        "district",
+        "ward",
+        "agency",
+    }
+)
+_INT_FIELDS: Final = frozenset({"scanned_at", "schema", "dwell_minutes", "processed_at"})
+
+
+class RawRecordLike(Protocol):
+    """What the core needs of an input record; `faust.types.Message` has these too."""
+
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """One record of `scans.raw`. `value` None (a tombstone) is dead-lettered as undecodable."""
+
+    value: bytes | None
+    topic: str = ""
+    partition: int = -1
+    offset: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class EnrichedScan:
+    """A kept scan with its premises' metadata at the time it was processed.
+
+    The first eight fields are `ScanEvent`'s; `dwell_minutes` is the category's default
+    visit length (`ingest.premises.DWELL_MINUTES`); `processed_at` is the worker's clock
+    (epoch ms) when the scan was enriched, which for a parked scan is its release time.
+    """
+
+    event_id: str
+    person_id: str
+    premises_id: str
+    scanned_at: int
+    kind: Kind
+    gateway_id: str
+    received_at: int | None
+    schema: int
+    premises_name: str
+    category: str
+    district: str
+    ward: str
+    agency: str
+    dwell_minutes: int
+    processed_at: int
+
+    @classmethod
+    def from_row(cls, row: EnrichedRow) -> EnrichedScan:
+        return cls(*row)  # type: ignore[arg-type]  # kind is checked where rows are built
+
+    def to_row(self) -> EnrichedRow:
+        return (
+            self.event_id,
+            self.person_id,
+            self.premises_id,
+            self.scanned_at,
+            self.kind,
+            self.gateway_id,
+            self.received_at,
+            self.schema,
+            self.premises_name,
+            self.category,
+            self.district,
+            self.ward,
+            self.agency,
+            self.dwell_minutes,
+            self.processed_at,
+        )
+
+    @property
+    def scan(self) -> ScanEvent:
+        """The scan event without its enrichment."""
+        return ScanEvent(
+            event_id=self.event_id,
+            person_id=self.person_id,
+            premises_id=self.premises_id,
+            scanned_at=self.scanned_at,
+            kind=self.kind,
+            gateway_id=self.gateway_id,
+            received_at=self.received_at,
+            schema=self.schema,
+        )
+
+    def to_wire(self) -> dict[str, object]:
+        """The wire map (field name to value), the msgpack value on `scans.enriched`."""
+        return dict(zip(ENRICHED_FIELDS, self.to_row(), strict=True))
+
+    @classmethod
+    def from_wire(cls, obj: object) -> EnrichedScan:
+        """Check and build from a decoded wire map; `ValueError` names the bad field."""
+        if not isinstance(obj, dict):
+            raise ValueError(f"enriched scan is not a map: {type(obj).__name__}")
+        missing = [f for f in ENRICHED_FIELDS if f not in obj]
+        if missing:
+            raise ValueError(f"enriched scan lacks {', '.join(missing)}")
+        extra = sorted(str(k) for k in obj if k not in ENRICHED_FIELDS)
+        if extra:
+            raise ValueError(f"enriched scan has unknown fields {', '.join(extra)}")
+        for name in ENRICHED_FIELDS:
+            value = obj[name]
+            if name in _STR_FIELDS:
+                ok = isinstance(value, str)
+            elif name in _INT_FIELDS:
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            elif name == "received_at":
+                ok = value is None or (isinstance(value, int) and not isinstance(value, bool))
+            else:  # kind
+                ok = isinstance(value, str) and value in KINDS
+            if not ok:
+                raise ValueError(f"enriched scan field {name} has a bad value: {value!r:.80}")
+        if obj["schema"] != SCHEMA_VERSION:
+            raise ValueError(f"enriched scan schema {obj['schema']} (supported: {SCHEMA_VERSION})")
+        return cls(**obj)
+
+    def encode(self) -> bytes:
+        return encode_row(self.to_row())
+
+    @classmethod
+    def decode(cls, data: bytes) -> EnrichedScan:
+        """Bytes from `scans.enriched` to an `EnrichedScan`, or `ValueError`."""
+        try:
+            obj = msgpack.unpackb(data, raw=False, strict_map_key=True, timestamp=0)
+        except Exception as exc:  # msgpack raises a family of unrelated types on bad input
+            raise ValueError(f"enriched scan is not msgpack: {type(exc).__name__}") from None
+        return cls.from_wire(obj)
+
+
+def encode_row(row: EnrichedRow) -> bytes:
+    """An enriched row straight to its msgpack wire map, without building an `EnrichedScan`."""
+    wire: dict[str, Any] = dict(zip(ENRICHED_FIELDS, row, strict=True))
+    return msgpack.packb(wire, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def encode_enriched(scan: EnrichedScan) -> bytes:
+    return scan.encode()
+
+
+def decode_enriched(data: bytes) -> EnrichedScan:
+    return EnrichedScan.decode(data)
