@@ -210,7 +210,46 @@ PREMISES_DAILY = Table(
     dedup_window=False,  # a recomputation must land even when its numbers are unchanged
 )
 
-TABLES: Final = (SCANS, AUDIT_LOG, PREMISES, DEAD_LETTERS, PREMISES_DAILY)
+# The weekly report's exact distinct counts (issue 7). `premises_daily` holds plain numbers
+# per premises and day, which cannot be added up into the distinct scanners of a week and a
+# district, agency or category: a person scanning on two days or at two premises would
+# count twice. This table keeps, per local day and premises, the sets of hashed event ids
+# and hashed person ids as uniqExact states; `uniqExactMerge` over any days and premises is
+# the exact size of the union (`tracing.report.queries`). Hashes only, no person ids; a
+# 64-bit collision among 10^7 persons is about 3e-6 likely. Fed by a materialized view on
+# the inserts into `scans` (on a cluster: on each shard's `scans_local`): a set union is
+# idempotent, so a retried or replayed insert adds nothing whatever its batch boundaries,
+# and a late upload lands in its own day. The INSERT fills it from the scans already stored
+# (run once by the migration; overlapping the view is harmless for the same reason).
+PREMISES_DAILY_SETS = Table(
+    name="premises_daily_sets",
+    columns=(
+        "day Date",  # local day in REPORT_TZ
+        "premises_id String",
+        "scans AggregateFunction(uniqExact, UInt64)",  # cityHash64(event_id)
+        "scanners AggregateFunction(uniqExact, UInt64)",  # cityHash64(person_id)
+    ),
+    engine="AggregatingMergeTree",
+    partition_by="toYYYYMM(day)",
+    order_by="(day, premises_id)",
+    shard_key="cityHash64(premises_id)",
+    dedup_window=False,  # a set union needs no insert dedup
+)
+_DAILY_SETS_SELECT = (
+    f"SELECT toDate(scanned_at, '{REPORT_TZ}') AS day, premises_id,\n"
+    "       uniqExactState(cityHash64(event_id)) AS scans,\n"
+    "       uniqExactState(cityHash64(person_id)) AS scanners\n"
+    "FROM {db}.scans{src} GROUP BY day, premises_id"
+)
+DAILY_SETS_VIEW: Final = (
+    "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.premises_daily_sets_mv{local} {on_cluster}"
+    " TO {db}.premises_daily_sets{local} AS\n" + _DAILY_SETS_SELECT.replace("{src}", "{local}")
+)
+DAILY_SETS_BACKFILL: Final = "INSERT INTO {db}.premises_daily_sets\n" + _DAILY_SETS_SELECT.replace(
+    "{src}", ""
+)
+
+TABLES: Final = (SCANS, AUDIT_LOG, PREMISES, DEAD_LETTERS, PREMISES_DAILY, PREMISES_DAILY_SETS)
 
 MIGRATIONS: list[Migration] = [
     Migration(1, "scans", (SCANS,)),
@@ -219,6 +258,11 @@ MIGRATIONS: list[Migration] = [
     Migration(3, "premises", (PREMISES,)),
     Migration(4, "dead_letters", (DEAD_LETTERS,)),
     Migration(5, "premises_daily", (PREMISES_DAILY,)),
+    Migration(
+        6,
+        "premises_daily_sets",
+        (PREMISES_DAILY_SETS, DAILY_SETS_VIEW, DAILY_SETS_BACKFILL),
+    ),
 ]
 
 

@@ -116,3 +116,29 @@ ORDER BY (day, premises_id);
 
 CREATE TABLE IF NOT EXISTS `scantrace`.`premises_daily` ON CLUSTER `scantrace` AS `scantrace`.`premises_daily_local`
 ENGINE = Distributed('scantrace', 'scantrace', 'premises_daily_local', cityHash64(premises_id));
+
+-- 006 premises_daily_sets
+CREATE TABLE IF NOT EXISTS `scantrace`.`premises_daily_sets_local` ON CLUSTER `scantrace` (
+    day Date,
+    premises_id String,
+    scans AggregateFunction(uniqExact, UInt64),
+    scanners AggregateFunction(uniqExact, UInt64)
+)
+ENGINE = ReplicatedAggregatingMergeTree('/clickhouse/tables/{shard}/{database}/premises_daily_sets', '{replica}')
+PARTITION BY toYYYYMM(day)
+ORDER BY (day, premises_id);
+
+CREATE TABLE IF NOT EXISTS `scantrace`.`premises_daily_sets` ON CLUSTER `scantrace` AS `scantrace`.`premises_daily_sets_local`
+ENGINE = Distributed('scantrace', 'scantrace', 'premises_daily_sets_local', cityHash64(premises_id));
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS `scantrace`.premises_daily_sets_mv_local ON CLUSTER `scantrace` TO `scantrace`.premises_daily_sets_local AS
+SELECT toDate(scanned_at, 'Asia/Ho_Chi_Minh') AS day, premises_id,
+       uniqExactState(cityHash64(event_id)) AS scans,
+       uniqExactState(cityHash64(person_id)) AS scanners
+FROM `scantrace`.scans_local GROUP BY day, premises_id;
+
+INSERT INTO `scantrace`.premises_daily_sets
+SELECT toDate(scanned_at, 'Asia/Ho_Chi_Minh') AS day, premises_id,
+       uniqExactState(cityHash64(event_id)) AS scans,
+       uniqExactState(cityHash64(person_id)) AS scanners
+FROM `scantrace`.scans GROUP BY day, premises_id;

@@ -103,3 +103,26 @@ CREATE TABLE IF NOT EXISTS `scantrace`.`premises_daily` (
 ENGINE = ReplacingMergeTree(computed_at)
 PARTITION BY toYYYYMM(day)
 ORDER BY (day, premises_id);
+
+-- 006 premises_daily_sets
+CREATE TABLE IF NOT EXISTS `scantrace`.`premises_daily_sets` (
+    day Date,
+    premises_id String,
+    scans AggregateFunction(uniqExact, UInt64),
+    scanners AggregateFunction(uniqExact, UInt64)
+)
+ENGINE = AggregatingMergeTree
+PARTITION BY toYYYYMM(day)
+ORDER BY (day, premises_id);
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS `scantrace`.premises_daily_sets_mv  TO `scantrace`.premises_daily_sets AS
+SELECT toDate(scanned_at, 'Asia/Ho_Chi_Minh') AS day, premises_id,
+       uniqExactState(cityHash64(event_id)) AS scans,
+       uniqExactState(cityHash64(person_id)) AS scanners
+FROM `scantrace`.scans GROUP BY day, premises_id;
+
+INSERT INTO `scantrace`.premises_daily_sets
+SELECT toDate(scanned_at, 'Asia/Ho_Chi_Minh') AS day, premises_id,
+       uniqExactState(cityHash64(event_id)) AS scans,
+       uniqExactState(cityHash64(person_id)) AS scanners
+FROM `scantrace`.scans GROUP BY day, premises_id;
