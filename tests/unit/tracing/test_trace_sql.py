@@ -1,0 +1,62 @@
+"""The SQL builders: values are always bound parameters, never part of the SQL text."""
+
+from __future__ import annotations
+
+import pytest
+
+from tracing import sql
+from tracing.rules import MINUTE_MS, Rule, RuleError
+
+EVIL = "x'); DROP TABLE scans; --"
+
+
+@pytest.mark.parametrize("rule", [Rule(), Rule("overlap", buffer_min=5, min_overlap_min=15)])
+def test_user_values_are_bound(rule: Rule) -> None:
+    windows = sql.seed_windows(rule, [(EVIL, 1_000, 2_000)])
+    queries = [
+        sql.contacts(rule, [(EVIL, 1)], 2, [EVIL], windows=windows),
+        sql.case_visits(rule, EVIL, 1, 2),
+        sql.premises_visitors(EVIL, 1, 2),
+    ]
+    for text, params in queries:
+        assert EVIL not in text and "DROP" not in text
+        assert EVIL in repr(params)
+        # every placeholder has its value
+        text % {k: "v" for k in params}
+
+
+def test_table_names_are_checked() -> None:
+    with pytest.raises(ValueError, match="plain table name"):
+        sql.contacts(Rule(), [("a", 1)], 2, ["a"], sql.TraceTables(scans="scans; DROP"))
+    assert sql.TraceTables(by_person="db.scans_by_person").q("by_person") == (
+        "`db`.`scans_by_person`"
+    )
+
+
+def test_cluster_safe_sets() -> None:
+    """Sets built from the seeds travel to every shard: GLOBAL IN."""
+    for rule in (Rule(), Rule("overlap")):
+        text, _ = sql.contacts(rule, [("a", 1)], 2, ["a"])
+        assert "premises_id GLOBAL IN" in text
+
+
+def test_windows_merge_per_premises() -> None:
+    rule = Rule(window_min=60)
+    h = 60 * MINUTE_MS
+    got = sql.seed_windows(rule, [("B", 10 * h, 11 * h), ("A", 0, h), ("A", 2 * h, 3 * h)])
+    # A's two visits are 1 h apart: widened by 60 min each, they merge.
+    assert got == [("A", -h, 4 * h), ("B", 9 * h, 12 * h)]
+    wide = sql.seed_windows(Rule("overlap", buffer_min=10), [("A", 0, h)])
+    assert wide == [
+        ("A", -10 * MINUTE_MS - Rule().horizon_ms, h + 10 * MINUTE_MS + Rule().horizon_ms)
+    ]
+
+
+def test_rule_ranges() -> None:
+    with pytest.raises(RuleError):
+        Rule("nope")  # type: ignore[arg-type]
+    with pytest.raises(RuleError):
+        Rule(window_min=-1)
+    with pytest.raises(RuleError):
+        Rule(depth=3)
+    assert Rule().echo()["name"] == "scan-window"
