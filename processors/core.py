@@ -41,10 +41,10 @@ at release: the outcome never depends on when `expire` runs.
 
 `expire` otherwise only reclaims memory: it drops `seen` and `last_kept` entries whose
 arrival is more than `dedup_horizon_ms` before `now_ms`. Lookups check the horizon
-themselves, so as long as arrivals are not older than the processing time (`received_at`
-is stamped by the gateway moments before), running `expire` changes no result. A replay
-of records carrying old `received_at` stamps after an `expire` may be kept again; the
-store's idempotency absorbs it.
+themselves, so as long as no record arrives stamped earlier than an already run pass's
+`now_ms` (`received_at` is stamped by the gateway moments before the worker sees it),
+running `expire` changes no result. A replay of records carrying old `received_at` stamps
+after an `expire` may be kept again; the store's idempotency absorbs it.
 
 Accounting, per call (`Result.counts`) and running (`ProcessorCore.counts`):
 `received == enriched + duplicates + repeats + dead + parked`, where `parked` is the
