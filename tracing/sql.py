@@ -126,6 +126,19 @@ def _rule_params(rule: Rule) -> dict[str, object]:
     }
 
 
+# The joins of seed scans (or visits) with co-visitor scans (or visits) are equi-joins on
+# (premises_id, time bucket): each side lists the buckets it touches, so only rows close
+# in time are paired, instead of every pair at a premises. A pair sharing several buckets
+# is met several times; the aggregates (min, max) do not mind.
+OVERLAP_BUCKET_MS: Final = 60 * MINUTE_MS
+
+
+def _bucket_ms(rule: Rule) -> int:
+    if rule.name == "scan-window":
+        return max(rule.window_min, 1) * MINUTE_MS
+    return OVERLAP_BUCKET_MS
+
+
 def _seed_params(
     seeds: list[tuple[str, int]], to_ms: int, exclude: list[str], rule: Rule
 ) -> dict[str, object]:
@@ -139,6 +152,7 @@ def _seed_params(
         "min_since": min(int(t) for _, t in seeds),
         "to_ms": int(to_ms),
         "exclude": tuple(exclude) if exclude else ("",),
+        "bucket_ms": _bucket_ms(rule),
         **_rule_params(rule),
     }
 
@@ -247,8 +261,14 @@ WITH
         })
         WHERE t >= since
     ),
+    case_buckets AS (
+        SELECT seed, premises_id, t, premises_name, district, category,
+               arrayJoin(range(intDiv(t - %(window_ms)s, %(bucket_ms)s),
+                               intDiv(t + %(window_ms)s, %(bucket_ms)s) + 1)) AS b
+        FROM case_scans
+    ),
     near AS (
-        SELECT person_id, premises_id, {_ms("scanned_at")} AS t
+        SELECT person_id, premises_id, {_ms("scanned_at")} AS t, intDiv(t, %(bucket_ms)s) AS b
         FROM {tables.q("scans")}
         WHERE premises_id GLOBAL IN (SELECT premises_id FROM case_scans)
           AND scanned_at >= {_at("(SELECT min(t) FROM case_scans) - %(window_ms)s")}
@@ -262,7 +282,7 @@ SELECT x.person_id AS person_id, x.premises_id AS premises_id, c.seed AS via,
        any(c.premises_name) AS premises_name, any(c.district) AS district,
        any(c.category) AS category
 FROM near AS x
-INNER JOIN case_scans AS c ON x.premises_id = c.premises_id
+INNER JOIN case_buckets AS c ON x.premises_id = c.premises_id AND x.b = c.b
 WHERE x.t >= c.t - %(window_ms)s AND x.t <= c.t + %(window_ms)s AND x.person_id != c.seed
 GROUP BY person_id, premises_id, via{_PICK_ONE_SEED}"""
         return sql, params
@@ -296,7 +316,15 @@ WITH
     }
           AND person_id NOT IN %(exclude)s{narrow}
     ),
-    near_visits AS ({_visits("SELECT * FROM near")})
+    case_buckets AS (
+        SELECT *, arrayJoin(range(intDiv(vs - %(buffer_ms)s, %(bucket_ms)s),
+                                  intDiv(ve + %(buffer_ms)s, %(bucket_ms)s) + 1)) AS b
+        FROM case_visits
+    ),
+    near_visits AS (
+        SELECT *, arrayJoin(range(intDiv(vs, %(bucket_ms)s), intDiv(ve, %(bucket_ms)s) + 1)) AS b
+        FROM ({_visits("SELECT * FROM near")})
+    )
 SELECT person_id, premises_id, via, case_from, case_to, contact_from, contact_to,
        overlap_ms, premises_name, district, category
 FROM (
@@ -308,7 +336,7 @@ FROM (
            any(c.premises_name) AS premises_name, any(c.district) AS district,
            any(c.category) AS category
     FROM near_visits AS x
-    INNER JOIN case_visits AS c ON x.premises_id = c.premises_id
+    INNER JOIN case_buckets AS c ON x.premises_id = c.premises_id AND x.b = c.b
     WHERE least(x.ve, c.ve + %(buffer_ms)s) - greatest(x.vs, c.vs - %(buffer_ms)s)
               >= %(min_overlap_ms)s
       AND x.person_id != c.seed

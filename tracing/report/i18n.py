@@ -1,0 +1,286 @@
+"""Labels and number formats of the report in Vietnamese (the default) and English."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Final, Literal
+
+from tracing.report.model import Dimension, Mark, PeriodKind, Ratio
+
+Lang = Literal["vi", "en"]
+LANGS: Final[tuple[Lang, ...]] = ("vi", "en")
+# Printed where a number has no meaning (a share of no premises, a change from zero).
+NONE: Final = "\N{EN DASH}"
+
+_VI: Final[dict[str, str]] = {
+    "sheet.agency": "Cơ quan",
+    "sheet.district": "Huyện, thành phố",
+    "sheet.category": "Loại hình",
+    "sheet.days": "Theo ngày",
+    "sheet.inactive": "Không có lượt quét",
+    "sheet.notes": "Ghi chú",
+    "dimension": "Nhóm theo",
+    "group": "Nhóm",
+    "title.week": "Báo cáo tuần",
+    "title.day": "Báo cáo ngày",
+    "subtitle": "Kết quả quét mã QR tại các điểm đăng ký",
+    "period.week": "Tuần {week} năm {year}: {first} \N{EN DASH} {last}",
+    "period.day": "Ngày {first}",
+    "previous.week": "So với tuần trước ({first} \N{EN DASH} {last})",
+    "previous.day": "So với ngày trước ({first})",
+    "dim.agency": "Cơ quan",
+    "dim.district": "Huyện/Thành phố",
+    "dim.category": "Loại hình",
+    "by.agency": "Theo cơ quan quản lý",
+    "by.district": "Theo huyện/thành phố",
+    "by.category": "Theo loại hình",
+    "total": "Toàn tỉnh",
+    "unknown": "(không rõ)",
+    "registered": "Số điểm đăng ký",
+    "active": "Số điểm hoạt động",
+    "share_active": "Tỷ lệ hoạt động",
+    "scans": "Lượt quét",
+    "scanners": "Người quét",
+    "scans_per_active": "Lượt quét/điểm hoạt động",
+    "change_share_pp.week": "Tỷ lệ hoạt động so với tuần trước (điểm %)",
+    "change_scans.week": "Lượt quét so với tuần trước",
+    "change_scanners.week": "Người quét so với tuần trước",
+    "change_share_pp.day": "Tỷ lệ hoạt động so với ngày trước (điểm %)",
+    "change_scans.day": "Lượt quét so với ngày trước",
+    "change_scanners.day": "Người quét so với ngày trước",
+    "population": "Dân số",
+    "uptake": "Tỷ lệ người quét/dân số",
+    "summary": "Tổng quan toàn tỉnh",
+    "days": "Theo ngày",
+    "day": "Ngày",
+    "this_period.week": "Tuần này",
+    "previous_period.week": "Tuần trước",
+    "this_period.day": "Ngày này",
+    "previous_period.day": "Ngày trước",
+    "inactive.week": "Điểm đăng ký không có lượt quét nào trong tuần (chưa thực hiện nghiêm)",
+    "inactive.day": "Điểm đăng ký không có lượt quét nào trong ngày (chưa thực hiện nghiêm)",
+    "inactive.none": "Tất cả các điểm đăng ký đều có lượt quét.",
+    "inactive.count": "{n} điểm",
+    "premises_id": "Mã điểm",
+    "name": "Tên điểm",
+    "ward": "Xã/Phường",
+    "chart.share_district": "Tỷ lệ điểm hoạt động theo huyện/thành phố",
+    "chart.share_agency": "Tỷ lệ điểm hoạt động theo cơ quan",
+    "chart.share_category": "Tỷ lệ điểm hoạt động theo loại hình",
+    "chart.days": "Lượt quét theo ngày",
+    "chart.uptake": "Người quét trên dân số theo huyện/thành phố",
+    "chart.hidden": "ẩn",
+    "note.suppression": (
+        "Bảo vệ dữ liệu cá nhân: nhóm có từ 1 đến {t1} người quét khác nhau được ghi “<{t}” "
+        "ở cột Người quét, và mọi số liệu khác của nhóm đó (lượt quét, lượt quét/điểm, tỷ lệ "
+        "trên dân số, thay đổi) được ghi “x”. Khi một bảng có nhóm bị ẩn, lượt quét của nhóm "
+        "nhỏ nhất còn lại cũng được ghi “x” để không thể suy ra số bị ẩn từ tổng."
+    ),
+    "note.time.week": (
+        "Tuần theo ISO 8601, tính theo giờ Việt Nam (UTC+7): từ 00:00 thứ Hai đến hết 24:00 "
+        "Chủ nhật."
+    ),
+    "note.time.day": "Ngày tính theo giờ Việt Nam (UTC+7), từ 00:00 đến 24:00.",
+    "note.counts": (
+        "Lượt quét và người quét được đếm không trùng lặp: một người quét ở nhiều ngày hoặc "
+        "nhiều điểm chỉ được tính một lần. Điểm hoạt động: có ít nhất một lượt quét trong kỳ. "
+        "Số liệu lấy từ bảng tổng hợp hằng ngày; nhóm theo danh mục điểm hiện hành."
+    ),
+    "note.uptake": (
+        "Tỷ lệ người quét/dân số: người quét tại các điểm của huyện chia cho dân số huyện."
+    ),
+    "generated": "Lập lúc {at} (giờ Việt Nam)",
+}
+
+_EN: Final[dict[str, str]] = {
+    "sheet.agency": "Agency",
+    "sheet.district": "District",
+    "sheet.category": "Category",
+    "sheet.days": "By day",
+    "sheet.inactive": "No scans",
+    "sheet.notes": "Notes",
+    "dimension": "Grouped by",
+    "group": "Group",
+    "title.week": "Weekly report",
+    "title.day": "Daily report",
+    "subtitle": "QR check-in scans at registered premises",
+    "period.week": "Week {week} of {year}: {first} \N{EN DASH} {last}",
+    "period.day": "{first}",
+    "previous.week": "Compared with the previous week ({first} \N{EN DASH} {last})",
+    "previous.day": "Compared with the previous day ({first})",
+    "dim.agency": "Agency",
+    "dim.district": "District",
+    "dim.category": "Category",
+    "by.agency": "By agency",
+    "by.district": "By district",
+    "by.category": "By premises category",
+    "total": "Province",
+    "unknown": "(unknown)",
+    "registered": "Premises registered",
+    "active": "Premises active",
+    "share_active": "Share active",
+    "scans": "Scans",
+    "scanners": "Distinct scanners",
+    "scans_per_active": "Scans per active premises",
+    "change_share_pp.week": "Share active vs previous week (points)",
+    "change_scans.week": "Scans vs previous week",
+    "change_scanners.week": "Scanners vs previous week",
+    "change_share_pp.day": "Share active vs previous day (points)",
+    "change_scans.day": "Scans vs previous day",
+    "change_scanners.day": "Scanners vs previous day",
+    "population": "Population",
+    "uptake": "Scanners per population",
+    "summary": "Province summary",
+    "days": "By day",
+    "day": "Day",
+    "this_period.week": "This week",
+    "previous_period.week": "Previous week",
+    "this_period.day": "This day",
+    "previous_period.day": "Previous day",
+    "inactive.week": "Registered premises with no scan in the week (not done seriously)",
+    "inactive.day": "Registered premises with no scan on the day (not done seriously)",
+    "inactive.none": "Every registered premises has scans.",
+    "inactive.count": "{n} premises",
+    "premises_id": "Premises id",
+    "name": "Name",
+    "ward": "Ward/commune",
+    "chart.share_district": "Share of premises active by district",
+    "chart.share_agency": "Share of premises active by agency",
+    "chart.share_category": "Share of premises active by category",
+    "chart.days": "Scans per day",
+    "chart.uptake": "Distinct scanners per population by district",
+    "chart.hidden": "hidden",
+    "note.suppression": (
+        "Privacy: a group of 1 to {t1} distinct scanners shows “<{t}” as its scanners and "
+        "“x” for every other number about its persons (scans, scans per premises, uptake, "
+        "changes). When a table hides a group, the scans of its smallest other group are "
+        "shown as “x” too, so that the hidden number cannot be recomputed from the total."
+    ),
+    "note.time.week": (
+        "ISO 8601 weeks in Vietnam time (UTC+7): Monday 00:00 to the end of Sunday."
+    ),
+    "note.time.day": "Days in Vietnam time (UTC+7), 00:00 to 24:00.",
+    "note.counts": (
+        "Scans and scanners are distinct counts: a person who scanned on several days or at "
+        "several premises counts once. Active premises: at least one scan in the period. "
+        "From the daily rollup; groups as in the current premises registry."
+    ),
+    "note.uptake": (
+        "Uptake: distinct scanners at the district's premises divided by its population."
+    ),
+    "generated": "Generated {at} (Vietnam time)",
+}
+
+LABELS: Final[dict[Lang, dict[str, str]]] = {"vi": _VI, "en": _EN}
+
+CATEGORIES: Final[dict[Lang, dict[str, str]]] = {
+    "vi": {
+        "office": "Cơ quan, văn phòng",
+        "school": "Trường học",
+        "market": "Chợ",
+        "supermarket": "Siêu thị",
+        "mall": "Trung tâm thương mại",
+        "bus_station": "Bến xe, nhà ga",
+        "tourist_site": "Điểm du lịch",
+        "accommodation": "Cơ sở lưu trú",
+        "factory": "Nhà máy, xí nghiệp",
+        "shop": "Cửa hàng",
+        "restaurant": "Nhà hàng, quán ăn",
+        "hospital": "Cơ sở y tế",
+        "religious": "Cơ sở tôn giáo",
+        "other": "Khác",
+    },
+    "en": {
+        "office": "Office",
+        "school": "School",
+        "market": "Market",
+        "supermarket": "Supermarket",
+        "mall": "Mall",
+        "bus_station": "Bus station",
+        "tourist_site": "Tourist site",
+        "accommodation": "Accommodation",
+        "factory": "Factory",
+        "shop": "Shop",
+        "restaurant": "Restaurant",
+        "hospital": "Hospital, clinic",
+        "religious": "Religious site",
+        "other": "Other",
+    },
+}
+
+WEEKDAYS: Final[dict[Lang, tuple[str, ...]]] = {
+    "vi": ("T2", "T3", "T4", "T5", "T6", "T7", "CN"),
+    "en": ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"),
+}
+
+
+class Labels:
+    """The labels and number formats of one language."""
+
+    def __init__(self, lang: Lang) -> None:
+        if lang not in LABELS:
+            raise ValueError(f"unknown language {lang!r}; one of {', '.join(LANGS)}")
+        self.lang: Lang = lang
+        self._text = LABELS[lang]
+        # vi: 1.234,5   en: 1,234.5
+        self._thousands, self._decimal = (".", ",") if lang == "vi" else (",", ".")
+
+    def __call__(self, key: str, **values: object) -> str:
+        text = self._text[key]
+        return text.format(**values) if values else text
+
+    def per(self, key: str, kind: PeriodKind) -> str:
+        """A label that differs for weeks and days (`change_scans.week`)."""
+        return self._text[f"{key}.{kind}"]
+
+    def group(self, dimension: Dimension | None, key: str) -> str:
+        """How a group is named: the category's label, "(unknown)" for an empty key."""
+        if dimension is None:
+            return self("total")
+        if not key:
+            return self("unknown")
+        if dimension == "category":
+            return CATEGORIES[self.lang].get(key, key)
+        return key
+
+    def day(self, d: date) -> str:
+        return f"{d:%d/%m/%Y}" if self.lang == "vi" else d.isoformat()
+
+    def weekday(self, d: date) -> str:
+        return WEEKDAYS[self.lang][d.weekday()]
+
+    def integer(self, n: int | Mark) -> str:
+        if isinstance(n, Mark):
+            return n.value
+        return f"{n:,}".replace(",", self._thousands)
+
+    def number(self, x: Ratio, digits: int = 1) -> str:
+        if x is None:
+            return NONE
+        if isinstance(x, Mark):
+            return x.value
+        return self._swap(f"{x:,.{digits}f}")
+
+    def percent(self, x: Ratio, digits: int = 1) -> str:
+        """A share (0.453) as `45,3 %` (vi) / `45.3%` (en)."""
+        if x is None or isinstance(x, Mark):
+            return self.number(x)
+        text = self._swap(f"{x * 100:,.{digits}f}")
+        return f"{text} %" if self.lang == "vi" else f"{text}%"
+
+    def change(self, x: Ratio, digits: int = 1) -> str:
+        """A relative change (0.12) as `+12,0 %`."""
+        if x is None or isinstance(x, Mark):
+            return self.number(x)
+        return ("+" if x > 0 else "") + self.percent(x, digits)
+
+    def points(self, x: float | None, digits: int = 1) -> str:
+        """A change in percentage points as `+3,2`."""
+        if x is None:
+            return NONE
+        return ("+" if x > 0 else "") + self.number(x, digits)
+
+    def _swap(self, text: str) -> str:
+        if self.lang == "en":
+            return text
+        return text.replace(",", "\0").replace(".", ",").replace("\0", ".")

@@ -1,0 +1,259 @@
+"""The report as one self-contained HTML page: inline CSS, charts as base64 PNG, no script,
+no external resource (it opens from a file, a mail attachment or an offline laptop)."""
+
+from __future__ import annotations
+
+import base64
+from collections import defaultdict
+from collections.abc import Sequence
+from html import escape
+from typing import Final
+
+from tracing.report.charts import Chart, report_charts
+from tracing.report.i18n import NONE, Labels, Lang
+from tracing.report.model import (
+    Count,
+    Dimension,
+    GroupRow,
+    InactivePremises,
+    Mark,
+    Ratio,
+    Report,
+)
+from tracing.report.text import notes, period_text
+
+_CSS: Final = """
+:root { --ink: #22313f; --muted: #5b6b7a; --line: #dde3e8; --accent: #1f5f8b; }
+* { box-sizing: border-box; }
+body { margin: 0; background: #f4f6f8; color: var(--ink);
+       font: 14px/1.45 "Segoe UI", "Noto Sans", "DejaVu Sans", Arial, sans-serif; }
+main { max-width: 1180px; margin: 0 auto; padding: 24px 28px 40px; background: #fff; }
+header { border-bottom: 3px solid var(--accent); padding-bottom: 12px; margin-bottom: 18px; }
+h1 { margin: 0; font-size: 26px; }
+h2 { font-size: 19px; margin: 30px 0 10px; border-bottom: 1px solid var(--line);
+     padding-bottom: 4px; }
+h3 { font-size: 15px; margin: 18px 0 6px; }
+.sub, .muted { color: var(--muted); }
+.period { font-size: 17px; font-weight: 600; margin: 6px 0 2px; }
+.kpis { display: grid; grid-template-columns: repeat(auto-fill, minmax(170px, 1fr));
+        gap: 10px; }
+.kpi { border: 1px solid var(--line); border-radius: 6px; padding: 10px 12px; }
+.kpi .v { font-size: 22px; font-weight: 700; font-variant-numeric: tabular-nums; }
+.kpi .l { color: var(--muted); font-size: 12.5px; }
+.kpi .c { font-size: 12.5px; }
+figure { margin: 8px 0 14px; }
+figure img { max-width: 100%; height: auto; display: block; }
+figcaption { color: var(--muted); font-size: 13px; margin-bottom: 4px; }
+table { border-collapse: collapse; width: 100%; margin: 6px 0 10px; font-size: 13px; }
+th, td { border-bottom: 1px solid var(--line); padding: 4px 6px; vertical-align: top; }
+th { background: #eef2f5; text-align: left; font-weight: 600; font-size: 12.5px; }
+td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+tr.total td { font-weight: 700; border-top: 2px solid var(--ink); }
+.hidden { color: #8a5a00; }
+.up { color: #1d7a3e; } .down { color: #b3261e; }
+footer { margin-top: 30px; border-top: 1px solid var(--line); padding-top: 10px;
+         color: var(--muted); font-size: 12.5px; }
+footer p { margin: 4px 0; }
+@media print { body { background: #fff; } main { padding: 0; } h2 { break-after: avoid; } }
+"""
+
+
+def _cell(text: str, value: Count | Ratio = None) -> str:
+    if isinstance(value, Mark):
+        return f'<td class="n hidden" title="{escape(value.value)}">{escape(text)}</td>'
+    if isinstance(value, float) and text.startswith(("+", "-")):
+        cls = "up" if value > 0 else "down"
+        return f'<td class="n {cls}">{escape(text)}</td>'
+    return f'<td class="n">{escape(text)}</td>'
+
+
+def _columns(report: Report, labels: Labels, dimension: Dimension) -> list[str]:
+    kind = report.period.kind
+    cols = [
+        labels("registered"),
+        labels("active"),
+        labels("share_active"),
+        labels("scans"),
+        labels("scanners"),
+        labels("scans_per_active"),
+        labels.per("change_share_pp", kind),
+        labels.per("change_scans", kind),
+        labels.per("change_scanners", kind),
+    ]
+    if dimension == "district" and report.has_population:
+        cols += [labels("population"), labels("uptake")]
+    return cols
+
+
+def _row_cells(row: GroupRow, labels: Labels, population: bool) -> str:
+    cells = [
+        _cell(labels.integer(row.registered)),
+        _cell(labels.integer(row.active)),
+        _cell(labels.percent(row.share_active), row.share_active),
+        _cell(labels.integer(row.scans), row.scans),
+        _cell(labels.integer(row.scanners), row.scanners),
+        _cell(labels.number(row.scans_per_active), row.scans_per_active),
+        _cell(labels.points(row.change_share_pp), row.change_share_pp),
+        _cell(labels.change(row.change_scans), row.change_scans),
+        _cell(labels.change(row.change_scanners), row.change_scanners),
+    ]
+    if population:
+        pop = labels.integer(row.population) if row.population is not None else NONE
+        cells += [_cell(pop), _cell(labels.percent(row.uptake, 2), row.uptake)]
+    return "".join(cells)
+
+
+def _group_table(report: Report, labels: Labels, dimension: Dimension) -> str:
+    cols = _columns(report, labels, dimension)
+    population = dimension == "district" and report.has_population
+    head = f"<th>{escape(labels('dim.' + dimension))}</th>" + "".join(
+        f'<th class="n">{escape(c)}</th>' for c in cols
+    )
+    body = [
+        f"<tr><td>{escape(labels.group(dimension, r.key))}</td>"
+        f"{_row_cells(r, labels, population)}</tr>"
+        for r in report.table(dimension).rows
+    ]
+    body.append(
+        f'<tr class="total"><td>{escape(labels("total"))}</td>'
+        f"{_row_cells(report.total, labels, population)}</tr>"
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _kpis(report: Report, labels: Labels) -> str:
+    t, kind = report.total, report.period.kind
+    cards = [
+        (labels("registered"), labels.integer(t.registered), ""),
+        (labels("active"), labels.integer(t.active), ""),
+        (
+            labels("share_active"),
+            labels.percent(t.share_active),
+            labels.points(t.change_share_pp) + " " + labels.per("change_share_pp", kind),
+        ),
+        (
+            labels("scans"),
+            labels.integer(t.scans),
+            labels.change(t.change_scans) + " " + labels.per("change_scans", kind),
+        ),
+        (
+            labels("scanners"),
+            labels.integer(t.scanners),
+            labels.change(t.change_scanners) + " " + labels.per("change_scanners", kind),
+        ),
+        (labels("scans_per_active"), labels.number(t.scans_per_active), ""),
+    ]
+    if report.has_population:
+        cards.append((labels("uptake"), labels.percent(t.uptake, 2), ""))
+    return (
+        '<section class="kpis">'
+        + "".join(
+            f'<div class="kpi"><div class="v">{escape(v)}</div><div class="l">{escape(name)}</div>'
+            + (f'<div class="c">{escape(c)}</div>' if c else "")
+            + "</div>"
+            for name, v, c in cards
+        )
+        + "</section>"
+    )
+
+
+def _days_table(report: Report, labels: Labels) -> str:
+    head = (
+        f"<th>{escape(labels('day'))}</th><th class='n'>{escape(labels('active'))}</th>"
+        f"<th class='n'>{escape(labels('scans'))}</th>"
+        f"<th class='n'>{escape(labels('scanners'))}</th>"
+    )
+    rows = []
+    for d in report.days:
+        name = f"{labels.weekday(d.day)} {labels.day(d.day)}"
+        style = "" if d.current else ' class="muted"'
+        rows.append(
+            f"<tr{style}><td>{escape(name)}</td>{_cell(labels.integer(d.active))}"
+            f"{_cell(labels.integer(d.scans), d.scans)}"
+            f"{_cell(labels.integer(d.scanners), d.scanners)}</tr>"
+        )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _inactive(report: Report, labels: Labels) -> str:
+    kind = report.period.kind
+    out = [f"<h2>{escape(labels.per('inactive', kind))}</h2>"]
+    if not report.inactive:
+        out.append(f"<p>{escape(labels('inactive.none'))}</p>")
+        return "".join(out)
+    by_agency: dict[str, list[InactivePremises]] = defaultdict(list)
+    for p in report.inactive:
+        by_agency[p.agency].append(p)
+    head = "".join(
+        f"<th>{escape(c)}</th>"
+        for c in (
+            labels("premises_id"),
+            labels("name"),
+            labels("dim.category"),
+            labels("dim.district"),
+            labels("ward"),
+        )
+    )
+    for agency in sorted(by_agency):
+        items = by_agency[agency]
+        title = labels.group("agency", agency)
+        count = labels("inactive.count", n=labels.integer(len(items)))
+        rows = "".join(
+            f"<tr><td>{escape(p.premises_id)}</td><td>{escape(p.name)}</td>"
+            f"<td>{escape(labels.group('category', p.category))}</td>"
+            f"<td>{escape(labels.group('district', p.district))}</td>"
+            f"<td>{escape(p.ward)}</td></tr>"
+            for p in items
+        )
+        out.append(
+            f"<h3>{escape(title)} <span class='muted'>({escape(count)})</span></h3>"
+            f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+        )
+    return "".join(out)
+
+
+def _figure(chart: Chart) -> str:
+    data = base64.b64encode(chart.png).decode("ascii")
+    return (
+        f"<figure><figcaption>{escape(chart.title)}</figcaption>"
+        f'<img alt="{escape(chart.title)}" src="data:image/png;base64,{data}"></figure>'
+    )
+
+
+def render_html(report: Report, lang: Lang = "vi", charts: Sequence[Chart] | None = None) -> str:
+    labels = Labels(lang)
+    kind = report.period.kind
+    title = f"{labels.per('title', kind)} {report.period.label}"
+    now, before = period_text(report, labels)
+    drawn = list(charts) if charts is not None else report_charts(report, labels)
+    figures = {c.title: _figure(c) for c in drawn}
+
+    def fig(key: str) -> str:
+        return figures.get(labels(key), "")
+
+    sections = [
+        f"<h2>{escape(labels('summary'))}</h2>",
+        _kpis(report, labels),
+        f"<h2>{escape(labels('days'))}</h2>",
+        fig("chart.days"),
+        _days_table(report, labels),
+    ]
+    order: tuple[Dimension, ...] = ("district", "agency", "category")
+    for d in order:
+        sections.append(f"<h2>{escape(labels('by.' + d))}</h2>")
+        sections.append(fig(f"chart.share_{d}"))
+        if d == "district" and report.has_population:
+            sections.append(fig("chart.uptake"))
+        sections.append(_group_table(report, labels, d))
+    sections.append(_inactive(report, labels))
+    footer = "".join(f"<p>{escape(n)}</p>" for n in notes(report, labels))
+    return (
+        f'<!doctype html>\n<html lang="{lang}">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n<main>\n"
+        f"<header><h1>{escape(title)}</h1>"
+        f'<p class="sub">{escape(labels("subtitle"))}</p>'
+        f'<p class="period">{escape(now)}</p><p class="muted">{escape(before)}</p></header>\n'
+        + "\n".join(s for s in sections if s)
+        + f"\n<footer>{footer}</footer>\n</main>\n</body>\n</html>\n"
+    )
