@@ -1,0 +1,243 @@
+"""The sink loop against a fake consumer and the in-memory writer: commits after inserts,
+pause and retry on transient errors, bisection of refused rows, rollup scheduling."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import date, timedelta
+from typing import Any
+
+import pytest
+from aiokafka import TopicPartition
+from sinks_testkit import DLQ, ENRICHED, NOW, PREMISES, make_sink, scan_value
+
+from ingest.premises import Premises, encode_premises
+from sinks.consumer import Sink, SinkFatal
+from sinks.rollup import local_day
+from sinks.testing import FlakyWriter, MemoryWriter
+from sinks.writer import WriteError
+
+
+def run(sink: Sink, steps: int = 1) -> None:
+    async def go() -> None:
+        for _ in range(steps):
+            await sink.step()
+
+    asyncio.run(go())
+
+
+def values(n: int, start: int = 0) -> list[bytes | None]:
+    return [scan_value(i) for i in range(start, start + n)]
+
+
+def sample(registry: Any, name: str, **labels: str) -> float:
+    return registry.get_sample_value(name, labels) or 0.0
+
+
+def test_full_chunks_are_inserted_then_committed() -> None:
+    sink, consumer, writer, _clock, registry = make_sink(batch_rows=4)
+    consumer.feed(ENRICHED, 0, 100, values(10))
+    run(sink)
+    assert [(t, tok, n) for t, tok, n in writer.inserts] == [
+        ("scans", f"{ENRICHED}:0:100-103", 4),
+        ("scans", f"{ENRICHED}:0:104-107", 4),
+    ]
+    assert consumer.committed_offset(ENRICHED, 0) == 108
+    assert len(writer.tables["scans"]) == 8
+    assert sample(registry, "scantrace_sink_rows_written_total", table="scans") == 8
+    assert sample(registry, "scantrace_sink_records_consumed_total", topic=ENRICHED) == 10
+    assert sample(registry, "scantrace_sink_batches_total", table="scans") == 2
+    assert (
+        sample(registry, "scantrace_sink_end_to_end_latency_seconds_count", since="scanned_at") == 8
+    )
+    assert sample(registry, "scantrace_sink_last_success_timestamp_seconds") > 0
+
+
+def test_the_tail_is_flushed_by_time_once_caught_up() -> None:
+    sink, consumer, writer, clock, _ = make_sink(batch_rows=4, batch_seconds=1.0)
+    consumer.feed(ENRICHED, 1, 0, values(6))
+    run(sink)
+    assert consumer.committed_offset(ENRICHED, 1) == 4
+    clock.t += 0.5
+    run(sink)
+    assert consumer.committed_offset(ENRICHED, 1) == 4
+    clock.t += 0.5
+    run(sink)
+    assert consumer.committed_offset(ENRICHED, 1) == 6
+    assert writer.inserts[-1] == ("scans", f"{ENRICHED}:1:4-5", 2)
+
+
+def test_transient_failure_pauses_retries_the_same_chunks_and_resumes() -> None:
+    memory = MemoryWriter()
+    flaky = FlakyWriter(memory, failures=2)
+    sink, consumer, _, clock, registry = make_sink(flaky, batch_rows=4)
+    consumer.feed(ENRICHED, 0, 0, values(8))
+    run(sink)
+    assert consumer.commits == [] and consumer.paused_tps == consumer.assigned
+    assert sample(registry, "scantrace_sink_paused") == 1
+    consumer.feed(ENRICHED, 1, 0, values(4, 100))  # arrives while paused: held by Kafka
+    clock.t += 0.4
+    run(sink)
+    assert flaky.failed == 1  # not yet: the backoff is 0.5 s
+    clock.t += 0.1
+    run(sink)
+    assert flaky.failed == 2  # second failure: next wait 1 s
+    clock.t += 1.0
+    run(sink)
+    assert consumer.committed_offset(ENRICHED, 0) == 8
+    assert consumer.paused_tps == set()
+    assert sample(registry, "scantrace_sink_paused") == 0
+    assert sample(registry, "scantrace_sink_retries_total") == 2
+    assert sample(registry, "scantrace_sink_insert_failures_total", kind="transient") == 2
+    tokens = [tok for table, tok, _ in memory.inserts if table == "scans"]
+    assert tokens[:2] == [f"{ENRICHED}:0:0-3", f"{ENRICHED}:0:4-7"]  # the same chunks
+    run(sink, 2)
+    assert consumer.committed_offset(ENRICHED, 1) == 4  # the held records, after resume
+    assert len(memory.tables["scans"]) == 12
+
+
+def test_an_insert_whose_answer_was_lost_is_retried_without_duplicates() -> None:
+    memory = MemoryWriter()
+    flaky = FlakyWriter(memory, failures=3, after_write=True)
+    sink, consumer, _, clock, registry = make_sink(flaky, batch_rows=4)
+    consumer.feed(ENRICHED, 0, 0, values(8))
+    for _ in range(4):
+        run(sink)
+        clock.t += 10
+    assert flaky.failed == 3
+    assert consumer.committed_offset(ENRICHED, 0) == 8
+    assert sorted(r[0] for r in memory.tables["scans"]) == sorted(f"e{i}" for i in range(8))
+    # counted once, however often it was sent
+    assert sample(registry, "scantrace_sink_rows_written_total", table="scans") == 8
+
+
+class RefusingWriter(MemoryWriter):
+    """Refuses (terminal) any insert holding one of `bad` event ids, like ClickHouse
+    refusing a block for one value that does not fit its column."""
+
+    def __init__(self, bad: set[str]) -> None:
+        super().__init__()
+        self.bad = bad
+
+    def insert(self, table: str, columns: Sequence[str], data: list[list[Any]], token: str) -> None:
+        if table == "scans" and self.bad & set(data[0]):
+            raise WriteError("terminal", ValueError("value does not fit"), table)
+        super().insert(table, columns, data, token)
+
+
+def test_a_refused_row_is_dead_lettered_not_the_batch() -> None:
+    writer = RefusingWriter({"e5"})
+    sink, consumer, _, _, registry = make_sink(writer, batch_rows=8)
+    consumer.feed(ENRICHED, 0, 50, values(8))
+    run(sink)
+    assert sorted(r[0] for r in writer.tables["scans"]) == [f"e{i}" for i in range(8) if i != 5]
+    [dead] = writer.tables["dead_letters"]
+    assert dead[:2] == ("sink", "clickhouse_rejected")
+    assert dead[3] == scan_value(5) and dead[4:7] == (ENRICHED, 0, 55) and dead[8] == "e5"
+    assert consumer.committed_offset(ENRICHED, 0) == 58
+    assert sample(registry, "scantrace_sink_dead_letters_total", reason="clickhouse_rejected") == 1
+    assert sample(registry, "scantrace_sink_rows_written_total", table="scans") == 7
+    assert sample(registry, "scantrace_sink_rows_written_total", table="dead_letters") == 1
+
+
+def test_a_chunk_refused_row_by_row_stops_the_sink_instead() -> None:
+    writer = RefusingWriter({f"e{i}" for i in range(200)})
+    sink, consumer, _, _, _ = make_sink(writer, batch_rows=128)
+    consumer.feed(ENRICHED, 0, 0, values(128))
+    with pytest.raises(SinkFatal, match="every row"):
+        run(sink)
+    assert consumer.commits == [] and "dead_letters" not in writer.tables
+
+
+def test_fatal_stops_without_commit() -> None:
+    flaky = FlakyWriter(MemoryWriter(), failures=1, kind="fatal")
+    sink, consumer, _, _, _ = make_sink(flaky, batch_rows=4)
+    consumer.feed(ENRICHED, 0, 0, values(4))
+    with pytest.raises(SinkFatal):
+        run(sink)
+    assert consumer.commits == []
+
+
+def test_backoff_doubles_up_to_the_cap() -> None:
+    flaky = FlakyWriter(MemoryWriter(), failures=100)
+    sink, consumer, _, clock, _ = make_sink(
+        flaky, batch_rows=1, retry_initial_seconds=1.0, retry_max_seconds=4.0
+    )
+    consumer.feed(ENRICHED, 0, 0, values(1))
+    waits = []
+    for _ in range(6):
+        before = flaky.failed
+        while flaky.failed == before:
+            clock.t += 0.25
+            run(sink)
+        waits.append(sink._retry_at - clock.t)
+    assert waits == [1.0, 2.0, 4.0, 4.0, 4.0, 4.0]
+
+
+def test_premises_dead_letters_and_decode_failures_reach_their_tables() -> None:
+    sink, consumer, writer, clock, registry = make_sink(batch_rows=100)
+    p1 = Premises("NT-1", "Cho", "market", "D1", version=1)
+    p2 = Premises("NT-1", "Cho moi", "market", "D1", version=2)
+    consumer.feed(PREMISES, 0, 0, [encode_premises(p1), encode_premises(p2), None])
+    consumer.feed(DLQ, 0, 7, [b"\xc1"])
+    consumer.feed(ENRICHED, 0, 0, [scan_value(1), b"\xc1broken"])
+    run(sink, 3)
+    clock.t += 1
+    run(sink)
+    assert [r[9:11] for r in writer.tables["premises"]] == [(45, 1), (45, 2)]
+    reasons = sorted((r[1], r[4], r[6]) for r in writer.tables["dead_letters"])
+    assert reasons == [("undecodable", DLQ, 7), ("undecodable", ENRICHED, 1)]
+    assert consumer.committed_offset(PREMISES, 0) == 3
+    assert consumer.committed_offset(DLQ, 0) == 8
+    assert sample(registry, "scantrace_sink_records_skipped_total", reason="tombstone") == 1
+    assert sample(registry, "scantrace_sink_dead_letters_total", reason="undecodable") == 2
+
+
+def test_revoked_partitions_are_forgotten() -> None:
+    flaky = FlakyWriter(MemoryWriter(), failures=1)
+    sink, consumer, _, clock, _ = make_sink(flaky, batch_rows=2)
+    consumer.feed(ENRICHED, 0, 0, values(3))
+    run(sink)  # fails: retry pending for partition 0, one record buffered
+    sink.forget([(ENRICHED, 0)])
+    assert sink.batcher.pending() == 0 and sink._retry is None
+    consumer.assigned.discard(TopicPartition(ENRICHED, 0))
+    clock.t += 5
+    run(sink)
+    assert consumer.commits == []
+
+
+def test_drain_writes_everything_and_commits() -> None:
+    sink, consumer, writer, clock, _ = make_sink(batch_rows=100, batch_seconds=60)
+    consumer.feed(ENRICHED, 0, 0, values(3))
+    run(sink)
+    assert consumer.commits == []
+    asyncio.run(sink.drain(clock.t + 5))
+    assert consumer.committed_offset(ENRICHED, 0) == 3
+    assert len(writer.tables["scans"]) == 3
+    assert writer.refreshed == [[local_day(NOW)]]
+
+
+def test_rollup_refreshes_touched_and_previously_dirty_days_within_retention() -> None:
+    writer = MemoryWriter()
+    today = local_day(NOW)
+    writer.dirty = [today - timedelta(days=3), date(2020, 1, 1)]  # the second has expired
+    sink, consumer, _, clock, registry = make_sink(writer, batch_rows=2, rollup_seconds=60)
+    consumer.feed(ENRICHED, 0, 0, values(2))
+    run(sink)
+    assert writer.refreshed == [[today - timedelta(days=3), today]]
+    consumer.feed(ENRICHED, 0, 2, values(2, 2))
+    run(sink)
+    assert len(writer.refreshed) == 1  # not before rollup_seconds
+    clock.t += 60
+    run(sink)
+    assert writer.refreshed[-1] == [today]
+    assert sample(registry, "scantrace_sink_rollup_days_refreshed_total") == 3
+
+
+def test_lag_is_reported_per_partition() -> None:
+    sink, consumer, _, _clock, registry = make_sink(batch_rows=4)
+    consumer.feed(ENRICHED, 0, 0, values(6))
+    consumer.high[TopicPartition(ENRICHED, 0)] = 10
+    run(sink)
+    assert sample(registry, "scantrace_sink_consumer_lag", topic=ENRICHED, partition="0") == 6
