@@ -313,3 +313,39 @@ def test_auditor_reads_the_log_openapi_metrics(api_env: dict[str, Any]) -> None:
         registry.get_sample_value("scantrace_api_query_latency_seconds_count", {"query": "trace"})
         == 1.0
     )
+
+
+def test_serve_listens_and_stops(clickhouse_settings: ClickHouseSettings) -> None:
+    """`scantrace api`'s server: binds, answers with the configured tokens, stops on its
+    stop event (SIGTERM does the same)."""
+    import aiohttp
+    from pydantic import SecretStr
+
+    from tracing.api.server import serve
+    from tracing.settings import TracerSettings
+
+    settings = TracerSettings(clickhouse=clickhouse_settings).with_api(
+        port=0, tokens=SecretStr('{"tok": {"name": "A", "role": "auditor"}}')
+    )
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        bound: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(
+            serve(settings, stop=stop, registry=CollectorRegistry(), on_listening=bound.set_result)
+        )
+        port = await asyncio.wait_for(bound, 30)
+        async with aiohttp.ClientSession() as s:
+            url = f"http://127.0.0.1:{port}"
+            async with s.get(f"{url}/healthz") as r:
+                assert r.status == 200
+            async with s.get(f"{url}/v1/audit?since=2020-01-01T00:00:00Z") as r:
+                assert r.status == 401
+            async with s.get(
+                f"{url}/v1/audit?since=2020-01-01T00:00:00Z", headers=auth("tok")
+            ) as r:
+                assert r.status == 200 and (await r.json())["entries"] == []
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+    asyncio.run(main())

@@ -1,0 +1,138 @@
+"""`scantrace trace`, `trace-premises` and `audit` against the real ClickHouse: formats,
+exit codes, and the audit row with the OS user, for answered and refused questions."""
+
+from __future__ import annotations
+
+import csv
+import getpass
+import io
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from scantrace.cli import main
+from sinks.clickhouse_settings import ClickHouseSettings
+from sinks.client import connect
+from tracing.audit import read_audit
+from tracing.models import iso_utc
+from tracing.runner import ClickHouseRunner
+
+MIN = 60_000
+
+
+@pytest.fixture
+def env(clickhouse_settings: ClickHouseSettings, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    now = int(datetime.now(tz=UTC).timestamp() * 1000)
+    t0 = now - 2 * 86_400_000
+    rows = [
+        ("e1", "CASE", "NT-7", t0),
+        ("e2", "-2+3", "NT-7", t0 + 15 * MIN),
+        ("e3", "FAR", "NT-7", t0 + 3 * 60 * MIN),
+    ]
+    client = connect(clickhouse_settings)
+    try:
+        client.execute(
+            "INSERT INTO scans (event_id, person_id, premises_id, scanned_at, kind, gateway_id,"
+            " processed_at, premises_name, category, district, ward, agency, dwell_minutes)"
+            " VALUES",
+            [
+                (
+                    e,
+                    p,
+                    prem,
+                    datetime.fromtimestamp(t / 1000, tz=UTC),
+                    "checkin",
+                    "gw",
+                    datetime.fromtimestamp(t / 1000, tz=UTC),
+                    "@Quán cơm",
+                    "restaurant",
+                    "Ninh Hải",
+                    "w",
+                    "a",
+                    60,
+                )
+                for e, p, prem, t in rows
+            ],
+        )
+    finally:
+        client.disconnect()
+    host, port, db, _, _ = clickhouse_settings.parts()
+    monkeypatch.setenv("SCANTRACE_CLICKHOUSE__URL", f"clickhouse://{host}:{port}/{db}")
+    return {"from": iso_utc(t0 - 60 * MIN), "to": iso_utc(t0 + 6 * 60 * MIN)}
+
+
+def _audit(settings: ClickHouseSettings) -> list[dict[str, object]]:
+    runner = ClickHouseRunner(settings)
+    try:
+        return read_audit(runner, 0)
+    finally:
+        runner.close()
+
+
+def test_trace_formats_and_audit(
+    env: dict[str, str], clickhouse_settings: ClickHouseSettings, tmp_path: Path
+) -> None:
+    cli = CliRunner()
+    period = ["--from", env["from"], "--to", env["to"]]
+    r = cli.invoke(main, ["trace", "CASE", *period, "--format", "json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output)
+    assert [c["person_id"] for c in doc["contacts"]] == ["-2+3"]
+    assert doc["rule"] == {
+        "name": "scan-window",
+        "window_min": 60,
+        "buffer_min": 0,
+        "min_overlap_min": 0,
+        "merge_gap_min": 30,
+        "max_visit_min": 1440,
+        "depth": 1,
+    }
+    r = cli.invoke(main, ["trace", "CASE", *period])
+    assert r.exit_code == 0 and "Asia/Ho_Chi_Minh" in r.output
+    out = tmp_path / "contacts.csv"
+    r = cli.invoke(
+        main,
+        ["trace", "CASE", *period, "--rule", "overlap", "--min-overlap-min", "15", "--depth",
+         "2", "--format", "csv", "--out", str(out)],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader(io.StringIO(out.read_text(encoding="utf-8"))))
+    assert [(x["person_id"], x["premises_name"]) for x in rows] == [("'-2+3", "'@Quán cơm")]
+    r = cli.invoke(main, ["trace-premises", "NT-7", *period, "--format", "json"])
+    assert r.exit_code == 0
+    assert {v["person_id"] for v in json.loads(r.output)["visitors"]} == {"CASE", "-2+3", "FAR"}
+    # refused: from > to, a period longer than the retention
+    r = cli.invoke(main, ["trace", "CASE", "--from", env["to"], "--to", env["from"]])
+    assert r.exit_code == 2 and "after" in r.output
+    r = cli.invoke(
+        main, ["trace", "CASE", "--from", "2026-01-01T00:00:00Z", "--to", "2026-03-01T00:00:00Z"]
+    )
+    assert r.exit_code == 2 and "retention" in r.output
+    rows_ = _audit(clickhouse_settings)
+    assert [(a["action"], a["ok"]) for a in rows_] == [
+        ("trace", True),
+        ("trace", True),
+        ("trace", True),
+        ("trace_premises", True),
+        ("trace", False),
+        ("trace", False),
+    ]
+    assert {a["actor"] for a in rows_} == {getpass.getuser()}
+    assert {a["channel"] for a in rows_} == {"cli"}
+    assert [a["rows"] for a in rows_[:4]] == [1, 1, 1, 3]
+    r = cli.invoke(main, ["audit", "--since", "2020-01-01T00:00:00Z", "--json"])
+    assert r.exit_code == 0
+    assert len(r.output.splitlines()) == 6
+
+
+def test_bad_input_exits_2(env: dict[str, str]) -> None:
+    cli = CliRunner()
+    r = cli.invoke(main, ["trace", "CASE", "--from", "tomorrow", "--to", env["to"]])
+    assert r.exit_code == 2 and "from" in r.output
+    r = cli.invoke(
+        main, ["trace", "CASE", "--from", env["from"], "--to", env["to"], "--window-min", "-1"]
+    )
+    assert r.exit_code == 2 and "window_min" in r.output
