@@ -56,7 +56,9 @@ def _array(values: list[str] | list[int] | tuple[str, ...]) -> str:
     return "[" + ", ".join(repr(v) if isinstance(v, str) else str(v) for v in values) + "]"
 
 
-def generate(client: object, db: str, rows: int, persons: int, seed: int) -> None:
+def generate(
+    client: object, db: str, rows: int, persons: int, seed: int, first_day: int = 0
+) -> None:
     from ingest.premises import DWELL_MINUTES
 
     hours = [h for h, w in enumerate(HOURLY_PROFILE) for _ in range(round(w * 10))]
@@ -65,7 +67,7 @@ def generate(client: object, db: str, rows: int, persons: int, seed: int) -> Non
     visits_per_day = round(rows / DAYS / 1.25)  # a quarter of visits add a check-out
     today = datetime.now(tz=UTC).date()
     first = datetime(today.year, today.month, today.day, tzinfo=UTC) - timedelta(days=DAYS - 1)
-    for day in range(DAYS):
+    for day in range(first_day, DAYS):
         day_start = int((first + timedelta(days=day)).timestamp() * 1000) - 7 * 3_600_000
         lo = day * visits_per_day
         sql = f"""
@@ -129,6 +131,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--drop", action="store_true", help="drop the bench database at the end")
     ap.add_argument("--generate-only", action="store_true", help="stop after generating")
+    ap.add_argument(
+        "--resume-day", type=int, default=0, help="generate days N..28 into existing data"
+    )
     ap.add_argument("--json", dest="json_out", default="", help="write the figures here")
     args = ap.parse_args()
     persons = args.persons or (115_000 if args.rows <= 20_000_000 else 500_000)
@@ -141,6 +146,9 @@ def main() -> None:
     migrate(settings)
     client = connect(settings)
     stored = client.execute("SELECT count() FROM scans")[0][0]
+    if args.resume_day:
+        generate(client, db, args.rows, persons, args.seed, args.resume_day)
+        stored = client.execute("SELECT count() FROM scans")[0][0]
     if stored == 0:
         print(f"generating about {args.rows:,} scans of {persons:,} persons in {db}", flush=True)
         started = time.perf_counter()
