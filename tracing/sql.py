@@ -262,10 +262,12 @@ WITH
         WHERE t >= since
     ),
     case_buckets AS (
-        SELECT seed, premises_id, t, premises_name, district, category,
-               arrayJoin(range(intDiv(t - %(window_ms)s, %(bucket_ms)s),
-                               intDiv(t + %(window_ms)s, %(bucket_ms)s) + 1)) AS b
+        -- the ARRAY JOIN clause, not arrayJoin(): with arrayJoin() in the select list
+        -- ClickHouse 26.9 reads case_scans without the by-person projection
+        SELECT seed, premises_id, t, premises_name, district, category, b
         FROM case_scans
+        ARRAY JOIN range(intDiv(t - %(window_ms)s, %(bucket_ms)s),
+                         intDiv(t + %(window_ms)s, %(bucket_ms)s) + 1) AS b
     ),
     near AS (
         SELECT person_id, premises_id, {_ms("scanned_at")} AS t, intDiv(t, %(bucket_ms)s) AS b
@@ -317,13 +319,15 @@ WITH
           AND person_id NOT IN %(exclude)s{narrow}
     ),
     case_buckets AS (
-        SELECT *, arrayJoin(range(intDiv(vs - %(buffer_ms)s, %(bucket_ms)s),
-                                  intDiv(ve + %(buffer_ms)s, %(bucket_ms)s) + 1)) AS b
+        SELECT seed, premises_id, vs, ve, premises_name, district, category, b
         FROM case_visits
+        ARRAY JOIN range(intDiv(vs - %(buffer_ms)s, %(bucket_ms)s),
+                         intDiv(ve + %(buffer_ms)s, %(bucket_ms)s) + 1) AS b
     ),
     near_visits AS (
-        SELECT *, arrayJoin(range(intDiv(vs, %(bucket_ms)s), intDiv(ve, %(bucket_ms)s) + 1)) AS b
+        SELECT person_id, premises_id, vs, ve, b
         FROM ({_visits("SELECT * FROM near")})
+        ARRAY JOIN range(intDiv(vs, %(bucket_ms)s), intDiv(ve, %(bucket_ms)s) + 1) AS b
     )
 SELECT person_id, premises_id, via, case_from, case_to, contact_from, contact_to,
        overlap_ms, premises_name, district, category

@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from datetime import date
 from typing import Final
 
+from tracing.report.i18n import vi_key
 from tracing.report.model import (
     DIMENSIONS,
     THRESHOLD,
@@ -216,7 +217,10 @@ def build_report(
         tables=tables,
         days=build_days(period, previous, daily, now_total, before_total, threshold),
         inactive=tuple(
-            sorted(inactive, key=lambda p: (p.agency, p.district, p.name, p.premises_id))
+            sorted(
+                inactive,
+                key=lambda p: (vi_key(p.agency), vi_key(p.district), vi_key(p.name), p.premises_id),
+            )
         ),
         has_population=population is not None,
         threshold=threshold,

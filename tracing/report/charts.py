@@ -29,7 +29,7 @@ from tracing.report.model import (
 CURRENT: Final = "#1f5f8b"
 PREVIOUS: Final = "#b3bcc6"
 TEXT: Final = "#22313f"
-WIDTH_IN: Final = 7.6
+WIDTH_IN: Final = 10.0
 DPI: Final = 110
 
 
@@ -66,17 +66,18 @@ def bars(
     ax.barh(ys, [0.0 if n is None else n for n in nums], color=CURRENT, height=0.68)
     top = max([n for n in nums if n is not None] + [0.0])
     span = top if top > 0 else 1.0
+    ax.set_xlim(0, span * 1.16)
+    digits = percent_digits([float(t) for t in ax.get_xticks()])
+    value_digits = 1 if digits == 0 else min(3, digits + 1)  # one more than the axis
     for y, n, v in zip(ys, nums, values, strict=True):
-        text = (
-            labels("chart.hidden")
-            if n is None
-            else (labels.percent(v) if percent else labels.number(v, 2))
-        )
+        if n is None:
+            text = labels("chart.hidden")
+        else:
+            text = labels.percent(v, value_digits) if percent else labels.number(v, 2)
         ax.text((n or 0.0) + span * 0.01, y, text, va="center", ha="left", fontsize=8, color=TEXT)
     ax.set_yticks(ys, [_shorten(n) for n in names], fontsize=8.5)
-    ax.set_xlim(0, span * 1.16)
     if percent:
-        ax.xaxis.set_major_formatter(lambda x, _pos: labels.percent(x, 0))
+        ax.xaxis.set_major_formatter(lambda x, _pos: labels.percent(x, digits))
     ax.tick_params(axis="x", labelsize=8)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
@@ -127,13 +128,22 @@ def day_bars(days: Sequence[DayPoint], labels: Labels) -> bytes:
     return _png(fig)
 
 
+def percent_digits(ticks: Sequence[float]) -> int:
+    """The fewest decimals that print every tick of a percent axis exactly (0..3)."""
+    for digits in range(3):
+        if all(abs(round(t * 100, digits) - t * 100) < 1e-9 for t in ticks):
+            return digits
+    return 3
+
+
 def _shorten(name: str, limit: int = 38) -> str:
     return name if len(name) <= limit else name[: limit - 1] + "…"
 
 
 def _share_chart(rows: Sequence[GroupRow], labels: Labels, dimension: Dimension) -> bytes:
-    names = [labels.group(dimension, r.key) for r in rows]
-    return bars(names, [r.share_active for r in rows], labels)
+    ordered = labels.ordered(dimension, rows, lambda r: r.key)
+    names = [labels.group(dimension, r.key) for r in ordered]
+    return bars(names, [r.share_active for r in ordered], labels)
 
 
 def report_charts(report: Report, labels: Labels) -> list[Chart]:
@@ -147,7 +157,8 @@ def report_charts(report: Report, labels: Labels) -> list[Chart]:
                 Chart(labels(f"chart.share_{dimension}"), _share_chart(rows, labels, dimension))
             )
     if report.has_population:
-        known = [r for r in report.table("district").rows if r.population]
+        districts = labels.ordered("district", report.table("district").rows, lambda r: r.key)
+        known = [r for r in districts if r.population]
         if known:
             names = [labels.group("district", r.key) for r in known]
             uptake = bars(names, [r.uptake for r in known], labels)

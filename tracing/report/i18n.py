@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import unicodedata
+from collections.abc import Callable, Sequence
 from datetime import date
-from typing import Final, Literal
+from typing import Final, Literal, TypeVar
 
 from tracing.report.model import Dimension, Mark, PeriodKind, Ratio
 
 Lang = Literal["vi", "en"]
+T = TypeVar("T")
 LANGS: Final[tuple[Lang, ...]] = ("vi", "en")
 # Printed where a number has no meaning (a share of no premises, a change from zero).
 NONE: Final = "\N{EN DASH}"
 
 _VI: Final[dict[str, str]] = {
+    "previous_short.week": "So với tuần trước",
+    "previous_short.day": "So với ngày trước",
+    "change.share_pp": "Tỷ lệ hoạt động (điểm %)",
+    "kpi.change_pp.week": "{x} điểm % so với tuần trước",
+    "kpi.change.week": "{x} so với tuần trước",
+    "kpi.change_pp.day": "{x} điểm % so với ngày trước",
+    "kpi.change.day": "{x} so với ngày trước",
     "sheet.agency": "Cơ quan",
     "sheet.district": "Huyện, thành phố",
     "sheet.category": "Loại hình",
@@ -93,6 +103,13 @@ _VI: Final[dict[str, str]] = {
 }
 
 _EN: Final[dict[str, str]] = {
+    "previous_short.week": "Change from the previous week",
+    "previous_short.day": "Change from the previous day",
+    "change.share_pp": "Share active (points)",
+    "kpi.change_pp.week": "{x} points from the previous week",
+    "kpi.change.week": "{x} from the previous week",
+    "kpi.change_pp.day": "{x} points from the previous day",
+    "kpi.change.day": "{x} from the previous day",
     "sheet.agency": "Agency",
     "sheet.district": "District",
     "sheet.category": "Category",
@@ -208,6 +225,30 @@ CATEGORIES: Final[dict[Lang, dict[str, str]]] = {
     },
 }
 
+# Vietnamese alphabetical order: a < ă < â < b < ... < d < đ < e < ê ..., tones after.
+_MODIFIER_RANK: Final = {"\u0306": "1", "\u0302": "2", "\u031b": "3"}  # breve, circumflex, horn
+_TONES: Final = {"\u0300": "1", "\u0309": "2", "\u0303": "3", "\u0301": "4", "\u0323": "5"}
+
+
+def vi_key(text: str) -> tuple[str, str]:
+    """A sort key in Vietnamese alphabetical order (letters first, then tones), so that
+    "Điện" sorts after "Dũng" and before "Em", and "Ân" after "An"."""
+    letters: list[str] = []
+    tones: list[str] = []
+    for ch in unicodedata.normalize("NFD", text.casefold()):
+        if ch in _MODIFIER_RANK and letters:
+            letters[-1] = letters[-1][0] + _MODIFIER_RANK[ch]
+        elif ch in _TONES:
+            tones.append(_TONES[ch])
+        elif ch == "đ":
+            letters.append("d1")
+            tones.append("0")
+        else:
+            letters.append(ch + "0")
+            tones.append("0")
+    return "".join(letters), "".join(tones)
+
+
 WEEKDAYS: Final[dict[Lang, tuple[str, ...]]] = {
     "vi": ("T2", "T3", "T4", "T5", "T6", "T7", "CN"),
     "en": ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"),
@@ -242,6 +283,10 @@ class Labels:
         if dimension == "category":
             return CATEGORIES[self.lang].get(key, key)
         return key
+
+    def ordered(self, dimension: Dimension, rows: Sequence[T], key: Callable[[T], str]) -> list[T]:
+        """`rows` in the alphabetical order of their group names in this language."""
+        return sorted(rows, key=lambda r: vi_key(self.group(dimension, key(r))))
 
     def day(self, d: date) -> str:
         return f"{d:%d/%m/%Y}" if self.lang == "vi" else d.isoformat()

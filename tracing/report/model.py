@@ -157,7 +157,7 @@ class Report:
     total: GroupRow
     tables: tuple[GroupTable, ...]  # in DIMENSIONS order
     days: tuple[DayPoint, ...]  # previous period's days, then the period's
-    inactive: tuple[InactivePremises, ...]  # by agency, district, name
+    inactive: tuple[InactivePremises, ...]  # by agency, district, name (Vietnamese order)
     has_population: bool
     threshold: int = THRESHOLD
 

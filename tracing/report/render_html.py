@@ -10,7 +10,7 @@ from html import escape
 from typing import Final
 
 from tracing.report.charts import Chart, report_charts
-from tracing.report.i18n import NONE, Labels, Lang
+from tracing.report.i18n import NONE, Labels, Lang, vi_key
 from tracing.report.model import (
     Count,
     Dimension,
@@ -46,8 +46,16 @@ figure img { max-width: 100%; height: auto; display: block; }
 figcaption { color: var(--muted); font-size: 13px; margin-bottom: 4px; }
 table { border-collapse: collapse; width: 100%; margin: 6px 0 10px; font-size: 13px; }
 th, td { border-bottom: 1px solid var(--line); padding: 4px 6px; vertical-align: top; }
-th { background: #eef2f5; text-align: left; font-weight: 600; font-size: 12.5px; }
-td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+th { background: #eef2f5; text-align: left; font-weight: 600; font-size: 12.5px;
+     vertical-align: bottom; }
+th.n { text-align: right; }
+th.c { text-align: center; border-bottom: 1px solid #c5ced6; }
+th.g { min-width: 190px; }
+td.n { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+.scroll { overflow-x: auto; }
+table.list { table-layout: fixed; }
+table.list th:nth-child(1) { width: 11%; } table.list th:nth-child(2) { width: 39%; }
+table.list th:nth-child(3), table.list th:nth-child(4) { width: 16%; }
 tr.total td { font-weight: 700; border-top: 2px solid var(--ink); }
 .hidden { color: #8a5a00; }
 .up { color: #1d7a3e; } .down { color: #b3261e; }
@@ -65,24 +73,6 @@ def _cell(text: str, value: Count | Ratio = None) -> str:
         cls = "up" if value > 0 else "down"
         return f'<td class="n {cls}">{escape(text)}</td>'
     return f'<td class="n">{escape(text)}</td>'
-
-
-def _columns(report: Report, labels: Labels, dimension: Dimension) -> list[str]:
-    kind = report.period.kind
-    cols = [
-        labels("registered"),
-        labels("active"),
-        labels("share_active"),
-        labels("scans"),
-        labels("scanners"),
-        labels("scans_per_active"),
-        labels.per("change_share_pp", kind),
-        labels.per("change_scans", kind),
-        labels.per("change_scanners", kind),
-    ]
-    if dimension == "district" and report.has_population:
-        cols += [labels("population"), labels("uptake")]
-    return cols
 
 
 def _row_cells(row: GroupRow, labels: Labels, population: bool) -> str:
@@ -104,42 +94,65 @@ def _row_cells(row: GroupRow, labels: Labels, population: bool) -> str:
 
 
 def _group_table(report: Report, labels: Labels, dimension: Dimension) -> str:
-    cols = _columns(report, labels, dimension)
+    """Two header rows: the period's columns, then the changes grouped under one title."""
+    kind = report.period.kind
     population = dimension == "district" and report.has_population
-    head = f"<th>{escape(labels('dim.' + dimension))}</th>" + "".join(
-        f'<th class="n">{escape(c)}</th>' for c in cols
+    now = [
+        labels("registered"),
+        labels("active"),
+        labels("share_active"),
+        labels("scans"),
+        labels("scanners"),
+        labels("scans_per_active"),
+    ]
+    changes = [labels("change.share_pp"), labels("scans"), labels("scanners")]
+    tail = [labels("population"), labels("uptake")] if population else []
+    first = (
+        f'<th rowspan="2" class="g">{escape(labels("dim." + dimension))}</th>'
+        + "".join(f'<th rowspan="2" class="n">{escape(c)}</th>' for c in now)
+        + f'<th colspan="3" class="c">{escape(labels.per("previous_short", kind))}</th>'
+        + "".join(f'<th rowspan="2" class="n">{escape(c)}</th>' for c in tail)
     )
+    second = "".join(f'<th class="n">{escape(c)}</th>' for c in changes)
+    rows = labels.ordered(dimension, report.table(dimension).rows, lambda r: r.key)
     body = [
         f"<tr><td>{escape(labels.group(dimension, r.key))}</td>"
         f"{_row_cells(r, labels, population)}</tr>"
-        for r in report.table(dimension).rows
+        for r in rows
     ]
     body.append(
         f'<tr class="total"><td>{escape(labels("total"))}</td>'
         f"{_row_cells(report.total, labels, population)}</tr>"
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return (
+        f'<div class="scroll"><table class="groups"><thead><tr>{first}</tr><tr>{second}</tr>'
+        f"</thead><tbody>{''.join(body)}</tbody></table></div>"
+    )
 
 
 def _kpis(report: Report, labels: Labels) -> str:
     t, kind = report.total, report.period.kind
+
+    def change(key: str, text: str) -> str:
+        return labels(f"{key}.{kind}", x=text)
+
     cards = [
         (labels("registered"), labels.integer(t.registered), ""),
         (labels("active"), labels.integer(t.active), ""),
         (
             labels("share_active"),
             labels.percent(t.share_active),
-            labels.points(t.change_share_pp) + " " + labels.per("change_share_pp", kind),
+            change("kpi.change_pp", labels.points(t.change_share_pp)),
         ),
         (
             labels("scans"),
             labels.integer(t.scans),
-            labels.change(t.change_scans) + " " + labels.per("change_scans", kind),
+            change("kpi.change", labels.change(t.change_scans)),
         ),
         (
             labels("scanners"),
             labels.integer(t.scanners),
-            labels.change(t.change_scanners) + " " + labels.per("change_scanners", kind),
+            change("kpi.change", labels.change(t.change_scanners)),
         ),
         (labels("scans_per_active"), labels.number(t.scans_per_active), ""),
     ]
@@ -194,7 +207,7 @@ def _inactive(report: Report, labels: Labels) -> str:
             labels("ward"),
         )
     )
-    for agency in sorted(by_agency):
+    for agency in sorted(by_agency, key=vi_key):
         items = by_agency[agency]
         title = labels.group("agency", agency)
         count = labels("inactive.count", n=labels.integer(len(items)))
@@ -207,7 +220,7 @@ def _inactive(report: Report, labels: Labels) -> str:
         )
         out.append(
             f"<h3>{escape(title)} <span class='muted'>({escape(count)})</span></h3>"
-            f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+            f'<table class="list"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
         )
     return "".join(out)
 

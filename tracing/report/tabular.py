@@ -69,7 +69,8 @@ def summary(
     """The province row, then every group of `dimensions`."""
     rows = [_row(labels("total"), labels("total"), report.total)]
     for d in dimensions:
-        rows += [_row(labels("dim." + d), labels.group(d, r.key), r) for r in report.table(d).rows]
+        ordered = labels.ordered(d, report.table(d).rows, lambda r: r.key)
+        rows += [_row(labels("dim." + d), labels.group(d, r.key), r) for r in ordered]
     return summary_header(report, labels), rows
 
 
