@@ -24,6 +24,7 @@ tuples, one `zip` into columns. Records that do not decode go to the dead letter
 
 from __future__ import annotations
 
+import functools
 import operator
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -74,7 +75,45 @@ MAX_DETAIL: Final = 500
 
 Row = tuple[Any, ...]
 _unpackb: Final = msgpack.unpackb
-_scan_row: Final = operator.itemgetter(*SCAN_COLUMNS)
+# Scans are decoded with raw=True: strings stay UTF-8 bytes, which clickhouse-driver sends
+# as they are (no decode here, no encode there). The worker validated them already.
+_unpack_raw: Final = functools.partial(msgpack.unpackb, raw=True)
+_SCAN_KEYS: Final = tuple(c.encode() for c in SCAN_COLUMNS)
+_scan_row: Final = operator.itemgetter(*_SCAN_KEYS)
+
+# How scans travel to ClickHouse: times as Int64 epoch ms, `kind` as a string; the server
+# converts them (DateTime64, Enum8) and builds the LowCardinality dictionaries, instead of
+# clickhouse-driver's per-value Python loops. (name, wire type, expression)
+_TIMES: Final = frozenset({"scanned_at", "received_at", "processed_at"})
+SCAN_WIRE: Final = tuple(
+    (
+        c,
+        "Nullable(Int64)"
+        if c == "received_at"
+        else "Int64"
+        if c in _TIMES
+        else "UInt16"
+        if c == "dwell_minutes"
+        else "String",
+        f"fromUnixTimestamp64Milli({c}, 'UTC')" if c in _TIMES else c,
+    )
+    for c in SCAN_COLUMNS
+)
+
+
+def insert_sql(table: str, columns: Sequence[str]) -> str:
+    """The INSERT statement of a columnar block for `table`."""
+    names = ", ".join(columns)
+    if table == "scans" and tuple(columns) == SCAN_COLUMNS:
+        structure = ", ".join(f"{c} {t}" for c, t, _ in SCAN_WIRE)
+        exprs = ", ".join(e for _, _, e in SCAN_WIRE)
+        return (
+            f"INSERT INTO `scans` ({names}) SELECT {exprs} "  # noqa: S608  # constants only
+            f"FROM input('{structure}') FORMAT Native"
+        )
+    return f"INSERT INTO `{table}` ({names}) VALUES"
+
+
 _dead_row: Final = operator.itemgetter(*DEAD_LETTER_COLUMNS)
 _premises_fields: Final = frozenset(Premises.__dataclass_fields__)
 _dead_letter_fields: Final = frozenset(DeadLetter.__dataclass_fields__)
@@ -207,8 +246,9 @@ def _map(value: bytes | None) -> dict[str, Any]:
 
 
 def _scan(value: bytes | None) -> Row:
-    obj = _map(value)
-    missing = [c for c in SCAN_COLUMNS if c not in obj]
+    _map(value)  # the checks and their messages
+    obj = _unpack_raw(value)
+    missing = [c.decode() for c in _SCAN_KEYS if c not in obj]
     if missing:
         raise ValueError(f"lacks {', '.join(missing)}")
     return _scan_row(obj)  # type: ignore[no-any-return]
@@ -279,7 +319,7 @@ def build_chunk(kind: Kind, s: Slice, now_ms: int) -> Chunk:
     if kind == "scans":
         try:
             # The fast path: every record a map holding every column.
-            rows = list(map(_scan_row, map(_unpackb, s.values)))
+            rows = list(map(_scan_row, map(_unpack_raw, s.values)))
         except Exception:  # noqa: S110  # some record is bad: sort them out one by one
             pass
         else:

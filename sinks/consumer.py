@@ -1,12 +1,14 @@
 """The sink: scans.enriched, premises and scans.dlq from Kafka into ClickHouse.
 
-Loop (one asyncio task; ClickHouse calls run in a worker thread so that aiokafka keeps
-fetching while an insert is on the wire):
+Loop (one asyncio task):
 1. `getmany` a batch of records, buffer them per partition (`sinks.batch.Batcher`);
-2. cut what is due into slices (exact `batch_rows` chunks; time-cut tails);
-3. write them: decode into columns, one insert per slice with its dedup token, bisect a
-   chunk ClickHouse refuses down to the refused rows and dead-letter those;
-4. commit the slices' offsets, only now that ClickHouse confirmed every insert;
+2. cut what is due into slices (exact `batch_rows` chunks; time-cut tails) and queue them;
+3. write the queue in a worker thread: decode into columns, one insert per slice with its
+   dedup token, bisect a chunk ClickHouse refuses down to the refused rows and
+   dead-letter those. One flush is in flight at a time; meanwhile the loop goes on
+   fetching and buffering, so Kafka parsing overlaps ClickHouse's work on the last batch.
+   When the queue holds two batches the consumer pauses (bounded memory);
+4. when the flush has ended, commit its slices' offsets: only what ClickHouse confirmed;
 5. every `rollup_seconds`, recompute the rollup of the local days the inserts touched.
 
 When ClickHouse is down or answers with a transient error, the whole assignment is
@@ -63,6 +65,10 @@ log = logging.getLogger("scantrace.sink")
 ALL_REFUSED_FATAL = 100
 
 
+def _text(value: object) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
 class SinkFatal(RuntimeError):
     """ClickHouse refuses writes for a reason retrying cannot fix; nothing was committed."""
 
@@ -105,7 +111,10 @@ class Sink:
         self.batcher = Batcher(
             self.options.batch_rows, self.options.batch_seconds, self.options.max_wait_factor
         )
-        self._retry: list[Slice] | None = None
+        self._queue: list[Slice] = []  # cut, waiting for the writer, in offset order
+        self._inflight: asyncio.Task[list[tuple[Chunk, int]]] | None = None
+        self._inflight_slices: list[Slice] = []
+        self._failing = False  # the last flush failed transiently: paused, retrying
         self._retry_at = 0.0
         self._backoff = self.options.retry_initial_seconds
         self._paused = False
@@ -138,8 +147,7 @@ class Sink:
         log.info("revoked %s", sorted(f"{t}[{p}]" for t, p in partitions))
         self.batcher.drop(partitions)
         gone = set(partitions)
-        if self._retry is not None:
-            self._retry = [s for s in self._retry if (s.topic, s.partition) not in gone] or None
+        self._queue = [s for s in self._queue if (s.topic, s.partition) not in gone]
         for tp in gone:
             self._stored.pop(tp, None)
             with contextlib.suppress(KeyError):  # no lag reported for it yet
@@ -152,23 +160,28 @@ class Sink:
         last = self.batcher.last_offset(topic, partition)
         return high is None or last is None or last + 1 >= high
 
-    def _pause(self) -> None:
-        assigned = self._consumer.assignment() if self._consumer is not None else set()
-        if assigned:
-            self._consumer.pause(*assigned)
-        if not self._paused:
-            log.warning("ClickHouse failing: consumption paused")
-        self._paused = True
-        self.metrics.paused.set(1)
+    def _queued_rows(self) -> int:
+        return sum(len(s.offsets) for s in self._queue) + sum(
+            len(s.offsets) for s in self._inflight_slices
+        )
 
-    def _resume(self) -> None:
-        if self._paused and self._consumer is not None:
+    def _flow(self) -> None:
+        """Pause fetching while ClickHouse fails, or while two batches wait behind the
+        one in flight (memory stays bounded by about partitions + 3 batches)."""
+        queued = sum(len(s.offsets) for s in self._queue)  # not counting the flush in flight
+        want = self._failing or queued >= 2 * self.options.batch_rows
+        if self._consumer is None:
+            return
+        if want:
+            assigned = self._consumer.assignment()
+            if assigned:  # again each round: partitions assigned since start paused too
+                self._consumer.pause(*assigned)
+        elif self._paused:
             paused = self._consumer.paused()
             if paused:
                 self._consumer.resume(*paused)
-            log.info("ClickHouse answers again: consumption resumed")
-        self._paused = False
-        self.metrics.paused.set(0)
+        self._paused = want
+        self.metrics.paused.set(1 if self._failing else 0)
 
     async def _commit(self, slices: list[Slice]) -> None:
         offsets: dict[tuple[str, int], int] = {}
@@ -180,7 +193,7 @@ class Sink:
             self._stored[tp] = offset
         if self._consumer is None:
             return
-        owned = {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+        owned = self._owned()
         to_commit = {TopicPartition(*tp): o for tp, o in offsets.items() if tp in owned}
         if not to_commit:
             return
@@ -240,7 +253,7 @@ class Sink:
                         chunk.offsets[0],
                         now,
                         str(exc.cause),
-                        chunk.rows[0][0] if chunk.table == "scans" else "",
+                        _text(chunk.rows[0][0]) if chunk.table == "scans" else "",
                     )
                 ]
             first, second = chunk.halves()
@@ -304,24 +317,47 @@ class Sink:
             if chunk.skipped:
                 self.metrics.records_skipped.labels("tombstone").inc(chunk.skipped)
 
-    async def _flush(self, slices: list[Slice]) -> None:
+    def _start_flush(self) -> None:
+        slices, self._queue = self._queue, []
+        self._inflight_slices = slices
+        self._inflight = asyncio.create_task(asyncio.to_thread(self.write, slices))
+
+    async def settle(self) -> None:
+        """Wait for the flush in flight, then commit it or schedule its retry."""
+        task, slices = self._inflight, self._inflight_slices
+        if task is None:
+            return
         try:
-            done = await asyncio.to_thread(self.write, slices)
+            done = await task
         except WriteError as exc:
+            self._inflight, self._inflight_slices = None, []
             if exc.kind == "fatal":
                 raise SinkFatal(str(exc)) from exc
             self.metrics.retries.inc()
+            if not self._failing:
+                log.warning("ClickHouse failing: consumption paused")
             log.warning("insert failed, retrying in %.1f s: %s", self._backoff, exc)
-            self._retry = slices
+            owned = self._owned()
+            # The same slices again, first: the same tokens, so whatever landed adds nothing.
+            self._queue = [s for s in slices if (s.topic, s.partition) in owned] + self._queue
+            self._failing = True
             self._retry_at = self.clock() + self._backoff
             self._backoff = min(self._backoff * 2, self.options.retry_max_seconds)
-            self._pause()
+            self._flow()
             return
-        self._retry = None
+        self._inflight, self._inflight_slices = None, []
+        if self._failing:
+            log.info("ClickHouse answers again: consumption resumed")
+        self._failing = False
         self._backoff = self.options.retry_initial_seconds
         self._count(done)
         await self._commit(slices)
-        self._resume()
+        self._flow()
+
+    def _owned(self) -> set[tuple[str, int]]:
+        if self._consumer is None:
+            return set()
+        return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
 
     async def _rollup(self, *, force: bool = False) -> None:
         now = self.clock()
@@ -369,42 +405,41 @@ class Sink:
         self.metrics.pending_rows.set(self.batcher.pending())
 
     async def step(self) -> None:
-        """One round: fetch, cut, write what is due, roll up, report lag."""
-        retrying = self._retry is not None
+        """One round: fetch and buffer, cut what is due, finish the flush in flight or
+        start the next one, roll up, report lag. At most one flush is in flight: while
+        ClickHouse stores one batch, the next records are fetched and buffered."""
+        busy = self._inflight is not None
         batches = await self._consumer.getmany(
-            timeout_ms=100 if retrying else 200, max_records=self.options.batch_rows
+            timeout_ms=20 if busy else 100 if self._failing else 200,
+            max_records=self.options.batch_rows,
         )
         self._take(batches)
         now = self.clock()
-        if self._retry is not None:
-            if self._paused:
-                self._pause()  # partitions assigned since the pause start paused too
-            if now >= self._retry_at:
-                await self._flush(self._retry)
-        else:
-            slices = self.batcher.cut(now, self._caught_up)
-            if slices:
-                await self._flush(slices)
-        if self._retry is None:
-            await self._rollup()
+        self._queue.extend(self.batcher.cut(now, self._caught_up))
+        if self._inflight is not None and self._inflight.done():
+            await self.settle()
+        now = self.clock()
+        if self._inflight is None and self._queue and now >= self._retry_at:
+            self._start_flush()
+        self._flow()
+        if self._inflight is None and not self._failing:
+            await self._rollup()  # the writer serves one call at a time
         if now >= self._next_lag:
             self._next_lag = now + 1.0
             await self._update_lag()
 
     async def drain(self, deadline: float) -> None:
         """On stop: write everything buffered, retrying until `deadline`."""
-        slices = (self._retry or []) + self.batcher.cut(self.clock(), everything=True)
-        self._retry = None
-        while slices and self.clock() < deadline:
-            await self._flush(slices)
-            if self._retry is None:
-                break
+        await self.settle()
+        self._queue.extend(self.batcher.cut(self.clock(), everything=True))
+        while self._queue and self.clock() < deadline:
             await asyncio.sleep(max(0.0, min(self._retry_at, deadline) - self.clock()))
-            slices = self._retry
-        if self._retry is not None:
-            log.warning(
-                "stopping with %d records not stored (not committed)", self.batcher.pending()
-            )
+            if self.clock() >= deadline:
+                break
+            self._start_flush()
+            await self.settle()
+        if self._queue:
+            log.warning("stopping with %d records not stored (not committed)", self._queued_rows())
             return
         await self._rollup(force=True)
 
@@ -429,6 +464,9 @@ class Sink:
                 await self.step()
             await self.drain(self.clock() + self.options.shutdown_timeout_seconds)
         finally:
+            if self._inflight is not None:  # an insert still on the wire: let it end
+                with contextlib.suppress(Exception):
+                    await self._inflight
             self._consumer = None
             await consumer.stop()
             await asyncio.to_thread(self.writer.close)

@@ -24,6 +24,7 @@ from typing import Any, Final, Literal, Protocol
 
 from clickhouse_driver import Client, errors
 
+from sinks.batch import insert_sql
 from sinks.clickhouse_settings import ClickHouseSettings
 from sinks.client import connect
 from sinks.rollup import dirty_days_sql, refresh_sql
@@ -48,6 +49,7 @@ TERMINAL_CODES: Final = frozenset(
         321,  # VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
         349,  # CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN
         386,  # NO_COMMON_TYPE
+        691,  # UNKNOWN_ELEMENT_OF_ENUM
     }
 )
 FATAL_CODES: Final = frozenset(
@@ -99,8 +101,9 @@ INSERT_SETTINGS: Final[dict[str, Any]] = {
     "deduplicate_blocks_in_dependent_materialized_views": 1,
     # On a cluster, the Distributed table writes to the shards before answering.
     "distributed_foreground_insert": 1,
-    # The server converts String to LowCardinality itself; the client then encodes plain
-    # strings in C instead of building dictionaries in Python.
+    # The server converts String to LowCardinality itself; the client then sends plain
+    # strings instead of building dictionaries in Python (tables other than scans, which
+    # go through input(): see sinks.batch.SCAN_WIRE).
     "low_cardinality_allow_in_native_format": 0,
 }
 
@@ -185,7 +188,7 @@ class ClickHouseWriter:
     def insert(self, table: str, columns: Sequence[str], data: list[list[Any]], token: str) -> None:
         self._run(
             f"insert into {table}",
-            f"INSERT INTO `{table}` ({', '.join(columns)}) VALUES",
+            insert_sql(table, columns),
             data,
             columnar=True,
             settings={**INSERT_SETTINGS, "insert_deduplication_token": token},

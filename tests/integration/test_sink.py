@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import msgpack
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from prometheus_client import CollectorRegistry
@@ -365,3 +366,35 @@ def test_clickhouse_unreachable_pauses_retries_and_resumes(
         proxy.close()
     assert count(ch, "SELECT count() FROM scans") == 1500
     assert sink.value("scantrace_sink_insert_failures_total", kind="transient") >= 2
+
+
+def test_rows_clickhouse_refuses_are_dead_lettered_alone(
+    kafka_settings: KafkaSettings, clickhouse_settings: ClickHouseSettings, ch: Any
+) -> None:
+    now = now_ms()
+    scans = make_scans(300, now)
+    good = scan_records(kafka_settings, scans)
+    wire = msgpack.unpackb(enriched("bad-kind", "u1", "NT-01", now))
+    bad_kind = msgpack.packb({**wire, "kind": "teleport"})  # not in the Enum8
+    bad_dwell = msgpack.packb({**wire, "event_id": "bad-dwell", "dwell_minutes": -5})  # UInt16
+    key = b"NT-01"
+    records = [*good[:100], (kafka_settings.enriched, key, bad_kind), *good[100:]]
+    produce(kafka_settings, [*records, (kafka_settings.enriched, key, bad_dwell)])
+    sink = Running(sink_settings(kafka_settings, clickhouse_settings))
+    try:
+        wait_for(
+            "300 scans and 2 dead letters",
+            lambda: (
+                count(ch, "SELECT uniqExact(event_id) FROM scans") == 300
+                and count(ch, "SELECT count() FROM dead_letters") == 2
+            ),
+        )
+    finally:
+        sink.stop()
+    dead = ch.execute("SELECT stage, reason, event_id, raw FROM dead_letters ORDER BY event_id")
+    assert [(d[0], d[1], d[2]) for d in dead] == [
+        ("sink", "clickhouse_rejected", "bad-dwell"),
+        ("sink", "clickhouse_rejected", "bad-kind"),
+    ]
+    assert [d[3] for d in dead] == [bad_dwell, bad_kind]
+    assert sink.value("scantrace_sink_insert_failures_total", kind="terminal") >= 2

@@ -16,6 +16,7 @@ from sinks.batch import (
     Batcher,
     Slice,
     build_chunk,
+    insert_sql,
     token,
 )
 
@@ -41,10 +42,10 @@ def test_fast_path_builds_columns_in_order() -> None:
     cols = chunk.columnar()
     assert len(cols) == len(SCAN_COLUMNS)
     by_name = dict(zip(SCAN_COLUMNS, cols, strict=True))
-    assert by_name["event_id"] == ["e1", "e2"]
+    assert by_name["event_id"] == [b"e1", b"e2"]  # strings stay UTF-8 bytes
     assert by_name["scanned_at"] == [NOW - 1000, NOW - 2000]
     assert by_name["received_at"] == [NOW - 500, NOW - 500]
-    assert by_name["kind"] == ["checkin", "checkin"]
+    assert by_name["kind"] == [b"checkin", b"checkin"]
     assert chunk.offsets == [10, 11]
     assert chunk.token == f"{ENRICHED}:2:10-11"
 
@@ -59,7 +60,7 @@ def test_a_bad_record_becomes_a_dead_row_and_costs_only_itself() -> None:
         scan_value(2),
     ]
     chunk = build_chunk("scans", sl(values), NOW)
-    assert [r[0] for r in chunk.rows] == ["e1", "e2"]
+    assert [r[0] for r in chunk.rows] == [b"e1", b"e2"]
     assert chunk.offsets == [10, 15]
     dead = [dict(zip(DEAD_LETTER_COLUMNS, r, strict=True)) for r in chunk.dead]
     assert [(d["reason"], d["offset"]) for d in dead] == [
@@ -166,3 +167,14 @@ def test_under_backlog_the_cuts_depend_on_offsets_alone(
     full = min(i, total) // rows  # complete chunks among the records read
     expected = [(start + k * rows, start + (k + 1) * rows - 1) for k in range(full)]
     assert got == expected
+
+
+def test_scans_travel_with_int_times_and_convert_in_clickhouse() -> None:
+    sql = insert_sql("scans", SCAN_COLUMNS)
+    assert sql.startswith("INSERT INTO `scans` (event_id, person_id, premises_id, scanned_at,")
+    assert "fromUnixTimestamp64Milli(scanned_at, 'UTC')" in sql
+    assert "input('event_id String, person_id String, premises_id String, scanned_at Int64," in sql
+    assert "received_at Nullable(Int64)" in sql and "dwell_minutes UInt16" in sql
+    assert insert_sql("premises", ("premises_id", "name")) == (
+        "INSERT INTO `premises` (premises_id, name) VALUES"
+    )

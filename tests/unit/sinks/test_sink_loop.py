@@ -4,6 +4,7 @@ pause and retry on transient errors, bisection of refused rows, rollup schedulin
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Sequence
 from datetime import date, timedelta
 from typing import Any
@@ -23,6 +24,7 @@ def run(sink: Sink, steps: int = 1) -> None:
     async def go() -> None:
         for _ in range(steps):
             await sink.step()
+            await sink.settle()  # the flush the step started, committed or failed
 
     asyncio.run(go())
 
@@ -107,7 +109,9 @@ def test_an_insert_whose_answer_was_lost_is_retried_without_duplicates() -> None
         clock.t += 10
     assert flaky.failed == 3
     assert consumer.committed_offset(ENRICHED, 0) == 8
-    assert sorted(r[0] for r in memory.tables["scans"]) == sorted(f"e{i}" for i in range(8))
+    assert sorted(r[0] for r in memory.tables["scans"]) == sorted(
+        f"e{i}".encode() for i in range(8)
+    )
     # counted once, however often it was sent
     assert sample(registry, "scantrace_sink_rows_written_total", table="scans") == 8
 
@@ -121,7 +125,7 @@ class RefusingWriter(MemoryWriter):
         self.bad = bad
 
     def insert(self, table: str, columns: Sequence[str], data: list[list[Any]], token: str) -> None:
-        if table == "scans" and self.bad & set(data[0]):
+        if table == "scans" and self.bad & {e.decode() for e in data[0]}:
             raise WriteError("terminal", ValueError("value does not fit"), table)
         super().insert(table, columns, data, token)
 
@@ -131,7 +135,9 @@ def test_a_refused_row_is_dead_lettered_not_the_batch() -> None:
     sink, consumer, _, _, registry = make_sink(writer, batch_rows=8)
     consumer.feed(ENRICHED, 0, 50, values(8))
     run(sink)
-    assert sorted(r[0] for r in writer.tables["scans"]) == [f"e{i}" for i in range(8) if i != 5]
+    assert sorted(r[0] for r in writer.tables["scans"]) == [
+        f"e{i}".encode() for i in range(8) if i != 5
+    ]
     [dead] = writer.tables["dead_letters"]
     assert dead[:2] == ("sink", "clickhouse_rejected")
     assert dead[3] == scan_value(5) and dead[4:7] == (ENRICHED, 0, 55) and dead[8] == "e5"
@@ -200,7 +206,7 @@ def test_revoked_partitions_are_forgotten() -> None:
     consumer.feed(ENRICHED, 0, 0, values(3))
     run(sink)  # fails: retry pending for partition 0, one record buffered
     sink.forget([(ENRICHED, 0)])
-    assert sink.batcher.pending() == 0 and sink._retry is None
+    assert sink.batcher.pending() == 0 and sink._queue == []
     consumer.assigned.discard(TopicPartition(ENRICHED, 0))
     clock.t += 5
     run(sink)
@@ -224,7 +230,7 @@ def test_rollup_refreshes_touched_and_previously_dirty_days_within_retention() -
     writer.dirty = [today - timedelta(days=3), date(2020, 1, 1)]  # the second has expired
     sink, consumer, _, clock, registry = make_sink(writer, batch_rows=2, rollup_seconds=60)
     consumer.feed(ENRICHED, 0, 0, values(2))
-    run(sink)
+    run(sink, 2)  # the rollup waits for a round without a flush in flight
     assert writer.refreshed == [[today - timedelta(days=3), today]]
     consumer.feed(ENRICHED, 0, 2, values(2, 2))
     run(sink)
@@ -241,3 +247,43 @@ def test_lag_is_reported_per_partition() -> None:
     consumer.high[TopicPartition(ENRICHED, 0)] = 10
     run(sink)
     assert sample(registry, "scantrace_sink_consumer_lag", topic=ENRICHED, partition="0") == 6
+
+
+class SlowWriter(MemoryWriter):
+    """Holds every insert until `go` is set: ClickHouse busy with a batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.go = threading.Event()
+
+    def insert(self, table: str, columns: Sequence[str], data: list[list[Any]], token: str) -> None:
+        assert self.go.wait(10)
+        super().insert(table, columns, data, token)
+
+
+def test_fetching_goes_on_during_a_flush_until_two_batches_wait() -> None:
+    writer = SlowWriter()
+    sink, consumer, _, _, _ = make_sink(writer, batch_rows=4)
+
+    async def go() -> None:
+        consumer.feed(ENRICHED, 0, 0, values(4))
+        await sink.step()  # cut and started: the insert is held
+        assert sink._inflight is not None and not consumer.paused_tps
+        consumer.feed(ENRICHED, 0, 4, values(4, 4))
+        consumer.feed(ENRICHED, 1, 0, values(4, 8))
+        await sink.step()
+        await sink.step()
+        assert consumer.commits == []
+        assert consumer.paused_tps == consumer.assigned  # two batches wait: stop fetching
+        writer.go.set()
+        await sink.settle()
+        assert consumer.committed_offset(ENRICHED, 0) == 4
+        for _ in range(3):
+            await sink.step()
+            await sink.settle()
+        assert not consumer.paused_tps
+
+    asyncio.run(go())
+    assert consumer.committed_offset(ENRICHED, 0) == 8
+    assert consumer.committed_offset(ENRICHED, 1) == 4
+    assert len(writer.tables["scans"]) == 12
