@@ -43,7 +43,8 @@ class SinkOptions(BaseModel):
     fetch_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
     # Records of aborted transactions (a worker under exactly_once) are never stored.
     isolation_level: str = Field(default="read_committed", pattern="^read_(committed|uncommitted)$")
-    metrics_host: str = "127.0.0.1"
+    # Prometheus scrapes it from other hosts (deploy/); it is off unless a port is set.
+    metrics_host: str = "0.0.0.0"  # noqa: S104
     metrics_port: int = Field(default=0, ge=0, le=65535)
     # On SIGTERM: how long the last flush may take before the sink gives up (uncommitted
     # records are then read again by whoever owns the partition next).

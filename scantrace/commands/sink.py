@@ -35,7 +35,7 @@ from pydantic import ValidationError
 @click.option(
     "--metrics-host",
     default=None,
-    help="Interface for /metrics [env: SCANTRACE_SINK__METRICS_HOST; default 127.0.0.1]",
+    help="Interface for /metrics [env: SCANTRACE_SINK__METRICS_HOST; default 0.0.0.0]",
 )
 @click.option(
     "--group-id",

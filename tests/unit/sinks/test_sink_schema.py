@@ -107,3 +107,24 @@ def test_script_statements_end_with_semicolons() -> None:
 def test_identifiers_are_checked(bad: str) -> None:
     with pytest.raises(ValueError, match="identifier"):
         ident(bad)
+
+
+def test_db_schema_command_prints_the_deploy_file() -> None:
+    from click.testing import CliRunner
+
+    from scantrace.cli import db_schema  # not `main`: it would read the services' state
+
+    result = CliRunner().invoke(db_schema, ["--cluster", "scantrace"])
+    assert result.exit_code == 0, result.output
+    assert result.output == (DEPLOY / "schema-cluster.sql").read_text(encoding="utf-8")
+
+
+def test_sink_help_names_the_environment() -> None:
+    from click.testing import CliRunner
+
+    from scantrace.commands.sink import sink
+
+    result = CliRunner().invoke(sink, ["--help"])
+    assert result.exit_code == 0, result.output
+    for env in ("SCANTRACE_SINK__BATCH_ROWS", "SCANTRACE_SINK__METRICS_PORT"):
+        assert env in result.output
