@@ -1,137 +1,224 @@
 """`scantrace demo`: the main job on the local services, printing what it did.
 
-Publishes synthetic scans to `scans.raw` through the real broker, reads them back,
-stores them in ClickHouse and reads them back from there.
+A synthetic Ninh Thuận day goes through the whole pipeline (`scantrace run`: gateway,
+worker, sink): premises imported, scans loaded through the gateway, waited for in
+ClickHouse, counts printed per stage; then one case is traced and the weekly report
+written. The services stay up for your own queries (`scantrace services down` stops them).
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import subprocess
+import sys
 import time
-import uuid
+import urllib.request
+from datetime import datetime, timedelta
+from pathlib import Path
 
 import click
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
-from ingest.codec import decode_msgpack, encode_msgpack
-from ingest.contract import ScanEvent, now_ms
-from ingest.kafka_settings import KafkaSettings
-from sinks.clickhouse_settings import ClickHouseSettings
+from ingest.contract import now_ms
+from ingest.registry import plan_import, publish_registry, read_registry
+from scantrace import synth
+from scantrace.loader import load_http
+from scantrace.pipeline import Pipeline
+from scantrace.services.process import free_port
+from scantrace.settings import ServicesSettings
 from sinks.client import connect
 from sinks.settings import SinkSettings
 
+TOKEN = "demo-token"  # noqa: S105 - the demo gateway's own credential, loopback only
 
-def _publish(kafka: KafkaSettings, events: list[ScanEvent]) -> dict[int, tuple[int, int]]:
-    """Send and wait for every acknowledgement; returns partition -> (first, last) offset."""
-    producer = KafkaProducer(bootstrap_servers=kafka.servers(), acks="all", linger_ms=5)
+
+def _metric_sums(port: int) -> dict[str, float]:
+    """Sample values of a component's /metrics, summed over labels."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    sums: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            sums[sample.name] = sums.get(sample.name, 0.0) + sample.value
+    return sums
+
+
+def _ready(port: int) -> bool:
     try:
-        futures = [
-            producer.send(kafka.raw, key=e.premises_id.encode(), value=encode_msgpack(e))
-            for e in events
-        ]
-        producer.flush()
-        spans: dict[int, tuple[int, int]] = {}
-        for f in futures:
-            md = f.get(timeout=30)
-            lo, hi = spans.get(md.partition, (md.offset, md.offset))
-            spans[md.partition] = (min(lo, md.offset), max(hi, md.offset))
-        return spans
-    finally:
-        producer.close()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
 
 
-def _read_back(kafka: KafkaSettings, spans: dict[int, tuple[int, int]]) -> list[ScanEvent]:
-    consumer = KafkaConsumer(bootstrap_servers=kafka.servers(), enable_auto_commit=False)
-    try:
-        parts = [TopicPartition(kafka.raw, p) for p in spans]
-        consumer.assign(parts)
-        for tp in parts:
-            consumer.seek(tp, spans[tp.partition][0])
-        out: list[ScanEvent] = []
-        deadline = time.monotonic() + 30
-        remaining = {p: hi for p, (_, hi) in spans.items()}
-        while remaining and time.monotonic() < deadline:
-            for tp, records in consumer.poll(timeout_ms=500).items():
-                for r in records:
-                    if r.offset <= spans[tp.partition][1]:
-                        out.append(decode_msgpack(r.value))
-                    if r.offset >= remaining.get(tp.partition, -1):
-                        remaining.pop(tp.partition, None)
-        return out
-    finally:
-        consumer.close()
-
-
-def _store(ch: ClickHouseSettings, events: list[ScanEvent]) -> None:
-    client = connect(ch)
-    try:
-        stamp = now_ms()
-        client.execute(
-            "INSERT INTO scans (event_id, person_id, premises_id, scanned_at, kind, gateway_id,"
-            " received_at, processed_at, premises_name, category, district, ward, agency,"
-            " dwell_minutes) VALUES",
-            [
-                (
-                    e.event_id,
-                    e.person_id,
-                    e.premises_id,
-                    e.scanned_at_dt,
-                    e.kind,
-                    e.gateway_id,
-                    e.scanned_at_dt,
-                    e.scanned_at_dt.fromtimestamp(stamp / 1000, e.scanned_at_dt.tzinfo),
-                    "Chợ Phan Rang",
-                    "market",
-                    "Phan Rang-Tháp Chàm",
-                    "Phường Thanh Sơn",
-                    "UBND thành phố",
-                    45,
-                )
-                for e in events
-            ],
-            settings={"insert_deduplication_token": events[0].event_id},
-        )
-    finally:
-        client.disconnect()
+def _wait(pipeline: Pipeline, check: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        dead = pipeline.failed()
+        if dead:
+            raise click.ClickException(f"{dead} exited:\n{pipeline.log_tail(dead)}")
+        if check():  # type: ignore[operator]
+            return
+        time.sleep(1)
+    raise click.ClickException(f"timed out waiting for {what}; logs in {pipeline.log_dir}")
 
 
 @click.command()
-@click.option("--scans", default=100, show_default=True, help="How many scans to send")
-def demo(scans: int) -> None:
-    """Send scans through the real broker into ClickHouse and read them back."""
+@click.option("--seed", default=2021, show_default=True)
+@click.option(
+    "--scans",
+    "count",
+    type=int,
+    default=None,
+    help="Scans to generate [default: a whole day, ~340k]",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default="out",
+    show_default=True,
+    help="Where the data, the trace and the report go",
+)
+def demo(seed: int, count: int | None, out_dir: str) -> None:
+    """A synthetic day through gateway, worker and sink into ClickHouse; a trace; a report."""
     settings = SinkSettings()
-    run = uuid.uuid4().hex[:8]
-    base = now_ms() - 60_000
-    events = [
-        ScanEvent(
-            event_id=f"demo-{run}-{i}",
-            person_id=f"P{i % 37:05d}",
-            premises_id=f"NT-{i % 5:06d}",
-            scanned_at=base + i * 1000,
-            gateway_id="demo",
-        )
-        for i in range(scans)
-    ]
-    t0 = time.perf_counter()
-    spans = _publish(settings.kafka, events)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    day = (datetime.now(tz=synth.TZ) - timedelta(days=1)).date()
+
+    premises = synth.generate_premises(seed)
+    synth.write_premises_csv(premises, out / "premises.csv")
+    synth.write_population_csv(out / "population.csv")
+    scan_day = synth.generate_scans(seed, premises, day, scans=count)
+    truth = scan_day.truth
     click.echo(
-        f"published {len(events)} scans to {settings.kafka.raw} at {settings.kafka.bootstrap} "
-        f"(partitions {sorted(spans)}), every one acknowledged"
+        f"generated {len(premises)} premises and {len(scan_day)} scans for {day} "
+        f"({truth.persons} persons) in {out}/"
     )
-    back = _read_back(settings.kafka, spans)
-    click.echo(f"read back {len(back)} scans from Kafka")
-    _store(settings.clickhouse, back)
-    client = connect(settings.clickhouse)
+
+    plan = plan_import(premises, read_registry(settings.kafka), now_ms())
+    published = publish_registry(settings.kafka, plan.changes)
+    click.echo(
+        f"premises import: {published} new or changed, {len(premises) - published} unchanged"
+    )
+
+    gateway_port, worker_port, sink_port = free_port(), free_port(), free_port()
+    os.environ["SCANTRACE_GATEWAY__TOKENS"] = json.dumps({TOKEN: "demo-gateway"})
+    pipeline = Pipeline(
+        gateway_port, worker_port, sink_port, ServicesSettings().state_dir / "logs" / "demo"
+    )
+    pipeline.start()
     try:
-        rows = client.execute(
-            "SELECT event_id, person_id, premises_id, premises_name, scanned_at, kind FROM scans"
-            " WHERE event_id LIKE %(p)s ORDER BY scanned_at",
-            {"p": f"demo-{run}-%"},
+        _wait(pipeline, lambda: _ready(gateway_port), 90, "the gateway")
+        client = connect(settings.clickhouse)
+        lo, hi = synth.day_bounds_ms(day)
+
+        def stored() -> int:
+            return int(
+                client.execute(
+                    "SELECT uniqExact(event_id) FROM scans WHERE scanned_at >= "
+                    "fromUnixTimestamp64Milli(toInt64(%(lo)s)) AND scanned_at < "
+                    "fromUnixTimestamp64Milli(toInt64(%(hi)s))",
+                    {"lo": lo, "hi": hi},
+                )[0][0]
+            )
+
+        before = stored()
+        t0 = time.monotonic()
+        report = asyncio.run(
+            load_http(
+                scan_day.scans,
+                f"http://127.0.0.1:{gateway_port}/v1/scans",
+                TOKEN,
+                batch=1000,
+                concurrency=4,
+            )
         )
-    finally:
+        click.echo(
+            f"gateway: {report.sent} received = {report.accepted} accepted + "
+            f"{sum(report.rejected.values())} rejected {dict(report.rejected)} "
+            f"({report.rate:,.0f} scans/s)"
+        )
+
+        def worker_done() -> bool:
+            m = _metric_sums(worker_port)
+            return m.get("scantrace_worker_events_in_total", 0) >= report.accepted
+
+        _wait(pipeline, worker_done, 600, "the worker")
+        m = _metric_sums(worker_port)
+        enriched = int(m.get("scantrace_worker_scans_enriched_total", 0))
+        dup, rep = (
+            int(m.get("scantrace_worker_duplicates_total", 0)),
+            int(m.get("scantrace_worker_repeats_total", 0)),
+        )
+        dead, parked = (
+            int(m.get("scantrace_worker_dead_letters_total", 0)),
+            int(m.get("scantrace_worker_parked_scans", 0)),
+        )
+        ins = int(m.get("scantrace_worker_events_in_total", 0))
+        click.echo(
+            f"worker:  {ins} in = {enriched} enriched + {dup} duplicates + {rep} repeats "
+            f"+ {dead} dead-lettered + {parked} parked"
+            f"{'' if ins == enriched + dup + rep + dead + parked else '  (DOES NOT ADD UP)'}"
+        )
+        _wait(
+            pipeline,
+            lambda: stored() - before >= enriched or stored() >= truth.stored - truth.repeats,
+            600,
+            "ClickHouse",
+        )
+        now_stored = stored()
+        click.echo(
+            f"sink:    ClickHouse holds {now_stored} distinct scans for {day} "
+            f"(expected {truth.stored - truth.repeats}: {truth.stored} unique at known "
+            f"premises - {truth.repeats} repeats), {time.monotonic() - t0:.0f}s after "
+            f"the first scan was sent"
+        )
+        sm = _metric_sums(sink_port)
+        rows = int(sm.get("scantrace_sink_rows_written_total", 0))
+        batches = int(sm.get("scantrace_sink_batches_total", 0))
+        click.echo(f"         the sink wrote {rows} rows in {batches} batches")
+        case = scan_day.scans[len(scan_day.scans) // 3]["person_id"]
         client.disconnect()
-    click.echo(f"ClickHouse holds {len(rows)} of them ({time.perf_counter() - t0:.2f}s end to end)")
-    if rows:
-        e, p, prem, name, at, kind = rows[0]
-        click.echo(f"first: event {e} person {p} {kind} at {prem} ({name}) {at.isoformat()}")
-    if len(rows) != len(events):
-        raise click.ClickException(f"expected {len(events)} rows, found {len(rows)}")
+    finally:
+        pipeline.stop()
+
+    cli = [sys.executable, "-m", "scantrace.cli"]
+    frm = datetime.fromtimestamp(lo / 1000, tz=synth.TZ).isoformat()
+    to = datetime.fromtimestamp(hi / 1000, tz=synth.TZ).isoformat()
+    trace_cmd = [*cli, "trace", str(case), "--from", frm, "--to", to]
+    click.echo(f"\ntrace of case {case} (PC-COVID rule: scanned within 60 min at the same place):")
+    subprocess.run(trace_cmd, check=False)
+    subprocess.run(
+        [*trace_cmd, "--format", "json", "--out", str(out / "trace.json")],
+        check=False,
+        capture_output=True,
+    )
+    iso = day.isocalendar()
+    week = f"{iso.year}-W{iso.week:02d}"
+    report_path = out / f"report-{week}.html"
+    subprocess.run(
+        [
+            *cli,
+            "report",
+            "weekly",
+            "--week",
+            week,
+            "--out",
+            str(report_path),
+            "--population",
+            str(out / "population.csv"),
+        ],
+        check=False,
+    )
+    click.echo(f"\nweekly report:  {report_path.resolve()}")
+    click.echo(f"trace (JSON):   {(out / 'trace.json').resolve()}")
+    click.echo(
+        "metrics:        scantrace run serves gateway :8080/metrics, worker :9101/metrics, "
+        "sink :9102/metrics"
+    )
+    click.echo(f"trace another:  scantrace trace PERSON_ID --from {frm} --to {to}")
+    click.echo("services:       still running (scantrace services status; scantrace services down)")
