@@ -4,80 +4,19 @@ ClickHouse, as separate processes, exactly as `scantrace run` starts them."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-import urllib.request
-import uuid
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta
-from pathlib import Path
 
-import pytest
+from pipeline_kit import PIPELINE_TOKEN, wait_for
 
 from ingest.kafka_settings import KafkaSettings
 from ingest.registry import publish_registry
 from scantrace import synth
 from scantrace.loader import load_http
 from scantrace.pipeline import Pipeline
-from scantrace.services.process import free_port
 from sinks.clickhouse_settings import ClickHouseSettings
 from sinks.client import connect
-
-TOKEN = "pipeline-test-token"
-
-
-def _wait(predicate, timeout: float, what: str, pipeline: Pipeline) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        dead = pipeline.failed()
-        assert dead is None, f"{dead} exited:\n{pipeline.log_tail(dead, 40)}"
-        if predicate():
-            return
-        time.sleep(0.5)
-    tails = "\n".join(f"--- {n}\n{pipeline.log_tail(n, 30)}" for n in pipeline.procs)
-    raise AssertionError(f"timed out waiting for {what}\n{tails}")
-
-
-def _ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
-            return bool(r.status == 200)
-    except OSError:
-        return False
-
-
-@pytest.fixture
-def pipeline(
-    kafka_settings: KafkaSettings,
-    clickhouse_settings: ClickHouseSettings,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[Pipeline]:
-    env = {
-        "SCANTRACE_KAFKA__BOOTSTRAP": kafka_settings.bootstrap,
-        "SCANTRACE_KAFKA__TOPIC_PREFIX": kafka_settings.topic_prefix,
-        "SCANTRACE_KAFKA__PARTITIONS": str(kafka_settings.partitions),
-        "SCANTRACE_CLICKHOUSE__URL": clickhouse_settings.url,
-        "SCANTRACE_GATEWAY__TOKENS": json.dumps({TOKEN: "gw-test"}),
-        "SCANTRACE_SINK__GROUP_ID": f"sink-{uuid.uuid4().hex[:8]}",
-        "SCANTRACE_SINK__BATCH_SECONDS": "0.3",
-        "SCANTRACE_WORKER__DATA_DIR": str(tmp_path / "worker"),
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    p = Pipeline(
-        gateway_port=free_port(),
-        worker_metrics_port=free_port(),
-        sink_metrics_port=free_port(),
-        log_dir=tmp_path / "logs",
-    )
-    p.start()
-    try:
-        _wait(lambda: _ready(p.gateway_port), 60, "the gateway", p)
-        yield p
-    finally:
-        p.stop()
 
 
 def _stored_ids(ch: ClickHouseSettings) -> tuple[int, int, set[str]]:
@@ -106,7 +45,7 @@ def test_scans_end_in_clickhouse_exactly_once_with_enrichment_and_dead_letters(
         load_http(
             day.scans,
             f"http://127.0.0.1:{pipeline.gateway_port}/v1/scans",
-            TOKEN,
+            PIPELINE_TOKEN,
             batch=500,
             concurrency=1,
         )
@@ -116,7 +55,7 @@ def test_scans_end_in_clickhouse_exactly_once_with_enrichment_and_dead_letters(
     assert sum(report.rejected.values()) == truth.bad
 
     expected = truth.stored - truth.repeats  # repeats are dropped by the worker
-    _wait(lambda: _stored_ids(clickhouse_settings)[1] >= expected, 120, "stored scans", pipeline)
+    wait_for(lambda: _stored_ids(clickhouse_settings)[1] >= expected, 120, "stored scans", pipeline)
     time.sleep(2)  # anything more would arrive now
     _rows, unique, ids = _stored_ids(clickhouse_settings)
     assert unique == expected
@@ -151,7 +90,7 @@ def test_scans_end_in_clickhouse_exactly_once_with_enrichment_and_dead_letters(
         for pid in sorted(truth.unknown_premises_ids)
     ]
     publish_registry(kafka_settings, unknown)
-    _wait(
+    wait_for(
         lambda: _stored_ids(clickhouse_settings)[1] >= expected + truth.unknown_premises,
         90,
         "released scans",

@@ -1,0 +1,31 @@
+"""Helpers for tests that run the whole pipeline as processes (see conftest.py)."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+from collections.abc import Callable
+
+from scantrace.pipeline import Pipeline
+
+PIPELINE_TOKEN = "pipeline-test-token"
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str, pipeline: Pipeline) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        dead = pipeline.failed()
+        assert dead is None, f"{dead} exited:\n{pipeline.log_tail(dead, 40)}"
+        if predicate():
+            return
+        time.sleep(0.5)
+    tails = "\n".join(f"--- {n}\n{pipeline.log_tail(n, 30)}" for n in pipeline.procs)
+    raise AssertionError(f"timed out waiting for {what}\n{tails}")
+
+
+def ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
