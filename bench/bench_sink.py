@@ -1,0 +1,229 @@
+"""Sink throughput: rows/s from scans.enriched into ClickHouse, one `scantrace sink` process.
+
+For each run, on topics and a database of its own: publishes N enriched scans (msgpack
+maps as the worker writes them, keyed by premises_id, 3,000 premises, 200,000 persons,
+times over the last day), then starts `scantrace sink` as a child process and times until
+ClickHouse holds all N rows. Reports the rate from process start (imports, group join
+included) and from the first stored row (the steady rate), the sink's CPU time per row,
+and the median of the runs. Publishing is not timed.
+
+    scantrace services up --kafka apache
+    python -m bench sink [--scans 1000000] [--runs 3] [--batch-rows 50000]
+
+BENCH_PROFILE=FILE writes a cProfile of the sink's main thread (fetching) to FILE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaProducer
+
+from ingest.admin import ensure_topics
+from ingest.kafka_settings import KafkaSettings
+from ingest.partitioning import partition_for
+from processors.records import encode_row
+from sinks.clickhouse_settings import ClickHouseSettings
+from sinks.client import connect
+from sinks.migrations import migrate
+
+CATEGORIES = ("market", "school", "office", "shop", "supermarket", "restaurant")
+
+
+def endpoints() -> tuple[str, str]:
+    """(Kafka bootstrap, ClickHouse native URL without database)."""
+    kafka = os.environ.get("SCANTRACE_KAFKA__BOOTSTRAP")
+    ch = os.environ.get("SCANTRACE_CLICKHOUSE__URL")
+    if kafka and ch:
+        host, port, _, _, _ = ClickHouseSettings(url=ch).parts()
+        return kafka, f"clickhouse://{host}:{port}"
+    out = subprocess.run(
+        [sys.executable, "-m", "scantrace.cli", "services", "status", "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    status = json.loads(out.stdout or "{}")
+    if not status.get("running"):
+        sys.exit("no services: run `scantrace services up` or set the SCANTRACE_ URLs")
+    return str(status["kafka_bootstrap"]), str(status["clickhouse_native"])
+
+
+def make_values(n: int, seed: int) -> list[tuple[bytes, bytes]]:
+    rng = random.Random(seed)
+    now = int(time.time() * 1000)
+    out = []
+    for i in range(n):
+        p = rng.randrange(3000)
+        premises = f"NT-{p:06d}"
+        category = CATEGORIES[p % len(CATEGORIES)]
+        t = now - rng.randrange(86_400_000)
+        row = (
+            f"{rng.getrandbits(128):032x}",
+            f"P{rng.randrange(200_000):07d}",
+            premises,
+            t,
+            "checkout" if i % 5 == 0 else "checkin",
+            f"gw-{p % 7}",
+            t + rng.randrange(2000),
+            1,
+            f"Premises {p}",
+            category,
+            f"District {p % 7}",
+            f"Ward {p % 60}",
+            f"Agency {p % 25}",
+            45,
+            t + 3000,
+        )
+        out.append((premises.encode(), encode_row(row)))
+    return out
+
+
+async def _publish(bootstrap: str, topic: str, records: Sequence[tuple[bytes, bytes]]) -> None:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", max_batch_size=1024 * 1024, linger_ms=5
+    )
+    await producer.start()
+    try:
+        partitions = sorted(await producer.partitions_for(topic))
+        by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
+        for key, value in records:
+            by_partition.setdefault(partition_for(key, partitions), []).append((key, value))
+        futures = []
+        for p, items in by_partition.items():
+            batch = producer.create_batch()
+            for key, value in items:
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    futures.append(await producer.send_batch(batch, topic, partition=p))
+                    batch = producer.create_batch()
+                    batch.append(key=key, value=value, timestamp=None)
+            futures.append(await producer.send_batch(batch, topic, partition=p))
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a running process, from /proc (Linux)."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()  # noqa: SIM115
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def one_run(
+    bootstrap: str, ch_url: str, values: list[tuple[bytes, bytes]], batch_rows: int
+) -> dict[str, float]:
+    n = len(values)
+    tag = uuid.uuid4().hex[:8]
+    kafka = KafkaSettings(bootstrap=bootstrap, topic_prefix=f"bench{tag}.", partitions=4)
+    ensure_topics(kafka)
+    clickhouse = ClickHouseSettings(url=f"{ch_url}/bench_{tag}")
+    migrate(clickhouse)
+    t = time.perf_counter()
+    asyncio.run(_publish(bootstrap, kafka.enriched, values))
+    print(f"  published {n:,} in {time.perf_counter() - t:.1f} s", flush=True)
+    env = {
+        **os.environ,
+        "SCANTRACE_KAFKA__BOOTSTRAP": bootstrap,
+        "SCANTRACE_KAFKA__TOPIC_PREFIX": kafka.topic_prefix,
+        "SCANTRACE_KAFKA__PARTITIONS": str(kafka.partitions),
+        "SCANTRACE_CLICKHOUSE__URL": clickhouse.url,
+        "SCANTRACE_SINK__GROUP_ID": f"bench-sink-{tag}",
+        "SCANTRACE_SINK__BATCH_ROWS": str(batch_rows),
+    }
+    client = connect(clickhouse)
+    start = time.perf_counter()
+    profile = (
+        ["-m", "cProfile", "-o", os.environ["BENCH_PROFILE"]]
+        if os.environ.get("BENCH_PROFILE")
+        else []
+    )
+    proc = subprocess.Popen(
+        [sys.executable, *profile, "-m", "scantrace.cli", "sink", "--log-level", "warning"], env=env
+    )
+    first = done = 0.0
+    cpu = 0.0
+    try:
+        while True:
+            stored = client.execute("SELECT count() FROM scans")[0][0]
+            now = time.perf_counter()
+            if stored and not first:
+                first = now
+            if stored >= n:
+                done = now
+                cpu = cpu_seconds(proc.pid)
+                break
+            if proc.poll() is not None:
+                sys.exit(f"the sink exited with {proc.returncode}")
+            if now - start > 900:
+                sys.exit(f"timeout: {stored:,} of {n:,} stored")
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        client.execute(f"DROP DATABASE IF EXISTS `{clickhouse.database}`")
+        client.disconnect()
+        admin_delete(kafka)
+    return {
+        "from_start_rows_s": n / (done - start),
+        "steady_rows_s": n / (done - first),
+        "seconds": done - start,
+        "cpu_us_per_row": cpu * 1e6 / n,
+    }
+
+
+def admin_delete(kafka: KafkaSettings) -> None:
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=kafka.servers())
+    try:
+        admin.delete_topics([s.name for s in kafka.topic_specs()])
+    except Exception as exc:  # cleanup only
+        print(f"  (topics not deleted: {exc})")
+    finally:
+        admin.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scans", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--batch-rows", type=int, default=50_000)
+    args = parser.parse_args()
+    bootstrap, ch_url = endpoints()
+    print(f"sink bench: {args.scans:,} scans x {args.runs} runs, batch {args.batch_rows:,}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f}"
+    )
+    t = time.perf_counter()
+    values = make_values(args.scans, seed=5)
+    print(f"  built {args.scans:,} records in {time.perf_counter() - t:.1f} s", flush=True)
+    results = []
+    for run in range(args.runs):
+        r = one_run(bootstrap, ch_url, values, args.batch_rows)
+        results.append(r)
+        print(
+            f"run {run + 1}: {r['seconds']:.1f} s, "
+            f"{r['from_start_rows_s']:,.0f} rows/s from start, "
+            f"{r['steady_rows_s']:,.0f} rows/s from the first row, "
+            f"sink CPU {r['cpu_us_per_row']:.1f} us/row, load average {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
+    for key in ("from_start_rows_s", "steady_rows_s", "cpu_us_per_row"):
+        print(f"median {key}: {statistics.median(r[key] for r in results):,.1f}")
+
+
+if __name__ == "__main__":
+    main()
