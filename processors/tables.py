@@ -1,0 +1,226 @@
+"""The worker's state in Faust tables, one plain dict per partition.
+
+The core's four mappings (`processors.state`) live in four Faust tables with compacted
+changelogs, co-partitioned with `scans.raw`, so a restarted or rebalanced worker gets the
+same state back from Kafka. Two things of Faust's own table API do not fit a batch worker:
+
+- A Faust `Table` write goes to the changelog partition of `current_event()`: there is no
+  current event in a batch (it mixes partitions) nor in a timer. Here every write names its
+  partition explicitly.
+- The core iterates its mappings (`expire` walks `seen`, `last_kept` and `parked`): over a
+  table that holds every assigned partition it would expire, release and re-key another
+  partition's entries into the wrong changelog partition and output partition. Here each
+  partition is its own dict, and the core sees only one.
+
+So the tables use `PartitionedStore` (an in-memory Faust store that keeps one dict per
+partition, filled by Faust's changelog recovery) and the worker hands the core a
+`PartitionView` of one partition per call. The view records what changed (`commit()`
+returns it, for the changelog) and what it replaced (`rollback()` undoes a failed call).
+
+Changelog records: key the UTF-8 key, value the msgpack of the value, `None` (a tombstone)
+for a deleted key, which compaction then drops. Values come back from msgpack as lists
+where the core wrote tuples; the core reads both alike (`processors.state`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, MutableMapping
+from typing import Any, Final
+
+import msgpack
+from faust.stores.memory import Store as MemoryStore
+from faust.tables.table import Table
+from faust.types import TP, EventT
+
+# A changelog message: (key, value); value None deletes the key.
+ChangelogRecord = tuple[bytes, bytes | None]
+
+_MISSING: Final[Any] = object()
+
+
+def encode_value(value: Any) -> bytes:
+    return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def decode_value(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+
+
+class PartitionView(MutableMapping[str, Any]):
+    """One partition of a table as the core's mapping, recording changes and undo data.
+
+    `commit()` hands over the changes since the last commit or rollback (key -> new value,
+    None for deleted) and forgets the undo data; `rollback()` restores the dict as it was
+    at that point. Values are never None (the core stores ints, tuples and lists).
+    Reads are the dict's own bound methods (the core calls them per scan).
+    """
+
+    __slots__ = ("_data", "_dirty", "_undo", "get", "items", "keys")
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self._data = data
+        self._dirty: dict[str, Any] = {}
+        self._undo: dict[str, Any] = {}
+        self.get = data.get  # type: ignore[method-assign]  # the dict's own
+        self.keys = data.keys  # type: ignore[method-assign]
+        self.items = data.items  # type: ignore[method-assign]
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        data = self._data
+        self._undo.setdefault(key, data.get(key, _MISSING))
+        data[key] = value
+        self._dirty[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        old = self._data.pop(key)  # KeyError like a dict
+        self._undo.setdefault(key, old)
+        self._dirty[key] = None
+
+    def pop(self, key: str, default: Any = _MISSING) -> Any:
+        if key in self._data:
+            value = self._data[key]
+            del self[key]
+            return value
+        if default is _MISSING:
+            raise KeyError(key)
+        return default
+
+    # -- transactions ----------------------------------------------------------------------
+
+    def commit(self) -> dict[str, Any]:
+        changes = self._dirty
+        self._dirty = {}
+        self._undo = {}
+        return changes
+
+    def rollback(self) -> None:
+        data = self._data
+        for key, old in self._undo.items():
+            if old is _MISSING:
+                data.pop(key, None)
+            else:
+                data[key] = old
+        self._dirty = {}
+        self._undo = {}
+
+
+def changelog_records(changes: dict[str, Any]) -> list[ChangelogRecord]:
+    """The changelog messages for what `PartitionView.commit()` returned."""
+    pack = msgpack.Packer(use_bin_type=True).pack
+    return [(k.encode(), pack(v) if v is not None else None) for k, v in changes.items()]
+
+
+class PartitionedStore(MemoryStore[Any, Any]):
+    """Faust's in-memory store, kept as one dict per partition (see the module docstring).
+
+    Faust fills it from the changelog on recovery (`apply_changelog_batch`) and drops the
+    partitions this worker no longer owns (`on_rebalance`, `on_recovery_completed`). The
+    worker reads and writes `partition(p)` and sends the changelog records itself.
+    The flat `self.data` of Faust's store stays empty: nothing here uses the Table's own
+    mapping API (it would need a current event).
+    """
+
+    parts: dict[int, dict[str, Any]]
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.parts = {}
+
+    def partition(self, partition: int) -> dict[str, Any]:
+        part = self.parts.get(partition)
+        if part is None:
+            part = self.parts[partition] = {}
+        return part
+
+    def entries(self) -> int:
+        return sum(len(part) for part in self.parts.values())
+
+    def _clear(self) -> None:
+        self.parts.clear()
+
+    def apply_changelog_batch(
+        self, batch: Iterable[EventT[Any]], to_key: Any = None, to_value: Any = None
+    ) -> None:
+        """Replay changelog records, in order (a later record for a key wins)."""
+        for event in batch:
+            message = event.message
+            key = message.key
+            if key is None:
+                continue
+            part = self.partition(message.partition)
+            name = bytes(key).decode()
+            if message.value is None:
+                part.pop(name, None)
+            else:
+                part[name] = decode_value(message.value)
+
+    def restore_records(self, partition: int, records: Iterable[Any]) -> None:
+        """`apply_changelog_batch` for raw Kafka records of one changelog partition (the
+        bulk recovery path of `processors.faust_transport`), in order."""
+        part = self.partition(partition)
+        unpackb = msgpack.unpackb
+        for record in records:
+            key = record.key
+            if key is None:
+                continue
+            value = record.value
+            if value is None:
+                part.pop(key.decode(), None)
+            else:
+                part[key.decode()] = unpackb(value, raw=False, strict_map_key=False)
+
+    def _own_partitions(self, tps: Iterable[TP]) -> set[int]:
+        topic = self.table.changelog_topic.get_topic_name()
+        return {tp.partition for tp in tps if tp.topic == topic}
+
+    async def on_rebalance(
+        self,
+        assigned: set[TP],
+        revoked: set[TP],
+        newly_assigned: set[TP],
+        generation_id: int = 0,
+    ) -> None:
+        for partition in self._own_partitions(revoked):
+            self.parts.pop(partition, None)
+
+    async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
+        keep = self._own_partitions(active_tps)
+        for partition in [p for p in self.parts if p not in keep]:
+            del self.parts[partition]
+
+
+class PartitionedTable(Table[Any, Any]):
+    """A Faust table whose store is a `PartitionedStore` (raw keys and values: the worker
+    encodes changelog records itself, `changelog_records`)."""
+
+    def _new_store(self) -> PartitionedStore:
+        return PartitionedStore(
+            "memory://",
+            self.app,
+            self,
+            table_name=self.name,
+            key_type=self.key_type,
+            key_serializer=self.key_serializer,
+            value_serializer=self.value_serializer,
+            value_type=self.value_type,
+            loop=self.loop,
+            options=self.options,
+        )
+
+    @property
+    def store(self) -> PartitionedStore:
+        data = self.data
+        assert isinstance(data, PartitionedStore)
+        return data

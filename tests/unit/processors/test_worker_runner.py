@@ -1,0 +1,329 @@
+"""The worker's per-partition runner: the core over partition views, guarded, into
+Kafka messages, with the accounting identity on the metrics."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+from processors_testkit import DAY, HOUR, MINUTE, NOW, pack, premises, wire
+from prometheus_client import CollectorRegistry
+
+from ingest.deadletter import DeadLetter, decode_dead_letter
+from ingest.kafka_settings import KafkaSettings
+from ingest.premises import Premises, encode_premises
+from processors.core import ProcessorCore, Result
+from processors.metrics import WorkerMetrics
+from processors.records import EnrichedScan, RawRecord, encode_row
+from processors.runner import TABLES, BatchRunner, Outbox, StaticTableRef
+from processors.settings import ProcessorSettings
+from processors.state import ProcessorState
+from processors.tables import decode_value
+
+KAFKA = KafkaSettings(bootstrap="127.0.0.1:9", topic_prefix="t.")
+PART = 3
+
+
+class DictStore:
+    def __init__(self) -> None:
+        self.parts: dict[int, dict[str, Any]] = {}
+
+    def partition(self, partition: int) -> dict[str, Any]:
+        return self.parts.setdefault(partition, {})
+
+    def entries(self) -> int:
+        return sum(len(p) for p in self.parts.values())
+
+
+@dataclass(frozen=True)
+class KeyedRecord:
+    key: bytes | None
+    value: bytes | None
+    topic: str = "t.premises"
+    partition: int = PART
+    offset: int = 0
+
+
+class Feed:
+    def __init__(self) -> None:
+        self.offset = 0
+
+    def __call__(self, value: bytes | None) -> RawRecord:
+        self.offset += 1
+        return RawRecord(value, "t.scans.raw", PART, self.offset)
+
+    def scan(self, event_id: str, **overrides: Any) -> RawRecord:
+        return self(pack(wire(event_id, received_at=NOW - MINUTE, **overrides)))
+
+
+def make_runner(
+    metrics: WorkerMetrics | None = None, core_factory: Any = ProcessorCore, **settings: int
+) -> tuple[BatchRunner, dict[str, DictStore]]:
+    stores = {name: DictStore() for name in TABLES}
+    refs = {name: StaticTableRef(name, s, f"t.app-{name}-changelog") for name, s in stores.items()}
+    runner = BatchRunner(
+        ProcessorSettings(**settings), KAFKA, refs, metrics, core_factory=core_factory
+    )
+    return runner, stores
+
+
+def register(runner: BatchRunner, *known: Premises, now: int = NOW - DAY) -> Outbox:
+    out = Outbox()
+    records = [KeyedRecord(p.premises_id.encode(), encode_premises(p)) for p in known]
+    runner.premises(PART, records, now, out)
+    return out
+
+
+def enriched(out: Outbox) -> list[EnrichedScan]:
+    return [EnrichedScan.decode(v or b"") for _, v in out.outputs.get((KAFKA.enriched, PART), [])]
+
+
+def letters(out: Outbox) -> list[DeadLetter]:
+    return [decode_dead_letter(v or b"") for _, v in out.outputs.get((KAFKA.dlq, PART), [])]
+
+
+def sample(metrics: WorkerMetrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def total(metrics: WorkerMetrics, name: str) -> float:
+    """A metric summed over its labels."""
+    samples = (s for m in metrics.registry.collect() for s in m.samples)
+    return sum(s.value for s in samples if s.name == name)
+
+
+def identity(metrics: WorkerMetrics) -> tuple[float, float]:
+    """(events in, enriched + duplicates + repeats + dead-lettered + parked)."""
+    out = (
+        total(metrics, "scantrace_worker_scans_enriched_total")
+        + total(metrics, "scantrace_worker_duplicates_total")
+        + total(metrics, "scantrace_worker_repeats_total")
+        + total(metrics, "scantrace_worker_dead_letters_total")
+        + total(metrics, "scantrace_worker_parked_scans")
+    )
+    return total(metrics, "scantrace_worker_events_in_total"), out
+
+
+def test_outputs_go_to_the_input_partition_keyed_by_premises_and_event_id() -> None:
+    runner, stores = make_runner()
+    register(runner, premises("P1"))
+    feed = Feed()
+    out = Outbox()
+    runner.scans(PART, [feed.scan("e1"), feed.scan("e1"), feed(b"\xc1garbage")], NOW, out)
+
+    assert [
+        (k, s.event_id, s.premises_name)
+        for (k, _), s in zip(out.outputs[(KAFKA.enriched, PART)], enriched(out), strict=True)
+    ] == [(b"P1", "e1", "Cho Phan Rang")]
+    [dl] = letters(out)
+    assert (dl.reason, dl.raw, dl.partition, dl.offset) == ("undecodable", b"\xc1garbage", PART, 3)
+    assert out.outputs[(KAFKA.dlq, PART)][0][0] is None  # no event id, no key
+    assert out.partitions() == {PART}
+    # The state changes, for the changelogs, on the same partition.
+    seen = dict(out.changelog[("t.app-seen-changelog", PART)])
+    assert decode_value(seen[b"e1"] or b"") == NOW - MINUTE
+    assert ("t.app-last_kept-changelog", PART) in out.changelog
+    assert stores["seen"].parts[PART] == {"e1": NOW - MINUTE}
+
+
+def test_a_dead_letter_with_an_event_id_is_keyed_by_it() -> None:
+    runner, _ = make_runner()
+    feed = Feed()
+    out = Outbox()
+    runner.scans(PART, [feed.scan("e9", scanned_at=NOW + DAY)], NOW, out)
+    [(key, _)] = out.outputs[(KAFKA.dlq, PART)]
+    assert key == b"e9"
+    assert letters(out)[0].reason == "future_timestamp"
+
+
+def test_encoded_rows_are_encode_row_bytes() -> None:
+    runner, _ = make_runner()
+    register(runner, premises("P1"))
+    out = Outbox()
+    feed = Feed()
+    runner.scans(PART, [feed.scan(f"e{i}", person_id=f"p{i}") for i in range(5)], NOW, out)
+    views = runner._views(PART)
+    core = ProcessorCore(ProcessorSettings(), ProcessorState(**views))
+    rows = core.process([feed.scan("e99", person_id="x")], NOW).rows
+    assert runner._encode_rows(rows) == [(b"P1", encode_row(rows[0]))]
+
+
+def test_parked_scans_come_out_when_their_premises_arrives() -> None:
+    metrics = WorkerMetrics(CollectorRegistry())
+    runner, stores = make_runner(metrics)
+    feed = Feed()
+    out = Outbox()
+    runner.scans(
+        PART,
+        [feed.scan("e1", premises_id="U1"), feed.scan("e2", premises_id="U1", person_id="p2")],
+        NOW,
+        out,
+    )
+    assert not out.outputs and runner.parked_now() == 2
+    assert sample(metrics, "scantrace_worker_parked_scans") == 2
+
+    out = register(runner, premises("U1", district="Ninh Hai"), now=NOW + MINUTE)
+    assert [s.event_id for s in enriched(out)] == ["e1", "e2"]
+    assert {s.district for s in enriched(out)} == {"Ninh Hai"}
+    assert sample(metrics, "scantrace_worker_released_total") == 2
+    assert sample(metrics, "scantrace_worker_parked_scans") == 0 == runner.parked_now()
+    assert sample(metrics, "scantrace_worker_scans_enriched_total", district="Ninh Hai") == 2
+    assert dict(out.changelog[("t.app-parked-changelog", PART)]) == {b"U1": None}
+    assert sample(metrics, "scantrace_worker_premises_records_total", result="upserted") == 1
+    assert "U1" in stores["premises"].parts[PART]
+
+
+def test_a_premises_tombstone_forgets_it() -> None:
+    runner, stores = make_runner()
+    register(runner, premises("P1"))
+    out = Outbox()
+    runner.premises(PART, [KeyedRecord(b"P1", None)], NOW, out)
+    assert stores["premises"].parts[PART] == {}
+    assert dict(out.changelog[("t.app-premises-changelog", PART)]) == {b"P1": None}
+    assert runner.premises_results == {"upserted": 1, "deleted": 1}
+
+
+def test_bad_premises_records_are_dead_lettered_and_change_nothing() -> None:
+    runner, stores = make_runner()
+    good = encode_premises(premises("P1"))
+    bad_types = msgpack.packb({**premises("P2").to_wire(), "district": 7})
+    out = Outbox()
+    records = [
+        KeyedRecord(b"P1", b"\xc1"),
+        KeyedRecord(b"P9", good),  # key is not the id: it chose the wrong partition
+        KeyedRecord(b"P2", bad_types),
+        KeyedRecord(b"P2", msgpack.packb({"premises_id": "P2", "colour": "red"})),
+        KeyedRecord(None, None),
+    ]
+    runner.premises(PART, records, NOW, out)
+    assert [dl.reason for dl in letters(out)] == ["invalid_premises"] * 4
+    assert "is not the premises_id" in letters(out)[1].detail
+    assert not out.changelog and stores["premises"].entries() == 0
+    assert runner.premises_results == {"invalid_premises": 5}
+
+
+class BuggyCore(ProcessorCore):
+    """Raises on any batch holding a record whose bytes contain b'boom', after the records
+    before it have changed the state (as a bug half-way through a batch would)."""
+
+    def process(self, records: Any, now_ms: int) -> Result:
+        records = list(records)
+        for i, rec in enumerate(records):
+            if rec.value and b"boom" in rec.value:
+                super().process(records[:i], now_ms)
+                raise RuntimeError("boom in the core")
+        return super().process(records, now_ms)
+
+
+def test_a_core_bug_dead_letters_only_the_record_that_triggers_it() -> None:
+    metrics = WorkerMetrics(CollectorRegistry())
+    runner, stores = make_runner(metrics, core_factory=BuggyCore)
+    register(runner, premises("P1"))
+    feed = Feed()
+    records = [
+        feed.scan("e1", person_id="a"),
+        feed.scan("e2", person_id="boom"),
+        feed.scan("e3", person_id="c"),
+        feed.scan("e1", person_id="a"),
+    ]
+    out = Outbox()
+    runner.scans(PART, records, NOW, out)
+
+    # e1 went through the failed attempt first: rolled back, it is not its own duplicate.
+    assert [s.event_id for s in enriched(out)] == ["e1", "e3"]
+    [dl] = letters(out)
+    assert (dl.stage, dl.reason, dl.offset) == ("worker", "exception", 2)
+    assert dl.detail.startswith("RuntimeError: boom in the core at process (")
+    assert dl.raw == records[1].value
+    assert sorted(stores["seen"].parts[PART]) == ["e1", "e3"]
+    assert sample(metrics, "scantrace_worker_duplicates_total") == 1
+    assert sample(metrics, "scantrace_worker_dead_letters_total", reason="exception") == 1
+    assert identity(metrics) == (4, 4)
+    seen_changes = [k for k, _ in out.changelog[("t.app-seen-changelog", PART)]]
+    assert sorted(seen_changes) == [b"e1", b"e3"]
+
+
+def test_expire_dead_letters_old_parked_scans_and_drops_old_dedup_memory() -> None:
+    metrics = WorkerMetrics(CollectorRegistry())
+    runner, stores = make_runner(metrics, park_timeout_ms=HOUR, dedup_horizon_ms=2 * HOUR)
+    register(runner, premises("P1"))
+    feed = Feed()
+    runner.scans(PART, [feed.scan("e1"), feed.scan("e2", premises_id="U9")], NOW, Outbox())
+    out = Outbox()
+    runner.expire(PART, NOW + 3 * HOUR, out)
+    [dl] = letters(out)
+    assert (dl.reason, dl.event_id) == ("unknown_premises", "e2")
+    assert stores["seen"].parts[PART] == {} and stores["parked"].parts[PART] == {}
+    assert dict(out.changelog[("t.app-seen-changelog", PART)]) == {b"e1": None, b"e2": None}
+    assert identity(metrics) == (2, 2)
+
+
+def test_a_dead_letter_too_big_for_kafka_carries_its_raw_bytes_cut() -> None:
+    runner, _ = make_runner()
+    runner.max_record_bytes = 10_000
+    out = Outbox()
+    runner.scans(PART, [Feed()(b"\xc1" + b"x" * 50_000)], NOW, out)
+    [(_, value)] = out.outputs[(KAFKA.dlq, PART)]
+    assert value is not None and len(value) <= 10_000
+    assert "raw cut from 50001" in decode_dead_letter(value).detail
+
+
+def test_accounting_identity_and_recovered_state_over_a_mixed_stream() -> None:
+    metrics = WorkerMetrics(CollectorRegistry())
+    runner, stores = make_runner(metrics, park_timeout_ms=HOUR)
+    first = register(runner, *(premises(f"P{i}") for i in range(5)))
+    rng = random.Random(4)
+    feed = Feed()
+    changelog: list[tuple[str, bytes, bytes | None]] = [
+        (topic, k or b"", v) for (topic, _), msgs in first.changelog.items() for k, v in msgs
+    ]
+    sent: list[RawRecord] = []
+    now = NOW
+    for batch in range(30):
+        records = []
+        for _ in range(50):
+            roll = rng.random()
+            if roll < 0.1 and sent:
+                records.append(feed(rng.choice(sent).value))
+                continue
+            rec = feed.scan(
+                f"e{rng.getrandbits(32)}",
+                person_id=f"p{rng.randrange(20)}",
+                premises_id=f"P{rng.randrange(7)}",  # P5, P6 unknown
+                scanned_at=now - rng.randrange(HOUR),
+                kind=rng.choice(["checkin", "checkout"]),
+            )
+            records.append(rec if roll > 0.02 else feed(b"\x00bad"))
+            sent.append(rec)
+        out = Outbox()
+        runner.scans(PART, records, now, out)
+        if batch == 20:
+            runner.premises(PART, [KeyedRecord(b"P5", encode_premises(premises("P5")))], now, out)
+        if batch % 7 == 0:
+            runner.expire(PART, now, out)
+        for (topic, _), msgs in out.changelog.items():
+            changelog.extend((topic, k or b"", v) for k, v in msgs)
+        now += 10 * MINUTE
+
+    events_in, accounted = identity(metrics)
+    assert events_in == 1500 and accounted == events_in
+    assert sample(metrics, "scantrace_worker_parked_scans") == runner.parked_now() > 0
+    assert sample(metrics, "scantrace_worker_dead_letters_total", reason="unknown_premises") > 0
+    assert sample(metrics, "scantrace_worker_released_total") > 0
+    assert metrics.event_time_lag.count() == total(metrics, "scantrace_worker_scans_enriched_total")
+    # Replaying the changelog records in order rebuilds every table as it is.
+    replayed: dict[str, dict[str, Any]] = {name: {} for name in TABLES}
+    for topic, key, value in changelog:
+        table = replayed[topic.removeprefix("t.app-").removesuffix("-changelog")]
+        if value is None:
+            table.pop(key.decode(), None)
+        else:
+            table[key.decode()] = decode_value(value)
+    live = {name: stores[name].parts[PART] for name in TABLES}
+    normalized = {
+        name: {k: msgpack.unpackb(msgpack.packb(v)) for k, v in table.items()}
+        for name, table in live.items()
+    }
+    assert replayed == normalized
