@@ -1,0 +1,443 @@
+"""The Faust app of the processors stage: `scans.raw` + `premises` -> `scans.enriched`.
+
+Run it with `scantrace worker`, or `faust -A processors.app:app worker` (settings from the
+environment, see `processors.worker_settings`).
+
+Layout (DESIGN.md, issue 4):
+
+- Sources: `scans.raw` and the compacted `premises` topic, both keyed by premises_id with
+  the same partition count, so Faust assigns partition p of both to the same worker.
+  They are created up front (`ensure_topics`) before the consumer subscribes.
+- State: four tables (`seen`, `last_kept`, `parked`, `premises`) with compacted changelogs,
+  co-partitioned with the sources, one dict per partition (`processors.tables`). Faust
+  restores a partition's tables from their changelogs when it is assigned.
+- Processing: every fetched batch of both topics goes to `Pipeline.on_records`, which runs
+  the core once per partition (`processors.runner`, with the per-event guard) and writes
+  enriched scans to `scans.enriched` and dead letters to `scans.dlq` on the input's
+  partition (same key, same partition count: the partition the key hashes to), then the
+  state changes to the changelogs. A timer runs the core's `expire` on every partition.
+- Delivery: at least once, the batch's outputs, then its changelog records, are
+  acknowledged by Kafka before its offsets are acked for commit (while that happens, the
+  next batch is processed: at most `MAX_BATCHES_IN_FLIGHT`); exactly once, a partition's
+  outputs, changelog records and offsets share that partition's transaction, and no
+  commit happens in the middle of a batch (`processors.faust_transport`). A batch Kafka
+  does not take within `produce_timeout_seconds` stops the worker, its offsets
+  uncommitted.
+- Recovery: Faust restores the tables from their changelogs; the bulk transport applies
+  the records in bulk (hundreds of thousands a second, where Faust's per-message path
+  manages about 1,500).
+- Metrics: `WorkerMetrics` on the registry passed to `create_app`, served on
+  `worker.metrics_port` by prometheus_client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from time import perf_counter
+from typing import Any, Final, cast
+
+import faust
+from faust.exceptions import ImproperlyConfigured
+from faust.types import TP
+from prometheus_client import CollectorRegistry, start_http_server
+
+from ingest.admin import ensure_topics, partition_counts
+from processors.faust_transport import (
+    BulkConsumer,
+    BulkProducer,
+    BulkRouting,
+    BulkTransport,
+    Message,
+    Records,
+)
+from processors.metrics import WorkerMetrics
+from processors.runner import TABLES, BatchRunner, Outbox
+from processors.tables import PartitionedStore, PartitionedTable
+from processors.worker_settings import WorkerSettings
+
+log = logging.getLogger("scantrace.worker")
+
+GAUGE_INTERVAL_S: Final = 2.0
+# At least once: batches whose outputs are on their way while the next one is processed.
+MAX_BATCHES_IN_FLIGHT: Final = 2
+# A record batch written by the worker, at most (the broker's default limit is ~1 MB).
+PRODUCER_BATCH_BYTES: Final = 512 * 1024
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class FaustTableRef:
+    """A `PartitionedTable` as the runner sees it (the store exists once the app runs)."""
+
+    def __init__(self, table: PartitionedTable) -> None:
+        self.table = table
+        self.name: str = table.name
+
+    @property
+    def store(self) -> PartitionedStore:
+        return self.table.store
+
+    @property
+    def changelog_topic(self) -> str:
+        return self.table.changelog_topic.get_topic_name()
+
+
+class Pipeline:
+    """Glue between Faust and the runner: batches in, messages out, timers, gauges."""
+
+    def __init__(self, app: WorkerApp, settings: WorkerSettings, registry: CollectorRegistry):
+        self.app = app
+        self.settings = settings
+        self.metrics = WorkerMetrics(registry)
+        self.registry = registry
+        kafka = settings.kafka
+        n = kafka.partitions
+        self.raw_topic = kafka.raw
+        self.premises_topic = kafka.premises
+        self.exactly_once = settings.worker.processing_guarantee == "exactly_once"
+        self.tables: dict[str, PartitionedTable] = {}
+        for name in TABLES:
+            table = PartitionedTable(
+                app,
+                name=name,
+                partitions=n,
+                key_type=bytes,  # raw keys and values: the runner encodes its records
+                value_type=bytes,
+                recovery_buffer_size=10_000,
+                beacon=app.tables.beacon,
+                help=f"processors state: {name}",
+            )
+            app.tables.add(table)
+            self.tables[name] = table
+        self.runner = BatchRunner(
+            settings.core,
+            kafka,
+            {name: FaustTableRef(t) for name, t in self.tables.items()},
+            self.metrics,
+            max_record_bytes=settings.worker.max_record_bytes,
+        )
+        # The next offset to process, by source partition (for the lag gauge).
+        self.positions: dict[TP, int] = {}
+        # At least once: the publications in flight, oldest first (each awaits the one
+        # before it, so changelog records reach Kafka in the order they were made).
+        self._in_flight: list[asyncio.Future[None]] = []
+        self._metrics_server: Any = None
+        self._announced: tuple[int, ...] | None = None
+
+    # -- Kafka plumbing -------------------------------------------------------------------
+
+    @property
+    def consumer(self) -> BulkConsumer:
+        return cast(BulkConsumer, self.app.consumer)
+
+    @property
+    def producer(self) -> BulkProducer:
+        return cast(BulkProducer, self.app.producer)
+
+    def transactional_id(self, partition: int) -> str:
+        """Faust's transactional id for a partition of the co-partitioned group."""
+        group = self.app.assignor.group_for_topic(self.raw_topic)
+        return f"{self.app.conf.id}-{group}-{partition}"
+
+    async def publish(self, outboxes: dict[int, Outbox]) -> asyncio.Future[None] | None:
+        """Hand a batch's outboxes to the producer.
+
+        Exactly once: on each partition's transaction, nothing to wait for (the commit
+        flushes the transaction); returns None. At least once: the outputs now, and a task
+        that waits for them, then sends the changelog records and waits for those; the
+        batch is acked when the task is done. At most `MAX_BATCHES_IN_FLIGHT` such tasks
+        run; a failed one fails every later one.
+        """
+        producer = self.producer
+        if self.exactly_once:
+            for partition, out in outboxes.items():
+                messages: dict[tuple[str, int], list[Message]] = {**out.outputs, **out.changelog}
+                futures = await producer.send_batches(messages, self.transactional_id(partition))
+                for fut in futures:
+                    fut.add_done_callback(_log_failed_delivery)
+            return None
+        outputs: dict[tuple[str, int], list[Message]] = {}
+        changelog: dict[tuple[str, int], list[Message]] = {}
+        for out in outboxes.values():
+            outputs.update(out.outputs)
+            changelog.update(out.changelog)
+        sent = await producer.send_batches(outputs)
+        previous = self._in_flight[-1] if self._in_flight else None
+        task = asyncio.ensure_future(self._complete(previous, sent, changelog))
+        self._in_flight = [t for t in self._in_flight if not t.done()]
+        self._in_flight.append(task)
+        while len(self._in_flight) > MAX_BATCHES_IN_FLIGHT:
+            await self._in_flight.pop(0)
+        return task
+
+    async def _complete(
+        self,
+        previous: asyncio.Future[None] | None,
+        sent: list[asyncio.Future[Any]],
+        changelog: dict[tuple[str, int], list[Message]],
+    ) -> None:
+        if previous is not None:
+            await previous
+        if sent:
+            await asyncio.gather(*sent)
+        state = await self.producer.send_batches(changelog)
+        if state:
+            await asyncio.gather(*state)
+
+    async def drain(self) -> None:
+        """Wait until every batch handed to the producer is durable (raises if one failed)."""
+        while self._in_flight:
+            await self._in_flight.pop(0)
+
+    # -- the bulk handler -----------------------------------------------------------------
+
+    async def on_records(self, records: Records) -> asyncio.Future[None] | None:
+        """One fetched batch of `scans.raw` and `premises` records (never raises for bad
+        records; raises only when Kafka did not take the outputs). Returns what `publish`
+        does: when to ack the batch."""
+        started = perf_counter()
+        now = now_ms()
+        runner = self.runner
+        premises_topic = self.premises_topic
+        outboxes: dict[int, Outbox] = {}
+        # Premises first: a scan in the same batch then finds its premises.
+        ordered = sorted(records.items(), key=lambda kv: (kv[0].topic != premises_topic, kv[0]))
+        for tp, recs in ordered:
+            out = outboxes.get(tp.partition)
+            if out is None:
+                out = outboxes[tp.partition] = Outbox()
+            if tp.topic == premises_topic:
+                runner.premises(tp.partition, recs, now, out)
+            else:
+                runner.scans(tp.partition, recs, now, out)
+            self.positions[tp] = recs[-1].offset + 1
+        processed = perf_counter()
+        completion = await self.publish(outboxes)
+        done = perf_counter()
+        self.metrics.batch_duration.observe(done - started)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "batch of %d records: processed in %.1f ms, published in %.1f ms",
+                sum(map(len, records.values())),
+                (processed - started) * 1000,
+                (done - processed) * 1000,
+            )
+        return completion
+
+    # -- timers ---------------------------------------------------------------------------
+
+    def _settled(self) -> bool:
+        app = self.app
+        return not (app.rebalancing or app.in_recovery or app.should_stop)
+
+    async def expire(self) -> None:
+        """The core's periodic pass on every assigned partition, under the commit gate."""
+        routing = self.app.bulk
+        if routing is None or not self._settled():
+            return
+        async with routing.gate:
+            if not self._settled() or not self.consumer.flow_active:
+                return
+            partitions = sorted(
+                tp.partition for tp in self.consumer.assignment() if tp.topic == self.raw_topic
+            )
+            now = now_ms()
+            outboxes: dict[int, Outbox] = {}
+            for partition in partitions:
+                out = Outbox()
+                self.runner.expire(partition, now, out)
+                if len(out):
+                    outboxes[partition] = out
+            if not outboxes:
+                return
+            try:
+                await self.drain()  # the changelog keeps the order of the changes
+                completion = await self.publish(outboxes)
+                if completion is not None:
+                    await completion
+                    await self.drain()
+                if self.exactly_once:
+                    # Idle partitions have no offsets to commit their transaction with.
+                    await self.consumer.commit_holding_gate()
+                    await self.producer.commit_dirty_transactions()
+            except Exception as exc:
+                log.critical("expire pass could not be published, stopping: %r", exc)
+                await self.app.crash(exc)
+
+    def update_gauges(self) -> None:
+        metrics = self.metrics
+        runner = self.runner
+        metrics.parked.set(runner.parked_now())
+        for name, entries in runner.table_entries().items():
+            metrics.table_entries.labels(name).set(entries)
+        consumer = self.consumer
+        partitions = tuple(
+            sorted(tp.partition for tp in consumer.assignment() if tp.topic == self.raw_topic)
+        )
+        if partitions != self._announced and self._settled():
+            self._announced = partitions
+            log.info(
+                "processing partitions %s; state: %s",
+                list(partitions),
+                ", ".join(f"{k}={v}" for k, v in runner.table_entries().items()),
+            )
+        lags: dict[tuple[str, int], int] = {}
+        sources = (self.raw_topic, self.premises_topic)
+        for tp in consumer.assignment():
+            if tp.topic not in sources:
+                continue
+            try:
+                high = consumer.highwater(tp)
+            except Exception:  # noqa: S112  # not fetched yet, or the consumer is restarting
+                continue
+            position = self.positions.get(tp)
+            if position is None:
+                position = consumer._committed_offset.get(tp)
+            if high is not None and position is not None:
+                lags[(tp.topic, tp.partition)] = max(0, high - position)
+        metrics.set_lags(lags)
+
+    async def gauges(self) -> None:
+        try:
+            self.update_gauges()
+        except Exception:
+            log.exception("could not update the gauges")
+
+    # -- start-up ---------------------------------------------------------------------------
+
+    def check_topics(self) -> None:
+        kafka = self.settings.kafka
+        created = ensure_topics(kafka)
+        if created:
+            log.info("created topics: %s", ", ".join(created))
+        deadline = time.monotonic() + 15
+        while True:  # a topic created a moment ago may not be described yet
+            counts = partition_counts(kafka)
+            raw, premises = counts.get(kafka.raw), counts.get(kafka.premises)
+            if (raw and premises) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        if raw != kafka.partitions or premises != kafka.partitions:
+            raise ImproperlyConfigured(
+                f"{kafka.raw} has {raw} partitions and {kafka.premises} {premises}; the worker "
+                f"needs both at SCANTRACE_KAFKA__PARTITIONS={kafka.partitions} (co-partitioned)"
+            )
+
+    def start_metrics_server(self) -> None:
+        options = self.settings.worker
+        if options.metrics_port and self._metrics_server is None:
+            server, _thread = start_http_server(
+                options.metrics_port, addr=options.metrics_host, registry=self.registry
+            )
+            self._metrics_server = server
+            log.info("metrics on http://%s:%d/metrics", options.metrics_host, options.metrics_port)
+
+    def stop_metrics_server(self) -> None:
+        server, self._metrics_server = self._metrics_server, None
+        if server is not None:
+            threading.Thread(target=server.shutdown, daemon=True).start()
+
+
+def _log_failed_delivery(fut: asyncio.Future[Any]) -> None:
+    if fut.cancelled():
+        return
+    exc = fut.exception()
+    if exc is not None:  # the transaction's commit fails too, and the worker stops
+        log.error("Kafka did not take a record batch: %r", exc)
+
+
+class WorkerApp(faust.App):
+    """A Faust app on the bulk transport (`processors.faust_transport`)."""
+
+    bulk: BulkRouting | None = None
+    pipeline: Pipeline
+
+    def _new_transport(self) -> BulkTransport:
+        return BulkTransport(self.conf.broker_consumer, self)
+
+    def _new_producer_transport(self) -> BulkTransport:
+        return BulkTransport(self.conf.broker_producer, self)
+
+    async def on_first_start(self) -> None:
+        await super().on_first_start()
+        pipeline = self.pipeline
+        await asyncio.get_running_loop().run_in_executor(None, pipeline.check_topics)
+        pipeline.start_metrics_server()
+        options = pipeline.settings.worker
+        log.info(
+            "worker %s: %s -> %s, %s, %d partitions, %s",
+            self.conf.id,
+            pipeline.raw_topic,
+            pipeline.settings.kafka.enriched,
+            pipeline.settings.kafka.dlq,
+            pipeline.settings.kafka.partitions,
+            options.processing_guarantee,
+        )
+
+    async def on_stop(self) -> None:
+        await super().on_stop()
+        self.pipeline.stop_metrics_server()
+
+
+def create_app(settings: WorkerSettings, registry: CollectorRegistry) -> WorkerApp:
+    """The worker's Faust app. Nothing connects until it runs (`faust.Worker(app)`)."""
+    kafka = settings.kafka
+    options = settings.worker
+    brokers = ";".join(f"kafka://{server}" for server in kafka.servers())
+    app = WorkerApp(
+        settings.app_id,
+        broker=brokers,
+        store="memory://",
+        processing_guarantee=options.processing_guarantee,
+        datadir=str(options.data_dir),
+        autodiscover=False,
+        web_enabled=False,
+        topic_partitions=kafka.partitions,
+        topic_replication_factor=kafka.replication_factor,
+        topic_disable_leader=True,
+        table_standby_replicas=0,  # the in-memory store drops standby data after recovery
+        broker_commit_interval=options.commit_interval_seconds,
+        broker_session_timeout=options.session_timeout_seconds,
+        broker_heartbeat_interval=min(3.0, options.session_timeout_seconds / 3),
+        broker_max_poll_records=options.batch_max_records,
+        producer_max_batch_size=PRODUCER_BATCH_BYTES,
+        producer_request_timeout=options.produce_timeout_seconds,
+        producer_max_request_size=max(options.max_record_bytes, PRODUCER_BATCH_BYTES) + 65_536,
+        consumer_auto_offset_reset="earliest",
+    )
+    pipeline = app.pipeline = Pipeline(app, settings, registry)
+    sources = {
+        name: app.topic(
+            name,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=kafka.partitions,
+        )
+        for name in (kafka.raw, kafka.premises)
+    }
+    for topic in sources.values():
+        app.topics.add(topic)  # subscribed and assigned like an agent's topic
+    app.bulk = BulkRouting(topics=frozenset(sources), handler=pipeline.on_records)
+    app.timer(interval=options.expire_interval_seconds, name="scantrace.expire")(pipeline.expire)
+    app.timer(interval=GAUGE_INTERVAL_S, name="scantrace.gauges")(pipeline.gauges)
+    return app
+
+
+_app: WorkerApp | None = None
+
+
+def __getattr__(name: str) -> Any:
+    """`app` for `faust -A processors.app:app`, built on first use from the environment."""
+    global _app
+    if name == "app":
+        if _app is None:
+            _app = create_app(WorkerSettings(), CollectorRegistry())
+        return _app
+    raise AttributeError(name)

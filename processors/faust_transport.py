@@ -1,0 +1,367 @@
+"""Faust's aiokafka transport with a bulk path for the worker's source topics.
+
+Faust hands each Kafka record to an agent through queues, tasks and `wait_first` calls,
+several hundred Python calls per record; with `stream.take_events` on top, the worker read
+about 1,500 records/s on a 2-core machine where a plain aiokafka consumer read 200,000/s
+(`bench/bench_worker.py --plain-faust` shows it again). Producing one record per `send`
+costs another ~30 µs, against ~6 µs per record in an aiokafka batch builder. At tens of
+thousands of scans a second neither fits, so the worker keeps Faust for what it is good at
+(consumer group and co-partitioned assignment, pause/resume around rebalances, table
+changelogs and their recovery, exactly-once transactions and offset commits) and replaces
+the two per-record paths for its two source topics:
+
+- `BulkConsumer._drain_messages` is Faust's fetch loop, except that records of the topics
+  named in `app.bulk` go to one handler call per fetched batch (every other topic takes
+  Faust's own per-message path unchanged). The handler runs under `app.bulk.gate`; the
+  consumer acks the batch's offsets when it returns, or, if it returns an awaitable,
+  when that completes (at least once: when Kafka has the batch's outputs and state
+  changes). Faust commits acked offsets as usual.
+- Table recovery: Faust replays a changelog through the same per-message path, at about
+  1,500 records/s, so a worker with a million keys of dedup state would take minutes to
+  restart. Records of a changelog partition being recovered, whose table's store can take
+  raw records (`restore_records`, see `processors.tables`), are applied in bulk instead,
+  and the recovery's offsets advanced as Faust's own loop would (it notices the end at its
+  next 5 s poll).
+- `BulkProducer.send_batches` writes a batch's messages with aiokafka's batch builder, on
+  the default producer (at least once) or on the partition's transactional producer
+  (exactly once).
+
+Exactly once needs one more thing: Faust commits a partition's transaction from a timer
+task, and a commit while a batch is between its first send and its acks would publish its
+outputs with the previous offsets; a crash then repeats them. So `BulkConsumer.commit`
+(every Faust commit path) waits for `app.bulk.gate`, which a batch holds from its first
+send to its last ack, and `wait_empty` (rebalance, shutdown) waits for a running batch. A
+batch is shielded from cancellation so a stopping worker finishes it (or, if it had not
+started, drops it: the records are read again from the committed offsets).
+
+Everything here leans on Faust 0.15's internals (`faust-streaming>=0.15.3,<0.16` pins
+them): `_drain_messages`, `_wait_next_records`, `_read_offset`, `_acked`, `_add_gap`,
+`_transaction_producers` and `_trn_locks`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
+from dataclasses import dataclass, field
+from time import monotonic
+from typing import Any
+
+from faust.exceptions import ProducerSendError
+from faust.transport.consumer import CONSUMER_FETCHING
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+from faust.types.tuples import ack_lock
+from mode.utils.futures import notify
+
+log = logging.getLogger("scantrace.worker")
+
+# (key, value) of one Kafka record to send.
+Message = tuple[bytes | None, bytes | None]
+# The records of one fetch, by topic partition (aiokafka ConsumerRecords).
+Records = Mapping[TP, Sequence[Any]]
+# A batch handler returns None when the batch is done (ack it now), or an awaitable that
+# completes once its effects are durable (ack it then; it may still run during the next
+# batch: at least once, the worker publishes one batch while it processes the next).
+BulkHandler = Callable[[Records], Awaitable[Awaitable[None] | None]]
+
+
+@dataclass(slots=True)
+class BulkRouting:
+    """Which topics the worker consumes in bulk, its handler, and the commit gate."""
+
+    topics: frozenset[str]
+    handler: BulkHandler
+    gate: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class BulkConsumer(faust_aiokafka.Consumer):
+    _ack_tasks: set[asyncio.Future[None]] | None = None
+
+    def _routing(self) -> BulkRouting | None:
+        routing = getattr(self.app, "bulk", None)
+        return routing if isinstance(routing, BulkRouting) else None
+
+    # -- commits wait for a running batch -------------------------------------------------
+
+    async def commit(self, topics: Any = None, start_new_transaction: bool = True) -> bool:
+        routing = self._routing()
+        if routing is None:
+            return await super().commit(topics, start_new_transaction)
+        async with routing.gate:
+            return await super().commit(topics, start_new_transaction)
+
+    async def commit_holding_gate(self) -> bool:
+        """Commit acked offsets now; for a caller that already holds the gate."""
+        return await super().commit()
+
+    async def wait_empty(self) -> None:
+        routing = self._routing()
+        if routing is not None:
+            async with routing.gate:  # a batch being processed finishes first
+                pass
+            while self._ack_tasks:  # and the batches being published are acked
+                await asyncio.gather(*self._ack_tasks, return_exceptions=True)
+        await super().wait_empty()
+
+    def ack_offsets(self, tp: TP, offsets: Iterable[int]) -> None:
+        """`Consumer.ack` for plain offsets: mark them safe to commit."""
+        if not self.app.topics.acks_enabled_for(tp.topic):
+            return
+        with ack_lock:
+            committed = self._committed_offset[tp]
+            acked_index = self._acked_index[tp]
+            acked = self._acked[tp]
+            n = 0
+            for offset in offsets:
+                if (committed is None or offset >= committed) and offset not in acked_index:
+                    acked_index.add(offset)
+                    acked.append(offset)
+                    n += 1
+            self._n_acked += n
+        notify(self._waiting_for_ack)
+
+    # -- the fetch loop -------------------------------------------------------------------
+
+    async def _drain_messages(self, fetcher: Any) -> None:
+        routing = self._routing()
+        if routing is None:
+            await super()._drain_messages(fetcher)
+            return
+        bulk_topics = routing.topics
+        callback = self.callback
+        consumer_should_stop = self._stopped.is_set
+        fetcher_should_stop = fetcher._stopped.is_set
+        get_read_offset = self._read_offset.__getitem__
+        set_read_offset = self._read_offset.__setitem__
+        commit_every = self._commit_every
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        monitor = self.app.monitor
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                self.diag.set_flag(CONSUMER_FETCHING)
+                records, active = await self._wait_next_records(1.0)
+                await self.sleep(0)
+                if records is None or self.should_stop:
+                    continue
+                if not self.flow_active:
+                    try:
+                        await self.perform_seek()
+                    except Exception as exc:
+                        log.info("seek while flow inactive failed: %r", exc)
+                    continue
+                generation = self.app.consumer_generation_id
+                batch: dict[TP, Sequence[Any]] = {}
+                for tp, recs in records.items():
+                    if not recs or (
+                        active is not None
+                        and tp not in active
+                        and tp not in self._buffered_partitions
+                    ):
+                        continue
+                    if monitor is not None:
+                        monitor.track_tp_end_offset(tp, self.highwater(tp))
+                    if tp.topic in bulk_topics:
+                        batch[tp] = recs
+                        continue
+                    if self._restore(tp, recs):
+                        continue
+                    # Faust's own per-message path (changelogs during recovery, ...).
+                    for record in recs:
+                        if not self.flow_active or self.app.consumer_generation_id != generation:
+                            break
+                        message = self._to_message(tp, record)
+                        offset = message.offset
+                        r_offset = get_read_offset(tp)
+                        if r_offset is None or offset >= r_offset:
+                            gap = offset - (r_offset or 0)
+                            if gap > 1 and r_offset and acks_enabled_for(message.topic):
+                                await self._add_gap(tp, r_offset + 1, offset)
+                            if commit_every is not None and self._n_acked >= commit_every:
+                                self._n_acked = 0
+                                await self.commit()
+                            await self.wait_first(callback(message), self.suspend_flow.wait())
+                            set_read_offset(tp, offset)
+                if batch:
+                    # Shielded: a stop cancels the fetch loop, not a batch half sent.
+                    await asyncio.shield(self._run_bulk(routing, batch, generation))
+                    if commit_every is not None and self._n_acked >= commit_every:
+                        self._n_acked = 0
+                        await self.commit()
+                self.diag.unset_flag(CONSUMER_FETCHING)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                log.info("broker stopped the consumer, shutting down")
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                return
+            raise
+        finally:
+            self.diag.unset_flag(CONSUMER_FETCHING)
+
+    def _restore(self, tp: TP, records: Sequence[Any]) -> bool:
+        """Apply records of a changelog partition under recovery to its table in bulk;
+        False when the partition is not one (then Faust's per-message path takes them)."""
+        tables: Any = self.app.tables  # TableManagerT does not declare `recovery`
+        recovery = tables.recovery
+        if not recovery.in_recovery or tp not in recovery.active_tps:
+            return False
+        table = recovery.tp_to_table.get(tp)
+        restore = getattr(getattr(table, "data", None), "restore_records", None)
+        if restore is None:
+            return False
+        seen = recovery.active_offsets.get(tp)
+        if seen is not None and records[0].offset <= seen:
+            records = [r for r in records if r.offset > seen]
+        if records:
+            restore(tp.partition, records)
+            recovery.active_offsets[tp] = records[-1].offset
+            self._read_offset[tp] = records[-1].offset
+        return True
+
+    async def _run_bulk(
+        self, routing: BulkRouting, batch: Mapping[TP, Sequence[Any]], generation: int
+    ) -> bool:
+        async with routing.gate:
+            if (
+                self.should_stop
+                or not self.flow_active
+                or self.app.consumer_generation_id != generation
+            ):
+                return False  # a rebalance or stop began: read again from the commit
+            fresh: dict[TP, Sequence[Any]] = {}
+            for tp, recs in batch.items():
+                r_offset = self._read_offset[tp]
+                if r_offset is not None and recs[0].offset < r_offset:
+                    recs = [r for r in recs if r.offset >= r_offset]
+                if recs:
+                    fresh[tp] = recs
+            if not fresh:
+                return True
+            try:
+                completion = await routing.handler(fresh)
+            except Exception as exc:
+                await self._batch_failed(exc)
+                return False
+            now = monotonic()
+            inbound = self.app.monitor.stream_inbound_time if self.app.monitor else None
+            acks: dict[TP, list[int]] = {}
+            for tp, recs in fresh.items():
+                offsets = [r.offset for r in recs]
+                if self.app.topics.acks_enabled_for(tp.topic):
+                    r_offset = self._read_offset[tp]
+                    previous = r_offset if r_offset is not None else offsets[0]
+                    for offset in offsets:
+                        if offset - previous > 1:  # compacted away, or a transaction marker
+                            await self._add_gap(tp, previous + 1, offset - 1)
+                        previous = offset
+                    acks[tp] = offsets
+                self._read_offset[tp] = offsets[-1]
+                if inbound is not None:
+                    inbound[tp] = now
+            if completion is None:
+                for tp, offsets in acks.items():
+                    self.ack_offsets(tp, offsets)
+            else:
+                if self._ack_tasks is None:
+                    self._ack_tasks = set()
+                task = asyncio.ensure_future(self._ack_when(completion, acks))
+                self._ack_tasks.add(task)
+                task.add_done_callback(self._ack_tasks.discard)
+            return True
+
+    async def _ack_when(self, completion: Awaitable[None], acks: Mapping[TP, list[int]]) -> None:
+        try:
+            await completion
+        except Exception as exc:
+            await self._batch_failed(exc)
+            return
+        for tp, offsets in acks.items():
+            self.ack_offsets(tp, offsets)
+
+    async def _batch_failed(self, exc: BaseException) -> None:
+        # Outputs not acknowledged by Kafka (after the producer's own retries): the
+        # offsets stay uncommitted and the worker stops; a restart reads them again.
+        if not self.app.should_stop:
+            log.critical("batch failed, stopping the worker: %r", exc)
+            await self.app.crash(exc)
+
+
+class BulkProducer(faust_aiokafka.Producer):
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        # Transactions written to since their last commit (exactly once).
+        self.dirty_transactions: set[str] = set()
+
+    def _lock(self, transactional_id: str | None) -> AbstractAsyncContextManager[Any]:
+        if transactional_id is None:
+            return nullcontext()
+        lock = self._trn_locks.get(transactional_id)
+        if lock is None:
+            raise ProducerSendError(f"no transaction producer for {transactional_id}")
+        return lock
+
+    async def send_batches(
+        self,
+        messages: Mapping[tuple[str, int], Sequence[Message]],
+        transactional_id: str | None = None,
+    ) -> list[asyncio.Future[Any]]:
+        """Queue every message with aiokafka's batch builder; returns the delivery futures
+        (one per record batch). With a transactional id, on that transaction."""
+        futures: list[asyncio.Future[Any]] = []
+        if not messages:
+            return futures
+        async with self._lock(transactional_id):
+            if transactional_id is None:
+                producer = self._ensure_producer()
+            else:
+                producer = self._transaction_producers.get(transactional_id)
+                if producer is None:
+                    raise ProducerSendError(f"no transaction producer for {transactional_id}")
+                self.dirty_transactions.add(transactional_id)
+            for (topic, partition), records in messages.items():
+                builder = producer.create_batch()
+                for key, value in records:
+                    if builder.append(timestamp=None, key=key, value=value) is None:
+                        fut = await producer.send_batch(builder, topic, partition=partition)
+                        futures.append(fut)
+                        builder = producer.create_batch()
+                        builder.append(timestamp=None, key=key, value=value)  # always fits one
+                if builder.record_count():
+                    futures.append(await producer.send_batch(builder, topic, partition=partition))
+        return futures
+
+    async def commit_transactions(
+        self,
+        tid_to_offset_map: Mapping[str, Mapping[TP, int]],
+        group_id: str,
+        start_new_transaction: bool = True,
+    ) -> None:
+        await super().commit_transactions(
+            tid_to_offset_map, group_id, start_new_transaction=start_new_transaction
+        )
+        self.dirty_transactions.difference_update(tid_to_offset_map)
+
+    async def commit_dirty_transactions(self) -> list[str]:
+        """Commit transactions written to but without offsets to commit (a timer's output
+        on an idle partition). Call holding the gate, after committing the offsets."""
+        committed = []
+        for tid in sorted(self.dirty_transactions):
+            async with self._lock(tid):
+                producer = self._transaction_producers.get(tid)
+                if producer is None:
+                    continue
+                await producer.commit_transaction()
+                await producer.begin_transaction()
+            committed.append(tid)
+        self.dirty_transactions.difference_update(committed)
+        return committed
+
+
+class BulkTransport(faust_aiokafka.Transport):
+    Consumer = BulkConsumer
+    Producer = BulkProducer

@@ -1,0 +1,146 @@
+"""`scantrace worker`: the Faust app of the processors stage."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+from pydantic import ValidationError
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from processors.worker_settings import WorkerSettings
+
+
+@click.command()
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve /metrics on this port, 0 = off [env: SCANTRACE_WORKER__METRICS_PORT; default 0]",
+)
+@click.option(
+    "--metrics-host",
+    default=None,
+    help="Interface for /metrics [env: SCANTRACE_WORKER__METRICS_HOST; default 0.0.0.0]",
+)
+@click.option(
+    "--processing-guarantee",
+    type=click.Choice(["at_least_once", "exactly_once"]),
+    default=None,
+    help="[env: SCANTRACE_WORKER__PROCESSING_GUARANTEE; default at_least_once]",
+)
+@click.option(
+    "--app-id",
+    default=None,
+    help="Faust app id and consumer group, after the topic prefix "
+    "[env: SCANTRACE_WORKER__APP_ID; default scantrace-worker]",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Faust's working folder [env: SCANTRACE_WORKER__DATA_DIR; default ./worker-data]",
+)
+@click.option(
+    "--batch-max-records",
+    type=click.IntRange(1, 1_000_000),
+    default=None,
+    help="Records per fetched batch, at most [env: SCANTRACE_WORKER__BATCH_MAX_RECORDS; "
+    "default 10000]",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default=None,
+    help="Logging level [env: SCANTRACE_WORKER__LOG_LEVEL; default info]",
+)
+def worker(
+    metrics_port: int | None,
+    metrics_host: str | None,
+    processing_guarantee: str | None,
+    app_id: str | None,
+    data_dir: Path | None,
+    batch_max_records: int | None,
+    log_level: str | None,
+) -> None:
+    """Processors worker: scans.raw -> decode, validate, dedup, repeats, enrich with the
+    premises registry -> scans.enriched; invalid scans and scans whose premises never
+    arrives -> scans.dlq. State in Faust tables with changelogs.
+
+    Stops gracefully on SIGTERM or Ctrl-C. Kafka from SCANTRACE_KAFKA__BOOTSTRAP (or the
+    running local services); the core's horizons from SCANTRACE_CORE__*.
+    """
+    from prometheus_client import CollectorRegistry
+
+    from processors.worker_settings import WorkerSettings
+
+    changes = {
+        k: v
+        for k, v in {
+            "metrics_port": metrics_port,
+            "metrics_host": metrics_host,
+            "processing_guarantee": processing_guarantee,
+            "app_id": app_id,
+            "data_dir": data_dir,
+            "batch_max_records": batch_max_records,
+            "log_level": log_level,
+        }.items()
+        if v is not None
+    }
+    try:
+        settings = WorkerSettings().with_options(**changes)
+        settings.kafka.servers()
+    except (ValidationError, RuntimeError, ValueError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    run(settings, CollectorRegistry())
+
+
+def run(settings: WorkerSettings, registry: CollectorRegistry) -> None:
+    """Build the app and run a Faust worker for it until SIGTERM/SIGINT (or a crash)."""
+    import faust
+
+    from processors.app import create_app
+
+    level = settings.worker.log_level.upper()
+    app = create_app(settings, registry)
+    faust_worker = faust.Worker(
+        app,
+        loglevel=level,
+        quiet=True,  # no banner
+        redirect_stdouts=False,
+        logging_config={
+            "version": 1,
+            "disable_existing_loggers": False,
+            "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+            "handlers": {
+                "stderr": {
+                    "class": "logging.StreamHandler",
+                    "formatter": "plain",
+                    "stream": "ext://sys.stderr",
+                }
+            },
+            "root": {"level": level, "handlers": ["stderr"]},
+            # Faust, mode and aiokafka narrate every rebalance and recovery step at INFO,
+            # also through the Faust services defined in processors (their class's module).
+            "loggers": {
+                name: {"level": "DEBUG" if level == "DEBUG" else "WARNING"}
+                for name in (
+                    "faust",
+                    "mode",
+                    "aiokafka",
+                    "kafka",
+                    "processors.app",
+                    "processors.tables",
+                    "processors.faust_transport",
+                )
+            },
+        },
+    )
+    logging.getLogger("scantrace.worker").setLevel(level)
+    faust_worker.execute_from_commandline()

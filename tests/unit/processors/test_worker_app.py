@@ -1,0 +1,103 @@
+"""The worker's settings, metrics and Faust app wiring (no broker: nothing connects)."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import CollectorRegistry, Histogram
+from pydantic import ValidationError
+
+from ingest.kafka_settings import KafkaSettings
+from processors.app import WorkerApp, create_app
+from processors.faust_transport import BulkConsumer, BulkProducer, BulkTransport
+from processors.metrics import LAG_BUCKETS_S, BulkHistogram, WorkerMetrics
+from processors.worker_settings import WorkerSettings
+
+
+def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCANTRACE_KAFKA__BOOTSTRAP", "k1:9092,k2:9092")
+    monkeypatch.setenv("SCANTRACE_KAFKA__TOPIC_PREFIX", "t1.")
+    monkeypatch.setenv("SCANTRACE_CORE__DEDUP_HORIZON_MS", "60000")
+    monkeypatch.setenv("SCANTRACE_WORKER__PROCESSING_GUARANTEE", "exactly_once")
+    monkeypatch.setenv("SCANTRACE_WORKER__METRICS_PORT", "9101")
+    settings = WorkerSettings()
+    assert settings.kafka.servers() == ["k1:9092", "k2:9092"]
+    assert settings.core.dedup_horizon_ms == 60_000
+    assert settings.worker.processing_guarantee == "exactly_once"
+    assert settings.worker.metrics_port == 9101
+    assert settings.app_id == "t1.scantrace-worker"
+    changed = settings.with_options(metrics_port=0, app_id="w2")
+    assert (changed.worker.metrics_port, changed.app_id) == (0, "t1.w2")
+    with pytest.raises(ValidationError):
+        settings.with_options(processing_guarantee="at_most_once")
+    monkeypatch.setenv("SCANTRACE_WORKER__BATCH_MAX_RECORDS", "0")
+    with pytest.raises(ValidationError):
+        WorkerSettings()
+
+
+def test_create_app_wires_topics_tables_and_timers_without_connecting() -> None:
+    settings = WorkerSettings(
+        kafka=KafkaSettings(bootstrap="127.0.0.1:9", topic_prefix="t2.", partitions=6)
+    ).with_options(processing_guarantee="exactly_once")
+    app = create_app(settings, CollectorRegistry())
+    assert isinstance(app, WorkerApp)
+    assert app.conf.id == "t2.scantrace-worker"
+    assert app.conf.processing_guarantee.value == "exactly_once"
+    assert app.conf.web_enabled is False
+    assert app.bulk is not None and app.bulk.topics == {"t2.scans.raw", "t2.premises"}
+    assert {t.get_topic_name() for t in app.topics} >= {"t2.scans.raw", "t2.premises"}
+    assert sorted(app.tables) == ["last_kept", "parked", "premises", "seen"]
+    for name, table in app.tables.items():
+        assert table.partitions == 6
+        assert table.changelog_topic.get_topic_name() == f"t2.scantrace-worker-{name}-changelog"
+    assert isinstance(app.transport, BulkTransport)
+    assert app.transport.Consumer is BulkConsumer and app.transport.Producer is BulkProducer
+    assert len(app._app_tasks) == 2  # the expire and gauge timers
+
+
+def test_bulk_histogram_matches_prometheus_histogram() -> None:
+    registry = CollectorRegistry()
+    bulk = BulkHistogram("bulk_seconds", "bulk", LAG_BUCKETS_S, registry)
+    plain = Histogram("plain_seconds", "plain", buckets=LAG_BUCKETS_S, registry=registry)
+    now = 1_700_000_000_000
+    times = [now - ms for ms in (0, 99, 100, 250, 1_000, 59_999, 3_600_000, 10**9)]
+    bulk.observe_since(times, now)
+    bulk.observe_since([], now)
+    for t in times:
+        plain.observe((now - t) / 1000)
+    for bound in [*(str(float(b)) for b in LAG_BUCKETS_S), "+Inf"]:
+        assert registry.get_sample_value("bulk_seconds_bucket", {"le": bound}) == (
+            registry.get_sample_value("plain_seconds_bucket", {"le": bound})
+        ), bound
+    assert registry.get_sample_value("bulk_seconds_count") == len(times)
+    assert registry.get_sample_value("bulk_seconds_sum") == pytest.approx(
+        registry.get_sample_value("plain_seconds_sum")
+    )
+
+
+def test_lag_series_of_partitions_that_moved_away_disappear() -> None:
+    metrics = WorkerMetrics(CollectorRegistry())
+    metrics.set_lags({("raw", 0): 5, ("raw", 1): 0})
+    metrics.set_lags({("raw", 1): 7})
+    reg = metrics.registry
+    assert (
+        reg.get_sample_value("scantrace_worker_consumer_lag", {"topic": "raw", "partition": "0"})
+        is None
+    )
+    assert (
+        reg.get_sample_value("scantrace_worker_consumer_lag", {"topic": "raw", "partition": "1"})
+        == 7
+    )
+
+
+def test_metric_names_match_the_deploy_contract() -> None:
+    from pathlib import Path
+
+    metrics = WorkerMetrics(CollectorRegistry())
+    metrics.scans_enriched.labels("D1").inc()
+    metrics.dead_letters.labels("undecodable").inc()
+    metrics.set_lags({("raw", 0): 1})
+    metrics.batch_duration.observe(0.1)
+    exported = {s.name for m in metrics.registry.collect() for s in m.samples}
+    contract = Path(__file__).parents[3] / "deploy" / "metrics.txt"
+    wanted = {n for n in contract.read_text().split() if n.startswith("scantrace_worker_")}
+    assert wanted <= exported, wanted - exported
