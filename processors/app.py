@@ -65,6 +65,10 @@ GAUGE_INTERVAL_S: Final = 2.0
 MAX_BATCHES_IN_FLIGHT: Final = 2
 # A record batch written by the worker, at most (the broker's default limit is ~1 MB).
 PRODUCER_BATCH_BYTES: Final = 512 * 1024
+# Bytes fetched per partition and request: aiokafka asks again only once the last fetch is
+# consumed, so a small one (Faust's default is 1 MiB, ~7,000 scans) leaves the worker
+# waiting for a round trip every few batches.
+FETCH_BYTES_PER_PARTITION: Final = 8 * 1024 * 1024
 
 
 def now_ms() -> int:
@@ -405,6 +409,7 @@ def create_app(settings: WorkerSettings, registry: CollectorRegistry) -> WorkerA
         broker_session_timeout=options.session_timeout_seconds,
         broker_heartbeat_interval=min(3.0, options.session_timeout_seconds / 3),
         broker_max_poll_records=options.batch_max_records,
+        consumer_max_fetch_size=FETCH_BYTES_PER_PARTITION,
         producer_max_batch_size=PRODUCER_BATCH_BYTES,
         producer_request_timeout=options.produce_timeout_seconds,
         producer_max_request_size=max(options.max_record_bytes, PRODUCER_BATCH_BYTES) + 65_536,
