@@ -351,8 +351,7 @@ class BatchRunner:
                 continue  # a tombstone without a key names nothing
             try:
                 if premises is None:
-                    assert rec.key is not None
-                    core.forget_premises(rec.key.decode("utf-8", "replace"))
+                    core.forget_premises((rec.key or b"").decode("utf-8", "replace"))
                     result = None
                 else:
                     result = core.upsert_premises(premises, now_ms)

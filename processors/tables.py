@@ -222,5 +222,6 @@ class PartitionedTable(Table[Any, Any]):
     @property
     def store(self) -> PartitionedStore:
         data = self.data
-        assert isinstance(data, PartitionedStore)
+        if not isinstance(data, PartitionedStore):  # only if someone swapped the store
+            raise TypeError(f"table {self.name} has a {type(data).__name__} store")
         return data
