@@ -63,6 +63,9 @@ log = logging.getLogger("scantrace.worker")
 GAUGE_INTERVAL_S: Final = 2.0
 # At least once: batches whose outputs are on their way while the next one is processed.
 MAX_BATCHES_IN_FLIGHT: Final = 2
+# Scans of a partition wait for its premises registry to be read (a fresh start with a
+# backlog would otherwise park them all), at most this long.
+PREMISES_WAIT_S: Final = 30.0
 # A record batch written by the worker, at most (the broker's default limit is ~1 MB).
 PRODUCER_BATCH_BYTES: Final = 512 * 1024
 # Bytes fetched per partition and request: aiokafka asks again only once the last fetch is
@@ -132,6 +135,11 @@ class Pipeline:
         self._in_flight: list[asyncio.Future[None]] = []
         self._metrics_server: Any = None
         self._announced: tuple[int, ...] | None = None
+        # Partitions whose premises registry has been read since the last rebalance, and
+        # since when the others have been waiting.
+        self._premises_ready: set[int] = set()
+        self._waiting_since: dict[int, float] = {}
+        self._generation = -1
 
     # -- Kafka plumbing -------------------------------------------------------------------
 
@@ -233,6 +241,43 @@ class Pipeline:
             )
         return completion
 
+    def hold(self, tp: TP) -> bool:
+        """Whether records of `tp` must wait: scans of a partition whose premises topic
+        partition has not been read up to its end since the assignment (or for
+        `PREMISES_WAIT_S`)."""
+        if tp.topic != self.raw_topic:
+            return False
+        generation = self.app.consumer_generation_id
+        if generation != self._generation:
+            self._generation = generation
+            self._premises_ready.clear()
+            self._waiting_since.clear()
+        partition = tp.partition
+        if partition in self._premises_ready:
+            return False
+        consumer = self.consumer
+        premises = TP(self.premises_topic, partition)
+        waited = time.monotonic() - self._waiting_since.setdefault(partition, time.monotonic())
+        try:
+            high = consumer.highwater(premises)
+        except Exception:  # not fetched yet
+            high = None
+        position = self.positions.get(premises)
+        if position is None:
+            position = consumer._committed_offset.get(premises)
+        caught_up = high is not None and (high == 0 or (position is not None and position >= high))
+        if caught_up or waited > PREMISES_WAIT_S:
+            self._premises_ready.add(partition)
+            if not caught_up:
+                log.warning(
+                    "premises partition %d not read to its end after %.0f s: scans go on "
+                    "(those of premises not yet read are parked until they are)",
+                    partition,
+                    waited,
+                )
+            return False
+        return True
+
     # -- timers ---------------------------------------------------------------------------
 
     def _settled(self) -> bool:
@@ -308,6 +353,7 @@ class Pipeline:
 
     async def gauges(self) -> None:
         try:
+            self.consumer.release_held()  # when no batch comes to do it
             self.update_gauges()
         except Exception:
             log.exception("could not update the gauges")
@@ -429,7 +475,9 @@ def create_app(settings: WorkerSettings, registry: CollectorRegistry) -> WorkerA
     }
     for topic in sources.values():
         app.topics.add(topic)  # subscribed and assigned like an agent's topic
-    app.bulk = BulkRouting(topics=frozenset(sources), handler=pipeline.on_records)
+    app.bulk = BulkRouting(
+        topics=frozenset(sources), handler=pipeline.on_records, hold=pipeline.hold
+    )
     app.timer(interval=options.expire_interval_seconds, name="scantrace.expire")(pipeline.expire)
     app.timer(interval=GAUGE_INTERVAL_S, name="scantrace.gauges")(pipeline.gauges)
     return app

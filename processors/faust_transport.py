@@ -70,15 +70,22 @@ BulkHandler = Callable[[Records], Awaitable[Awaitable[None] | None]]
 
 @dataclass(slots=True)
 class BulkRouting:
-    """Which topics the worker consumes in bulk, its handler, and the commit gate."""
+    """Which topics the worker consumes in bulk, its handler, and the commit gate.
+
+    `hold(tp)`, when given, says a partition's records must wait (the worker holds scans
+    until the premises registry of their partition is loaded): they are left unprocessed,
+    the partition is paused and rewound, and resumed once `hold` says so.
+    """
 
     topics: frozenset[str]
     handler: BulkHandler
     gate: asyncio.Lock = field(default_factory=asyncio.Lock)
+    hold: Callable[[TP], bool] | None = None
 
 
 class BulkConsumer(faust_aiokafka.Consumer):
     _ack_tasks: set[asyncio.Future[None]] | None = None
+    _held: set[TP] | None = None
 
     def _routing(self) -> BulkRouting | None:
         routing = getattr(self.app, "bulk", None)
@@ -187,6 +194,7 @@ class BulkConsumer(faust_aiokafka.Consumer):
                 if batch:
                     # Shielded: a stop cancels the fetch loop, not a batch half sent.
                     await asyncio.shield(self._run_bulk(routing, batch, generation))
+                    self.release_held()
                     if commit_every is not None and self._n_acked >= commit_every:
                         self._n_acked = 0
                         await self.commit()
@@ -240,6 +248,9 @@ class BulkConsumer(faust_aiokafka.Consumer):
                     recs = [r for r in recs if r.offset >= r_offset]
                 if recs:
                     fresh[tp] = recs
+            if routing.hold is not None:
+                for tp in [tp for tp in fresh if routing.hold(tp)]:
+                    await self._hold_back(tp, fresh.pop(tp)[0].offset)
             if not fresh:
                 return True
             try:
@@ -273,6 +284,28 @@ class BulkConsumer(faust_aiokafka.Consumer):
                 self._ack_tasks.add(task)
                 task.add_done_callback(self._ack_tasks.discard)
             return True
+
+    async def _hold_back(self, tp: TP, offset: int) -> None:
+        """Leave a partition's records for later: pause it and rewind to `offset`."""
+        if self._held is None:
+            self._held = set()
+        tp = TP(tp.topic, tp.partition)  # fetched records are keyed by aiokafka's type
+        self._held.add(tp)
+        self.pause_partitions([tp])
+        await self.seek(tp, offset)
+
+    def release_held(self) -> list[TP]:
+        """Resume held partitions their `hold` lets go (and forget those reassigned)."""
+        routing = self._routing()
+        if not self._held or routing is None or routing.hold is None:
+            return []
+        assigned = self.assignment()
+        released = [tp for tp in self._held if tp not in assigned or not routing.hold(tp)]
+        self._held.difference_update(released)
+        ready = [tp for tp in released if tp in assigned]
+        if ready:
+            self.resume_partitions(ready)
+        return ready
 
     async def _ack_when(self, completion: Awaitable[None], acks: Mapping[TP, list[int]]) -> None:
         try:

@@ -200,6 +200,8 @@ def test_a_worker_killed_mid_stream_loses_nothing_and_keeps_its_dedup_state(
     )
     first.kill()
     assert at_kill["scantrace_worker_events_in_total"] < n, "the worker finished before the kill"
+    # The scans waited for the premises registry instead of parking until it was read.
+    assert at_kill.get("scantrace_worker_released_total", 0) == 0
 
     second = workers.start(**options)
     deadline = time.monotonic() + 45
