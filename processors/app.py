@@ -62,7 +62,7 @@ log = logging.getLogger("scantrace.worker")
 
 GAUGE_INTERVAL_S: Final = 2.0
 # At least once: batches whose outputs are on their way while the next one is processed.
-MAX_BATCHES_IN_FLIGHT: Final = 2
+MAX_BATCHES_IN_FLIGHT: Final = 4
 # Scans of a partition wait for its premises registry to be read (a fresh start with a
 # backlog would otherwise park them all), at most this long.
 PREMISES_WAIT_S: Final = 30.0
