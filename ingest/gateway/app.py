@@ -16,7 +16,6 @@ Run it with `RUNNER_KWARGS` (gzip is decoded here, under the body limit, not by 
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import time
@@ -28,6 +27,7 @@ import msgpack
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from ingest.auth import BearerTokens
 from ingest.codec import unpack_json, unpack_msgpack
 from ingest.contract import MAX_ID_LEN, ScanEvent, ScanRejected, now_ms, parse_scan
 from ingest.deadletter import DeadLetter
@@ -61,33 +61,13 @@ class BodyError(Exception):
         self.detail = detail
 
 
-class TokenAuth:
-    """Bearer tokens to gateway ids. Every token is compared (in constant time each), so
-    the answer's timing does not tell which token was close. Tokens are never logged."""
+class TokenAuth(BearerTokens[str]):
+    """Bearer tokens to gateway ids."""
 
-    __slots__ = ("_tokens",)
-
-    def __init__(self, tokens: Mapping[str, str]) -> None:
-        self._tokens = [(t.encode(), gw) for t, gw in tokens.items()]
-
-    def __len__(self) -> int:
-        return len(self._tokens)
-
-    def __repr__(self) -> str:
-        return f"TokenAuth(<{len(self._tokens)} tokens>)"
+    __slots__ = ()
 
     def gateway_for(self, authorization: str | None) -> str | None:
-        if not authorization:
-            return None
-        scheme, _, credentials = authorization.strip().partition(" ")
-        if scheme.lower() != "bearer":
-            return None
-        given = credentials.strip().encode("utf-8", "surrogateescape")
-        found: str | None = None
-        for token, gateway_id in self._tokens:
-            if hmac.compare_digest(token, given) and found is None:
-                found = gateway_id
-        return found
+        return self.lookup(authorization)
 
 
 def gunzip(data: bytes, limit: int) -> bytes:

@@ -19,7 +19,6 @@ the next offset), CSV is streamed in chunks, the whole answer.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import time
@@ -29,6 +28,7 @@ from typing import Final, TypeVar
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from ingest.auth import BearerTokens
 from tracing.api.metrics import ApiMetrics
 from tracing.api.openapi import openapi_document
 from tracing.audit import Action, Actor, read_audit
@@ -47,30 +47,13 @@ CSV_CHUNK_BYTES: Final = 64 * 1024
 T = TypeVar("T")
 
 
-class TokenAuth:
-    """Bearer tokens to principals. Every token is compared (in constant time each), so
-    the answer's timing does not tell which token was close. Tokens are never logged."""
+class TokenAuth(BearerTokens[Principal]):
+    """Bearer tokens to principals (the tracer's name and role)."""
 
-    __slots__ = ("_tokens",)
-
-    def __init__(self, tokens: Mapping[str, Principal]) -> None:
-        self._tokens = [(t.encode(), p) for t, p in tokens.items()]
-
-    def __repr__(self) -> str:
-        return f"TokenAuth(<{len(self._tokens)} tokens>)"
+    __slots__ = ()
 
     def principal(self, authorization: str | None) -> Principal | None:
-        if not authorization:
-            return None
-        scheme, _, credentials = authorization.strip().partition(" ")
-        if scheme.lower() != "bearer":
-            return None
-        given = credentials.strip().encode("utf-8", "surrogateescape")
-        found: Principal | None = None
-        for token, principal in self._tokens:
-            if hmac.compare_digest(token, given) and found is None:
-                found = principal
-        return found
+        return self.lookup(authorization)
 
 
 class ApiError(Exception):
