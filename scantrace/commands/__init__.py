@@ -1,1 +1,28 @@
 """One module per CLI command group; `scantrace.cli` imports them lazily."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from pydantic import SecretStr
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def server_overrides(
+    host: str | None, port: int | None, tokens_file: Path | None
+) -> dict[str, object]:
+    """The flags a server command was given, to lay over its settings from the environment."""
+    changes: dict[str, object] = {}
+    if host is not None:
+        changes["host"] = host
+    if port is not None:
+        changes["port"] = port
+    if tokens_file is not None:
+        changes["tokens"] = SecretStr(tokens_file.read_text(encoding="utf-8"))
+    return changes

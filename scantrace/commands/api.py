@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import sys
 from pathlib import Path
 
 import click
-from pydantic import SecretStr, ValidationError
+from pydantic import ValidationError
 
+from scantrace.commands import server_overrides, setup_logging
 from tracing.audit import read_audit
 from tracing.models import iso_utc
 from tracing.runner import ClickHouseRunner
@@ -46,19 +46,10 @@ def api(host: str | None, port: int | None, tokens_file: Path | None, log_level:
     """
     from tracing.api.server import serve
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(log_level)
     try:
         settings = TracerSettings()
-        changes: dict[str, object] = {}
-        if host is not None:
-            changes["host"] = host
-        if port is not None:
-            changes["port"] = port
-        if tokens_file is not None:
-            changes["tokens"] = SecretStr(tokens_file.read_text(encoding="utf-8"))
-        settings = settings.with_api(**changes)
+        settings = settings.with_api(**server_overrides(host, port, tokens_file))
         settings.api.token_map()
         settings.clickhouse.parts()
     except (ValidationError, TokensError, RuntimeError, ValueError, OSError) as exc:

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
 from pathlib import Path
 
 import click
-from pydantic import SecretStr, ValidationError
+from pydantic import ValidationError
 
 from ingest.gateway.server import serve
 from ingest.gateway.settings import GatewaySettings, TokensError
+from scantrace.commands import server_overrides, setup_logging
 
 
 @click.command()
@@ -44,19 +44,10 @@ def gateway(host: str | None, port: int | None, tokens_file: Path | None, log_le
     Also GET /healthz, /readyz and /metrics. Stops gracefully on SIGTERM.
     Kafka from SCANTRACE_KAFKA__BOOTSTRAP (or the running local services).
     """
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(log_level)
     try:
         settings = GatewaySettings()
-        changes: dict[str, object] = {}
-        if host is not None:
-            changes["host"] = host
-        if port is not None:
-            changes["port"] = port
-        if tokens_file is not None:
-            changes["tokens"] = SecretStr(tokens_file.read_text(encoding="utf-8"))
-        settings = settings.with_options(**changes)
+        settings = settings.with_options(**server_overrides(host, port, tokens_file))
         settings.gateway.token_map()
         settings.kafka.servers()
     except (ValidationError, TokensError, RuntimeError, OSError) as exc:

@@ -11,6 +11,8 @@ from types import FrameType
 import click
 from pydantic import ValidationError
 
+from scantrace.commands import setup_logging
+
 
 @click.command()
 @click.option(
@@ -67,9 +69,7 @@ def sink(
     from sinks.consumer import SinkFatal, serve
     from sinks.settings import SinkSettings
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(log_level)
     changes = {
         k: v
         for k, v in {
