@@ -7,9 +7,10 @@ carry (enriched scans to `scans.enriched`, dead letters to `scans.dlq`).
 
 The pipeline for one record, in order:
 
-1. Decode (msgpack) and validate with the ingest contract (`parse_scan`, with a faster
-   equivalent for the common case). Undecodable bytes and invalid events become dead
-   letters (stage "worker") with the reason, the raw bytes and topic/partition/offset.
+1. Decode (msgpack) and validate with the ingest contract (`ingest.wire.fast_scan`, its
+   C fast path, for the common case; `parse_scan` for everything else). Undecodable bytes
+   and invalid events become dead letters (stage "worker") with the reason, the raw bytes
+   and topic/partition/offset.
 2. Exact dedup by event_id. The clock is the *arrival* time: `received_at` when the
    gateway stamped it, else the processing time `now_ms`. A scan is a duplicate when its
    event_id was first seen at most `dedup_horizon_ms` earlier; a duplicate does not extend
@@ -70,16 +71,10 @@ from typing import Any, Final
 import msgpack
 
 from ingest.codec import unpack_msgpack
-from ingest.contract import (
-    FIELDS,
-    MAX_ID_LEN,
-    MAX_SCANNED_AT_MS,
-    MIN_SCANNED_AT_MS,
-    ScanRejected,
-    parse_scan,
-)
+from ingest.contract import MAX_ID_LEN, ScanRejected, parse_scan
 from ingest.deadletter import DeadLetter
 from ingest.premises import Premises
+from ingest.wire import fast_scan
 from processors.records import (
     EnrichedRow,
     EnrichedScan,
@@ -101,9 +96,6 @@ STAGE: Final = "worker"
 UNKNOWN_PREMISES: Final = "unknown_premises"
 # An exception the contract did not foresee, while decoding one record (a bug, not bad data).
 EXCEPTION: Final = "exception"
-
-# event_id, person_id, premises_id, scanned_at, kind, gateway_id, received_at
-ScanFields = tuple[str, str, str, int, str, str, int | None]
 
 
 @dataclass(slots=True)
@@ -174,61 +166,6 @@ class Result:
         return [(row[2].encode(), encode_row(row)) for row in self.rows]
 
 
-def fast_fields(obj: object, latest_ms: int) -> ScanFields | None:
-    """`parse_scan` for the common case, about twice as fast: the fields of a plainly valid
-    scan (a dict of the expected types, epoch-ms times), or None when anything is unusual,
-    in which case `parse_scan` decides. It never accepts what `parse_scan` rejects nor
-    returns other fields (a property test holds the two together).
-    `latest_ms` is the processing time plus the allowed clock skew.
-    """
-    if type(obj) is not dict:
-        return None
-    try:
-        event_id = obj["event_id"]
-        person_id = obj["person_id"]
-        premises_id = obj["premises_id"]
-        scanned_at = obj["scanned_at"]
-    except KeyError:
-        return None
-    if (
-        not obj.keys() <= FIELDS
-        or type(event_id) is not str
-        or type(person_id) is not str
-        or type(premises_id) is not str
-        or not 0 < len(event_id) <= MAX_ID_LEN
-        or not 0 < len(person_id) <= MAX_ID_LEN
-        or not 0 < len(premises_id) <= MAX_ID_LEN
-        or not (event_id.isprintable() and person_id.isprintable() and premises_id.isprintable())
-        or type(scanned_at) is not int
-        or not MIN_SCANNED_AT_MS <= scanned_at <= latest_ms
-        or scanned_at > MAX_SCANNED_AT_MS
-    ):
-        return None
-    get = obj.get
-    schema = get("schema", 1)
-    kind = get("kind", "checkin")
-    gateway_id = get("gateway_id", "")
-    received_at = get("received_at")
-    if (
-        type(schema) is not int
-        or schema != 1
-        or type(kind) is not str
-        or (kind != "checkin" and kind != "checkout")
-        or type(gateway_id) is not str
-        or len(gateway_id) > MAX_ID_LEN
-        or not gateway_id.isprintable()
-        or (
-            received_at is not None
-            and (
-                type(received_at) is not int
-                or not MIN_SCANNED_AT_MS <= received_at <= MAX_SCANNED_AT_MS
-            )
-        )
-    ):
-        return None
-    return (event_id, person_id, premises_id, scanned_at, kind, gateway_id, received_at)
-
-
 def _event_id_of(value: bytes | None) -> str:
     """The event_id of a rejected record when it has a sane one, for the dead letter."""
     try:
@@ -268,7 +205,7 @@ class ProcessorCore:
         last_kept = self.state.last_kept
         last_get = last_kept.get
         premises_get = self.state.premises.get
-        unpackb = msgpack.unpackb
+        fast = fast_scan
         sep = KEY_SEP
 
         rows: list[EnrichedRow] = []
@@ -281,31 +218,32 @@ class ProcessorCore:
         for rec in records:
             received += 1
             value = rec.value
-            try:
+            ws = fast(value, latest) if value is not None else None
+            if ws is not None:
+                event_id = ws.event_id
+                person_id = ws.person_id
+                premises_id = ws.premises_id
+                scanned_at = ws.scanned_at
+                kind = ws.kind
+                gateway_id = ws.gateway_id
+                received_at = ws.received_at
+            else:
                 try:
-                    obj = unpackb(value, raw=False, strict_map_key=True, timestamp=0)
-                except Exception:
-                    obj = unpack_msgpack(value or b"")  # raises the contract's ScanRejected
-                fields = fast_fields(obj, latest)
-                if fields is None:
-                    ev = parse_scan(obj, now=now_ms, max_skew_ms=max_skew)
-                    fields = (
-                        ev.event_id,
-                        ev.person_id,
-                        ev.premises_id,
-                        ev.scanned_at,
-                        ev.kind,
-                        ev.gateway_id,
-                        ev.received_at,
-                    )
-            except ScanRejected as exc:
-                dead.append(self._reject(rec, exc.reason, exc.describe(), now_ms))
-                continue
-            except Exception as exc:  # a bug must not lose the record: dead-letter it
-                detail = f"{type(exc).__name__}: {exc}"[:500]
-                dead.append(self._reject(rec, EXCEPTION, detail, now_ms))
-                continue
-            event_id, person_id, premises_id, scanned_at, kind, gateway_id, received_at = fields
+                    ev = parse_scan(unpack_msgpack(value or b""), now=now_ms, max_skew_ms=max_skew)
+                except ScanRejected as exc:
+                    dead.append(self._reject(rec, exc.reason, exc.describe(), now_ms))
+                    continue
+                except Exception as exc:  # a bug must not lose the record: dead-letter it
+                    detail = f"{type(exc).__name__}: {exc}"[:500]
+                    dead.append(self._reject(rec, EXCEPTION, detail, now_ms))
+                    continue
+                event_id = ev.event_id
+                person_id = ev.person_id
+                premises_id = ev.premises_id
+                scanned_at = ev.scanned_at
+                kind = ev.kind
+                gateway_id = ev.gateway_id
+                received_at = ev.received_at
 
             arrival = now_ms if received_at is None else received_at
             first = seen_get(event_id)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -32,7 +33,8 @@ from ingest.contract import (
     ScanRejected,
     parse_scan,
 )
-from processors.core import ProcessorCore, Result, fast_fields
+from ingest.wire import fast_scan
+from processors.core import ProcessorCore, Result
 from processors.records import EnrichedRow, RawRecord
 
 PROPS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -353,11 +355,24 @@ def scan_maps(draw: st.DrawFn) -> object:
 @settings(max_examples=1000, deadline=None)
 @given(obj=scan_maps())
 def test_the_fast_path_never_disagrees_with_parse_scan(obj: object) -> None:
-    fields = fast_fields(obj, LATEST)
-    if fields is None:
+    try:
+        data = msgpack.packb(obj, use_bin_type=True)
+    except (OverflowError, TypeError, ValueError):
+        return  # not encodable, so never on the wire
+    scan = fast_scan(data, LATEST)
+    if scan is None:
         return  # parse_scan decides, whatever it decides
-    event = parse_scan(obj, now=NOW, max_skew_ms=DEFAULT_MAX_SKEW_MS)
-    assert fields == (
+    decoded = msgpack.unpackb(data, raw=False, strict_map_key=True, timestamp=0)
+    event = parse_scan(decoded, now=NOW, max_skew_ms=DEFAULT_MAX_SKEW_MS)
+    assert (
+        scan.event_id,
+        scan.person_id,
+        scan.premises_id,
+        scan.scanned_at,
+        scan.kind,
+        scan.gateway_id,
+        scan.received_at,
+    ) == (
         event.event_id,
         event.person_id,
         event.premises_id,
@@ -378,7 +393,7 @@ def test_the_fast_path_never_disagrees_with_parse_scan(obj: object) -> None:
     ],
 )
 def test_plain_valid_scans_take_the_fast_path(obj: dict[str, Any]) -> None:
-    assert fast_fields(obj, LATEST) is not None
+    assert fast_scan(pack(obj), LATEST) is not None
 
 
 @pytest.mark.parametrize(
@@ -389,10 +404,18 @@ def test_plain_valid_scans_take_the_fast_path(obj: dict[str, Any]) -> None:
         wire("e1", schema=True),
         wire("e1", received_at=False),
         wire("e1", gateway_id=None),
+        wire("e\x00"),
+        wire("e1", gateway_id="gw\n"),
+        wire("e1", extra=1),
     ],
 )
 def test_unusual_scans_leave_the_fast_path(obj: dict[str, Any]) -> None:
-    assert fast_fields(obj, LATEST) is None
+    assert fast_scan(pack(obj), LATEST) is None
+
+
+def test_trailing_bytes_and_bad_utf8_leave_the_fast_path() -> None:
+    assert fast_scan(pack(wire("e1")) + b"\x00", LATEST) is None
+    assert fast_scan(pack(wire("e1")).replace(b"e1", b"\xed\xa0"), LATEST) is None
 
 
 def test_contract_rejects_what_the_fast_path_sends_it_for_bools() -> None:
