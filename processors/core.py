@@ -83,13 +83,13 @@ from processors.records import (
 )
 from processors.settings import ProcessorSettings
 from processors.state import (
-    KEY_SEP,
     P_VERSION,
     PK_EVENT_ID,
     PK_PARKED_AT,
     ParkedScan,
     ProcessorState,
     premises_entry,
+    repeat_key,
 )
 
 STAGE: Final = "worker"
@@ -206,7 +206,6 @@ class ProcessorCore:
         last_get = last_kept.get
         premises_get = self.state.premises.get
         fast = fast_scan
-        sep = KEY_SEP
 
         rows: list[EnrichedRow] = []
         append = rows.append
@@ -282,7 +281,7 @@ class ProcessorCore:
                 continue
             seen[event_id] = arrival
 
-            key = person_id + sep + premises_id + sep + kind
+            key = f"{person_id}\x1f{premises_id}\x1f{kind}"  # repeat_key(), inlined
             last = last_get(key)
             if (
                 last is not None
@@ -422,7 +421,7 @@ class ProcessorCore:
             if now_ms - scan.parked_at > timeout:
                 dead.append(self._unknown_premises(scan, now_ms))
                 continue
-            key = scan.person_id + KEY_SEP + premises_id + KEY_SEP + scan.kind
+            key = repeat_key(scan.person_id, premises_id, scan.kind)
             last = last_kept.get(key)
             if (
                 last is not None

@@ -54,7 +54,7 @@ PremisesTable = MutableMapping[str, list[Any]]
 
 
 def repeat_key(person_id: str, premises_id: str, kind: str) -> str:
-    return person_id + KEY_SEP + premises_id + KEY_SEP + kind
+    return f"{person_id}\x1f{premises_id}\x1f{kind}"  # KEY_SEP; an f-string is one allocation
 
 
 def premises_entry(p: Premises) -> list[Any]:
