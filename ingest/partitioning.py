@@ -8,7 +8,7 @@ gateway computes it itself because it hands whole batches to one partition at a 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
 
 from aiokafka.partitioner import murmur2
@@ -41,6 +41,12 @@ class KeyPartitioner:
     @property
     def partitions(self) -> tuple[int, ...]:
         return self._partitions
+
+    @property
+    def cached(self) -> Mapping[str, tuple[bytes, int]]:
+        """The keys seen lately, to look up without a Python call per key: `cached.get(k)
+        or partitioner(k)` (the same dict all along, emptied now and then)."""
+        return self._cache
 
     def use(self, partitions: Iterable[int]) -> None:
         ordered = tuple(sorted(partitions))

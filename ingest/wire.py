@@ -10,7 +10,7 @@ returns other values (property tests in tests/unit/ingest hold the two together)
 
 from __future__ import annotations
 
-from typing import Annotated, Final, Literal
+from typing import Annotated, Final, Literal, TypeAlias
 
 import msgspec
 
@@ -50,9 +50,25 @@ class WireScan(msgspec.Struct, forbid_unknown_fields=True, gc=False):
         )
 
 
+class WireBody(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """A batch as a map, `{"scans": [...]}` (the gateway's JSON body, one of its msgpack
+    forms)."""
+
+    scans: list[WireScan]
+
+
+AnyScan: TypeAlias = ScanEvent | WireScan
+"""Either form of a valid scan: both have the contract's fields, in the same order."""
+
 _decode_msgpack: Final = msgspec.msgpack.Decoder(WireScan).decode
 _decode_msgpack_list: Final = msgspec.msgpack.Decoder(list[WireScan]).decode
 _decode_json_list: Final = msgspec.json.Decoder(list[WireScan]).decode
+_decode_msgpack_body: Final = msgspec.msgpack.Decoder(list[WireScan] | WireBody).decode
+_decode_json_body: Final = msgspec.json.Decoder(WireBody).decode
+
+encode_scan: Final = msgspec.msgpack.Encoder().encode
+"""The msgpack wire map of an `AnyScan` (a `ScanEvent` dataclass or a `WireScan`): the same
+bytes as `codec.encode_msgpack`, without building a dict (tests/unit/ingest/test_wire.py)."""
 
 
 def fast_scan(data: bytes, latest_ms: int) -> WireScan | None:
@@ -78,6 +94,26 @@ def fast_batch(data: bytes, *, json: bool, latest_ms: int) -> list[WireScan] | N
         scans = _decode_json_list(data) if json else _decode_msgpack_list(data)
     except Exception:  # whatever is wrong, the item-by-item path finds and names it
         return None
+    return _all_plain(scans, latest_ms)
+
+
+def fast_body(data: bytes, *, json: bool, latest_ms: int) -> list[WireScan] | None:
+    """The scans of a gateway request body when the body has one of its forms (JSON
+    `{"scans": [...]}`; msgpack an array of scans or `{"scans": [...]}`) and every scan in
+    it is plainly valid, else None: the caller then decodes the body as before, says what
+    is wrong with it or with each scan, and still takes the valid ones."""
+    try:
+        if json:
+            scans = _decode_json_body(data).scans
+        else:
+            obj = _decode_msgpack_body(data)
+            scans = obj if isinstance(obj, list) else obj.scans
+    except Exception:  # whatever is wrong, the item-by-item path finds and names it
+        return None
+    return _all_plain(scans, latest_ms)
+
+
+def _all_plain(scans: list[WireScan], latest_ms: int) -> list[WireScan] | None:
     for scan in scans:
         if scan.scanned_at > latest_ms or not scan.printable():
             return None

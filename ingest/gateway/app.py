@@ -5,6 +5,11 @@ map with `scans`; gzip bodies too), authenticates the caller by bearer token, va
 every scan with the contract, and answers only after Kafka acknowledged every accepted
 scan and every dead letter:
 
+A body whose scans are all plainly valid is decoded in one go by `ingest.wire.fast_body`
+(msgspec, in C) straight into the scans that are published; any other body is decoded to
+Python objects and every item goes through `contract.parse_scan`, which names what is
+wrong with each rejected one. Both paths publish the same bytes.
+
     200 {"accepted": N, "rejected": [{"index": i, "reason": ..., "field": ..., "detail": ...}]}
 
 Errors: 401 (token), 413 (body or batch too large), 415 (content type or encoding),
@@ -20,7 +25,7 @@ import json
 import logging
 import time
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 import msgpack
@@ -34,6 +39,7 @@ from ingest.deadletter import DeadLetter
 from ingest.gateway.base import Publisher, PublishUnavailable
 from ingest.gateway.metrics import GatewayMetrics
 from ingest.gateway.settings import GatewayOptions
+from ingest.wire import AnyScan, fast_body
 
 log = logging.getLogger(__name__)
 
@@ -245,11 +251,20 @@ class ScansHandler:
         encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
         if encoding not in GZIP_ENCODINGS and encoding not in ("", "identity"):
             return _error(415, "unsupported_encoding", "Content-Encoding must be gzip or identity")
+        events: Sequence[AnyScan]
+        rejected: list[dict[str, object]] = []
+        dead: list[DeadLetter] = []
         try:
             body = await self._read_body(request)
             if encoding in GZIP_ENCODINGS:
                 body = gunzip(body, options.max_body_bytes)
-            items = decode_batch(body, content_type)
+            received_at = self.clock()
+            fast = fast_body(
+                body,
+                json=content_type in JSON_TYPES,
+                latest_ms=received_at + options.max_skew_ms,
+            )
+            items: list[Any] = decode_batch(body, content_type) if fast is None else fast
             if len(items) > options.max_batch:
                 raise BodyError(
                     413, "batch_too_large", f"{len(items)} scans > {options.max_batch} per request"
@@ -257,10 +272,18 @@ class ScansHandler:
         except BodyError as exc:
             return _error(exc.status, exc.code, exc.detail)
         self.metrics.batch_size.observe(len(items))
-        received_at = self.clock()
-        events, rejected, dead = validate_batch(
-            items, gateway_id=gateway_id, received_at=received_at, max_skew_ms=options.max_skew_ms
-        )
+        if fast is not None:
+            for scan in fast:  # the gateway's own, whatever the caller sent
+                scan.gateway_id = gateway_id
+                scan.received_at = received_at
+            events = fast
+        else:
+            events, rejected, dead = validate_batch(
+                items,
+                gateway_id=gateway_id,
+                received_at=received_at,
+                max_skew_ms=options.max_skew_ms,
+            )
         if events or dead:
             started = time.perf_counter()
             try:

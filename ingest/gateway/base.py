@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from ingest.contract import ScanEvent
 from ingest.deadletter import DeadLetter
+from ingest.wire import AnyScan
 
 
 class PublishUnavailable(Exception):
@@ -26,7 +26,7 @@ class Publisher(Protocol):
     async def start(self) -> None:
         """Begin connecting; returns without waiting for the broker."""
 
-    async def publish(self, scans: Sequence[ScanEvent], dead_letters: Sequence[DeadLetter]) -> None:
+    async def publish(self, scans: Sequence[AnyScan], dead_letters: Sequence[DeadLetter]) -> None:
         """Return once Kafka acknowledged every scan (to the raw topic, keyed by
         premises_id) and every dead letter (to the dead-letter topic); otherwise raise
         `PublishUnavailable`."""

@@ -19,19 +19,18 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
-import msgpack
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaTimeoutError
 
-from ingest.contract import ScanEvent
 from ingest.deadletter import DeadLetter, encode_dead_letter
 from ingest.gateway.base import PublishUnavailable
 from ingest.gateway.settings import GatewayOptions
 from ingest.kafka_settings import KafkaSettings
 from ingest.partitioning import KeyPartitioner
+from ingest.wire import AnyScan, encode_scan
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +51,8 @@ class _Lane:
 
 
 class _Batch:
-    """One Kafka record batch and the future the requests with records in it wait on."""
+    """One Kafka record batch and the future the requests with records in it wait on.
+    `count`: its records as of the end of the last `publish` that appended to it."""
 
     __slots__ = ("builder", "count", "done", "lane")
 
@@ -96,7 +96,6 @@ class KafkaBatchPublisher:
         self._scan_keys = KeyPartitioner()
         self._letter_keys = KeyPartitioner()
         self._round_robin = 0
-        self._packer = msgpack.Packer(use_bin_type=True)
         self.last_error = "not connected yet"
 
     # -- lifecycle -------------------------------------------------------------------
@@ -202,7 +201,7 @@ class KafkaBatchPublisher:
     def _unavailable(self, detail: str) -> PublishUnavailable:
         return PublishUnavailable(detail, self._retry_after)
 
-    async def publish(self, scans: Sequence[ScanEvent], dead_letters: Sequence[DeadLetter]) -> None:
+    async def publish(self, scans: Sequence[AnyScan], dead_letters: Sequence[DeadLetter]) -> None:
         if self._closing:
             raise self._unavailable("the gateway is shutting down")
         producer = self._producer
@@ -222,13 +221,7 @@ class KafkaBatchPublisher:
         added = 0
         try:
             if scans:
-                keys = self._scan_keys
-                keys.use(raw_parts)
-                pack = self._packer.pack
-                for event in scans:
-                    key, partition = keys(event.premises_id)
-                    batches.add(self._append(raw, partition, key, pack(event.to_wire())))
-                    added += 1
+                self._append_scans(raw, raw_parts, scans, batches)
             if dead_letters:
                 ordered = sorted(dlq_parts)
                 self._letter_keys.use(ordered)
@@ -241,8 +234,11 @@ class KafkaBatchPublisher:
                         self._round_robin += 1
                     value = encode_dead_letter(letter)
                     batches.add(self._append(dlq, partition, letter_key, value))
-                    added += 1
         finally:
+            for batch in batches:  # what this request appended: one look per batch
+                records = batch.builder.record_count()
+                added += records - batch.count
+                batch.count = records
             self._pending += added
             for lane in {b.lane for b in batches}:
                 if not lane.pumping:
@@ -280,7 +276,27 @@ class KafkaBatchPublisher:
             raise self._unavailable(f"no partitions known for topic {topic}")
         return parts
 
+    def _append_scans(
+        self, topic: str, partitions: Iterable[int], scans: Sequence[AnyScan], batches: set[_Batch]
+    ) -> None:
+        """Append each scan to the open batch of its partition (a new one when full); the
+        batches touched go into `batches` (the caller brings their `count` up to date)."""
+        keys = self._scan_keys
+        keys.use(partitions)
+        cached = keys.cached.get
+        encode = encode_scan
+        open_batches: dict[int, Any] = {}  # partition -> the open batch's append
+        for scan in scans:
+            key, partition = cached(scan.premises_id) or keys(scan.premises_id)
+            value = encode(scan)
+            append = open_batches.get(partition)
+            if append is None or append(timestamp=None, key=key, value=value) is None:
+                batch = self._append(topic, partition, key, value)
+                batches.add(batch)
+                open_batches[partition] = batch.builder.append
+
     def _append(self, topic: str, partition: int, key: bytes | None, value: bytes) -> _Batch:
+        """Append to the lane's open batch, or to a new one; `count` is not updated here."""
         lane = self._lanes.get((topic, partition))
         if lane is None:
             lane = self._lanes[(topic, partition)] = _Lane(topic, partition)
@@ -288,14 +304,12 @@ class KafkaBatchPublisher:
         if queue:
             batch = queue[-1]
             if batch.builder.append(timestamp=None, key=key, value=value) is not None:
-                batch.count += 1
                 return batch
         producer = self._producer
         assert producer is not None
         batch = _Batch(producer.create_batch(), lane)
         if batch.builder.append(timestamp=None, key=key, value=value) is None:
             raise self._unavailable(f"a record of {len(value)} bytes does not fit in a batch")
-        batch.count = 1
         queue.append(batch)
         self._unsettled.add(batch)
         return batch

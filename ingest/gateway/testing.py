@@ -9,10 +9,10 @@ from contextlib import asynccontextmanager
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from ingest.contract import ScanEvent
 from ingest.deadletter import DeadLetter
 from ingest.gateway.app import RUNNER_KWARGS
 from ingest.gateway.base import PublishUnavailable
+from ingest.wire import AnyScan, encode_scan
 
 
 @asynccontextmanager
@@ -28,11 +28,13 @@ async def app_client(
 
 
 class FakePublisher:
-    """Keeps what it is given. `fail` makes every publish raise `PublishUnavailable`;
-    `hold` (an Event) makes publish wait until it is set, to test requests in flight."""
+    """Keeps what it is given, and in `records` the (key, value) each scan would be on the
+    raw topic. `fail` makes every publish raise `PublishUnavailable`; `hold` (an Event)
+    makes publish wait until it is set, to test requests in flight."""
 
     def __init__(self, *, fail: str | None = None, is_ready: bool = True) -> None:
-        self.scans: list[ScanEvent] = []
+        self.scans: list[AnyScan] = []
+        self.records: list[tuple[bytes, bytes]] = []
         self.dead_letters: list[DeadLetter] = []
         self.calls = 0
         self.fail = fail
@@ -44,7 +46,7 @@ class FakePublisher:
     async def start(self) -> None:
         self.started = True
 
-    async def publish(self, scans: Sequence[ScanEvent], dead_letters: Sequence[DeadLetter]) -> None:
+    async def publish(self, scans: Sequence[AnyScan], dead_letters: Sequence[DeadLetter]) -> None:
         self.calls += 1
         if self.closed:
             raise PublishUnavailable("shutting down")
@@ -53,6 +55,7 @@ class FakePublisher:
         if self.fail is not None:
             raise PublishUnavailable(self.fail, retry_after=3)
         self.scans.extend(scans)
+        self.records.extend((s.premises_id.encode(), encode_scan(s)) for s in scans)
         self.dead_letters.extend(dead_letters)
 
     async def ready(self) -> bool:

@@ -16,10 +16,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
-from ingest.gateway.app import build_app
+from ingest.codec import encode_msgpack
+from ingest.contract import DEFAULT_MAX_SKEW_MS
+from ingest.gateway.app import build_app, validate_batch
 from ingest.gateway.metrics import GatewayMetrics
 from ingest.gateway.settings import GatewayOptions
 from ingest.gateway.testing import FakePublisher, app_client
+from ingest.wire import WireScan
 
 NOW = 1_700_000_000_000
 TOKEN = "s3cret-token-AAAA"
@@ -157,6 +160,108 @@ def test_empty_batch_publishes_nothing() -> None:
         assert env.publisher.calls == 0
 
     run(test)
+
+
+# -- the fast path and the item-by-item path -----------------------------------------
+
+
+def slow_path_records(
+    items: list[Any], gateway_id: str = "gw-hanoi-1"
+) -> list[tuple[bytes, bytes]]:
+    """What the item-by-item path publishes for `items`: keys and values on the raw topic."""
+    events, _, _ = validate_batch(
+        items, gateway_id=gateway_id, received_at=NOW, max_skew_ms=DEFAULT_MAX_SKEW_MS
+    )
+    return [(e.premises_id.encode(), encode_msgpack(e)) for e in events]
+
+
+FORMS = [
+    ("application/json", lambda scans: json.dumps({"scans": scans}).encode()),
+    ("application/msgpack", msgpack.packb),
+    ("application/msgpack", lambda scans: msgpack.packb({"scans": scans})),
+]
+
+
+@pytest.mark.parametrize(("content_type", "encode"), FORMS)
+def test_valid_batch_takes_the_fast_path_and_publishes_the_slow_paths_bytes(
+    content_type: str, encode: Callable[[list[Any]], bytes]
+) -> None:
+    items = [scan(i, kind="checkout" if i % 4 else "checkin") for i in range(50)]
+    items[7] = scan(7, event_id="Đà Lạt-7", scanned_at=NOW + 60_000)  # within the skew
+
+    async def test(env: Env) -> None:
+        status, payload, _ = await env.post(encode(items), content_type)
+        assert (status, payload) == (200, {"accepted": 50, "rejected": []})
+        assert all(isinstance(s, WireScan) for s in env.publisher.scans)  # the fast path
+        assert env.publisher.records == slow_path_records(items)
+        assert env.publisher.dead_letters == []
+        assert env.sample("scantrace_gateway_scans_accepted_total") == 50
+        assert env.sample("scantrace_gateway_batch_size_scans_count") == 1
+
+    run(test)
+
+
+@pytest.mark.parametrize(("content_type", "encode"), FORMS)
+def test_forged_gateway_id_and_received_at_are_overwritten_on_the_fast_path(
+    content_type: str, encode: Callable[[list[Any]], bytes]
+) -> None:
+    items = [scan(1, gateway_id="gw-evil", received_at=NOW - 10**9), scan(2, gateway_id="")]
+
+    async def test(env: Env) -> None:
+        status, _, _ = await env.post(encode(items), content_type)
+        assert status == 200
+        assert all(isinstance(s, WireScan) for s in env.publisher.scans)
+        assert [(s.gateway_id, s.received_at) for s in env.publisher.scans] == [
+            ("gw-hanoi-1", NOW),
+            ("gw-hanoi-1", NOW),
+        ]
+        assert env.publisher.records == slow_path_records(items)
+        assert b"gw-evil" not in b"".join(v for _, v in env.publisher.records)
+
+    run(test)
+
+
+@pytest.mark.parametrize(("content_type", "encode"), FORMS)
+def test_one_bad_item_goes_the_item_by_item_way_with_the_same_answer(
+    content_type: str, encode: Callable[[list[Any]], bytes]
+) -> None:
+    good = [scan(i) for i in range(5)]
+    items = [*good[:3], scan(9, kind="bogus"), *good[3:]]
+
+    async def test(env: Env) -> None:
+        status, payload, _ = await env.post(encode(items), content_type)
+        assert status == 200
+        assert payload["accepted"] == 5
+        assert [(r["index"], r["reason"], r["field"]) for r in payload["rejected"]] == [
+            (3, "unknown_kind", "kind")
+        ]
+        assert not any(isinstance(s, WireScan) for s in env.publisher.scans)  # the slow path
+        assert [d.event_id for d in env.publisher.dead_letters] == ["evt-9"]
+        # the valid ones are published exactly as a batch of only them would be (fast path)
+        slow_records = list(env.publisher.records)
+        status, _, _ = await env.post(encode(good), content_type)
+        assert status == 200
+        assert isinstance(env.publisher.scans[-1], WireScan)
+        assert env.publisher.records[5:] == slow_records == slow_path_records(good)
+
+    run(test)
+
+
+@pytest.mark.parametrize("one_bad", [False, True])
+def test_batch_limit_is_413_on_both_paths(one_bad: bool) -> None:
+    items = [scan(i) for i in range(11)]
+    if one_bad:
+        items[4] = scan(4, kind="bogus")
+
+    async def test(env: Env) -> None:
+        status, payload, _ = await env.post(msgpack.packb(items), "application/msgpack")
+        assert (status, payload) == (
+            413,
+            {"error": "batch_too_large", "detail": "11 scans > 10 per request"},
+        )
+        assert env.publisher.calls == 0
+
+    run(test, max_batch=10)
 
 
 # -- rejections and dead letters -----------------------------------------------------
