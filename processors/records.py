@@ -190,9 +190,11 @@ class EnrichedScan:
         return cls.from_wire(obj)
 
 
-class _EnrichedWire(msgspec.Struct, gc=False):
-    """The wire map's shape for msgspec's encoder (a map, fields in ENRICHED_FIELDS order):
-    built from a row in C and encoded in C, 2.4x faster than packing a dict or pairs."""
+class EnrichedWire(msgspec.Struct, gc=False):
+    """The wire map's shape for msgspec (a map, fields in ENRICHED_FIELDS order): the worker
+    encodes rows through it (built and encoded in C, 2.4x faster than packing a dict), the
+    sink decodes into it (types checked in C; unknown fields ignored, for later versions).
+    """
 
     event_id: str
     person_id: str
@@ -211,13 +213,13 @@ class _EnrichedWire(msgspec.Struct, gc=False):
     processed_at: int
 
 
-assert _EnrichedWire.__struct_fields__ == ENRICHED_FIELDS
+assert EnrichedWire.__struct_fields__ == ENRICHED_FIELDS
 _encode: Final = msgspec.msgpack.Encoder().encode
 
 
 def encode_row(row: EnrichedRow) -> bytes:
     """An enriched row straight to its msgpack wire map, without building an `EnrichedScan`."""
-    return _encode(_EnrichedWire(*row))
+    return _encode(EnrichedWire(*row))
 
 
 def encode_enriched(scan: EnrichedScan) -> bytes:

@@ -65,10 +65,6 @@ log = logging.getLogger("scantrace.sink")
 ALL_REFUSED_FATAL = 100
 
 
-def _text(value: object) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
 class SinkFatal(RuntimeError):
     """ClickHouse refuses writes for a reason retrying cannot fix; nothing was committed."""
 
@@ -232,7 +228,7 @@ class Sink:
     def _insert_chunk(self, chunk: Chunk, now: int) -> list[Row]:
         """Insert; on a terminal error bisect down to the refused rows and return them as
         dead-letter rows. Transient and fatal errors propagate."""
-        if not chunk.rows:
+        if not chunk.size:
             return []
         data = chunk.columnar()
         try:
@@ -241,7 +237,7 @@ class Sink:
             self.metrics.insert_failures.labels(exc.kind).inc()
             if exc.kind != "terminal":
                 raise
-            if len(chunk.rows) == 1:
+            if chunk.size == 1:
                 value = chunk.values[0]
                 log.warning("row refused by ClickHouse, dead-lettered: %s", exc)
                 return [
@@ -253,12 +249,12 @@ class Sink:
                         chunk.offsets[0],
                         now,
                         str(exc.cause),
-                        _text(chunk.rows[0][0]) if chunk.table == "scans" else "",
+                        chunk.first_event_id(),
                     )
                 ]
             first, second = chunk.halves()
             refused = self._insert_chunk(first, now) + self._insert_chunk(second, now)
-            if len(refused) == len(chunk.rows) >= ALL_REFUSED_FATAL:
+            if len(refused) == chunk.size >= ALL_REFUSED_FATAL:
                 # Not a bad row but a bad schema or client: keep the data, stop.
                 raise WriteError("fatal", exc.cause, f"every row of {chunk.token} refused") from exc
             return refused
@@ -303,7 +299,7 @@ class Sink:
     def _count(self, done: list[tuple[Chunk, int]]) -> None:
         """Metrics of a flush that succeeded as a whole (counted once, however retried)."""
         for chunk, dead in done:
-            written = len(chunk.rows)
+            written = chunk.size
             for row in chunk.dead:
                 self.metrics.dead_letters.labels(row[1]).inc()
             rejected = dead - len(chunk.dead)

@@ -42,10 +42,11 @@ def test_fast_path_builds_columns_in_order() -> None:
     cols = chunk.columnar()
     assert len(cols) == len(SCAN_COLUMNS)
     by_name = dict(zip(SCAN_COLUMNS, cols, strict=True))
-    assert by_name["event_id"] == [b"e1", b"e2"]  # strings stay UTF-8 bytes
+    assert by_name["event_id"] == ["e1", "e2"]
     assert by_name["scanned_at"] == [NOW - 1000, NOW - 2000]
     assert by_name["received_at"] == [NOW - 500, NOW - 500]
-    assert by_name["kind"] == [b"checkin", b"checkin"]
+    assert by_name["kind"] == ["checkin", "checkin"]
+    assert chunk.columnar() is not cols  # fresh lists: the driver rewrites them in place
     assert chunk.offsets == [10, 11]
     assert chunk.token == f"{ENRICHED}:2:10-11"
 
@@ -60,7 +61,7 @@ def test_a_bad_record_becomes_a_dead_row_and_costs_only_itself() -> None:
         scan_value(2),
     ]
     chunk = build_chunk("scans", sl(values), NOW)
-    assert [r[0] for r in chunk.rows] == [b"e1", b"e2"]
+    assert dict(zip(SCAN_COLUMNS, chunk.columnar(), strict=True))["event_id"] == ["e1", "e2"]
     assert chunk.offsets == [10, 15]
     dead = [dict(zip(DEAD_LETTER_COLUMNS, r, strict=True)) for r in chunk.dead]
     assert [(d["reason"], d["offset"]) for d in dead] == [
@@ -74,6 +75,15 @@ def test_a_bad_record_becomes_a_dead_row_and_costs_only_itself() -> None:
     assert dead[0]["raw"] == b"\xc1not msgpack"
     assert dead[2]["event_id"] == "e9"  # read from the broken record when possible
     assert "lacks" in dead[2]["detail"]
+
+
+def test_a_wrongly_typed_field_leaves_the_fast_path() -> None:
+    bad = msgpack.unpackb(scan_value(3))
+    bad["scanned_at"] = "yesterday"
+    chunk = build_chunk("scans", sl([scan_value(1), msgpack.packb(bad)]), NOW)
+    assert chunk.size == 1 and chunk.first_event_id() == "e1"
+    assert [(r[1], r[6]) for r in chunk.dead] == [("invalid", 11)]
+    assert "scanned_at" in chunk.dead[0][2]  # the detail names the field
 
 
 def test_premises_rows_and_tombstones() -> None:
@@ -98,7 +108,8 @@ def test_dead_letters_from_the_topic_keep_their_origin() -> None:
 def test_halves_derive_their_tokens() -> None:
     chunk = build_chunk("scans", sl([scan_value(i) for i in range(5)]), NOW)
     a, b = chunk.halves()
-    assert (len(a.rows), len(b.rows)) == (2, 3)
+    assert (a.size, b.size) == (2, 3)
+    assert a.first_event_id() == "e0" and b.first_event_id() == "e2"
     assert a.token == f"{chunk.token}:0-2" and b.token == f"{chunk.token}:2-5"
     assert b.offsets == [12, 13, 14] and b.values == chunk.values[2:]
     assert a.halves()[1].token == f"{chunk.token}:0-2:1-2"

@@ -110,7 +110,7 @@ def test_an_insert_whose_answer_was_lost_is_retried_without_duplicates() -> None
     assert flaky.failed == 3
     assert consumer.committed_offset(ENRICHED, 0) == 8
     assert sorted(r[0] for r in memory.tables["scans"]) == sorted(
-        f"e{i}".encode() for i in range(8)
+        f"e{i}" for i in range(8)
     )
     # counted once, however often it was sent
     assert sample(registry, "scantrace_sink_rows_written_total", table="scans") == 8
@@ -125,7 +125,7 @@ class RefusingWriter(MemoryWriter):
         self.bad = bad
 
     def insert(self, table: str, columns: Sequence[str], data: list[list[Any]], token: str) -> None:
-        if table == "scans" and self.bad & {e.decode() for e in data[0]}:
+        if table == "scans" and self.bad & set(data[0]):
             raise WriteError("terminal", ValueError("value does not fit"), table)
         super().insert(table, columns, data, token)
 
@@ -136,7 +136,7 @@ def test_a_refused_row_is_dead_lettered_not_the_batch() -> None:
     consumer.feed(ENRICHED, 0, 50, values(8))
     run(sink)
     assert sorted(r[0] for r in writer.tables["scans"]) == [
-        f"e{i}".encode() for i in range(8) if i != 5
+        f"e{i}" for i in range(8) if i != 5
     ]
     [dead] = writer.tables["dead_letters"]
     assert dead[:2] == ("sink", "clickhouse_rejected")
