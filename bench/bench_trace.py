@@ -1,34 +1,44 @@
-"""Latency of `trace` (not a test): `python bench/bench_trace.py --rows 10000000`.
+"""Latency of `trace` (not a test): `python -m bench trace --rows 10000000`.
 
 Generates the rows server-side (INSERT ... SELECT FROM numbers(), one insert per day) in a
-database of its own, shaped like the synthetic province (`scantrace.synth`): 3,000
-premises with a popularity skew, persons drawn from a population, check-ins following the
-hourly profile (morning and evening peaks, Asia/Ho_Chi_Minh), a quarter of the visits
-also checking out 20-120 minutes later, 28 days ending today, enriched columns
-(premises name, category, district, ward, agency, dwell time) as the sink writes them.
+database of its own, at the density of the synthetic province (`scantrace.synth`, Ninh
+Thuan: 115,000 app users, 3,000 premises, about 10 M scans in 28 days). Persons AND
+premises scale with --rows: N rows are round(N / 10 M) provinces side by side, each
+person visiting only the premises of their own province, so 100 M rows are ten provinces
+(1.15 M persons, 30,000 premises) with the same scans per person-day (about 3.1), per
+premises-day (about 119 on average) and the same popularity skew (the busiest 1% of a
+province's premises take about 12% of its scans) and hourly profile (morning and evening
+peaks, Asia/Ho_Chi_Minh). A quarter of the visits also check out 20-120 minutes later; 28
+days ending today; enriched columns (premises name, category, district, ward, agency,
+dwell time) as the sink writes them. `--shape dense` reproduces the earlier shape: a
+fixed 3,000 premises and 115k (up to 20 M rows) or 500k persons, i.e. about 1,200 scans
+per premises-day and a median depth-1 answer of about 54k contacts at 100 M rows.
 
 Then it traces at least 50 random cases (persons with scans; period: the 14 days up to
 a random day) under both rules at depth 1 and 2, exactly as `scantrace trace` does
-(timeline + F1 [+ F2] queries), and prints p50 / p99 / max per rule and depth.
+(timeline + F1 [+ F2] queries), and prints p50 / p99 / max per rule and depth, the
+median and largest answer, and the load average over the run.
 
 Run it on a services instance of its own:
-    SCANTRACE_SERVICES__STATE_DIR=/tmp/bench-trace scantrace services up
-    SCANTRACE_SERVICES__STATE_DIR=/tmp/bench-trace python bench/bench_trace.py --rows 10000000
-    SCANTRACE_SERVICES__STATE_DIR=/tmp/bench-trace scantrace services down
-The data is kept so a second run with the same --rows skips the generation; `--drop`
-removes it, `--generate-only` stops after it, `--resume-day N` finishes an interrupted one.
-`--depths 1` measures depth 1 only; `--depth2-cases N` traces fewer cases at depth 2: on
-this province shape an F2 answer holds most of the population (about 800k rows at 10 M
-scans), so depth 2 costs tens of seconds per case and is dominated by the answer's size.
+    SCANTRACE_SERVICES__STATE_DIR=/tmp/bench-trace2 scantrace services up
+    SCANTRACE_SERVICES__STATE_DIR=/tmp/bench-trace2 python -m bench trace --rows 10000000
+    SCANTRACE_SERVICES__STATE_DIR=/tmp/bench-trace2 scantrace services down
+The data is kept so a second run with the same --rows (and shape) skips the generation;
+`--drop` removes it, `--generate-only` stops after it, `--resume-day N` finishes an
+interrupted one. `--depths 1` measures depth 1 only; `--depth2-cases N` traces fewer cases
+at depth 2: an F2 answer holds a large part of the case's province (tens of thousands of
+rows), so depth 2 is dominated by the answer's size.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from scantrace.services import manager
@@ -42,8 +52,44 @@ from tracing.runner import ClickHouseRunner
 from tracing.trace import detect_tables, trace_person
 
 DAY_MS = 86_400_000
-PREMISES = 3000
 DAYS = 28
+# One synthetic province (`scantrace.synth`, Ninh Thuan): 115,000 app users, 3,000
+# premises, about 10 M scans in 28 days (3.1 scans per person per day, about 119 per
+# premises per day on average).
+PROVINCE_ROWS = 10_000_000
+PROVINCE_PERSONS = 115_000
+PROVINCE_PREMISES = 3000
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """Who scans where: `provinces` provinces side by side, each with
+    `premises_per_province` premises; person n lives in province n % provinces and only
+    visits premises there."""
+
+    name: str
+    persons: int
+    provinces: int
+    premises_per_province: int
+
+    @property
+    def premises(self) -> int:
+        return self.provinces * self.premises_per_province
+
+
+def shape_for(rows: int, name: str = "province", persons: int = 0) -> Shape:
+    """`province`: the province's density at any size (100 M rows = ten provinces: 1.15 M
+    persons, 30,000 premises, the same scans per person-day and per premises-day).
+    `dense`: the earlier shape, a fixed 3,000 premises and 115k (up to 20 M rows) or 500k
+    persons, so scans per premises-day grow with the row count (about 1,200 at 100 M)."""
+    if name == "dense":
+        return Shape(
+            "dense", persons or (115_000 if rows <= 20_000_000 else 500_000), 1, PROVINCE_PREMISES
+        )
+    provinces = max(1, round(rows / PROVINCE_ROWS))
+    return Shape("province", persons or PROVINCE_PERSONS * provinces, provinces, PROVINCE_PREMISES)
+
+
 CATEGORY_SHARE = {
     "shop": 30, "restaurant": 15, "office": 12, "school": 8, "religious": 5,
     "accommodation": 4, "market": 4, "factory": 3, "hospital": 3, "other": 3,
@@ -60,7 +106,12 @@ def _array(values: list[str] | list[int] | tuple[str, ...]) -> str:
 
 
 def generate(
-    client: object, db: str, rows: int, persons: int, seed: int, first_day: int = 0
+    client: object,
+    db: str,
+    rows: int,
+    shape: Shape,
+    seed: int,
+    first_day: int = 0,
 ) -> None:
     from ingest.premises import DWELL_MINUTES
 
@@ -95,9 +146,12 @@ SELECT
     toUInt16(transform(category, dwell_keys, dwell_values, 30)) AS dwell_minutes
 FROM (
     SELECT number AS v, cityHash64(number, {seed}) AS r,
-           r % {persons} AS person_no,
+           r % {shape.persons} AS person_no,
+           -- a person visits the premises of their own province; within a province the
            -- popularity skew: the busiest 1% of premises take about 12% of the scans
-           toUInt32(floor({PREMISES} * pow((cityHash64(number, 2) % 1000000) / 1e6, 2.2)))
+           (person_no % {shape.provinces}) * {shape.premises_per_province}
+               + toUInt32(floor({shape.premises_per_province}
+                                * pow((cityHash64(number, 2) % 1000000) / 1e6, 2.2)))
                AS premises_no,
            {day_start} + hours[1 + cityHash64(number, 4) % length(hours)] * 3600000
                + cityHash64(number, 5) % 3600000 AS t_in,
@@ -129,7 +183,14 @@ def quantile(values: list[float], q: float) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", type=int, default=10_000_000)
-    ap.add_argument("--persons", type=int, default=0, help="default: 115k (10M) .. 500k")
+    ap.add_argument(
+        "--shape",
+        choices=("province", "dense"),
+        default="province",
+        help="province (default): persons and premises scale with --rows at one province's"
+        " density; dense: the earlier fixed 3,000 premises",
+    )
+    ap.add_argument("--persons", type=int, default=0, help="override the shape's persons")
     ap.add_argument("--cases", type=int, default=50)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--drop", action="store_true", help="drop the bench database at the end")
@@ -146,23 +207,29 @@ def main() -> None:
     )
     ap.add_argument("--json", dest="json_out", default="", help="write the figures here")
     args = ap.parse_args()
-    persons = args.persons or (115_000 if args.rows <= 20_000_000 else 500_000)
+    shape = shape_for(args.rows, args.shape, args.persons)
     ends = manager.apply_environment(ServicesSettings())
     url = ends.clickhouse_native if ends else ""
     if not url:
         raise SystemExit("no services: SCANTRACE_SERVICES__STATE_DIR=... scantrace services up")
-    db = f"bench_trace_{args.rows}"
+    db = (
+        f"bench_trace_{args.rows}" if shape.name == "province" else f"bench_trace_dense_{args.rows}"
+    )
     settings = ClickHouseSettings(url=f"{url}/{db}")
     migrate(settings)
     client = connect(settings)
     stored = client.execute("SELECT count() FROM scans")[0][0]
     if args.resume_day:
-        generate(client, db, args.rows, persons, args.seed, args.resume_day)
+        generate(client, db, args.rows, shape, args.seed, args.resume_day)
         stored = client.execute("SELECT count() FROM scans")[0][0]
     if stored == 0:
-        print(f"generating about {args.rows:,} scans of {persons:,} persons in {db}", flush=True)
+        print(
+            f"generating about {args.rows:,} scans of {shape.persons:,} persons at"
+            f" {shape.premises:,} premises ({shape.name} shape) in {db}",
+            flush=True,
+        )
         started = time.perf_counter()
-        generate(client, db, args.rows, persons, args.seed)
+        generate(client, db, args.rows, shape, args.seed)
         print(f"generated in {time.perf_counter() - started:.0f} s", flush=True)
         stored = client.execute("SELECT count() FROM scans")[0][0]
     parts, size = client.execute(
@@ -170,6 +237,16 @@ def main() -> None:
         " WHERE database = currentDatabase() AND active"
     )[0]
     print(f"{stored:,} scans stored, {parts} active parts, {size / 1e9:.2f} GB on disk")
+    per_day = client.execute(
+        "SELECT avg(n), median(n), max(n) FROM (SELECT count() AS n FROM scans"
+        " GROUP BY premises_id, toDate(scanned_at, 'Asia/Ho_Chi_Minh'))"
+    )[0]
+    print(
+        f"shape {shape.name}: {shape.persons:,} persons, {shape.premises:,} premises;"
+        f" scans per premises-day: mean {per_day[0]:.0f}, median {per_day[1]:.0f},"
+        f" max {per_day[2]:,}",
+        flush=True,
+    )
     if args.generate_only:
         return
     runner = ClickHouseRunner(settings, client)
@@ -199,8 +276,9 @@ def main() -> None:
             for case, (frm, to) in chosen[:3]:  # warm-up
                 if depth == 1:
                     trace_person(runner, case, frm, to, rule, tables)
-            times, counts = [], []
+            times, counts, load = [], [], []
             for case, (frm, to) in chosen[:n]:
+                load.append(os.getloadavg()[0])
                 started = time.perf_counter()
                 result = trace_person(runner, case, frm, to, rule, tables)
                 times.append((time.perf_counter() - started) * 1000)
@@ -213,17 +291,30 @@ def main() -> None:
                 "cases": len(times),
                 "contacts_median": statistics.median(counts),
                 "contacts_max": max(counts),
+                "load_median": round(statistics.median(load), 2),
+                "load_max": round(max(load), 2),
             }
             r = results[key]
             print(
                 f"{stored:>12,} rows  {key:<22} p50 {r['p50_ms']:>9.1f} ms"
                 f"  p99 {r['p99_ms']:>9.1f} ms  max {r['max_ms']:>9.1f} ms  cases {len(times)}"
-                f"  contacts median {r['contacts_median']:.0f} max {r['contacts_max']}",
+                f"  contacts median {r['contacts_median']:.0f} max {r['contacts_max']}"
+                f"  load {r['load_median']:.1f} (max {r['load_max']:.1f})",
                 flush=True,
             )
     if args.json_out:
         with open(args.json_out, "w") as f:
-            json.dump({"rows": stored, "persons": persons, "results": results}, f, indent=2)
+            json.dump(
+                {
+                    "rows": stored,
+                    "shape": shape.name,
+                    "persons": shape.persons,
+                    "premises": shape.premises,
+                    "results": results,
+                },
+                f,
+                indent=2,
+            )
     if args.drop:
         client.execute(f"DROP DATABASE `{db}`")
     client.disconnect()
