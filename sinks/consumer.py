@@ -54,6 +54,7 @@ from sinks.batch import (
     build_chunk,
     dead_row,
 )
+from sinks.lean_records import LEAN, install
 from sinks.metrics import SinkMetrics
 from sinks.rollup import now_ms, refreshable, touched_days
 from sinks.settings import SinkSettings
@@ -125,8 +126,10 @@ class Sink:
 
     def _make_consumer(self) -> Any:
         o = self.options
+        install()
         return AIOKafkaConsumer(
             bootstrap_servers=self.settings.kafka.servers(),
+            key_deserializer=LEAN,  # records without ConsumerRecord objects (lean_records)
             group_id=o.group_id,
             client_id="scantrace-sink",
             enable_auto_commit=False,
