@@ -109,9 +109,7 @@ def test_an_insert_whose_answer_was_lost_is_retried_without_duplicates() -> None
         clock.t += 10
     assert flaky.failed == 3
     assert consumer.committed_offset(ENRICHED, 0) == 8
-    assert sorted(r[0] for r in memory.tables["scans"]) == sorted(
-        f"e{i}" for i in range(8)
-    )
+    assert sorted(r[0] for r in memory.tables["scans"]) == sorted(f"e{i}" for i in range(8))
     # counted once, however often it was sent
     assert sample(registry, "scantrace_sink_rows_written_total", table="scans") == 8
 
@@ -135,9 +133,7 @@ def test_a_refused_row_is_dead_lettered_not_the_batch() -> None:
     sink, consumer, _, _, registry = make_sink(writer, batch_rows=8)
     consumer.feed(ENRICHED, 0, 50, values(8))
     run(sink)
-    assert sorted(r[0] for r in writer.tables["scans"]) == [
-        f"e{i}" for i in range(8) if i != 5
-    ]
+    assert sorted(r[0] for r in writer.tables["scans"]) == [f"e{i}" for i in range(8) if i != 5]
     [dead] = writer.tables["dead_letters"]
     assert dead[:2] == ("sink", "clickhouse_rejected")
     assert dead[3] == scan_value(5) and dead[4:7] == (ENRICHED, 0, 55) and dead[8] == "e5"
