@@ -1,0 +1,399 @@
+"""End to end: scans/s from the load generator to rows visible in ClickHouse, sustained.
+
+On topics and a database of its own, with the running local services (Kafka, ClickHouse):
+publishes the synthetic province's premises registry (3,000 premises), starts gateway,
+worker and sink as `scantrace run` does (`scantrace.pipeline.Pipeline`), then POSTs msgpack
+batches of 1,000 scans to the gateway at `--rate` scans/s for `--seconds`, and waits until
+ClickHouse holds every unique scan. The scans: distinct event ids (36-character UUIDs),
+about 1 % resent (duplicates the worker drops), premises drawn with the synthetic
+province's popularity skew, three scans per person at three different premises (so none is
+a repeat and the expected row count is exact). Bodies are encoded before the clock starts.
+
+Latency: every batch carries one marker scan at a premises of its own; a poller asks
+ClickHouse for the markers every 0.25 s (the primary key's first column, so each poll
+reads a few granules) and takes `first seen - POST start` as that batch's scan-to-stored
+latency. Memory: the peak resident set (VmHWM) of the broker, ClickHouse, gateway, worker
+and sink, and the worker's resident growth per tracked scan (the `seen` table's entries).
+
+    scantrace services up --kafka apache
+    python -m bench e2e [--rate 20000] [--seconds 300]
+
+Restart the services before a run (`scantrace services down && scantrace services up`) for
+the broker's and ClickHouse's peak memory to be this run's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import aiohttp
+import msgspec
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from bench_sink import admin_delete, endpoints  # the bench folder's own
+
+from ingest.admin import ensure_topics
+from ingest.kafka_settings import KafkaSettings
+from ingest.premises import Premises, encode_premises
+from processors.testing import publish
+from scantrace.pipeline import Pipeline
+from scantrace.synth import generate_premises
+from sinks.clickhouse_settings import ClickHouseSettings
+from sinks.client import connect
+from sinks.migrations import migrate
+
+TOKEN = "bench-e2e-token"
+MARKER_PREMISES = "BENCH-LATENCY"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_bodies(
+    premises: list[Premises], n_batches: int, batch: int, seed: int, now_ms: int
+) -> tuple[list[bytes], list[int]]:
+    """msgpack bodies of `batch` scans (the last one the batch's marker); returns the
+    bodies and the number of unique scans in each (markers included)."""
+    rng = random.Random(seed)
+    ids = [p.premises_id for p in premises]
+    # The synthetic province's skew: a premises' weight falls with its rank.
+    cum: list[float] = []
+    acc = 0.0
+    for rank in range(len(ids)):
+        acc += 1.0 / (rank + 10) ** 0.9
+        cum.append(acc)
+    total = cum[-1]
+    encode = msgspec.msgpack.Encoder().encode
+    bodies: list[bytes] = []
+    uniques: list[int] = []
+    recent: list[dict[str, object]] = []
+    person = 0
+    for b in range(n_batches):
+        scans: list[dict[str, object]] = []
+        unique = 1  # the marker
+        while len(scans) < batch - 1:
+            if recent and rng.random() < 0.01:  # a resend: same event, same bytes
+                scans.append(rng.choice(recent))
+                continue
+            person += 1
+            picked: set[str] = set()
+            while len(picked) < 3:
+                picked.add(ids[bisect.bisect(cum, rng.random() * total)])
+            for premises_id in picked:
+                if len(scans) >= batch - 1:
+                    break
+                scan = {
+                    "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                    "person_id": f"P{person:09d}",
+                    "premises_id": premises_id,
+                    "scanned_at": now_ms - rng.randrange(600_000),
+                    "kind": "checkin",
+                }
+                scans.append(scan)
+                unique += 1
+                if len(recent) < 2000:
+                    recent.append(scan)
+                else:
+                    recent[rng.randrange(2000)] = scan
+        scans.append(
+            {
+                "event_id": f"marker-{b:07d}",
+                "person_id": f"marker-{b:07d}",
+                "premises_id": MARKER_PREMISES,
+                "scanned_at": now_ms,
+                "kind": "checkin",
+            }
+        )
+        bodies.append(encode(scans))
+        uniques.append(unique)
+    return bodies, uniques
+
+
+def vm_hwm_mib(pid: int) -> float:
+    """Peak resident set of a process (VmHWM), MiB; 0 if it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def vm_rss_mib(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def scrape(port: int) -> dict[str, float]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return {}
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("scantrace_"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def table_entries(samples: dict[str, float], table: str) -> float:
+    return sum(
+        v
+        for k, v in samples.items()
+        if k.startswith("scantrace_worker_table_entries{") and f'table="{table}"' in k
+    )
+
+
+class Poller(threading.Thread):
+    """Watches ClickHouse: when each marker became visible, and the row count over time."""
+
+    def __init__(self, clickhouse: ClickHouseSettings) -> None:
+        super().__init__(daemon=True)
+        self.client = connect(clickhouse)
+        self.seen: dict[str, float] = {}
+        self.counts: list[tuple[float, int]] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        next_count = 0.0
+        while not self.stop.is_set():
+            rows = self.client.execute(
+                "SELECT event_id FROM scans WHERE premises_id = %(p)s", {"p": MARKER_PREMISES}
+            )
+            now = time.time()
+            for (event_id,) in rows:
+                self.seen.setdefault(event_id, now)
+            if now >= next_count:
+                next_count = now + 1.0
+                count = self.client.execute("SELECT count() FROM scans")[0][0]
+                self.counts.append((now, count))
+            self.stop.wait(0.25)
+
+
+async def send_all(
+    url: str, bodies: list[bytes], batch: int, rate: float, concurrency: int
+) -> tuple[dict[int, float], int, dict[int, int], float]:
+    """POST every body, paced to `rate` scans/s: (send time per batch, scans accepted,
+    HTTP errors by status, seconds)."""
+    sent_at: dict[int, float] = {}
+    errors: dict[int, int] = {}
+    accepted = 0
+    next_index = 0
+    start = time.monotonic()
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/msgpack"}
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        nonlocal accepted, next_index
+        while next_index < len(bodies):
+            i = next_index
+            next_index += 1
+            delay = start + i * batch / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            sent_at[i] = time.time()
+            while True:
+                async with session.post(url, data=bodies[i], headers=headers) as resp:
+                    if resp.status == 503:
+                        errors[503] = errors.get(503, 0) + 1
+                        await asyncio.sleep(float(resp.headers.get("Retry-After", "1")))
+                        continue
+                    if resp.status != 200:
+                        errors[resp.status] = errors.get(resp.status, 0) + 1
+                        break
+                    accepted += int((await resp.json())["accepted"])
+                    break
+
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+    return sent_at, accepted, errors, time.monotonic() - start
+
+
+def quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> None:  # one linear script
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--rate", type=float, default=20_000)
+    ap.add_argument("--seconds", type=float, default=300)
+    ap.add_argument("--batch", type=int, default=1000)
+    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--seed", type=int, default=2021)
+    args = ap.parse_args()
+
+    bootstrap, ch_url = endpoints()
+    status = json.loads(
+        os.popen(f"{sys.executable} -m scantrace.cli services status --json").read() or "{}"
+    )
+    service_pids = {"kafka": status["kafka"]["pid"], "clickhouse": status["clickhouse"]["pid"]}
+    tag = uuid.uuid4().hex[:8]
+    kafka = KafkaSettings(
+        bootstrap=bootstrap, topic_prefix=f"e2e{tag}.", partitions=args.partitions
+    )
+    clickhouse = ClickHouseSettings(url=f"{ch_url}/e2e_{tag}")
+    ensure_topics(kafka)
+    migrate(clickhouse)
+    premises = [
+        *generate_premises(args.seed, 3000),
+        Premises(MARKER_PREMISES, "Latency markers", "office", "Phan Rang-Thap Cham"),
+    ]
+    publish(kafka, kafka.premises, [(p.premises_id.encode(), encode_premises(p)) for p in premises])
+
+    n_batches = int(args.rate * args.seconds / args.batch)
+    t = time.perf_counter()
+    bodies, uniques = make_bodies(
+        premises[:-1], n_batches, args.batch, args.seed, int(time.time() * 1000)
+    )
+    total = n_batches * args.batch
+    unique = sum(uniques)
+    print(
+        f"e2e bench: {total:,} scans ({unique:,} unique) in {n_batches:,} batches of "
+        f"{args.batch:,}, target {args.rate:,.0f} scans/s for {args.seconds:.0f} s, "
+        f"{args.partitions} partitions; bodies built in {time.perf_counter() - t:.0f} s",
+        flush=True,
+    )
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
+
+    work = Path(tempfile.mkdtemp(prefix="scantrace-e2e-"))
+    env = {
+        "SCANTRACE_KAFKA__BOOTSTRAP": bootstrap,
+        "SCANTRACE_KAFKA__TOPIC_PREFIX": kafka.topic_prefix,
+        "SCANTRACE_KAFKA__PARTITIONS": str(kafka.partitions),
+        "SCANTRACE_CLICKHOUSE__URL": clickhouse.url,
+        "SCANTRACE_GATEWAY__TOKENS": json.dumps({TOKEN: "gw-bench"}),
+        "SCANTRACE_SINK__GROUP_ID": f"e2e-sink-{tag}",
+        "SCANTRACE_WORKER__DATA_DIR": str(work / "worker"),
+    }
+    os.environ.update(env)
+    pipeline = Pipeline(
+        gateway_port=free_port(),
+        worker_metrics_port=free_port(),
+        sink_metrics_port=free_port(),
+        log_dir=work / "logs",
+    )
+    pipeline.start()
+    poller = Poller(clickhouse)
+    client = connect(clickhouse)
+    try:
+        deadline = time.monotonic() + 120
+        while not scrape(pipeline.worker_metrics_port) or not scrape(pipeline.sink_metrics_port):
+            if time.monotonic() > deadline or pipeline.failed():
+                sys.exit(f"pipeline did not start: {pipeline.failed()}")
+            time.sleep(0.5)
+        url = f"http://127.0.0.1:{pipeline.gateway_port}/v1/scans"
+        # Warm-up: one batch through the whole pipeline before the clock starts.
+        asyncio.run(send_all(url, bodies[:1], args.batch, args.rate, 1))
+        while client.execute("SELECT count() FROM scans")[0][0] < uniques[0]:
+            if time.monotonic() > deadline or pipeline.failed():
+                sys.exit(f"warm-up did not reach ClickHouse: {pipeline.failed()}")
+            time.sleep(0.2)
+        worker_pid = pipeline.procs["worker"].pid
+        rss0 = vm_rss_mib(worker_pid)
+        seen0 = table_entries(scrape(pipeline.worker_metrics_port), "seen")
+        poller.start()
+        sent_at, accepted, errors, send_s = asyncio.run(
+            send_all(url, bodies[1:], args.batch, args.rate, args.concurrency)
+        )
+        sent_at = {i + 1: v for i, v in sent_at.items()}
+        end_send = time.time()
+        print(
+            f"  sent {total - args.batch:,} scans in {send_s:.1f} s: "
+            f"{(total - args.batch) / send_s:,.0f} scans/s offered, {accepted:,} accepted, "
+            f"HTTP errors {errors or 'none'}",
+            flush=True,
+        )
+        drain_deadline = time.monotonic() + 600
+        while True:
+            stored = client.execute("SELECT uniqExact(event_id) FROM scans")[0][0]
+            if stored >= unique:
+                break
+            if time.monotonic() > drain_deadline or pipeline.failed():
+                sys.exit(f"only {stored:,} of {unique:,} stored ({pipeline.failed()} failed)")
+            time.sleep(0.5)
+        all_stored = time.time()
+        time.sleep(0.6)
+        poller.stop.set()
+        poller.join()
+        worker_samples = scrape(pipeline.worker_metrics_port)
+        rss1 = vm_rss_mib(worker_pid)
+        seen1 = table_entries(worker_samples, "seen")
+        peaks = {name: vm_hwm_mib(pid) for name, pid in service_pids.items()}
+        peaks.update({name: vm_hwm_mib(p.pid) for name, p in pipeline.procs.items()})
+    finally:
+        pipeline.stop()
+        poller.stop.set()
+        client.execute(f"DROP DATABASE IF EXISTS `{clickhouse.database}`")
+        admin_delete(kafka)
+
+    start_send = min(sent_at.values())
+    latencies = [
+        poller.seen[f"marker-{i:07d}"] - t
+        for i, t in sent_at.items()
+        if f"marker-{i:07d}" in poller.seen
+    ]
+    counts = [(t, c) for t, c in poller.counts if start_send <= t <= end_send]
+    window_rate = (
+        (counts[-1][1] - counts[0][1]) / (counts[-1][0] - counts[0][0]) if len(counts) > 1 else 0.0
+    )
+    stored_scans = unique - uniques[0]  # the warm-up batch went before the clock
+    print(f"  all {unique:,} unique scans stored {all_stored - end_send:.1f} s after the last POST")
+    print(
+        f"  sustained: {stored_scans / (all_stored - start_send):,.0f} scans/s from the first "
+        f"POST to the last row stored; {window_rate:,.0f} rows/s stored while sending"
+    )
+    print(
+        f"  scan-to-stored latency over {len(latencies):,} batches: p50 "
+        f"{statistics.median(latencies):.2f} s, p99 {quantile(latencies, 0.99):.2f} s, "
+        f"max {max(latencies):.2f} s"
+    )
+    print(
+        "  peak resident memory (VmHWM, MiB): "
+        + ", ".join(f"{k} {v:,.0f}" for k, v in peaks.items())
+        + f"; sum {sum(peaks.values()):,.0f}"
+    )
+    tracked = seen1 - seen0
+    if tracked > 0:
+        print(
+            f"  worker: {tracked:,.0f} more tracked scans (seen), "
+            f"resident +{rss1 - rss0:,.0f} MiB: "
+            f"{(rss1 - rss0) * 2**20 / tracked:,.0f} bytes per tracked scan"
+        )
+    print(f"  load average at the end {os.getloadavg()[0]:.1f}; logs in {work / 'logs'}")
+
+
+if __name__ == "__main__":
+    main()
