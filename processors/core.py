@@ -206,6 +206,8 @@ class ProcessorCore:
         last_get = last_kept.get
         premises_get = self.state.premises.get
         fast = fast_scan
+        times: dict[int, int] = {}
+        same_time = times.setdefault
 
         rows: list[EnrichedRow] = []
         append = rows.append
@@ -244,7 +246,9 @@ class ProcessorCore:
                 gateway_id = ev.gateway_id
                 received_at = ev.received_at
 
-            arrival = now_ms if received_at is None else received_at
+            # One int object per distinct arrival (a gateway stamps a whole request with
+            # one): `seen` and `last_kept` hold it for every scan of the horizon.
+            arrival = now_ms if received_at is None else same_time(received_at, received_at)
             first = seen_get(event_id)
             if first is not None and arrival - first <= horizon:
                 duplicates += 1
