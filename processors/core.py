@@ -83,11 +83,14 @@ from processors.records import (
 )
 from processors.settings import ProcessorSettings
 from processors.state import (
+    ARRIVAL_BITS,
+    ARRIVAL_MASK,
     P_VERSION,
     PK_EVENT_ID,
     PK_PARKED_AT,
     ParkedScan,
     ProcessorState,
+    last_kept_value,
     premises_entry,
     repeat_key,
 )
@@ -289,12 +292,12 @@ class ProcessorCore:
             last = last_get(key)
             if (
                 last is not None
-                and arrival - last[1] <= horizon
-                and -window <= scanned_at - last[0] <= window
+                and arrival - (last & ARRIVAL_MASK) <= horizon
+                and -window <= scanned_at - (last >> ARRIVAL_BITS) <= window
             ):
                 repeats += 1
                 continue
-            last_kept[key] = (scanned_at, arrival)
+            last_kept[key] = scanned_at << ARRIVAL_BITS | arrival  # last_kept_value()
             append(
                 (
                     event_id,
@@ -369,7 +372,7 @@ class ProcessorCore:
         for event_id in [k for k, arrival in seen.items() if arrival < cutoff]:
             del seen[event_id]
         last_kept = self.state.last_kept
-        for key in [k for k, (_, arrival) in last_kept.items() if arrival < cutoff]:
+        for key in [k for k, v in last_kept.items() if v & ARRIVAL_MASK < cutoff]:
             del last_kept[key]
 
         counts = Counts()
@@ -429,12 +432,12 @@ class ProcessorCore:
             last = last_kept.get(key)
             if (
                 last is not None
-                and scan.arrival - last[1] <= horizon
-                and abs(scan.scanned_at - last[0]) <= window
+                and scan.arrival - (last & ARRIVAL_MASK) <= horizon
+                and abs(scan.scanned_at - (last >> ARRIVAL_BITS)) <= window
             ):
                 counts.repeats += 1
                 continue
-            last_kept[key] = (scan.scanned_at, scan.arrival)
+            last_kept[key] = last_kept_value(scan.scanned_at, scan.arrival)
             rows.append(
                 (
                     scan.event_id,

@@ -9,9 +9,10 @@ every change is a fresh value assigned to its key.
 Value formats (msgpack-able: ints, strings, bytes, lists):
 
 - `seen`: event_id -> arrival ms of its first sighting.
-- `last_kept`: `repeat_key(person, premises, kind)` -> `(scanned_at, arrival_ms)` of the
-  last scan kept for that key (a tuple: the garbage collector stops tracking tuples of ints,
-  which matters with millions of entries; a msgpack round trip gives a list, read alike).
+- `last_kept`: `repeat_key(person, premises, kind)` -> `last_kept_value(scanned_at,
+  arrival_ms)` of the last scan kept for that key: both times packed in one int (36 bytes
+  where a tuple of two ints took 88; this state is held for every scan of the horizon).
+  Wider than 64 bits: the changelog carries it as a msgpack extension (`processors.tables`).
 - `parked`: premises_id -> list of `ParkedScan.to_list()` entries, oldest first.
 - `premises`: premises_id -> `premises_entry(p)`:
   `[name, category, district, ward, agency, dwell_minutes, version]`.
@@ -33,7 +34,7 @@ scans parked for premises that have arrived.
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping, Sequence
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -48,9 +49,19 @@ P_NAME, P_CATEGORY, P_DISTRICT, P_WARD, P_AGENCY, P_DWELL, P_VERSION = range(7)
 PK_PARKED_AT, PK_EVENT_ID = 4, 6
 
 SeenTable = MutableMapping[str, int]
-LastKeptTable = MutableMapping[str, Sequence[int]]
+LastKeptTable = MutableMapping[str, int]
 ParkedTable = MutableMapping[str, list[list[Any]]]
 PremisesTable = MutableMapping[str, list[Any]]
+
+
+# Epoch ms up to 2109 fit in 42 bits (the contract stops at 2100).
+ARRIVAL_BITS: Final = 42
+ARRIVAL_MASK: Final = (1 << ARRIVAL_BITS) - 1
+
+
+def last_kept_value(scanned_at: int, arrival: int) -> int:
+    """`scanned_at` in the high bits, `arrival` in the low 42 (both epoch ms)."""
+    return scanned_at << ARRIVAL_BITS | arrival
 
 
 def repeat_key(person_id: str, premises_id: str, kind: str) -> str:

@@ -38,12 +38,29 @@ ChangelogRecord = tuple[bytes, bytes | None]
 _MISSING: Final[Any] = object()
 
 
+# Ints wider than msgpack's 64 bits (`processors.state.last_kept_value`) travel as this
+# extension type: 16 bytes, big-endian, signed.
+BIG_INT_EXT: Final = 1
+
+
+def _big_int(value: Any) -> msgpack.ExtType:
+    if type(value) is int:
+        return msgpack.ExtType(BIG_INT_EXT, value.to_bytes(16, "big", signed=True))
+    raise TypeError(f"cannot encode {type(value).__name__} in a changelog value")
+
+
+def _ext(code: int, data: bytes) -> Any:
+    if code == BIG_INT_EXT:
+        return int.from_bytes(data, "big", signed=True)
+    return msgpack.ExtType(code, data)
+
+
 def encode_value(value: Any) -> bytes:
-    return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
+    return msgpack.packb(value, use_bin_type=True, default=_big_int)  # type: ignore[no-any-return]
 
 
 def decode_value(data: bytes) -> Any:
-    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+    return msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=_ext)
 
 
 class PartitionView(MutableMapping[str, Any]):
@@ -118,7 +135,7 @@ class PartitionView(MutableMapping[str, Any]):
 
 def changelog_records(changes: dict[str, Any]) -> list[ChangelogRecord]:
     """The changelog messages for what `PartitionView.commit()` returned."""
-    pack = msgpack.Packer(use_bin_type=True).pack
+    pack = msgpack.Packer(use_bin_type=True, default=_big_int).pack
     return [(k.encode(), pack(v) if v is not None else None) for k, v in changes.items()]
 
 
@@ -170,7 +187,7 @@ class PartitionedStore(MemoryStore[Any, Any]):
         """`apply_changelog_batch` for raw Kafka records of one changelog partition (the
         bulk recovery path of `processors.faust_transport`), in order."""
         part = self.partition(partition)
-        unpackb = msgpack.unpackb
+        decode = decode_value
         for record in records:
             key = record.key
             if key is None:
@@ -179,7 +196,7 @@ class PartitionedStore(MemoryStore[Any, Any]):
             if value is None:
                 part.pop(key.decode(), None)
             else:
-                part[key.decode()] = unpackb(value, raw=False, strict_map_key=False)
+                part[key.decode()] = decode(value)
 
     def _own_partitions(self, tps: Iterable[TP]) -> set[int]:
         topic = self.table.changelog_topic.get_topic_name()

@@ -13,6 +13,7 @@ from processors.core import ProcessorCore, Result
 from processors.records import RawRecord
 from processors.settings import ProcessorSettings
 from processors.state import ProcessorState
+from processors.tables import decode_value, encode_value
 
 NOW = 1_700_000_000_000  # 2023-11-14T22:13:20Z; fixed, tests never read the clock
 SECOND = 1000
@@ -107,19 +108,19 @@ def assert_balanced(core: ProcessorCore, *results: Result) -> None:
 
 
 class SerializingTable(MutableMapping[str, Any]):
-    """A stand-in for a Faust table with a msgpack value serializer: values are stored as
-    bytes, so a value mutated in place after `[key] = value` is lost, as in Faust, and reads
-    return fresh lists."""
+    """A stand-in for a Faust table with the worker's changelog value codec: values are
+    stored as bytes, so a value mutated in place after `[key] = value` is lost, as in Faust,
+    and reads return fresh lists."""
 
     def __init__(self) -> None:
         self._data: dict[str, bytes] = {}
 
     def __getitem__(self, key: str) -> Any:
-        return msgpack.unpackb(self._data[key], raw=False)
+        return decode_value(self._data[key])
 
     def __setitem__(self, key: str, value: Any) -> None:
         assert isinstance(key, str)
-        self._data[key] = msgpack.packb(value, use_bin_type=True)
+        self._data[key] = encode_value(value)
 
     def __delitem__(self, key: str) -> None:
         del self._data[key]

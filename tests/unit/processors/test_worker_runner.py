@@ -20,7 +20,7 @@ from processors.records import EnrichedScan, RawRecord, encode_row
 from processors.runner import TABLES, BatchRunner, Outbox, StaticTableRef
 from processors.settings import ProcessorSettings
 from processors.state import ProcessorState
-from processors.tables import decode_value
+from processors.tables import decode_value, encode_value
 
 KAFKA = KafkaSettings(bootstrap="127.0.0.1:9", topic_prefix="t.")
 PART = 3
@@ -323,7 +323,7 @@ def test_accounting_identity_and_recovered_state_over_a_mixed_stream() -> None:
             table[key.decode()] = decode_value(value)
     live = {name: stores[name].parts[PART] for name in TABLES}
     normalized = {
-        name: {k: msgpack.unpackb(msgpack.packb(v)) for k, v in table.items()}
+        name: {k: decode_value(encode_value(v)) for k, v in table.items()}
         for name, table in live.items()
     }
     assert replayed == normalized

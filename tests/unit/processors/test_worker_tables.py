@@ -10,11 +10,13 @@ import msgpack
 import pytest
 from faust.types import TP
 
+from processors.state import ARRIVAL_BITS, ARRIVAL_MASK, last_kept_value
 from processors.tables import (
     PartitionedStore,
     PartitionView,
     changelog_records,
     decode_value,
+    encode_value,
 )
 
 
@@ -140,3 +142,16 @@ def test_partitions_that_move_away_are_dropped() -> None:
     assert sorted(store.parts) == [0, 2]
     asyncio.run(store.on_recovery_completed({TP(topic, 2), TP("other", 0)}, set()))
     assert sorted(store.parts) == [2]
+
+
+def test_ints_wider_than_64_bits_survive_the_changelog() -> None:
+    packed = last_kept_value(1_700_000_000_123, 1_700_000_999_456)  # 84 bits
+    assert packed >= 2**64
+    records = changelog_records({"p\x1fP\x1fcheckin": packed, "small": 5, "neg": -(2**70)})
+    store = _store()
+    store.apply_changelog_batch([_Event(_Message(k, v, 0)) for k, v in records])  # type: ignore[arg-type]
+    assert store.partition(0) == {"p\x1fP\x1fcheckin": packed, "small": 5, "neg": -(2**70)}
+    assert decode_value(records[0][1] or b"") >> ARRIVAL_BITS == 1_700_000_000_123
+    assert decode_value(records[0][1] or b"") & ARRIVAL_MASK == 1_700_000_999_456
+    with pytest.raises(TypeError):
+        encode_value(object())
