@@ -8,7 +8,7 @@ included) and from the first stored row (the steady rate), the sink's CPU time p
 and the median of the runs. Publishing is not timed.
 
     scantrace services up --kafka apache
-    python -m bench sink [--scans 1000000] [--runs 3] [--batch-rows 50000]
+    python -m bench sink [--scans 1000000] [--runs 3] [--batch-rows 50000] [--sinks 1]
 
 BENCH_PROFILE=FILE writes a cProfile of the sink's main thread (fetching) to FILE.
 """
@@ -122,11 +122,16 @@ def cpu_seconds(pid: int) -> float:
 
 
 def one_run(
-    bootstrap: str, ch_url: str, values: list[tuple[bytes, bytes]], batch_rows: int
+    bootstrap: str,
+    ch_url: str,
+    values: list[tuple[bytes, bytes]],
+    batch_rows: int,
+    sinks: int = 1,
+    partitions: int = 4,
 ) -> dict[str, float]:
     n = len(values)
     tag = uuid.uuid4().hex[:8]
-    kafka = KafkaSettings(bootstrap=bootstrap, topic_prefix=f"bench{tag}.", partitions=4)
+    kafka = KafkaSettings(bootstrap=bootstrap, topic_prefix=f"bench{tag}.", partitions=partitions)
     ensure_topics(kafka)
     clickhouse = ClickHouseSettings(url=f"{ch_url}/bench_{tag}")
     migrate(clickhouse)
@@ -149,9 +154,9 @@ def one_run(
         if os.environ.get("BENCH_PROFILE")
         else []
     )
-    proc = subprocess.Popen(
-        [sys.executable, *profile, "-m", "scantrace.cli", "sink", "--log-level", "warning"], env=env
-    )
+    argv = [sys.executable, *profile, "-m", "scantrace.cli", "sink", "--log-level", "warning"]
+    # Several processes share the partitions as one consumer group (how the sink scales).
+    procs = [subprocess.Popen(argv, env=env) for _ in range(sinks)]
     first = done = 0.0
     cpu = 0.0
     try:
@@ -162,16 +167,19 @@ def one_run(
                 first = now
             if stored >= n:
                 done = now
-                cpu = cpu_seconds(proc.pid)
+                cpu = sum(cpu_seconds(p.pid) for p in procs)
                 break
-            if proc.poll() is not None:
-                sys.exit(f"the sink exited with {proc.returncode}")
+            for proc in procs:
+                if proc.poll() is not None:
+                    sys.exit(f"a sink exited with {proc.returncode}")
             if now - start > 900:
                 sys.exit(f"timeout: {stored:,} of {n:,} stored")
             time.sleep(0.05)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            proc.wait(timeout=60)
         client.execute(f"DROP DATABASE IF EXISTS `{clickhouse.database}`")
         client.disconnect()
         admin_delete(kafka)
@@ -200,9 +208,14 @@ def main() -> None:
     parser.add_argument("--scans", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--batch-rows", type=int, default=50_000)
+    parser.add_argument("--sinks", type=int, default=1, help="sink processes (one group)")
+    parser.add_argument("--partitions", type=int, default=4)
     args = parser.parse_args()
     bootstrap, ch_url = endpoints()
-    print(f"sink bench: {args.scans:,} scans x {args.runs} runs, batch {args.batch_rows:,}")
+    print(
+        f"sink bench: {args.scans:,} scans x {args.runs} runs, batch {args.batch_rows:,}, "
+        f"{args.sinks} sink process(es), {args.partitions} partitions"
+    )
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f}"
@@ -212,7 +225,7 @@ def main() -> None:
     print(f"  built {args.scans:,} records in {time.perf_counter() - t:.1f} s", flush=True)
     results = []
     for run in range(args.runs):
-        r = one_run(bootstrap, ch_url, values, args.batch_rows)
+        r = one_run(bootstrap, ch_url, values, args.batch_rows, args.sinks, args.partitions)
         results.append(r)
         print(
             f"run {run + 1}: {r['seconds']:.1f} s, "
