@@ -5,10 +5,14 @@ clickhouse-driver); only table names from the operator's settings are formatted 
 after `_ident` checked them.
 
 Shape of every query (PERFORMANCE.md "Exposure queries"):
-1. the seeds' scans (the case's, or the F1 contacts' for degree 2) through the
-   by-person access path (`person_id IN ...`);
-2. co-visitor scans narrowed by `premises_id GLOBAL IN (the seeds' premises)` and by the
-   seeds' time span, so the `(premises_id, scanned_at)` primary key does the work;
+1. the seeds' scans: for degree 2 the F1 contacts' through the by-person access path
+   (`person_id IN ...`); for degree 1 the case's, which the timeline query
+   (`case_visits`) has already read, passed back as bound arrays (`CaseVisit`), so the
+   degree-1 query reads `scans` once, by premises and time only;
+2. co-visitor scans narrowed by `premises_id GLOBAL IN (the seeds' premises)` (a bound
+   set at degree 1) and by the seeds' time span (constants), and at degree 1 by one
+   premises-and-time term per day around the case's visits (`seed_windows`,
+   `window_terms`), so the `(premises_id, scanned_at)` primary key does the work;
 3. a join of the two on premises, filtered by the rule, grouped to one row per
    (person, premises), keeping the seed with the earliest contact (ties: smallest id).
 `GLOBAL IN` makes the sets travel to every shard when `scans` is a Distributed table
@@ -37,7 +41,7 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
-from tracing.rules import MINUTE_MS, Rule
+from tracing.rules import MAX_DWELL_MIN, MINUTE_MS, Rule
 
 _IDENT: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}(\.[A-Za-z_][A-Za-z0-9_]{0,63})?$")
 # A query that carries thousands of F1 ids in its text is longer than the 256 KiB default.
@@ -184,10 +188,15 @@ _PICK_ONE_SEED = """
     LIMIT 1 BY person_id, premises_id"""
 
 
+# With the case's rows bound, the degree-1 query reads `scans` by premises and time only:
+# the by-person projection cannot serve it, and weighing it costs a second key analysis.
+_NO_PROJECTIONS: Final = "\nSETTINGS optimize_use_projections = 0"
+
 Window = tuple[str, int, int]
 # Key analysis of an OR of ranges costs more than linearly in their number (measured:
-# 10 ranges 13 ms, 74 ranges 160 ms of planning); beyond this many, the seed-derived
-# `premises IN` + time span narrowing alone is used.
+# 10 ranges 13 ms, 74 ranges 160 ms of planning); the windows are grouped into one term
+# per day (`window_terms`), and beyond this many windows the seed-derived `premises IN` +
+# time span narrowing alone is used.
 MAX_WINDOWS: Final = 48
 
 
@@ -218,19 +227,84 @@ def seed_windows(
     return out if len(out) <= max_windows else None
 
 
+Term = tuple[tuple[str, ...], int, int]
+
+
+def window_terms(windows: list[Window], day_ms: int = 86_400_000) -> list[Term]:
+    """The windows grouped by the UTC day they start in (the partitions of `scans` are
+    UTC days): one (premises ids, lo, hi) term per day, covering every window of that day.
+    A case is at a few premises a day, so the co-visitor read selects about the same
+    granules as with one term per window, while the key analysis, whose cost grows faster
+    than linearly with the number of OR terms, gets about one term per day."""
+    by_day: dict[int, list[Window]] = {}
+    for w in windows:
+        by_day.setdefault(w[1] // day_ms, []).append(w)
+    return [
+        (
+            tuple(sorted({p for p, _, _ in ws})),
+            min(lo for _, lo, _ in ws),
+            max(hi for _, _, hi in ws),
+        )
+        for _, ws in sorted(by_day.items())
+    ]
+
+
 def _windows_filter(windows: list[Window] | None, params: dict[str, object]) -> str:
-    """`AND (premises_id = ... AND scanned_at BETWEEN ... OR ...)`, values bound: lets the
-    (premises_id, scanned_at) primary key read only the granules around the case."""
+    """`AND (premises_id IN ... AND scanned_at BETWEEN ... OR ...)`, one term per day
+    (`window_terms`), values bound: lets the (premises_id, scanned_at) primary key read
+    only the granules around the case."""
     if not windows:
         return ""
     terms = []
-    for i, (premises_id, lo, hi) in enumerate(windows):
-        params[f"w{i}_p"], params[f"w{i}_lo"], params[f"w{i}_hi"] = premises_id, lo, hi
+    for i, (premises, lo, hi) in enumerate(window_terms(windows)):
+        params[f"w{i}_p"], params[f"w{i}_lo"], params[f"w{i}_hi"] = premises, lo, hi
         terms.append(
-            f"(premises_id = %(w{i}_p)s AND scanned_at >= {_at(f'%(w{i}_lo)s')}"
+            f"(premises_id IN %(w{i}_p)s AND scanned_at >= {_at(f'%(w{i}_lo)s')}"
             f" AND scanned_at <= {_at(f'%(w{i}_hi)s')})"
         )
     return "\n          AND (" + "\n               OR ".join(terms) + ")"
+
+
+@dataclass(frozen=True, slots=True)
+class CaseVisit:
+    """One row of `case_visits`: a visit of the case with a scan in the period."""
+
+    premises_id: str
+    time_from: int
+    time_to: int
+    premises_name: str
+    district: str
+    category: str
+    period_times: tuple[int, ...]  # its scan times inside [from, to]
+
+
+def _case_literal(rule: Rule, case: list[CaseVisit], params: dict[str, object]) -> str:
+    """The degree-1 seed rows as a table built from bound arrays (from `case_visits`,
+    already read): under scan-window the case's scans in the period, under overlap its
+    visits. The co-visitor query then reads `scans` once, by premises and time only."""
+    if rule.name == "scan-window":
+        rows = [(v, t) for v in case for t in v.period_times]
+        params["c_t"] = [t for _, t in rows]
+        times = "CAST(%(c_t)s AS Array(Int64)) AS t"
+        cols = "t"
+    else:
+        rows = [(v, 0) for v in case]
+        params["c_vs"] = [v.time_from for v in case]
+        params["c_ve"] = [v.time_to for v in case]
+        times = "CAST(%(c_vs)s AS Array(Int64)) AS vs, CAST(%(c_ve)s AS Array(Int64)) AS ve"
+        cols = "vs, ve"
+    params["c_premises"] = [v.premises_id for v, _ in rows]
+    params["c_name"] = [v.premises_name for v, _ in rows]
+    params["c_district"] = [v.district for v, _ in rows]
+    params["c_category"] = [v.category for v, _ in rows]
+    params["c_premises_set"] = tuple(sorted({v.premises_id for v in case}))
+    return f"""
+        SELECT %(seed_ids)s[1] AS seed, premises_id, {cols}, premises_name, district, category
+        FROM system.one
+        ARRAY JOIN CAST(%(c_premises)s AS Array(String)) AS premises_id, {times},
+                   CAST(%(c_name)s AS Array(String)) AS premises_name,
+                   CAST(%(c_district)s AS Array(String)) AS district,
+                   CAST(%(c_category)s AS Array(String)) AS category"""
 
 
 def contacts(
@@ -240,6 +314,7 @@ def contacts(
     exclude: list[str],
     tables: TraceTables | None = None,
     windows: list[Window] | None = None,
+    case: list[CaseVisit] | None = None,
 ) -> Query:
     """Contacts of `seeds` ((person_id, since_ms) pairs: each seed's scans from `since`
     to `to_ms` count) under `rule`, never listing a person in `exclude`.
@@ -247,19 +322,57 @@ def contacts(
     Degree 1 is `seeds=[(case, from)]`, `exclude=[case]`; degree 2 is the F1 persons
     with their earliest contact time, excluding the case and every F1 person. `windows`
     (`seed_windows`) narrows the co-visitor read further; the answer is the same without.
+    `case` (degree 1 only): the case's visits from `case_visits` under the same rule and
+    period; the seed rows are then bound values instead of a second by-person read, and
+    the premises set and time span are constants the primary key analysis uses directly.
     The premises' name, district and category come from the seeds' own rows (few), so
     the co-visitor read is three narrow columns."""
     tables = tables or TraceTables()
     params = _seed_params(seeds, to_ms, exclude, rule)
     narrow = _windows_filter(windows, params)
+    if case is not None and len(seeds) != 1:
+        raise ValueError("case rows are for degree 1: one seed")
+    if case is not None and not case:
+        raise ValueError("no case visits: nothing to trace")
+    pad = "%(window_ms)s" if rule.name == "scan-window" else "(%(buffer_ms)s + %(horizon_ms)s)"
+    literal = ""
+    if case is not None:
+        literal = _case_literal(rule, case, params)
+        if rule.name == "scan-window":
+            params["c_lo"] = min(min(v.period_times) for v in case)
+            params["c_hi"] = max(max(v.period_times) for v in case)
+        else:
+            params["c_lo"] = min(v.time_from for v in case)
+            params["c_hi"] = max(v.time_to for v in case)
+        premises_in = "premises_id IN %(c_premises_set)s"
+        span = (_at(f"%(c_lo)s - {pad}"), _at(f"%(c_hi)s + {pad}"))
+    else:
+        # The seeds' scans lie in [min_since, to] (scan-window); their visits (overlap)
+        # start after min_since - horizon and end before to + horizon + the longest dwell
+        # time: constants, so no scalar subquery re-reads the seeds.
+        premises_in = "premises_id GLOBAL IN (SELECT premises_id FROM " + (
+            "case_scans)" if rule.name == "scan-window" else "case_visits)"
+        )
+        if rule.name == "scan-window":
+            span = (_at(f"%(min_since)s - {pad}"), _at(f"%(to_ms)s + {pad}"))
+        else:
+            span = (
+                _at(f"%(min_since)s - %(horizon_ms)s - {pad}"),
+                _at(f"%(to_ms)s + %(horizon_ms)s + {MAX_DWELL_MIN * MINUTE_MS} + {pad}"),
+            )
     if rule.name == "scan-window":
+        seed_rows = (
+            literal
+            if case is not None
+            else f"""
+        SELECT person_id AS seed, premises_id, t, premises_name, district, category FROM ({
+                _seed_scans(tables, lo="%(min_since)s", hi="%(to_ms)s", extra=", " + _PREMISES_COLS)
+            })
+        WHERE t >= since"""
+        )
         sql = f"""
 WITH
-    case_scans AS (
-        SELECT person_id AS seed, premises_id, t, premises_name, district, category FROM ({
-            _seed_scans(tables, lo="%(min_since)s", hi="%(to_ms)s", extra=", " + _PREMISES_COLS)
-        })
-        WHERE t >= since
+    case_scans AS ({seed_rows}
     ),
     case_buckets AS (
         -- the ARRAY JOIN clause, not arrayJoin(): with arrayJoin() in the select list
@@ -272,9 +385,9 @@ WITH
     near AS (
         SELECT person_id, premises_id, {_ms("scanned_at")} AS t, intDiv(t, %(bucket_ms)s) AS b
         FROM {tables.q("scans")}
-        WHERE premises_id GLOBAL IN (SELECT premises_id FROM case_scans)
-          AND scanned_at >= {_at("(SELECT min(t) FROM case_scans) - %(window_ms)s")}
-          AND scanned_at <= {_at("(SELECT max(t) FROM case_scans) + %(window_ms)s")}
+        WHERE {premises_in}
+          AND scanned_at >= {span[0]}
+          AND scanned_at <= {span[1]}
           AND person_id NOT IN %(exclude)s{narrow}
     )
 SELECT x.person_id AS person_id, x.premises_id AS premises_id, c.seed AS via,
@@ -286,36 +399,37 @@ SELECT x.person_id AS person_id, x.premises_id AS premises_id, c.seed AS via,
 FROM near AS x
 INNER JOIN case_buckets AS c ON x.premises_id = c.premises_id AND x.b = c.b
 WHERE x.t >= c.t - %(window_ms)s AND x.t <= c.t + %(window_ms)s AND x.person_id != c.seed
-GROUP BY person_id, premises_id, via{_PICK_ONE_SEED}"""
+GROUP BY person_id, premises_id, via{_PICK_ONE_SEED}{_NO_PROJECTIONS if case is not None else ""}"""
         return sql, params
-    sql = f"""
-WITH
-    case_visits AS (
+    seed_rows = (
+        literal
+        if case is not None
+        else f"""
         SELECT person_id AS seed, premises_id, vs, ve, premises_name, district, category
         FROM ({
-        _visits(
-            _seed_scans(
-                tables,
-                lo="%(min_since)s - %(horizon_ms)s",
-                hi="%(to_ms)s + %(horizon_ms)s",
-                extra=", " + _PREMISES_COLS,
-            ),
-            extra=_IN_SEED_PERIOD + _PREMISES_ANY,
-        )
-    })
-        WHERE in_period > 0
+            _visits(
+                _seed_scans(
+                    tables,
+                    lo="%(min_since)s - %(horizon_ms)s",
+                    hi="%(to_ms)s + %(horizon_ms)s",
+                    extra=", " + _PREMISES_COLS,
+                ),
+                extra=_IN_SEED_PERIOD + _PREMISES_ANY,
+            )
+        })
+        WHERE in_period > 0"""
+    )
+    sql = f"""
+WITH
+    case_visits AS ({seed_rows}
     ),
     near AS (
         SELECT person_id, premises_id, {_ms("scanned_at")} AS t, toUInt8(kind) AS k, event_id,
                dwell_minutes AS dwell
         FROM {tables.q("scans")}
-        WHERE premises_id GLOBAL IN (SELECT premises_id FROM case_visits)
-          AND scanned_at >= {
-        _at("(SELECT min(vs) FROM case_visits) - %(buffer_ms)s - %(horizon_ms)s")
-    }
-          AND scanned_at <= {
-        _at("(SELECT max(ve) FROM case_visits) + %(buffer_ms)s + %(horizon_ms)s")
-    }
+        WHERE {premises_in}
+          AND scanned_at >= {span[0]}
+          AND scanned_at <= {span[1]}
           AND person_id NOT IN %(exclude)s{narrow}
     ),
     case_buckets AS (
@@ -345,7 +459,7 @@ FROM (
               >= %(min_overlap_ms)s
       AND x.person_id != c.seed
     GROUP BY person_id, premises_id, via
-){_PICK_ONE_SEED}"""
+){_PICK_ONE_SEED}{_NO_PROJECTIONS if case is not None else ""}"""
     return sql, params
 
 
@@ -357,13 +471,15 @@ VISIT_COLUMNS: Final = (
     "premises_name",
     "district",
     "category",
+    "period_times",  # the visit's scan times inside [from, to], ascending (CaseVisit)
 )
 
 
 def case_visits(
     rule: Rule, person_id: str, from_ms: int, to_ms: int, tables: TraceTables | None = None
 ) -> Query:
-    """The case's visits with at least one scan in [from, to]: its timeline."""
+    """The case's visits with at least one scan in [from, to]: its timeline, and per visit
+    the times of its scans inside the period (what `CaseVisit` needs for degree 1)."""
     tables = tables or TraceTables()
     params = _seed_params([(person_id, from_ms)], to_ms, [person_id], rule)
     source = _seed_scans(
@@ -375,10 +491,13 @@ def case_visits(
     extra = (
         ",\n               countIf(t >= %(min_since)s AND t <= %(to_ms)s) AS in_period,"
         " uniqExact(event_id) AS scans, any(premises_name) AS premises_name,"
-        " any(district) AS district, any(category) AS category"
+        " any(district) AS district, any(category) AS category,"
+        " arraySort(groupUniqArrayIf(t, t >= %(min_since)s AND t <= %(to_ms)s))"
+        " AS period_times"
     )
     sql = f"""
-SELECT premises_id, vs AS time_from, ve AS time_to, scans, premises_name, district, category
+SELECT premises_id, vs AS time_from, ve AS time_to, scans, premises_name, district, category,
+       period_times
 FROM ({_visits(source, extra=extra)})
 WHERE in_period > 0
 ORDER BY time_from, premises_id"""

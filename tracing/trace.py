@@ -1,8 +1,10 @@
 """The two tracer queries, run through a `QueryRunner`, and the audited `Tracer` facade.
 
-`trace_person` runs three SQL queries: the case's timeline, the F1 contacts, and (depth
-2) the F2 contacts, a second query seeded with every F1 person and the earliest time of
-their contact. Python only moves the rows into models.
+`trace_person` runs three SQL queries: the case's timeline (which also returns the case's
+scan times in the period), the F1 contacts (seeded with the timeline's rows as bound
+values, so it reads `scans` once, by premises and time), and (depth 2) the F2 contacts, a
+query seeded with every F1 person and the earliest time of their contact. Python only
+moves rows into models and parameters.
 """
 
 from __future__ import annotations
@@ -102,26 +104,39 @@ def trace_person(
     tables: TraceTables | None = None,
 ) -> TraceResult:
     tables = tables or TraceTables()
-    visits = [
-        Visit(
+    rows = runner.query(*sql.case_visits(rule, person_id, from_ms, to_ms, tables))
+    case = [
+        sql.CaseVisit(
             premises_id=p,
+            time_from=int(t0),
+            time_to=int(t1),
             premises_name=name,
             district=district,
             category=cat,
-            time_from=int(t0),
-            time_to=int(t1),
-            scans=int(n),
+            period_times=tuple(int(t) for t in times),
         )
-        for p, t0, t1, n, name, district, cat in runner.query(
-            *sql.case_visits(rule, person_id, from_ms, to_ms, tables)
+        for p, t0, t1, _, name, district, cat, times in rows
+    ]
+    visits = [
+        Visit(
+            premises_id=v.premises_id,
+            premises_name=v.premises_name,
+            district=v.district,
+            category=v.category,
+            time_from=v.time_from,
+            time_to=v.time_to,
+            scans=int(row[3]),
         )
+        for v, row in zip(case, rows, strict=True)
     ]
     if not visits:  # no scan of the case in the period: nobody to find
         return TraceResult(person_id, from_ms, to_ms, rule, [], [])
     windows = sql.seed_windows(rule, [(v.premises_id, v.time_from, v.time_to) for v in visits])
     f1 = _contacts(
         runner.query(
-            *sql.contacts(rule, [(person_id, from_ms)], to_ms, [person_id], tables, windows)
+            *sql.contacts(
+                rule, [(person_id, from_ms)], to_ms, [person_id], tables, windows, case=case
+            )
         ),
         1,
     )
