@@ -14,7 +14,8 @@ Decisions (issue 5):
   into one row at merge time. Until then a duplicate row can exist, so the query path never
   counts rows: answers are sets, min/max, `uniqExact(event_id)` or `LIMIT 1 BY event_id`
   (`sinks.queries`). FINAL is avoided: it disables the by-person projection.
-- By-person path: the projection `by_person` (all columns, ORDER BY person_id, scanned_at).
+- By-person path: the projection `by_person` (all columns, ORDER BY person_id, scanned_at),
+  replaced by migration 7 with `by_person_1k`, the same at 1,024-row granules.
   Measured on 5 M rows: `WHERE person_id = ? AND scanned_at >= ?` reads one granule per
   day partition (188 k rows) instead of 5 M; a projection of a few columns only serves
   queries that select only those, and a `_part_offset` projection index was not used by
@@ -251,6 +252,24 @@ DAILY_SETS_BACKFILL: Final = "INSERT INTO {db}.premises_daily_sets\n" + _DAILY_S
 
 TABLES: Final = (SCANS, AUDIT_LOG, PREMISES, DEAD_LETTERS, PREMISES_DAILY, PREMISES_DAILY_SETS)
 
+# The by-person path at a finer granularity (issue 6, bench/RESULTS.md "Trace latency"): a
+# person's scans of one day are a few rows of one granule of the projection, so 1,024-row
+# granules read an eighth of the rows of 8,192-row ones (and the F2 query's thousands of
+# persons touch fewer granules). The projection is added and built before the old one is
+# dropped, so the by-person path never disappears; `mutations_sync = 2` waits for every
+# replica. Old day partitions are merged into one part each once their last insert is an
+# hour old (late uploads merge in again): the tracer's queries pay per part read.
+BY_PERSON_FINE: Final = (
+    "ALTER TABLE {db}.scans{local} {on_cluster} ADD PROJECTION IF NOT EXISTS by_person_1k"
+    " (SELECT * ORDER BY (person_id, scanned_at)) WITH SETTINGS (index_granularity = 1024)",
+    "ALTER TABLE {db}.scans{local} {on_cluster} MATERIALIZE PROJECTION by_person_1k"
+    " SETTINGS mutations_sync = 2",
+    "ALTER TABLE {db}.scans{local} {on_cluster} DROP PROJECTION IF EXISTS by_person"
+    " SETTINGS mutations_sync = 2",
+    "ALTER TABLE {db}.scans{local} {on_cluster} MODIFY SETTING"
+    " min_age_to_force_merge_seconds = 3600, min_age_to_force_merge_on_partition_only = 1",
+)
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "scans", (SCANS,)),
     # tracing: one row per tracer query (CLI or API), kept beyond the scans' TTL.
@@ -263,6 +282,7 @@ MIGRATIONS: list[Migration] = [
         "premises_daily_sets",
         (PREMISES_DAILY_SETS, DAILY_SETS_VIEW, DAILY_SETS_BACKFILL),
     ),
+    Migration(7, "scans_by_person_1k", BY_PERSON_FINE),
 ]
 
 

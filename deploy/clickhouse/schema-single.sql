@@ -126,3 +126,12 @@ SELECT toDate(scanned_at, 'Asia/Ho_Chi_Minh') AS day, premises_id,
        uniqExactState(cityHash64(event_id)) AS scans,
        uniqExactState(cityHash64(person_id)) AS scanners
 FROM `scantrace`.scans GROUP BY day, premises_id;
+
+-- 007 scans_by_person_1k
+ALTER TABLE `scantrace`.scans  ADD PROJECTION IF NOT EXISTS by_person_1k (SELECT * ORDER BY (person_id, scanned_at)) WITH SETTINGS (index_granularity = 1024);
+
+ALTER TABLE `scantrace`.scans  MATERIALIZE PROJECTION by_person_1k SETTINGS mutations_sync = 2;
+
+ALTER TABLE `scantrace`.scans  DROP PROJECTION IF EXISTS by_person SETTINGS mutations_sync = 2;
+
+ALTER TABLE `scantrace`.scans  MODIFY SETTING min_age_to_force_merge_seconds = 3600, min_age_to_force_merge_on_partition_only = 1;
