@@ -74,7 +74,7 @@ from ingest.codec import unpack_msgpack
 from ingest.contract import MAX_ID_LEN, ScanRejected, parse_scan
 from ingest.deadletter import DeadLetter
 from ingest.premises import Premises
-from ingest.wire import fast_scan
+from ingest.wire import AnyScan, fast_scan
 from processors.records import (
     EnrichedRow,
     EnrichedScan,
@@ -222,18 +222,11 @@ class ProcessorCore:
         for rec in records:
             received += 1
             value = rec.value
-            ws = fast(value, latest) if value is not None else None
-            if ws is not None:
-                event_id = ws.event_id
-                person_id = ws.person_id
-                premises_id = ws.premises_id
-                scanned_at = ws.scanned_at
-                kind = ws.kind
-                gateway_id = ws.gateway_id
-                received_at = ws.received_at
-            else:
+            scan: AnyScan | None = fast(value, latest) if value is not None else None
+            if scan is None:
                 try:
-                    ev = parse_scan(unpack_msgpack(value or b""), now=now_ms, max_skew_ms=max_skew)
+                    obj = unpack_msgpack(value or b"")
+                    scan = parse_scan(obj, now=now_ms, max_skew_ms=max_skew)
                 except ScanRejected as exc:
                     dead.append(self._reject(rec, exc.reason, exc.describe(), now_ms))
                     continue
@@ -241,13 +234,13 @@ class ProcessorCore:
                     detail = f"{type(exc).__name__}: {exc}"[:500]
                     dead.append(self._reject(rec, EXCEPTION, detail, now_ms))
                     continue
-                event_id = ev.event_id
-                person_id = ev.person_id
-                premises_id = ev.premises_id
-                scanned_at = ev.scanned_at
-                kind = ev.kind
-                gateway_id = ev.gateway_id
-                received_at = ev.received_at
+            event_id = scan.event_id
+            person_id = scan.person_id
+            premises_id = scan.premises_id
+            scanned_at = scan.scanned_at
+            kind = scan.kind
+            gateway_id = scan.gateway_id
+            received_at = scan.received_at
 
             # One int object per distinct arrival (a gateway stamps a whole request with
             # one): `seen` and `last_kept` hold it for every scan of the horizon.
@@ -268,7 +261,7 @@ class ProcessorCore:
                     continue
                 seen[event_id] = arrival
                 lot[1].add(event_id)
-                scan = ParkedScan(
+                parked_scan = ParkedScan(
                     raw=value if value is not None else b"",
                     topic=rec.topic,
                     partition=rec.partition,
@@ -283,7 +276,7 @@ class ProcessorCore:
                     gateway_id=gateway_id,
                     received_at=received_at,
                 )
-                lot[0].append(scan.to_list())
+                lot[0].append(parked_scan.to_list())
                 parked += 1
                 continue
             seen[event_id] = arrival
