@@ -163,7 +163,7 @@ class Chunk:
     dead: list[Row] = field(default_factory=list)
     skipped: int = 0
     # The fast path's decoded scans, instead of `rows` (no per-row tuples to build).
-    scans: list[EnrichedWire] | None = None
+    scans: list[msgspec.Struct] | None = None  # EnrichedWire instances
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -205,7 +205,7 @@ class Chunk:
         """The event id of the first row (scans only), for a refused row's dead letter."""
         if self.table != "scans" or not self.size:
             return ""
-        first = self.scans[0].event_id if self.scans is not None else self.rows[0][0]
+        first = _SCAN_GETTERS[0](self.scans[0]) if self.scans is not None else self.rows[0][0]
         return first.decode("utf-8", "replace") if isinstance(first, bytes) else str(first)
 
 
