@@ -31,7 +31,9 @@ The pipeline for one record, in order:
 5. Enrichment with the premises registry as it is *now*: a premises update mid-stream
    applies to every later scan, earlier ones keep what they were enriched with.
 
-Parked scans. When their premises arrives (`upsert_premises`, or an `expire` pass that
+Parked scans. At most `max_parked_per_premises` wait for one premises (they are one
+changelog record); the next ones are dead-lettered at once as `unknown_premises`, raw bytes
+kept for a replay. When their premises arrives (`upsert_premises`, or an `expire` pass that
 finds it in the registry), the parked scans go through steps 4-5 in their arrival order,
 exactly as they would have had the premises been known when they arrived: repeat
 suppression for parked scans happens at release time, against scans actually kept (so a
@@ -203,6 +205,7 @@ class ProcessorCore:
         window = settings.repeat_window_ms
         max_skew = settings.max_skew_ms
         latest = now_ms + max_skew
+        max_parked = settings.max_parked_per_premises
         seen = self.state.seen
         seen_get = seen.get
         last_kept = self.state.last_kept
@@ -260,6 +263,13 @@ class ProcessorCore:
                     duplicates += 1
                     continue
                 seen[event_id] = arrival
+                if len(lot[0]) >= max_parked:  # parking for this premises is full
+                    detail = (
+                        f"premises {premises_id} not in the registry and {max_parked} scans "
+                        "already parked for it (max_parked_per_premises)"
+                    )
+                    dead.append(self._reject(rec, UNKNOWN_PREMISES, detail, now_ms))
+                    continue
                 lot[1].add(event_id)
                 parked_scan = ParkedScan(
                     raw=value if value is not None else b"",

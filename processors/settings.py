@@ -28,6 +28,11 @@ class ProcessorSettings(BaseModel):
     - `park_timeout_ms`: how long (processing time) a scan for an unknown premises waits
       for the premises before it is dead-lettered as `unknown_premises`.
     - `max_skew_ms`: scans from further in the future than this are rejected.
+    - `max_parked_per_premises`: scans parked for one unknown premises beyond this many are
+      dead-lettered at once as `unknown_premises` (with their raw bytes, for a replay once
+      the premises is registered). A premises' parked scans are one changelog record,
+      which must stay under Kafka's record size limit (about 350 bytes a scan: 2,000 fit
+      in 1 MB) and is rewritten at each batch.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -36,3 +41,4 @@ class ProcessorSettings(BaseModel):
     repeat_window_ms: int = Field(default=5 * MINUTE_MS, ge=0)
     park_timeout_ms: int = Field(default=72 * HOUR_MS, gt=0)
     max_skew_ms: int = Field(default=DEFAULT_MAX_SKEW_MS, ge=0)
+    max_parked_per_premises: int = Field(default=2_000, gt=0)

@@ -419,6 +419,27 @@ def test_scans_for_an_unknown_premises_are_parked_and_released_when_it_arrives()
     assert_balanced(core, batch, dup, released, later)
 
 
+def test_parking_for_one_premises_is_bounded_and_the_overflow_dead_lettered() -> None:
+    core = make_core(premises(), max_parked_per_premises=2)
+    feed = Feed()
+    records = [feed.scan(f"e{i}", premises_id="P9", person_id=f"p{i}") for i in range(3)]
+    first = core.process(records, NOW)
+    assert counts(first) == c(received=3, parked=2, dead_lettered={"unknown_premises": 1})
+    (letter,) = first.dead_letters
+    assert (letter.reason, letter.event_id, letter.offset) == ("unknown_premises", "e2", 102)
+    assert "P9" in letter.detail and "max_parked_per_premises" in letter.detail
+    assert letter.raw == records[2].value  # kept whole, for a replay
+    # Another premises parks on; a copy of the overflowed scan is a duplicate.
+    more = core.process(
+        [feed.scan("e9", premises_id="P8"), feed.scan("e2", premises_id="P9", person_id="p2")],
+        NOW,
+    )
+    assert counts(more) == c(received=2, parked=1, duplicates=1)
+    released = core.upsert_premises(premises("P9"), NOW + HOUR)
+    assert sorted(event_ids(released)) == ["e0", "e1"]
+    assert_balanced(core, first, more, released)
+
+
 def test_repeat_suppression_of_parked_scans_happens_at_release() -> None:
     """Parked scans go through repeat suppression when released, in arrival order, exactly
     as if the premises had been known; later scans are compared with the released ones."""
