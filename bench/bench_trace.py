@@ -26,8 +26,8 @@ Run it on a services instance of its own:
 The data is kept so a second run with the same --rows (and shape) skips the generation;
 `--drop` removes it, `--generate-only` stops after it, `--resume-day N` finishes an
 interrupted one. `--depths 1` measures depth 1 only; `--depth2-cases N` traces fewer cases
-at depth 2: an F2 answer holds a large part of the case's province (tens of thousands of
-rows), so depth 2 is dominated by the answer's size.
+at depth 2: an F2 answer covers most of the case's province (0.7-1 M person-premises
+rows), so depth 2 is dominated by the answer's size; `--rules` picks the rules.
 """
 
 from __future__ import annotations
@@ -197,6 +197,9 @@ def main() -> None:
     ap.add_argument("--generate-only", action="store_true", help="stop after generating")
     ap.add_argument("--depths", default="1,2", help="depths to measure, e.g. 1 or 1,2")
     ap.add_argument(
+        "--rules", default="scan-window,overlap", help="rules to measure, comma-separated"
+    )
+    ap.add_argument(
         "--depth2-cases",
         type=int,
         default=0,
@@ -269,7 +272,7 @@ def main() -> None:
     results: dict[str, dict[str, float]] = {}
     depths = [int(d) for d in args.depths.split(",")]
     for depth in depths:
-        for rule_name in ("scan-window", "overlap"):
+        for rule_name in args.rules.split(","):
             rule = Rule(rule_name, depth=depth)  # type: ignore[arg-type]
             n = args.depth2_cases if depth == 2 and args.depth2_cases else len(cases)
             chosen = list(zip(cases, periods, strict=True))
