@@ -9,6 +9,7 @@ statement is `IF NOT EXISTS` so a half-applied migration can be re-run.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 from clickhouse_driver import Client
 
@@ -38,13 +39,18 @@ def applied_versions(client: Client, db: str) -> set[int]:
     return {int(r[0]) for r in rows}
 
 
+MIGRATION_TIMEOUT_S: Final = 6 * 3600
+
+
 def migrate(
     settings: ClickHouseSettings, migrations: list[Migration] | None = None
 ) -> list[Applied]:
     """Apply every pending migration in order; returns the ones applied now."""
     db = settings.database
     on_cluster = f"ON CLUSTER `{settings.cluster}`" if settings.cluster else ""
-    client = connect(settings, database="default")
+    # A migration may rebuild data (MATERIALIZE PROJECTION waits with mutations_sync): a
+    # client timeout would leave it running unrecorded and a re-run would queue it twice.
+    client = connect(settings, database="default", send_receive_timeout=MIGRATION_TIMEOUT_S)
     try:
         _bookkeeping(client, db, on_cluster)
         done = applied_versions(client, db)

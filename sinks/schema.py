@@ -259,10 +259,8 @@ TABLES: Final = (SCANS, AUDIT_LOG, PREMISES, DEAD_LETTERS, PREMISES_DAILY, PREMI
 # dropped, so the by-person path never disappears; `mutations_sync = 2` waits for every
 # replica. Old day partitions are merged into one part each once their last insert is an
 # hour old (late uploads merge in again): the tracer's queries pay per part read.
-# On a large table the MATERIALIZE outlasts `migrate`'s 300 s client timeout (100 M rows on
-# 2 busy cores: about 10 minutes); the mutation goes on in the server, and running
-# `migrate` again before it finished would queue a second one: wait for
-# `system.mutations` to show it done, then re-run.
+# On a large table the MATERIALIZE takes minutes (100 M rows on 2 busy cores: about 10);
+# `migrate` waits for it (its client timeout is hours, not the usual 300 s).
 BY_PERSON_FINE: Final = (
     "ALTER TABLE {db}.scans{local} {on_cluster} ADD PROJECTION IF NOT EXISTS by_person_1k"
     " (SELECT * ORDER BY (person_id, scanned_at)) WITH SETTINGS (index_granularity = 1024)",
