@@ -173,14 +173,27 @@ def table_entries(samples: dict[str, float], table: str) -> float:
 
 
 class Poller(threading.Thread):
-    """Watches ClickHouse: when each marker became visible, and the row count over time."""
+    """Watches ClickHouse (when each marker became visible, the row count over time) and,
+    every second, the worker's and the sink's consumer lag (which stage holds a backlog)."""
 
-    def __init__(self, clickhouse: ClickHouseSettings) -> None:
+    def __init__(self, clickhouse: ClickHouseSettings, worker_port: int, sink_port: int) -> None:
         super().__init__(daemon=True)
         self.client = connect(clickhouse)
+        self.ports = {"worker": worker_port, "sink": sink_port}
         self.seen: dict[str, float] = {}
         self.counts: list[tuple[float, int]] = []
+        self.lags: dict[str, list[tuple[float, float]]] = {"worker": [], "sink": []}
         self.stop = threading.Event()
+
+    def _lags(self, now: float) -> None:
+        for stage, port in self.ports.items():
+            samples = scrape(port)
+            lag = sum(
+                v
+                for k, v in samples.items()
+                if k.startswith(f"scantrace_{stage}_consumer_lag{{") and ".scans." in k
+            )
+            self.lags[stage].append((now, lag))
 
     def run(self) -> None:
         next_count = 0.0
@@ -195,6 +208,7 @@ class Poller(threading.Thread):
                 next_count = now + 1.0
                 count = self.client.execute("SELECT count() FROM scans")[0][0]
                 self.counts.append((now, count))
+                self._lags(now)
             self.stop.wait(0.25)
 
 
@@ -306,7 +320,7 @@ def main() -> None:  # one linear script
         log_dir=work / "logs",
     )
     pipeline.start()
-    poller = Poller(clickhouse)
+    poller = Poller(clickhouse, pipeline.worker_metrics_port, pipeline.sink_metrics_port)
     client = connect(clickhouse)
     try:
         deadline = time.monotonic() + 120
