@@ -399,6 +399,13 @@ def main() -> None:  # one linear script
         f"{statistics.median(latencies):.2f} s, p99 {quantile(latencies, 0.99):.2f} s, "
         f"max {max(latencies):.2f} s"
     )
+    for stage, series in poller.lags.items():
+        during = [lag for t, lag in series if start_send <= t <= end_send]
+        if during:
+            print(
+                f"  {stage} consumer lag while sending (records): median "
+                f"{statistics.median(during):,.0f}, max {max(during):,.0f}"
+            )
     print(
         "  peak resident memory (VmHWM, MiB): "
         + ", ".join(f"{k} {v:,.0f}" for k, v in peaks.items())
