@@ -13,7 +13,8 @@ confirmed it. So:
   offset; while the partition has a backlog (the usual state right after a restart) the cut
   points are a function of the offsets alone, so the same chunks, with the same tokens,
   are rebuilt and again add nothing;
-- a partition that has caught up with its topic is flushed by time (`batch_seconds`)
+- a partition that has caught up with its topic (fewer than `batch_rows` records from its
+  first buffered offset to the end of the topic) is flushed by time (`batch_seconds`)
   with whatever it holds. A crash in that window replays a chunk whose boundaries may
   differ: its rows are stored twice until ReplacingMergeTree merges them, and the read
   path (`sinks.queries`) never counts a duplicate. Correctness does not rest on the tokens.

@@ -70,6 +70,24 @@ def test_the_tail_is_flushed_by_time_once_caught_up() -> None:
     assert writer.inserts[-1] == ("scans", f"{ENRICHED}:1:4-5", 2)
 
 
+def test_a_steady_stream_short_of_a_batch_is_flushed_by_time_a_backlog_is_not() -> None:
+    sink, consumer, writer, clock, _ = make_sink(batch_rows=4, batch_seconds=1.0)
+    consumer.feed(ENRICHED, 1, 0, values(6))
+    assert writer.inserts == []
+    consumer.high[TopicPartition(ENRICHED, 1)] = 7  # one more written, not yet fetched
+    run(sink)
+    assert consumer.committed_offset(ENRICHED, 1) == 4
+    clock.t += 1.0
+    run(sink)  # offsets 4-6 cannot make a batch of 4: the tail goes by time
+    assert consumer.committed_offset(ENRICHED, 1) == 6
+    consumer.feed(ENRICHED, 1, 6, values(1, 6))
+    consumer.high[TopicPartition(ENRICHED, 1)] = 20  # a backlog: wait for full batches
+    run(sink)
+    clock.t += 1.0
+    run(sink)
+    assert consumer.committed_offset(ENRICHED, 1) == 6
+
+
 def test_transient_failure_pauses_retries_the_same_chunks_and_resumes() -> None:
     memory = MemoryWriter()
     flaky = FlakyWriter(memory, failures=2)
