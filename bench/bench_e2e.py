@@ -129,21 +129,12 @@ def make_bodies(
     return bodies, uniques
 
 
-def vm_hwm_mib(pid: int) -> float:
-    """Peak resident set of a process (VmHWM), MiB; 0 if it is gone."""
+def status_mib(pid: int, field: str) -> float:
+    """A memory line of /proc/PID/status (`VmHWM`: peak resident set, `VmRSS`: now), MiB;
+    0 if the process is gone."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
-def vm_rss_mib(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
@@ -336,7 +327,7 @@ def main() -> None:  # one linear script
                 sys.exit(f"warm-up did not reach ClickHouse: {pipeline.failed()}")
             time.sleep(0.2)
         worker_pid = pipeline.procs["worker"].pid
-        rss0 = vm_rss_mib(worker_pid)
+        rss0 = status_mib(worker_pid, "VmRSS")
         seen0 = table_entries(scrape(pipeline.worker_metrics_port), "seen")
         poller.start()
         sent_at, accepted, errors, send_s = asyncio.run(
@@ -365,10 +356,10 @@ def main() -> None:  # one linear script
         poller.stop.set()
         poller.join()
         worker_samples = scrape(pipeline.worker_metrics_port)
-        rss1 = vm_rss_mib(worker_pid)
+        rss1 = status_mib(worker_pid, "VmRSS")
         seen1 = table_entries(worker_samples, "seen")
-        peaks = {name: vm_hwm_mib(pid) for name, pid in service_pids.items()}
-        peaks.update({name: vm_hwm_mib(p.pid) for name, p in pipeline.procs.items()})
+        peaks = {name: status_mib(pid, "VmHWM") for name, pid in service_pids.items()}
+        peaks.update({name: status_mib(p.pid, "VmHWM") for name, p in pipeline.procs.items()})
         distinct = client.execute("SELECT uniqExact(event_id) FROM scans")[0][0]
         if distinct != unique:
             sys.exit(f"ClickHouse holds {distinct:,} distinct scans, expected {unique:,}")
