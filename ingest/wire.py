@@ -38,17 +38,6 @@ class WireScan(msgspec.Struct, forbid_unknown_fields=True, gc=False):
         on the joined ids costs less than four)."""
         return (self.event_id + self.person_id + self.premises_id + self.gateway_id).isprintable()
 
-    def to_event(self) -> ScanEvent:
-        return ScanEvent(
-            event_id=self.event_id,
-            person_id=self.person_id,
-            premises_id=self.premises_id,
-            scanned_at=self.scanned_at,
-            kind=self.kind,
-            gateway_id=self.gateway_id,
-            received_at=self.received_at,
-        )
-
 
 class WireBody(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     """A batch as a map, `{"scans": [...]}` (the gateway's JSON body, one of its msgpack
@@ -61,8 +50,6 @@ AnyScan: TypeAlias = ScanEvent | WireScan
 """Either form of a valid scan: both have the contract's fields, in the same order."""
 
 _decode_msgpack: Final = msgspec.msgpack.Decoder(WireScan).decode
-_decode_msgpack_list: Final = msgspec.msgpack.Decoder(list[WireScan]).decode
-_decode_json_list: Final = msgspec.json.Decoder(list[WireScan]).decode
 _decode_msgpack_body: Final = msgspec.msgpack.Decoder(list[WireScan] | WireBody).decode
 _decode_json_body: Final = msgspec.json.Decoder(WireBody).decode
 
@@ -85,16 +72,6 @@ def fast_scan(data: bytes, latest_ms: int) -> WireScan | None:
     ):
         return None
     return scan
-
-
-def fast_batch(data: bytes, *, json: bool, latest_ms: int) -> list[WireScan] | None:
-    """A whole request body (an array of scan maps) when every scan in it is plainly valid,
-    else None: the caller then validates item by item and rejects only the bad ones."""
-    try:
-        scans = _decode_json_list(data) if json else _decode_msgpack_list(data)
-    except Exception:  # whatever is wrong, the item-by-item path finds and names it
-        return None
-    return _all_plain(scans, latest_ms)
 
 
 def fast_body(data: bytes, *, json: bool, latest_ms: int) -> list[WireScan] | None:

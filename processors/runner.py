@@ -308,16 +308,7 @@ class BatchRunner:
                 result = core.process([rec], now_ms)
             except Exception as exc:
                 self._rollback(views)
-                dl = DeadLetter(
-                    stage=STAGE,
-                    reason=EXCEPTION,
-                    raw=rec.value if rec.value is not None else b"",
-                    detail=summarize(exc),
-                    topic=rec.topic,
-                    partition=rec.partition,
-                    offset=rec.offset,
-                    at=now_ms,
-                )
+                dl = self._record_letter(rec, EXCEPTION, exc, now_ms)
                 result = Result([], [dl], Counts(received=1, dead_lettered={EXCEPTION: 1}))
             self._emit(result, partition, now_ms, out)
             self._save(views, partition, out)
@@ -339,7 +330,7 @@ class BatchRunner:
                     out.output(
                         self.kafka.dlq,
                         partition,
-                        [self._letter(self._premises_letter(rec, INVALID_PREMISES, exc, now_ms))],
+                        [self._letter(self._record_letter(rec, INVALID_PREMISES, exc, now_ms))],
                     )
                     continue
             elif not rec.key:
@@ -358,7 +349,7 @@ class BatchRunner:
                 out.output(
                     self.kafka.dlq,
                     partition,
-                    [self._letter(self._premises_letter(rec, EXCEPTION, exc, now_ms))],
+                    [self._letter(self._record_letter(rec, EXCEPTION, exc, now_ms))],
                 )
                 continue
             self._premises_result("deleted" if premises is None else "upserted")
@@ -367,8 +358,8 @@ class BatchRunner:
             self._save(views, partition, out)
 
     @staticmethod
-    def _premises_letter(
-        rec: KeyedRecordLike, reason: str, exc: BaseException, now_ms: int
+    def _record_letter(
+        rec: RawRecordLike, reason: str, exc: BaseException, now_ms: int
     ) -> DeadLetter:
         return DeadLetter(
             stage=STAGE,
