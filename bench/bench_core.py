@@ -1,4 +1,4 @@
-"""Throughput of the pure processors core (not a test): `python bench/bench_core.py`.
+"""Throughput of the pure processors core (not a test): `python -m bench core`.
 
 Generates ~200k msgpack scans over ~2,000 premises (about 5% duplicates, some double
 taps, a sprinkle of unknown premises and garbage), then times `ProcessorCore.process` in
@@ -15,27 +15,13 @@ import time
 
 import msgpack
 
-from ingest.premises import CATEGORIES, Premises
+from bench.common import make_premises
+from ingest.premises import Premises
 from processors.core import ProcessorCore
 from processors.records import RawRecord
 
 NOW = 1_700_000_000_000
 DAY = 86_400_000
-
-
-def make_premises(n: int, rng: random.Random) -> list[Premises]:
-    categories = sorted(CATEGORIES)
-    return [
-        Premises(
-            premises_id=f"NT-{i:06d}",
-            name=f"Premises {i}",
-            category=rng.choice(categories),
-            district=f"District {i % 7}",
-            ward=f"Ward {i % 47}",
-            agency=f"Agency {i % 31}",
-        )
-        for i in range(n)
-    ]
 
 
 def make_records(n: int, n_premises: int, rng: random.Random) -> list[RawRecord]:

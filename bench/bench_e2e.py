@@ -43,14 +43,11 @@ from pathlib import Path
 import aiohttp
 import msgspec
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from bench_sink import admin_delete, endpoints  # the bench folder's own
-
+from bench.common import delete_topics, endpoints, quantile
 from ingest.admin import ensure_topics
 from ingest.kafka_settings import KafkaSettings
 from ingest.premises import Premises, encode_premises
-from processors.testing import publish
+from processors.testing import free_port, publish
 from scantrace.pipeline import Pipeline
 from scantrace.synth import generate_premises
 from sinks.clickhouse_settings import ClickHouseSettings
@@ -59,14 +56,6 @@ from sinks.migrations import migrate
 
 TOKEN = "bench-e2e-token"
 MARKER_PREMISES = "BENCH-LATENCY"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def make_bodies(
@@ -243,11 +232,6 @@ async def send_all(
     return sent_at, accepted, errors, time.monotonic() - start
 
 
-def quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def main() -> None:  # one linear script
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--rate", type=float, default=20_000)
@@ -367,7 +351,7 @@ def main() -> None:  # one linear script
         pipeline.stop()
         poller.stop.set()
         client.execute(f"DROP DATABASE IF EXISTS `{clickhouse.database}`")
-        admin_delete(kafka)
+        delete_topics(kafka)
 
     start_send = min(sent_at.values())
     latencies = [

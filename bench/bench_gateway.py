@@ -7,7 +7,7 @@ in flight posting msgpack batches over loopback for a fixed time. Reports the me
 the runs for each batch size, and checks the raw topic holds every accepted scan.
 
     scantrace services up --kafka apache
-    python bench/bench_gateway.py [--duration 20] [--runs 3] [--sizes 1,100,1000]
+    python -m bench gateway [--duration 20] [--runs 3] [--sizes 1,100,1000]
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import asyncio
 import json
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,32 +26,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from bench.common import cpu_seconds, delete_topics, kafka_bootstrap
+from processors.testing import free_port
+
 TOKEN = "bench-token"
 CONCURRENCY = {1: 64, 10: 32, 100: 16, 1000: 8, 10000: 4}
-
-
-def bootstrap() -> str:
-    env = os.environ.get("SCANTRACE_KAFKA__BOOTSTRAP")
-    if env:
-        return env
-    out = subprocess.run(
-        [sys.executable, "-m", "scantrace.cli", "services", "status", "--json"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    status = json.loads(out.stdout or "{}")
-    if not status.get("running"):
-        sys.exit(
-            "no Kafka: run `scantrace services up --kafka apache` or set SCANTRACE_KAFKA__BOOTSTRAP"
-        )
-    return str(status["kafka_bootstrap"])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def make_bodies(size: int, count: int, seed: int) -> list[bytes]:
@@ -140,15 +118,6 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> 
     sys.exit("gateway not ready in time")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux), to tell CPU-bound from waiting."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def raw_topic_size(servers: str, topic: str) -> int:
     from kafka import KafkaConsumer, TopicPartition
 
@@ -185,7 +154,7 @@ def main() -> None:
     from ingest.admin import ensure_topics
     from ingest.kafka_settings import KafkaSettings
 
-    servers = bootstrap()
+    servers = kafka_bootstrap()
     kafka = KafkaSettings(
         bootstrap=servers, topic_prefix=f"bench-{uuid.uuid4().hex[:8]}.", partitions=4
     )
@@ -215,7 +184,9 @@ def main() -> None:
                 out = subprocess.run(
                     [
                         sys.executable,
-                        str(Path(__file__).resolve()),
+                        "-m",
+                        "bench",
+                        "gateway",
                         "--load",
                         url,
                         str(size),
@@ -225,6 +196,7 @@ def main() -> None:
                     capture_output=True,
                     text=True,
                     check=True,
+                    cwd=Path(__file__).resolve().parents[1],  # where the `bench` package is
                 )
                 result = json.loads(out.stdout.strip().splitlines()[-1])
                 result["gateway_cpu_pct"] = round(
@@ -257,19 +229,7 @@ def main() -> None:
     verdict = "ok" if stored == total_accepted else "MISMATCH"
     print(f"accepted {total_accepted:,}; in {kafka.raw}: {stored:,} ({verdict})")
     print(f"gateway exit code after SIGTERM: {gateway.returncode}")
-    _delete_topics(kafka)
-
-
-def _delete_topics(kafka: Any) -> None:
-    from kafka.admin import KafkaAdminClient
-
-    admin = KafkaAdminClient(bootstrap_servers=kafka.servers())
-    try:
-        admin.delete_topics([spec.name for spec in kafka.topic_specs()])
-    except Exception as exc:  # the numbers are printed already; leftover topics are harmless
-        print(f"(topics not deleted: {exc})")
-    finally:
-        admin.close()
+    delete_topics(kafka)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import random
@@ -31,6 +30,7 @@ from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
 
+from bench.common import cpu_seconds, delete_topics, endpoints
 from ingest.admin import ensure_topics
 from ingest.kafka_settings import KafkaSettings
 from ingest.partitioning import partition_for
@@ -40,25 +40,6 @@ from sinks.client import connect
 from sinks.migrations import migrate
 
 CATEGORIES = ("market", "school", "office", "shop", "supermarket", "restaurant")
-
-
-def endpoints() -> tuple[str, str]:
-    """(Kafka bootstrap, ClickHouse native URL without database)."""
-    kafka = os.environ.get("SCANTRACE_KAFKA__BOOTSTRAP")
-    ch = os.environ.get("SCANTRACE_CLICKHOUSE__URL")
-    if kafka and ch:
-        host, port, _, _, _ = ClickHouseSettings(url=ch).parts()
-        return kafka, f"clickhouse://{host}:{port}"
-    out = subprocess.run(
-        [sys.executable, "-m", "scantrace.cli", "services", "status", "--json"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    status = json.loads(out.stdout or "{}")
-    if not status.get("running"):
-        sys.exit("no services: run `scantrace services up` or set the SCANTRACE_ URLs")
-    return str(status["kafka_bootstrap"]), str(status["clickhouse_native"])
 
 
 def make_values(n: int, seed: int) -> list[tuple[bytes, bytes]]:
@@ -113,12 +94,6 @@ async def _publish(bootstrap: str, topic: str, records: Sequence[tuple[bytes, by
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a running process, from /proc (Linux)."""
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()  # noqa: SIM115
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def one_run(
@@ -182,25 +157,13 @@ def one_run(
             proc.wait(timeout=60)
         client.execute(f"DROP DATABASE IF EXISTS `{clickhouse.database}`")
         client.disconnect()
-        admin_delete(kafka)
+        delete_topics(kafka)
     return {
         "from_start_rows_s": n / (done - start),
         "steady_rows_s": n / (done - first),
         "seconds": done - start,
         "cpu_us_per_row": cpu * 1e6 / n,
     }
-
-
-def admin_delete(kafka: KafkaSettings) -> None:
-    from kafka.admin import KafkaAdminClient
-
-    admin = KafkaAdminClient(bootstrap_servers=kafka.servers())
-    try:
-        admin.delete_topics([s.name for s in kafka.topic_specs()])
-    except Exception as exc:  # cleanup only
-        print(f"  (topics not deleted: {exc})")
-    finally:
-        admin.close()
 
 
 def main() -> None:

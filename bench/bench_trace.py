@@ -41,6 +41,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from bench.common import quantile
 from scantrace.services import manager
 from scantrace.settings import ServicesSettings
 from scantrace.synth import HOURLY_PROFILE
@@ -168,16 +169,6 @@ FROM (
             },
         )
         print(f"  day {day + 1}/{DAYS} inserted", flush=True)
-
-
-def quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if len(ordered) == 1:
-        return ordered[0]
-    pos = q * (len(ordered) - 1)
-    lo = int(pos)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
 def main() -> None:

@@ -8,17 +8,15 @@ from process start (Python and Faust start-up, group join, table recovery includ
 from the first enriched record (the processing rate), and the median of the runs.
 
     scantrace services up --kafka apache
-    python bench/bench_worker.py [--scans 300000] [--runs 3] [--guarantee exactly_once]
+    python -m bench worker [--scans 300000] [--runs 3] [--guarantee exactly_once]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,46 +24,14 @@ import uuid
 from pathlib import Path
 
 import msgpack
-from kafka.admin import KafkaAdminClient
 
+from bench.common import delete_topics, kafka_bootstrap, make_premises
 from ingest.admin import ensure_topics
 from ingest.kafka_settings import KafkaSettings
-from ingest.premises import CATEGORIES, Premises, encode_premises
+from ingest.premises import Premises, encode_premises
 from processors.core import ProcessorCore
 from processors.records import RawRecord
 from processors.testing import OffsetWatcher, WorkerProcess, publish, total
-
-
-def bootstrap() -> str:
-    env = os.environ.get("SCANTRACE_KAFKA__BOOTSTRAP")
-    if env:
-        return env
-    out = subprocess.run(
-        [sys.executable, "-m", "scantrace.cli", "services", "status", "--json"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    status = json.loads(out.stdout or "{}")
-    if not status.get("running"):
-        sys.exit("no Kafka: run `scantrace services up` or set SCANTRACE_KAFKA__BOOTSTRAP")
-    return str(status["kafka_bootstrap"])
-
-
-def make_premises(n: int, rng: random.Random) -> list[Premises]:
-    categories = sorted(CATEGORIES)
-    return [
-        Premises(
-            premises_id=f"NT-{i:06d}",
-            name=f"Premises {i}",
-            category=rng.choice(categories),
-            district=f"District {i % 7}",
-            ward=f"Ward {i % 47}",
-            agency=f"Agency {i % 31}",
-            version=1,
-        )
-        for i in range(n)
-    ]
 
 
 def make_scans(n: int, n_premises: int, now: int, rng: random.Random) -> list[tuple[bytes, bytes]]:
@@ -134,19 +100,6 @@ def print_threads(worker: WorkerProcess) -> None:
         name = (task / "comm").read_text().strip()
         fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
         print(f"    thread {task.name} {name}: {(int(fields[11]) + int(fields[12])) / tick:.1f} s")
-
-
-def delete_topics(kafka: KafkaSettings) -> None:
-    try:
-        admin = KafkaAdminClient(bootstrap_servers=kafka.servers())
-        try:
-            names = [t for t in admin.list_topics() if t.startswith(kafka.topic_prefix)]
-            if names:
-                admin.delete_topics(names)
-        finally:
-            admin.close()
-    except Exception as exc:  # a benchmark leaves topics behind rather than crash
-        print(f"(topics not deleted: {exc})")
 
 
 def run_once(args: argparse.Namespace, servers: str, seed: int) -> dict[str, float]:
@@ -231,7 +184,7 @@ def main() -> None:
     parser.add_argument("--batch-max-records", type=int, default=10_000)
     parser.add_argument("--timeout", type=float, default=300.0)
     args = parser.parse_args()
-    servers = bootstrap()
+    servers = kafka_bootstrap()
     print(
         f"{args.scans:,} scans, {args.premises:,} premises, {args.partitions} partitions, "
         f"{args.guarantee}, broker {servers}, {os.cpu_count()} CPUs"
