@@ -183,6 +183,32 @@ def _event_id_of(value: bytes | None) -> str:
     return ""
 
 
+# `expire` sweeps `seen` and `last_kept` from their oldest entry (both are insertion-ordered
+# and a key written again is moved to the end) and stops after this many entries in a row
+# that are still inside the horizon: entries go in in about arrival order, so the sweep
+# costs what expires, where a full pass cost a walk over millions of entries every few
+# seconds (a growing stall of the worker's event loop). An entry stamped out of order by
+# more than this many newer ones waits for a later sweep; lookups check the horizon
+# themselves, so that costs memory for a while, never a result.
+EXPIRE_LOOKAHEAD: Final = 4096
+
+
+def _expired_front(items: Iterable[tuple[str, int]], cutoff: int, mask: int) -> list[str]:
+    """Keys whose arrival (`value & mask`) is before `cutoff`, from the front of an
+    insertion-ordered mapping's items up to `EXPIRE_LOOKAHEAD` live entries in a row."""
+    gone: list[str] = []
+    live = 0
+    for key, value in items:
+        if value & mask < cutoff:
+            gone.append(key)
+            live = 0
+        else:
+            live += 1
+            if live >= EXPIRE_LOOKAHEAD:
+                break
+    return gone
+
+
 class ProcessorCore:
     """The processors stage's logic over explicit state; see the module docstring.
 
@@ -262,6 +288,8 @@ class ProcessorCore:
                 if event_id in lot[1]:  # still parked from before the horizon
                     duplicates += 1
                     continue
+                if first is not None:  # seen before the horizon: to the end of `seen`
+                    del seen[event_id]
                 seen[event_id] = arrival
                 if len(lot[0]) >= max_parked:  # parking for this premises is full
                     detail = (
@@ -289,17 +317,20 @@ class ProcessorCore:
                 lot[0].append(parked_scan.to_list())
                 parked += 1
                 continue
+            if first is not None:
+                del seen[event_id]
             seen[event_id] = arrival
 
             key = f"{person_id}\x1f{premises_id}\x1f{kind}"  # repeat_key(), inlined
             last = last_get(key)
-            if (
-                last is not None
-                and arrival - (last & ARRIVAL_MASK) <= horizon
-                and -window <= scanned_at - (last >> ARRIVAL_BITS) <= window
-            ):
-                repeats += 1
-                continue
+            if last is not None:
+                if (
+                    arrival - (last & ARRIVAL_MASK) <= horizon
+                    and -window <= scanned_at - (last >> ARRIVAL_BITS) <= window
+                ):
+                    repeats += 1
+                    continue
+                del last_kept[key]  # written again: to the end of the sweep order
             last_kept[key] = scanned_at << ARRIVAL_BITS | arrival  # last_kept_value()
             append(
                 (
@@ -368,14 +399,15 @@ class ProcessorCore:
     def expire(self, now_ms: int) -> Result:
         """The periodic pass: dead-letter parked scans past the park timeout, release parked
         scans whose premises is now known, and drop dedup and repeat memory past the horizon.
-        Cost is proportional to the state's size: run it every few seconds, not per batch.
+        Dedup and repeat memory is swept from its oldest entry on (`_expired_front`): the
+        cost is what expires, not the state's size; parked scans are visited in full.
         """
         cutoff = now_ms - self.settings.dedup_horizon_ms
         seen = self.state.seen
-        for event_id in [k for k, arrival in seen.items() if arrival < cutoff]:
+        for event_id in _expired_front(seen.items(), cutoff, -1):
             del seen[event_id]
         last_kept = self.state.last_kept
-        for key in [k for k, v in last_kept.items() if v & ARRIVAL_MASK < cutoff]:
+        for key in _expired_front(last_kept.items(), cutoff, ARRIVAL_MASK):
             del last_kept[key]
 
         counts = Counts()
@@ -433,13 +465,14 @@ class ProcessorCore:
                 continue
             key = repeat_key(scan.person_id, premises_id, scan.kind)
             last = last_kept.get(key)
-            if (
-                last is not None
-                and scan.arrival - (last & ARRIVAL_MASK) <= horizon
-                and abs(scan.scanned_at - (last >> ARRIVAL_BITS)) <= window
-            ):
-                counts.repeats += 1
-                continue
+            if last is not None:
+                if (
+                    scan.arrival - (last & ARRIVAL_MASK) <= horizon
+                    and abs(scan.scanned_at - (last >> ARRIVAL_BITS)) <= window
+                ):
+                    counts.repeats += 1
+                    continue
+                del last_kept[key]
             last_kept[key] = last_kept_value(scan.scanned_at, scan.arrival)
             rows.append(
                 (

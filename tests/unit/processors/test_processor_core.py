@@ -568,6 +568,45 @@ def test_expire_reclaims_dedup_and_repeat_memory_past_the_horizon() -> None:
     assert_balanced(core)
 
 
+def test_a_key_written_again_moves_to_the_end_of_the_sweep_order() -> None:
+    core = make_core(premises())
+    feed = Feed()
+    later = NOW - 10 * MINUTE + HOUR  # outside the repeat window: kept
+    core.process([feed.scan("e1"), feed.scan("e2", person_id="p2")], NOW)
+    core.process([feed.scan("e3", scanned_at=later, received_at=NOW + HOUR)], NOW + HOUR)
+    assert list(core.state.last_kept) == ["p2\x1fP1\x1fcheckin", "p1\x1fP1\x1fcheckin"]
+    # e1 again after the horizon: new again, and now the newest entry of `seen`
+    again = NOW + DAY + MINUTE
+    core.process([feed.scan("e1", scanned_at=again - MINUTE, received_at=again)], again)
+    assert list(core.state.seen) == ["e2", "e3", "e1"]
+    core.expire(NOW + DAY + 1)  # e2 (and e1's old stamp) are past; e3 and e1 are not
+    assert list(core.state.seen) == ["e3", "e1"]
+    assert_balanced(core)
+
+
+def test_expire_sweeps_from_the_oldest_entry_and_stops_in_the_live_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(core_module, "EXPIRE_LOOKAHEAD", 3)
+    core = make_core(premises())
+    feed = Feed()
+    stamps = [NOW, NOW, NOW + HOUR, NOW, NOW + HOUR, NOW + HOUR, NOW + HOUR, NOW]
+    records = [
+        feed.scan(f"e{i}", person_id=f"p{i}", received_at=stamp) for i, stamp in enumerate(stamps)
+    ]
+    core.process(records, NOW)
+    core.expire(NOW + DAY + 1)
+    # e0, e1 and e3 went; e7, stamped out of order behind three live entries, waits
+    assert list(core.state.seen) == ["e2", "e4", "e5", "e6", "e7"]
+    assert list(core.state.last_kept) == [f"p{i}\x1fP1\x1fcheckin" for i in (2, 4, 5, 6, 7)]
+    # ... which changes no answer: past the horizon, its copy is new again
+    copy = feed.scan("e7", person_id="p7", received_at=NOW + DAY + 1)
+    assert counts(core.process([copy], NOW + DAY + 1)) == c(received=1, enriched=1)
+    core.expire(NOW + DAY + HOUR + 1)
+    assert list(core.state.seen) == ["e7"]
+    assert_balanced(core)
+
+
 # -- state backends, results ----------------------------------------------------------------
 
 
