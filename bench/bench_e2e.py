@@ -43,7 +43,7 @@ from pathlib import Path
 import aiohttp
 import msgspec
 
-from bench.common import delete_topics, endpoints, quantile
+from bench.common import cpu_seconds, delete_topics, endpoints, quantile
 from ingest.admin import ensure_topics
 from ingest.kafka_settings import KafkaSettings
 from ingest.premises import Premises, encode_premises
@@ -313,6 +313,9 @@ def main() -> None:  # one linear script
         worker_pid = pipeline.procs["worker"].pid
         rss0 = status_mib(worker_pid, "VmRSS")
         seen0 = table_entries(scrape(pipeline.worker_metrics_port), "seen")
+        pids = {**service_pids, **{name: p.pid for name, p in pipeline.procs.items()}}
+        pids["load generator"] = os.getpid()
+        cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
         poller.start()
         sent_at, accepted, errors, send_s = asyncio.run(
             send_all(url, bodies[1:], args.batch, args.rate, args.concurrency)
@@ -336,6 +339,7 @@ def main() -> None:  # one linear script
                 sys.exit(f"only {stored:,} of {unique:,} stored ({pipeline.failed()} failed)")
             time.sleep(0.5)
         all_stored = time.time()
+        cpu = {name: cpu_seconds(pid) - cpu0[name] for name, pid in pids.items()}
         time.sleep(0.6)
         poller.stop.set()
         poller.join()
@@ -385,6 +389,13 @@ def main() -> None:  # one linear script
         "  peak resident memory (VmHWM, MiB): "
         + ", ".join(f"{k} {v:,.0f}" for k, v in peaks.items())
         + f"; sum {sum(peaks.values()):,.0f}"
+    )
+    cpu_sum = sum(cpu.values())
+    print(
+        f"  CPU seconds from the first POST to the last row ({all_stored - start_send:.0f} s "
+        "of wall clock, 2 cores): "
+        + ", ".join(f"{k} {v:,.0f}" for k, v in cpu.items())
+        + f"; sum {cpu_sum:,.0f} ({cpu_sum * 1e6 / stored_scans:,.0f} us a scan)"
     )
     tracked = seen1 - seen0
     if tracked > 0:
