@@ -54,8 +54,8 @@ from processors.faust_transport import (
     Records,
 )
 from processors.metrics import WorkerMetrics
-from processors.runner import TABLES, BatchRunner, Outbox
-from processors.tables import PartitionedStore, PartitionedTable
+from processors.runner import HORIZON, TABLES, BatchRunner, Outbox
+from processors.tables import HorizonTable, PartitionedStore, PartitionedTable
 from processors.worker_settings import WorkerSettings
 
 log = logging.getLogger("scantrace.worker")
@@ -109,15 +109,19 @@ class Pipeline:
         self.exactly_once = settings.worker.processing_guarantee == "exactly_once"
         self.tables: dict[str, PartitionedTable] = {}
         for name in TABLES:
-            table = PartitionedTable(
-                app,
-                name=name,
-                partitions=n,
-                key_type=bytes,  # raw keys and values: the runner encodes its records
-                value_type=bytes,
-                recovery_buffer_size=10_000,
-                beacon=app.tables.beacon,
-                help=f"processors state: {name}",
+            options: dict[str, Any] = {
+                "name": name,
+                "partitions": n,
+                "key_type": bytes,  # raw keys and values: the runner encodes its records
+                "value_type": bytes,
+                "recovery_buffer_size": 10_000,
+                "beacon": app.tables.beacon,
+                "help": f"processors state: {name}",
+            }
+            table = (
+                HorizonTable(app, horizon_ms=settings.core.dedup_horizon_ms, **options)
+                if name in HORIZON
+                else PartitionedTable(app, **options)
             )
             app.tables.add(table)
             self.tables[name] = table

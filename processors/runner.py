@@ -29,12 +29,19 @@ from processors.metrics import WorkerMetrics
 from processors.records import EnrichedRow, RawRecordLike, encode_row
 from processors.settings import ProcessorSettings
 from processors.state import ProcessorState
-from processors.tables import ChangelogRecord, PartitionView, changelog_records
+from processors.tables import (
+    ChangelogRecord,
+    PartitionView,
+    batch_records,
+    changelog_records,
+)
 
 log = logging.getLogger("scantrace.worker")
 
 INVALID_PREMISES: Final = "invalid_premises"
 TABLES: Final = ("seen", "last_kept", "parked", "premises")
+# Tables whose changelog carries one record per batch (`processors.tables.HorizonTable`).
+HORIZON: Final = frozenset({"seen", "last_kept"})
 # Indexes into an EnrichedRow (processors.records.ENRICHED_FIELDS).
 _SCANNED_AT, _RECEIVED_AT, _DISTRICT = 3, 6, 10
 
@@ -172,7 +179,10 @@ class BatchRunner:
     def _save(self, views: dict[str, PartitionView], partition: int, out: Outbox) -> None:
         for name, view in views.items():
             changes = view.commit()
-            if changes:
+            if changes and name in HORIZON:
+                records = batch_records(changes, self.max_record_bytes)
+                out.state(self.tables[name].changelog_topic, partition, records)
+            elif changes:
                 records = changelog_records(changes)
                 fitting = [r for r in records if r[1] is None or len(r[1]) <= self.max_record_bytes]
                 if len(fitting) != len(records):

@@ -11,6 +11,7 @@ from typing import IO, Any
 
 import msgpack
 import pytest
+from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 
 from ingest.deadletter import decode_dead_letter
 from ingest.kafka_settings import KafkaSettings
@@ -237,3 +238,17 @@ def test_a_worker_killed_mid_stream_loses_nothing_and_keeps_its_dedup_state(
     resent = sum(1 for r in records if EnrichedScan.decode(r.value or b"").event_id == "e0")
     assert resent == ids["e0"]
     assert second.stop() == 0
+    # ... from a changelog of batch records that Kafka forgets by age, not by key
+    configs = topic_configs(kafka, f"{kafka.topic_prefix}scantrace-worker-seen-changelog")
+    assert (configs["cleanup.policy"], configs["retention.ms"]) == ("delete", str(2 * 86_400_000))
+
+
+def topic_configs(kafka: KafkaSettings, topic: str) -> dict[str, str]:
+    admin = KafkaAdminClient(bootstrap_servers=kafka.servers())
+    try:
+        response = admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic)], config_filter="all"
+        )
+    finally:
+        admin.close()
+    return {name: entry["value"] for name, entry in response["topic"][topic].items()}

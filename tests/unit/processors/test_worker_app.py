@@ -48,7 +48,13 @@ def test_create_app_wires_topics_tables_and_timers_without_connecting() -> None:
     assert sorted(app.tables) == ["last_kept", "parked", "premises", "seen"]
     for name, table in app.tables.items():
         assert table.partitions == 6
-        assert table.changelog_topic.get_topic_name() == f"t2.scantrace-worker-{name}-changelog"
+        topic = table.changelog_topic
+        assert topic.get_topic_name() == f"t2.scantrace-worker-{name}-changelog"
+        if name in ("seen", "last_kept"):  # batch records, forgotten by age (tables.py)
+            assert (topic.compacting, topic.deleting, topic.retention) == (False, True, 172_800)
+            assert topic.config == {"segment.ms": str(3 * 3_600_000)}
+        else:
+            assert (topic.compacting, topic.deleting) == (True, None)
     assert isinstance(app.transport, BulkTransport)
     assert app.transport.Consumer is BulkConsumer and app.transport.Producer is BulkProducer
     assert len(app._app_tasks) == 2  # the expire and gauge timers

@@ -19,8 +19,8 @@ from processors.metrics import WorkerMetrics
 from processors.records import EnrichedScan, RawRecord, encode_row
 from processors.runner import TABLES, BatchRunner, Outbox, StaticTableRef
 from processors.settings import ProcessorSettings
-from processors.state import ProcessorState
-from processors.tables import decode_value, encode_value
+from processors.state import ProcessorState, repeat_key
+from processors.tables import BATCH_KEY_PREFIX, apply_record, decode_value, encode_value
 
 KAFKA = KafkaSettings(bootstrap="127.0.0.1:9", topic_prefix="t.")
 PART = 3
@@ -56,6 +56,18 @@ class Feed:
 
     def scan(self, event_id: str, **overrides: Any) -> RawRecord:
         return self(pack(wire(event_id, received_at=NOW - MINUTE, **overrides)))
+
+
+def entries(out: Outbox, table: str) -> dict[str, Any]:
+    """The state changes an outbox carries for a table's changelog (None: deleted), from
+    batch records and per-key records alike."""
+    changes: dict[str, Any] = {}
+    for key, value in out.changelog.get((f"t.app-{table}-changelog", PART), []):
+        if key is not None and key[:1] == BATCH_KEY_PREFIX:
+            changes.update(decode_value(value or b""))
+        elif key is not None:
+            changes[key.decode()] = None if value is None else decode_value(value)
+    return changes
 
 
 def make_runner(
@@ -122,9 +134,10 @@ def test_outputs_go_to_the_input_partition_keyed_by_premises_and_event_id() -> N
     assert out.outputs[(KAFKA.dlq, PART)][0][0] is None  # no event id, no key
     assert out.partitions() == {PART}
     # The state changes, for the changelogs, on the same partition.
-    seen = dict(out.changelog[("t.app-seen-changelog", PART)])
-    assert decode_value(seen[b"e1"] or b"") == NOW - MINUTE
-    assert ("t.app-last_kept-changelog", PART) in out.changelog
+    assert entries(out, "seen") == {"e1": NOW - MINUTE}
+    [(key, _)] = out.changelog[("t.app-seen-changelog", PART)]  # one record for the batch
+    assert key[:1] == BATCH_KEY_PREFIX
+    assert list(entries(out, "last_kept")) == [repeat_key("p1", "P1", "checkin")]
     assert stores["seen"].parts[PART] == {"e1": NOW - MINUTE}
 
 
@@ -241,8 +254,7 @@ def test_a_core_bug_dead_letters_only_the_record_that_triggers_it() -> None:
     assert sample(metrics, "scantrace_worker_duplicates_total") == 1
     assert sample(metrics, "scantrace_worker_dead_letters_total", reason="exception") == 1
     assert identity(metrics) == (4, 4)
-    seen_changes = [k for k, _ in out.changelog[("t.app-seen-changelog", PART)]]
-    assert sorted(seen_changes) == [b"e1", b"e3"]
+    assert sorted(entries(out, "seen")) == ["e1", "e3"]
 
 
 def test_expire_dead_letters_old_parked_scans_and_drops_old_dedup_memory() -> None:
@@ -256,7 +268,7 @@ def test_expire_dead_letters_old_parked_scans_and_drops_old_dedup_memory() -> No
     [dl] = letters(out)
     assert (dl.reason, dl.event_id) == ("unknown_premises", "e2")
     assert stores["seen"].parts[PART] == {} and stores["parked"].parts[PART] == {}
-    assert dict(out.changelog[("t.app-seen-changelog", PART)]) == {b"e1": None, b"e2": None}
+    assert entries(out, "seen") == {"e1": None, "e2": None}
     assert identity(metrics) == (2, 2)
 
 
@@ -316,11 +328,7 @@ def test_accounting_identity_and_recovered_state_over_a_mixed_stream() -> None:
     # Replaying the changelog records in order rebuilds every table as it is.
     replayed: dict[str, dict[str, Any]] = {name: {} for name in TABLES}
     for topic, key, value in changelog:
-        table = replayed[topic.removeprefix("t.app-").removesuffix("-changelog")]
-        if value is None:
-            table.pop(key.decode(), None)
-        else:
-            table[key.decode()] = decode_value(value)
+        apply_record(replayed[topic.removeprefix("t.app-").removesuffix("-changelog")], key, value)
     live = {name: stores[name].parts[PART] for name in TABLES}
     normalized = {
         name: {k: decode_value(encode_value(v)) for k, v in table.items()}

@@ -12,8 +12,11 @@ from faust.types import TP
 
 from processors.state import ARRIVAL_BITS, ARRIVAL_MASK, last_kept_value
 from processors.tables import (
+    BATCH_ENTRIES,
+    BATCH_KEY_PREFIX,
     PartitionedStore,
     PartitionView,
+    batch_records,
     changelog_records,
     decode_value,
     encode_value,
@@ -83,6 +86,12 @@ class _Event:
     message: _Message
 
 
+@dataclass
+class _Record:  # a raw Kafka record as the bulk recovery path gets it
+    key: bytes | None
+    value: bytes | None
+
+
 class _Topic:
     def get_topic_name(self) -> str:
         return "app-seen-changelog"
@@ -129,6 +138,41 @@ def test_changes_replayed_from_the_changelog_give_the_same_state() -> None:
         [_Event(_Message(k, v, 2)) for k, v in first + changes]  # type: ignore[arg-type]
     )
     assert store.partition(2) == {"b": [[b"\x00raw", "topic", 3, None]], "c": 7} == data
+
+
+def test_a_batch_of_horizon_changes_is_one_record_and_replays_in_order() -> None:
+    packed = last_kept_value(1_700_000_000_123, 1_700_000_999_456)
+    changes: dict[str, Any] = {"e1": 5, "e2": None, "p\x1fP\x1fcheckin": packed}
+    [(key, value)] = batch_records(changes, 1_000_000)
+    assert key[:1] == BATCH_KEY_PREFIX and len(key) == 13
+    store = _store()
+    store.partition(1).update({"e2": 1, "e1": 2, "old": 3})
+    # an older worker's per-key record, then the batch record: applied in order
+    legacy = changelog_records({"e3": 4})
+    store.apply_changelog_batch(
+        [_Event(_Message(k, v, 1)) for k, v in [*legacy, (key, value)]]  # type: ignore[arg-type]
+    )
+    # e1 written again moves to the end (the sweep order of `expire`); e2 deleted
+    assert list(store.partition(1).items()) == [
+        ("old", 3),
+        ("e3", 4),
+        ("e1", 5),
+        ("p\x1fP\x1fcheckin", packed),
+    ]
+    assert store.partition(1)["p\x1fP\x1fcheckin"] >> ARRIVAL_BITS == 1_700_000_000_123
+
+
+def test_batch_records_split_to_fit_kafka_and_never_share_a_key() -> None:
+    changes = {f"event-{i:06d}": 1_700_000_000_000 + i for i in range(BATCH_ENTRIES + 10)}
+    records = batch_records(changes, 1_000_000)
+    assert len(records) == 2  # BATCH_ENTRIES a record
+    small = batch_records(changes, 20_000)
+    assert all(v is not None and len(v) <= 20_000 for _, v in small) and len(small) > 8
+    for split in (records, small):
+        assert len({k for k, _ in split}) == len(split)
+        store = _store()
+        store.restore_records(0, [_Record(k, v) for k, v in split])
+        assert store.partition(0) == changes and list(store.partition(0)) == list(changes)
 
 
 def test_partitions_that_move_away_are_dropped() -> None:
