@@ -224,8 +224,17 @@ class ProcessorCore:
 
     # -- scans ----------------------------------------------------------------------------
 
-    def process(self, records: Iterable[RawRecordLike], now_ms: int) -> Result:
-        """Decode, validate, dedup, suppress repeats, enrich or park one batch of records."""
+    def process(
+        self,
+        records: Iterable[RawRecordLike],
+        now_ms: int,
+        source: tuple[str, int] | None = None,
+    ) -> Result:
+        """Decode, validate, dedup, suppress repeats, enrich or park one batch of records.
+
+        `source`: the (topic, partition) of every record, when the records do not carry
+        them (the worker's lean Kafka records, `ingest.lean_records`: value and offset only).
+        """
         settings = self.settings
         horizon = settings.dedup_horizon_ms
         window = settings.repeat_window_ms
@@ -257,11 +266,11 @@ class ProcessorCore:
                     obj = unpack_msgpack(value or b"")
                     scan = parse_scan(obj, now=now_ms, max_skew_ms=max_skew)
                 except ScanRejected as exc:
-                    dead.append(self._reject(rec, exc.reason, exc.describe(), now_ms))
+                    dead.append(self._reject(rec, exc.reason, exc.describe(), now_ms, source))
                     continue
                 except Exception as exc:  # a bug must not lose the record: dead-letter it
                     detail = f"{type(exc).__name__}: {exc}"[:500]
-                    dead.append(self._reject(rec, EXCEPTION, detail, now_ms))
+                    dead.append(self._reject(rec, EXCEPTION, detail, now_ms, source))
                     continue
             event_id = scan.event_id
             person_id = scan.person_id
@@ -296,13 +305,14 @@ class ProcessorCore:
                         f"premises {premises_id} not in the registry and {max_parked} scans "
                         "already parked for it (max_parked_per_premises)"
                     )
-                    dead.append(self._reject(rec, UNKNOWN_PREMISES, detail, now_ms))
+                    dead.append(self._reject(rec, UNKNOWN_PREMISES, detail, now_ms, source))
                     continue
                 lot[1].add(event_id)
+                topic, partition = source if source is not None else (rec.topic, rec.partition)
                 parked_scan = ParkedScan(
                     raw=value if value is not None else b"",
-                    topic=rec.topic,
-                    partition=rec.partition,
+                    topic=topic,
+                    partition=partition,
                     offset=rec.offset,
                     parked_at=now_ms,
                     arrival=arrival,
@@ -519,15 +529,22 @@ class ProcessorCore:
         )
 
     @staticmethod
-    def _reject(rec: RawRecordLike, reason: str, detail: str, now_ms: int) -> DeadLetter:
+    def _reject(
+        rec: RawRecordLike,
+        reason: str,
+        detail: str,
+        now_ms: int,
+        source: tuple[str, int] | None = None,
+    ) -> DeadLetter:
         value = rec.value
+        topic, partition = source if source is not None else (rec.topic, rec.partition)
         return DeadLetter(
             stage=STAGE,
             reason=reason,
             raw=value if value is not None else b"",
             detail=detail,
-            topic=rec.topic,
-            partition=rec.partition,
+            topic=topic,
+            partition=partition,
             offset=rec.offset,
             at=now_ms,
             event_id=_event_id_of(value),

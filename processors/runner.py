@@ -284,13 +284,15 @@ class BatchRunner:
     def scans(
         self, partition: int, records: Sequence[RawRecordLike], now_ms: int, out: Outbox
     ) -> None:
-        """Records of `scans.raw` from one partition, in offset order."""
+        """Records of `scans.raw` from one partition, in offset order (they need not carry
+        their topic and partition: lean records, `ingest.lean_records`)."""
         if not records:
             return
         views = self._views(partition)
         core = self._core(views)
+        source = (self.kafka.raw, partition)
         try:
-            result = core.process(records, now_ms)
+            result = core.process(records, now_ms, source)
         except Exception:
             self._rollback(views)
             log.exception(
@@ -315,10 +317,10 @@ class BatchRunner:
     ) -> None:
         for rec in records:
             try:
-                result = core.process([rec], now_ms)
+                result = core.process([rec], now_ms, (self.kafka.raw, partition))
             except Exception as exc:
                 self._rollback(views)
-                dl = self._record_letter(rec, EXCEPTION, exc, now_ms)
+                dl = self._record_letter(rec, EXCEPTION, exc, now_ms, (self.kafka.raw, partition))
                 result = Result([], [dl], Counts(received=1, dead_lettered={EXCEPTION: 1}))
             self._emit(result, partition, now_ms, out)
             self._save(views, partition, out)
@@ -369,15 +371,20 @@ class BatchRunner:
 
     @staticmethod
     def _record_letter(
-        rec: RawRecordLike, reason: str, exc: BaseException, now_ms: int
+        rec: RawRecordLike,
+        reason: str,
+        exc: BaseException,
+        now_ms: int,
+        source: tuple[str, int] | None = None,
     ) -> DeadLetter:
+        topic, partition = source if source is not None else (rec.topic, rec.partition)
         return DeadLetter(
             stage=STAGE,
             reason=reason,
             raw=rec.value if rec.value is not None else b"",
             detail=summarize(exc),
-            topic=rec.topic,
-            partition=rec.partition,
+            topic=topic,
+            partition=partition,
             offset=rec.offset,
             at=now_ms,
         )

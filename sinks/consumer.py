@@ -42,6 +42,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, start_http_server
 
+from ingest.lean_records import LEAN, install
 from sinks.batch import (
     DEAD_LETTER_COLUMNS,
     RECEIVED_AT,
@@ -54,7 +55,6 @@ from sinks.batch import (
     build_chunk,
     dead_row,
 )
-from sinks.lean_records import LEAN, install
 from sinks.metrics import SinkMetrics
 from sinks.rollup import now_ms, refreshable, touched_days
 from sinks.settings import SinkSettings

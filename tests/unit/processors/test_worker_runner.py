@@ -19,7 +19,7 @@ from processors.metrics import WorkerMetrics
 from processors.records import EnrichedScan, RawRecord, encode_row
 from processors.runner import TABLES, BatchRunner, Outbox, StaticTableRef
 from processors.settings import ProcessorSettings
-from processors.state import ProcessorState, repeat_key
+from processors.state import ParkedScan, ProcessorState, repeat_key
 from processors.tables import BATCH_KEY_PREFIX, apply_record, decode_value, encode_value
 
 KAFKA = KafkaSettings(bootstrap="127.0.0.1:9", topic_prefix="t.")
@@ -116,6 +116,35 @@ def identity(metrics: WorkerMetrics) -> tuple[float, float]:
         + total(metrics, "scantrace_worker_parked_scans")
     )
     return total(metrics, "scantrace_worker_events_in_total"), out
+
+
+@dataclass(frozen=True)
+class LeanRecord:
+    """What aiokafka's C record gives the worker (ingest.lean_records): no topic, no
+    partition."""
+
+    offset: int
+    value: bytes | None
+    key: bytes | None = None
+
+
+def test_lean_records_take_their_topic_and_partition_from_the_batch() -> None:
+    runner, stores = make_runner()
+    register(runner, premises("P1"))
+    feed = Feed()
+    records = [
+        LeanRecord(7, feed.scan("e1").value),
+        LeanRecord(8, b"\xc1garbage"),
+        LeanRecord(9, feed.scan("e2", premises_id="U1").value),
+    ]
+    out = Outbox()
+    runner.scans(PART, records, NOW, out)  # type: ignore[arg-type]
+    assert [s.event_id for s in enriched(out)] == ["e1"]
+    [dl] = letters(out)
+    assert (dl.topic, dl.partition, dl.offset) == (KAFKA.raw, PART, 8)
+    [parked] = stores["parked"].parts[PART]["U1"]
+    assert ParkedScan.from_list("U1", parked).topic == KAFKA.raw
+    assert (parked[2], parked[3]) == (PART, 9)
 
 
 def test_outputs_go_to_the_input_partition_keyed_by_premises_and_event_id() -> None:
@@ -221,13 +250,13 @@ class BuggyCore(ProcessorCore):
     """Raises on any batch holding a record whose bytes contain b'boom', after the records
     before it have changed the state (as a bug half-way through a batch would)."""
 
-    def process(self, records: Any, now_ms: int) -> Result:
+    def process(self, records: Any, now_ms: int, source: Any = None) -> Result:
         records = list(records)
         for i, rec in enumerate(records):
             if rec.value and b"boom" in rec.value:
-                super().process(records[:i], now_ms)
+                super().process(records[:i], now_ms, source)
                 raise RuntimeError("boom in the core")
-        return super().process(records, now_ms)
+        return super().process(records, now_ms, source)
 
 
 def test_a_core_bug_dead_letters_only_the_record_that_triggers_it() -> None:

@@ -1,16 +1,18 @@
-"""The sink's lean Kafka records: real aiokafka record batches through the patched fetcher
+"""Lean Kafka records: real aiokafka record batches through the patched fetcher
 classes, with and without the marker."""
 
 from __future__ import annotations
 
 import inspect
 
+import pytest
 from aiokafka.consumer import fetcher
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.record.memory_records import MemoryRecords
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from sinks.lean_records import LEAN, _LeanPartitionRecords, install
+from ingest import lean_records
+from ingest.lean_records import LEAN, _LeanPartitionRecords, install
 
 TP = TopicPartition("t.scans.enriched", 3)
 
@@ -60,3 +62,15 @@ def test_the_overridden_internal_still_exists_with_its_signature() -> None:
         inspect.signature(fetcher.PartitionRecords.__mro__[1]._consumer_record).parameters
     )
     assert params == ["self", "tp", "record"]
+
+
+def test_a_topic_installed_as_lean_gets_parsed_records_in_every_consumer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(lean_records, "LEAN_TOPICS", set())
+    install([TP.topic])
+    assert [(r.offset, r.value) for r in records(None)] == [(41, b"b"), (42, b"c")]
+    other = TopicPartition("t.premises", 3)
+    data = batch_bytes([b"a", b"b"])
+    part = _LeanPartitionRecords(other, MemoryRecords(data), [], 40, None, None, True, 0)
+    assert all(isinstance(r, ConsumerRecord) for r in part)  # other topics as before
