@@ -22,13 +22,17 @@ class Pipeline:
     sink_metrics_port: int
     log_dir: Path
     extra_gateway_args: Sequence[str] = ()
+    # Where worker and sink serve /metrics: loopback like the gateway by default (tests,
+    # benchmarks, one machine); 0.0.0.0 for a Prometheus on another host.
+    metrics_host: str = "127.0.0.1"
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def commands(self) -> dict[str, list[str]]:
         cli = [sys.executable, "-m", "scantrace.cli"]
+        host = ["--metrics-host", self.metrics_host]
         return {
-            "worker": [*cli, "worker", "--metrics-port", str(self.worker_metrics_port)],
-            "sink": [*cli, "sink", "--metrics-port", str(self.sink_metrics_port)],
+            "worker": [*cli, "worker", "--metrics-port", str(self.worker_metrics_port), *host],
+            "sink": [*cli, "sink", "--metrics-port", str(self.sink_metrics_port), *host],
             "gateway": [
                 *cli,
                 "gateway",

@@ -16,6 +16,12 @@ from scantrace.settings import ServicesSettings
 @click.option("--worker-metrics-port", default=9101, show_default=True)
 @click.option("--sink-metrics-port", default=9102, show_default=True)
 @click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Interface of the worker's and sink's /metrics (0.0.0.0: scraped from other hosts)",
+)
+@click.option(
     "--tokens-file",
     type=click.Path(exists=True, dir_okay=False),
     default=None,
@@ -31,6 +37,7 @@ def run(
     gateway_port: int,
     worker_metrics_port: int,
     sink_metrics_port: int,
+    metrics_host: str,
     tokens_file: str | None,
     log_dir: str | None,
 ) -> None:
@@ -41,6 +48,7 @@ def run(
         worker_metrics_port=worker_metrics_port,
         sink_metrics_port=sink_metrics_port,
         log_dir=logs,
+        metrics_host=metrics_host,
         extra_gateway_args=("--tokens-file", tokens_file) if tokens_file else (),
     )
     pipeline.start()
