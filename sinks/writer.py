@@ -197,7 +197,10 @@ class ClickHouseWriter:
     def refresh_rollup(self, days: Sequence[date]) -> None:
         if days:
             sql, params = refresh_sql(days)
-            self._run("rollup refresh", sql, params=params, settings={"async_insert": 0})
+            # Background work over whole days: one thread, so that it never takes both
+            # cores from the inserts behind it, and half the hash tables' peak memory.
+            settings = {"async_insert": 0, "max_threads": 1}
+            self._run("rollup refresh", sql, params=params, settings=settings)
 
     def dirty_days(self) -> list[date]:
         rows = self._run("rollup dirty days", dirty_days_sql())
