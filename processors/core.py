@@ -43,7 +43,9 @@ reason `unknown_premises`, by the next `expire` pass or, if its premises arrives
 at release: the outcome never depends on when `expire` runs.
 
 `expire` otherwise only reclaims memory: it drops `seen` and `last_kept` entries whose
-arrival is more than `dedup_horizon_ms` before `now_ms`. Lookups check the horizon
+arrival is more than `dedup_horizon_ms` before `now_ms`, sweeping from the oldest entry
+until it meets `EXPIRE_LOOKAHEAD` live ones in a row (an entry stamped far out of order may
+wait for a later pass). Lookups check the horizon
 themselves, so as long as no record arrives stamped earlier than an already run pass's
 `now_ms` (`received_at` is stamped by the gateway moments before the worker sees it),
 running `expire` changes no result. A replay of records carrying old `received_at` stamps
