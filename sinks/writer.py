@@ -198,7 +198,7 @@ class ClickHouseWriter:
         if days:
             sql, params = refresh_sql(days)
             # Background work over whole days: one thread, so that it never takes both
-            # cores from the inserts behind it, and half the hash tables' peak memory.
+            # cores from the inserts behind it, and one set of hash tables, not one a thread.
             settings = {"async_insert": 0, "max_threads": 1}
             self._run("rollup refresh", sql, params=params, settings=settings)
 
