@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 from ingest.contract import ScanRejected, now_ms, parse_timestamp
@@ -104,31 +104,34 @@ def trace_person(
     tables: TraceTables | None = None,
 ) -> TraceResult:
     tables = tables or TraceTables()
-    rows = runner.query(*sql.case_visits(rule, person_id, from_ms, to_ms, tables))
-    case = [
-        sql.CaseVisit(
-            premises_id=p,
-            time_from=int(t0),
-            time_to=int(t1),
-            premises_name=name,
-            district=district,
-            category=cat,
-            period_times=tuple(int(t) for t in times),
+    case: list[sql.CaseVisit] = []
+    visits: list[Visit] = []
+    for p, t0, t1, n, name, district, cat, times in runner.query(
+        *sql.case_visits(rule, person_id, from_ms, to_ms, tables)
+    ):
+        t0, t1 = int(t0), int(t1)
+        case.append(
+            sql.CaseVisit(
+                premises_id=p,
+                time_from=t0,
+                time_to=t1,
+                premises_name=name,
+                district=district,
+                category=cat,
+                period_times=tuple(int(t) for t in times),
+            )
         )
-        for p, t0, t1, _, name, district, cat, times in rows
-    ]
-    visits = [
-        Visit(
-            premises_id=v.premises_id,
-            premises_name=v.premises_name,
-            district=v.district,
-            category=v.category,
-            time_from=v.time_from,
-            time_to=v.time_to,
-            scans=int(row[3]),
+        visits.append(
+            Visit(
+                premises_id=p,
+                premises_name=name,
+                district=district,
+                category=cat,
+                time_from=t0,
+                time_to=t1,
+                scans=int(n),
+            )
         )
-        for v, row in zip(case, rows, strict=True)
-    ]
     if not visits:  # no scan of the case in the period: nobody to find
         return TraceResult(person_id, from_ms, to_ms, rule, [], [])
     windows = sql.seed_windows(rule, [(v.premises_id, v.time_from, v.time_to) for v in visits])
@@ -268,17 +271,6 @@ def error_text(exc: BaseException, limit: int = 500) -> str:
 def _replace(
     record: AuditRecord, *, started: float, rows: int = 0, ok: bool = True, error: str = ""
 ) -> AuditRecord:
-    return AuditRecord(
-        actor=record.actor,
-        action=record.action,
-        subject_id=record.subject_id,
-        period_from=record.period_from,
-        period_to=record.period_to,
-        at=record.at,
-        rule=record.rule,
-        rows=rows,
-        ok=ok,
-        error=error,
-        duration_ms=round((time.perf_counter() - started) * 1000),
-        audit_id=record.audit_id,
-    )
+    """The record with the query's outcome and its duration since `started`."""
+    duration_ms = round((time.perf_counter() - started) * 1000)
+    return replace(record, rows=rows, ok=ok, error=error, duration_ms=duration_ms)
