@@ -301,7 +301,7 @@ class BatchRunner:
                 len(records),
                 partition,
             )
-            self._scans_one_by_one(core, views, partition, records, now_ms, out)
+            self._scans_one_by_one(core, views, source, records, now_ms, out)
             return
         self._emit(result, partition, now_ms, out)
         self._save(views, partition, out)
@@ -310,17 +310,18 @@ class BatchRunner:
         self,
         core: ProcessorCore,
         views: dict[str, PartitionView],
-        partition: int,
+        source: tuple[str, int],
         records: Sequence[RawRecordLike],
         now_ms: int,
         out: Outbox,
     ) -> None:
+        partition = source[1]
         for rec in records:
             try:
-                result = core.process([rec], now_ms, (self.kafka.raw, partition))
+                result = core.process([rec], now_ms, source)
             except Exception as exc:
                 self._rollback(views)
-                dl = self._record_letter(rec, EXCEPTION, exc, now_ms, (self.kafka.raw, partition))
+                dl = self._record_letter(rec, EXCEPTION, exc, now_ms, source)
                 result = Result([], [dl], Counts(received=1, dead_lettered={EXCEPTION: 1}))
             self._emit(result, partition, now_ms, out)
             self._save(views, partition, out)

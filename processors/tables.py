@@ -79,8 +79,13 @@ def _ext(code: int, data: bytes) -> Any:
     return msgpack.ExtType(code, data)
 
 
+def _packer() -> Any:
+    """The changelog's msgpack encoder (a `Packer` is cheaper than `packb` per value)."""
+    return msgpack.Packer(use_bin_type=True, default=_big_int).pack
+
+
 def encode_value(value: Any) -> bytes:
-    return msgpack.packb(value, use_bin_type=True, default=_big_int)  # type: ignore[no-any-return]
+    return _packer()(value)  # type: ignore[no-any-return]
 
 
 def decode_value(data: bytes) -> Any:
@@ -159,27 +164,31 @@ class PartitionView(MutableMapping[str, Any]):
 
 def changelog_records(changes: dict[str, Any]) -> list[ChangelogRecord]:
     """The changelog messages for what `PartitionView.commit()` returned."""
-    pack = msgpack.Packer(use_bin_type=True, default=_big_int).pack
+    pack = _packer()
     return [(k.encode(), pack(v) if v is not None else None) for k, v in changes.items()]
 
 
 def batch_records(changes: dict[str, Any], max_bytes: int) -> list[ChangelogRecord]:
     """A horizon table's changes as batch records (see the module docstring), in order."""
-    pack = msgpack.Packer(use_bin_type=True, default=_big_int).pack
-    items = list(changes.items())
+    pack = _packer()
     records: list[ChangelogRecord] = []
 
-    def add(chunk: list[tuple[str, Any]]) -> None:
-        value = pack(dict(chunk))
-        if len(value) > max_bytes and len(chunk) > 1:
-            half = len(chunk) // 2
-            add(chunk[:half])
-            add(chunk[half:])
+    def add(entries: dict[str, Any]) -> None:
+        value = pack(entries)
+        if len(value) > max_bytes and len(entries) > 1:
+            items = list(entries.items())
+            half = len(items) // 2
+            add(dict(items[:half]))
+            add(dict(items[half:]))
             return
         records.append((BATCH_KEY_PREFIX + os.urandom(12), value))
 
-    for start in range(0, len(items), BATCH_ENTRIES):
-        add(items[start : start + BATCH_ENTRIES])
+    if len(changes) <= BATCH_ENTRIES:  # a batch's changes, as they are: no copy
+        add(changes)
+    else:
+        items = list(changes.items())
+        for start in range(0, len(items), BATCH_ENTRIES):
+            add(dict(items[start : start + BATCH_ENTRIES]))
     return records
 
 
