@@ -25,8 +25,7 @@ both alike (`processors.state`).
 `seen` and `last_kept` (`HorizonTable`) are different: every scan adds an entry to each, and
 an entry only matters for the dedup horizon. A record per entry made two changelog
 messages per scan besides the enriched one, and in `python -m bench e2e` those cost the
-broker and the worker about 17 us of CPU a scan, on a 2-core machine the difference
-between keeping up with 20,000 scans/s and not. So their changelogs carry one record per
+broker and the worker about 17 us of CPU a scan (bench/RESULTS.md). So their changelogs carry one record per
 batch (`batch_records`): key `BATCH_KEY_PREFIX` + random bytes (unique, so that compaction
 could never drop one), value the msgpack map of the batch's changes (None: deleted), at
 most `BATCH_ENTRIES` entries and `max_record_bytes` a record. Their topics forget by time
