@@ -23,16 +23,16 @@ drops. Values come back from msgpack as lists where the core wrote tuples; the c
 both alike (`processors.state`).
 
 `seen` and `last_kept` (`HorizonTable`) are different: every scan adds an entry to each, and
-an entry only matters for the dedup horizon. A record per entry made two changelog
-messages per scan besides the enriched one, and in `python -m bench e2e` those cost the
-broker and the worker about 17 us of CPU a scan (bench/RESULTS.md). So their changelogs carry one record per
-batch (`batch_records`): key `BATCH_KEY_PREFIX` + random bytes (unique, so that compaction
-could never drop one), value the msgpack map of the batch's changes (None: deleted), at
-most `BATCH_ENTRIES` entries and `max_record_bytes` a record. Their topics forget by time
-instead of by key (cleanup.policy=delete, retention `HORIZON_RETENTION` dedup horizons):
-an entry older than the horizon changes no answer, so a restart that reads it back only
-sweeps it away again. Recovery applies a batch record's entries in order; plain per-key
-records (an older worker's) are still read.
+an entry only matters for the dedup horizon. A record per entry made two changelog messages
+per scan besides the enriched one, and in `python -m bench e2e` those cost the broker and
+the worker about 17 us of CPU a scan (bench/RESULTS.md). So their changelogs carry one
+record per batch (`batch_records`): key `BATCH_KEY_PREFIX` + random bytes (unique, so that
+compaction could never drop one), value the msgpack map of the batch's changes (None:
+deleted), at most `BATCH_ENTRIES` entries and `max_record_bytes` a record. Their topics
+forget by time instead of by key (cleanup.policy=delete, retention `HORIZON_RETENTION` dedup
+horizons): an entry older than the horizon changes no answer, so a restart that reads it
+back only sweeps it away again. Recovery applies a batch record's entries in order; plain
+per-key records (an older worker's) are still read.
 """
 
 from __future__ import annotations
