@@ -378,6 +378,20 @@ def main() -> None:  # one linear script
         f"{statistics.median(latencies):.2f} s, p99 {quantile(latencies, 0.99):.2f} s, "
         f"max {max(latencies):.2f} s"
     )
+    print("  by 30 s of sending: latency p50 / p99 (s); worker, sink lag max (records)")
+    for w in range(int((end_send - start_send) // 30) + 1):
+        lo, hi = start_send + 30 * w, start_send + 30 * (w + 1)
+        part = [
+            poller.seen[f"marker-{i:07d}"] - t
+            for i, t in sent_at.items()
+            if lo <= t < hi and f"marker-{i:07d}" in poller.seen
+        ]
+        lags = [max((v for t, v in poller.lags[s] if lo <= t < hi), default=0) for s in poller.lags]
+        if part:
+            print(
+                f"    {30 * w:>4}-{30 * (w + 1):<4} s: {statistics.median(part):5.2f} / "
+                f"{quantile(part, 0.99):5.2f}; lag {lags[0]:,.0f}, {lags[1]:,.0f}"
+            )
     for stage, series in poller.lags.items():
         during = [lag for t, lag in series if start_send <= t <= end_send]
         if during:

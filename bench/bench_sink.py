@@ -1,14 +1,16 @@
 """Sink throughput: rows/s from scans.enriched into ClickHouse, one `scantrace sink` process.
 
-For each run, on topics and a database of its own: publishes N enriched scans (msgpack
-maps as the worker writes them, keyed by premises_id, 3,000 premises, 200,000 persons,
-times over the last day), then starts `scantrace sink` as a child process and times until
-ClickHouse holds all N rows. Reports the rate from process start (imports, group join
-included) and from the first stored row (the steady rate), the sink's CPU time per row,
-and the median of the runs. Publishing is not timed.
+For each run, on topics and a database of its own: publishes N enriched scans (3,000
+premises, 200,000 persons, times over the last day) as the worker writes them: frames of
+up to `--frame-rows` scans of one partition (`processors.records`; `--frame-rows 1`: one
+msgpack map per record keyed by premises_id, what earlier workers wrote), then starts
+`scantrace sink` as a child process and times until ClickHouse holds all N rows. Reports
+the rate from process start (imports, group join included) and from the first stored row
+(the steady rate), the sink's CPU time per row, and the median of the runs. Publishing is not timed.
 
     scantrace services up --kafka apache
     python -m bench sink [--scans 1000000] [--runs 3] [--batch-rows 50000] [--sinks 1]
+                         [--frame-rows 1000]
 
 BENCH_PROFILE=FILE writes a cProfile of the sink's main thread (fetching) to FILE.
 """
@@ -34,7 +36,7 @@ from bench.common import cpu_seconds, delete_topics, endpoints
 from ingest.admin import ensure_topics
 from ingest.kafka_settings import KafkaSettings
 from ingest.partitioning import partition_for
-from processors.records import encode_row
+from processors.records import FRAME_MAX_ROWS, EnrichedRow, encode_frames, encode_row
 from sinks.clickhouse_settings import ClickHouseSettings
 from sinks.client import connect
 from sinks.migrations import migrate
@@ -42,7 +44,25 @@ from sinks.migrations import migrate
 CATEGORIES = ("market", "school", "office", "shop", "supermarket", "restaurant")
 
 
-def make_values(n: int, seed: int) -> list[tuple[bytes, bytes]]:
+Record = tuple[int, bytes | None, bytes]  # partition, key, value
+
+
+def make_values(n: int, seed: int, partitions: int, frame_rows: int) -> list[Record]:
+    """The scans as records: frames of up to `frame_rows` rows per partition, in order."""
+    by_partition: dict[int, list[EnrichedRow]] = {}
+    for key, row in make_rows(n, seed):
+        by_partition.setdefault(partition_for(key, list(range(partitions))), []).append(row)
+    out: list[Record] = []
+    for p, rows in sorted(by_partition.items()):
+        if frame_rows == 1:
+            out += [(p, row[2].encode(), encode_row(row)) for row in rows]
+            continue
+        for i in range(0, len(rows), frame_rows):
+            out += [(p, None, f) for f in encode_frames(rows[i : i + frame_rows], 1_000_000)]
+    return out
+
+
+def make_rows(n: int, seed: int) -> list[tuple[bytes, EnrichedRow]]:
     rng = random.Random(seed)
     now = int(time.time() * 1000)
     out = []
@@ -68,20 +88,23 @@ def make_values(n: int, seed: int) -> list[tuple[bytes, bytes]]:
             45,
             t + 3000,
         )
-        out.append((premises.encode(), encode_row(row)))
+        out.append((premises.encode(), row))
     return out
 
 
-async def _publish(bootstrap: str, topic: str, records: Sequence[tuple[bytes, bytes]]) -> None:
+async def _publish(bootstrap: str, topic: str, records: Sequence[Record]) -> None:
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", max_batch_size=1024 * 1024, linger_ms=5
+        bootstrap_servers=bootstrap,
+        acks="all",
+        max_batch_size=1024 * 1024,
+        linger_ms=5,
+        max_request_size=2 * 1024 * 1024,
     )
     await producer.start()
     try:
-        partitions = sorted(await producer.partitions_for(topic))
-        by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
-        for key, value in records:
-            by_partition.setdefault(partition_for(key, partitions), []).append((key, value))
+        by_partition: dict[int, list[tuple[bytes | None, bytes]]] = {}
+        for p, key, value in records:
+            by_partition.setdefault(p, []).append((key, value))
         futures = []
         for p, items in by_partition.items():
             batch = producer.create_batch()
@@ -99,12 +122,13 @@ async def _publish(bootstrap: str, topic: str, records: Sequence[tuple[bytes, by
 def one_run(
     bootstrap: str,
     ch_url: str,
-    values: list[tuple[bytes, bytes]],
+    values: list[Record],
+    rows: int,
     batch_rows: int,
     sinks: int = 1,
     partitions: int = 4,
 ) -> dict[str, float]:
-    n = len(values)
+    n = rows
     tag = uuid.uuid4().hex[:8]
     kafka = KafkaSettings(bootstrap=bootstrap, topic_prefix=f"bench{tag}.", partitions=partitions)
     ensure_topics(kafka)
@@ -173,22 +197,28 @@ def main() -> None:
     parser.add_argument("--batch-rows", type=int, default=50_000)
     parser.add_argument("--sinks", type=int, default=1, help="sink processes (one group)")
     parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument(
+        "--frame-rows", type=int, default=FRAME_MAX_ROWS, help="scans per record (1: no frames)"
+    )
     args = parser.parse_args()
     bootstrap, ch_url = endpoints()
     print(
         f"sink bench: {args.scans:,} scans x {args.runs} runs, batch {args.batch_rows:,}, "
-        f"{args.sinks} sink process(es), {args.partitions} partitions"
+        f"{args.sinks} sink process(es), {args.partitions} partitions, "
+        f"frames of up to {args.frame_rows:,} scans"
     )
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f}"
     )
     t = time.perf_counter()
-    values = make_values(args.scans, seed=5)
-    print(f"  built {args.scans:,} records in {time.perf_counter() - t:.1f} s", flush=True)
+    values = make_values(args.scans, 5, args.partitions, args.frame_rows)
+    print(f"  built {len(values):,} records in {time.perf_counter() - t:.1f} s", flush=True)
     results = []
     for run in range(args.runs):
-        r = one_run(bootstrap, ch_url, values, args.batch_rows, args.sinks, args.partitions)
+        r = one_run(
+            bootstrap, ch_url, values, args.scans, args.batch_rows, args.sinks, args.partitions
+        )
         results.append(r)
         print(
             f"run {run + 1}: {r['seconds']:.1f} s, "

@@ -31,7 +31,7 @@ from ingest.kafka_settings import KafkaSettings
 from ingest.premises import Premises, encode_premises
 from processors.core import ProcessorCore
 from processors.records import RawRecord
-from processors.testing import OffsetWatcher, WorkerProcess, publish, total
+from processors.testing import RowWatcher, WorkerProcess, publish, total
 
 
 def make_scans(n: int, n_premises: int, now: int, rng: random.Random) -> list[tuple[bytes, bytes]]:
@@ -133,7 +133,7 @@ def run_once(args: argparse.Namespace, servers: str, seed: int) -> dict[str, flo
             start = time.perf_counter()
             worker.start()
             first = None
-            watcher = OffsetWatcher(kafka, kafka.enriched, committed_only=True)
+            watcher = RowWatcher(kafka, kafka.enriched, committed_only=True)
             try:
                 deadline = start + args.timeout
                 have = 0

@@ -3,8 +3,18 @@
 - `RawRecord`: one Kafka record of `scans.raw` as the core sees it (bytes plus where they
   came from, so a dead letter can point back at them). Anything with the same four
   attributes will do (`RawRecordLike`), e.g. a Faust `Message`, so the app need not copy.
-- `EnrichedScan`: a valid, deduplicated scan joined with its premises, the value of the
-  `scans.enriched` topic (a msgpack map) that the ClickHouse sink consumes.
+- `EnrichedScan`: a valid, deduplicated scan joined with its premises (its wire form a
+  msgpack map) that the ClickHouse sink consumes from `scans.enriched`.
+
+`scans.enriched` carries *frames*: one Kafka record holds up to `FRAME_MAX_ROWS` enriched
+scans of one batch of one partition, as a msgpack array of their maps (`encode_frames`).
+Both ends pay per Kafka record, not per scan: the producer's and the sink's client code,
+the broker's record handling. One record per scan cost about as much as everything else
+the worker and the sink do for it (bench/RESULTS.md, "End to end"). A frame goes to the
+partition of the `scans.raw` records it came from, which is the partition of every one of
+its scans' `premises_id` (the topics are co-partitioned); it has no key. Readers take a
+lone map too (one scan per record, what earlier workers wrote): `frame_rows`,
+`decode_frame`.
 
 On the hot path the core builds plain tuples in `ENRICHED_FIELDS` order (`EnrichedRow`);
 a frozen dataclass costs several microseconds per instance to build, more than the rest of
@@ -14,6 +24,7 @@ the pipeline together, so `EnrichedScan` objects are built only when someone ask
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol, get_type_hints
 
@@ -203,6 +214,63 @@ _encode: Final = msgspec.msgpack.Encoder().encode
 def encode_row(row: EnrichedRow) -> bytes:
     """An enriched row straight to its msgpack wire map, without building an `EnrichedScan`."""
     return _encode(EnrichedWire(*row))
+
+
+# A frame of this many scans is about 250 KB, a quarter of Kafka's default record limit.
+FRAME_MAX_ROWS: Final = 1000
+_decode_frame: Final = msgspec.msgpack.Decoder(list[EnrichedWire] | EnrichedWire).decode  # type: ignore[valid-type]
+
+
+def encode_frames(rows: Sequence[EnrichedRow], max_bytes: int) -> list[bytes]:
+    """The rows as frames of at most `FRAME_MAX_ROWS` rows and `max_bytes` bytes each (a
+    frame over the byte limit is halved until it fits or holds one row)."""
+    frames: list[bytes] = []
+    pending = [rows[i : i + FRAME_MAX_ROWS] for i in range(0, len(rows), FRAME_MAX_ROWS)]
+    pending.reverse()
+    while pending:
+        part = pending.pop()
+        frame = _encode([EnrichedWire(*row) for row in part])
+        if len(frame) > max_bytes and len(part) > 1:
+            half = len(part) // 2
+            pending += (part[half:], part[:half])
+            continue
+        frames.append(frame)
+    return frames
+
+
+def frame_rows(value: bytes | None) -> int:
+    """How many scans a `scans.enriched` record holds, from its first bytes (a msgpack array
+    header), without decoding it; 1 for anything that is not an array (a lone scan, or bytes
+    that will turn out bad and become one dead letter)."""
+    if not value:
+        return 1
+    head = value[0]
+    if 0x90 <= head <= 0x9F:
+        n = head & 0x0F
+    elif head == 0xDC and len(value) >= 3:
+        n = int.from_bytes(value[1:3], "big")
+    elif head == 0xDD and len(value) >= 5:
+        n = int.from_bytes(value[1:5], "big")
+    else:
+        return 1
+    return max(n, 1)
+
+
+def decode_wire_frame(data: bytes) -> list[msgspec.Struct]:
+    """A `scans.enriched` record (a frame or a lone map) to `EnrichedWire` structs, types
+    checked in C; `msgspec.DecodeError` or `msgspec.ValidationError` if any scan is bad."""
+    decoded = _decode_frame(data)
+    return decoded if isinstance(decoded, list) else [decoded]
+
+
+def decode_frame(data: bytes) -> list[EnrichedScan]:
+    """A `scans.enriched` record (a frame or a lone map) to `EnrichedScan`s, or `ValueError`
+    naming what is wrong."""
+    try:
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=True, timestamp=0)
+    except Exception as exc:  # msgpack raises a family of unrelated types on bad input
+        raise ValueError(f"enriched record is not msgpack: {type(exc).__name__}") from None
+    return [EnrichedScan.from_wire(o) for o in (obj if isinstance(obj, list) else [obj])]
 
 
 def encode_enriched(scan: EnrichedScan) -> bytes:

@@ -3,9 +3,10 @@
 `BatchRunner` is the part of the Faust app that does not know Faust: given a partition, its
 records (of `scans.raw` or of the premises topic) and the time, it runs the core over that
 partition's state (`PartitionView`s of the four tables), and fills an `Outbox` with what
-must go to Kafka: enriched scans (key premises_id) and dead letters (key event_id, when
-known) on the *same partition* as the input, and the changelog records of the state changes.
-It updates the metrics. The app sends the outbox and commits; tests drive it with dicts.
+must go to Kafka: frames of enriched scans (`processors.records`) and dead letters (key
+event_id, when known) on the *same partition* as the input, and the changelog records of
+the state changes. It updates the metrics. The app sends the outbox and commits; tests
+drive it with dicts.
 
 The per-event guard: the core does not raise for bad input, but a bug might. When a call
 raises, its state changes are rolled back and the records are run again one by one; the
@@ -26,7 +27,7 @@ from ingest.kafka_settings import KafkaSettings
 from ingest.premises import Premises, decode_premises
 from processors.core import EXCEPTION, STAGE, Counts, ProcessorCore, Result
 from processors.metrics import WorkerMetrics
-from processors.records import EnrichedRow, RawRecordLike, encode_row
+from processors.records import EnrichedRow, RawRecordLike, encode_frames
 from processors.settings import ProcessorSettings
 from processors.state import ProcessorState
 from processors.tables import (
@@ -214,11 +215,10 @@ class BatchRunner:
 
     # -- outputs --------------------------------------------------------------------------
 
-    @staticmethod
-    def _encode_rows(rows: Sequence[EnrichedRow]) -> list[Message]:
-        """(premises_id, value) for each row: the key `scans.enriched` is partitioned by."""
-        encode = encode_row
-        return [(row[2].encode(), encode(row)) for row in rows]
+    def _encode_rows(self, rows: Sequence[EnrichedRow]) -> list[Message]:
+        """The rows as frames (`processors.records`), without a key: a frame goes to its
+        input partition, which is every one of its scans' premises partition."""
+        return [(None, frame) for frame in encode_frames(rows, self.max_record_bytes)]
 
     def _emit(self, result: Result, partition: int, now_ms: int, out: Outbox) -> None:
         rows = result.rows

@@ -3,33 +3,39 @@
 No I/O here; `sinks.consumer` feeds it records and hands its `Chunk`s to a `ScanWriter`.
 
 Batch boundaries and idempotency. Records are cut per topic partition, never across
-partitions, into chunks of exactly `batch_rows` records counted from the first offset not
-yet committed. Each chunk is one INSERT carrying `insert_deduplication_token =
-topic:partition:first-last`, and the partition's offset is committed only after ClickHouse
-confirmed it. So:
+partitions, into chunks of `batch_rows` rows counted from the first offset not yet
+committed: a record of `scans.enriched` is a frame of many scans (`processors.records`;
+its count is read from its first bytes) and a chunk ends with the record that reaches
+`batch_rows`; any other record is one row. Each chunk is one INSERT carrying
+`insert_deduplication_token = topic:partition:first-last`, and the partition's offset is
+committed only after ClickHouse confirmed it. So:
 - a batch retried in process (a timeout after the server stored it) has the same token and
   adds nothing;
 - after a crash between insert and commit, the records are read again from the committed
   offset; while the partition has a backlog (the usual state right after a restart) the cut
-  points are a function of the offsets alone, so the same chunks, with the same tokens,
-  are rebuilt and again add nothing;
-- a partition that has caught up with its topic (fewer than `batch_rows` records from its
-  first buffered offset to the end of the topic) is flushed by time (`batch_seconds`)
-  with whatever it holds. A crash in that window replays a chunk whose boundaries may
-  differ: its rows are stored twice until ReplacingMergeTree merges them, and the read
-  path (`sinks.queries`) never counts a duplicate. Correctness does not rest on the tokens.
+  points are a function of the offsets (and the records' bytes) alone, so the same chunks,
+  with the same tokens, are rebuilt and again add nothing;
+- a partition that has caught up with its topic (fewer than `batch_rows` rows, estimated
+  from the buffered records, from its first buffered offset to the end of the topic) is
+  flushed by time (`batch_seconds`) with whatever it holds. A crash in that window
+  replays a chunk whose boundaries may differ: its rows are stored twice until
+  ReplacingMergeTree merges them, and the read path (`sinks.queries`) never counts a
+  duplicate. Correctness does not rest on the tokens.
 
-Decoding is the hot path: msgspec decodes each scan record into a typed struct in C and
-one `attrgetter` per column builds the columns (2.5 us a row against 6.5 us for msgpack
-dicts, itemgetter and zip; bench/RESULTS.md). When any record of a slice does not decode,
-the slice is decoded record by record and the bad ones go to the dead letters.
+Decoding is the hot path: msgspec decodes each record, a frame or a lone scan map, into
+typed structs in C and one `attrgetter` per column builds the columns (2.5 us a row
+against 6.5 us for msgpack dicts, itemgetter and zip; bench/RESULTS.md). When any record
+of a slice does not decode, the slice is decoded record by record, and a frame scan by
+scan: each bad scan goes to the dead letters with its own bytes, the rest are stored.
 """
 
 from __future__ import annotations
 
 import operator
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Any, Final, Literal
 
 import msgpack
@@ -37,7 +43,7 @@ import msgspec
 
 from ingest.deadletter import DeadLetter
 from ingest.premises import Premises
-from processors.records import ENRICHED_FIELDS, EnrichedWire
+from processors.records import ENRICHED_FIELDS, EnrichedWire, frame_rows
 
 Kind = Literal["scans", "premises", "dead_letters"]
 
@@ -78,7 +84,10 @@ MAX_DETAIL: Final = 500
 
 Row = tuple[Any, ...]
 _unpackb: Final = msgpack.unpackb
+_packb: Final = msgpack.packb
 _decode_scan: Final = msgspec.msgpack.Decoder(EnrichedWire).decode
+_decode_frame: Final = msgspec.msgpack.Decoder(list[EnrichedWire] | EnrichedWire).decode  # type: ignore[valid-type]
+_encode_wire: Final = msgspec.msgpack.Encoder().encode
 _SCAN_GETTERS: Final = tuple(operator.attrgetter(c) for c in SCAN_COLUMNS)
 
 # How scans travel to ClickHouse: times as Int64 epoch ms, `kind` as a string; the server
@@ -132,6 +141,11 @@ class Slice:
     partition: int
     offsets: list[int]
     values: list[bytes | None]
+    rows: int = -1  # the rows its records hold (frames hold many); -1: one per record
+
+    def __post_init__(self) -> None:
+        if self.rows < 0:
+            object.__setattr__(self, "rows", len(self.offsets))
 
     @property
     def first(self) -> int:
@@ -151,8 +165,9 @@ class Chunk:
     """One insert: `rows` for `table` with `token`, plus the records that failed to decode
     (already shaped as dead-letter rows) and those skipped on purpose (tombstones).
 
-    `offsets[i]` and `values[i]` are the source record of `rows[i]`, so a row ClickHouse
-    rejects can be dead-lettered with its own bytes."""
+    `offsets[i]` and `values[i]` are the source record of row i, so a row ClickHouse
+    rejects can be dead-lettered with its own bytes (`raw`); `values[i]` is None for a row
+    of a frame, whose own bytes are encoded again when needed."""
 
     table: Kind
     token: str
@@ -201,6 +216,13 @@ class Chunk:
             self.partition,
             scans=None if self.scans is None else self.scans[lo:hi],
         )
+
+    def raw(self, i: int) -> bytes | None:
+        """Row i's own bytes: its record's, or for a row of a frame, the row encoded alone."""
+        value = self.values[i]
+        if value is None and self.scans is not None:
+            return _encode_wire(self.scans[i])
+        return value
 
     def first_event_id(self) -> str:
         """The event id of the first row (scans only), for a refused row's dead letter."""
@@ -304,6 +326,57 @@ def _premises(value: bytes | None) -> Row | None:
     )
 
 
+def _slow_scans(s: Slice, now_ms: int, chunk: Chunk) -> None:
+    """Record by record, and within a frame scan by scan, so one bad scan costs only itself
+    (dead-lettered with its own bytes and its frame's offset)."""
+    for offset, value in zip(s.offsets, s.values, strict=True):
+        try:
+            obj = _map_or_frame(value)
+        except Undecodable as exc:
+            chunk.dead.append(
+                dead_row("undecodable", value, s.topic, s.partition, offset, now_ms, str(exc))
+            )
+            continue
+        items = [value] if isinstance(obj, dict) else [_packb(o) for o in obj]
+        if not items:
+            chunk.dead.append(
+                dead_row("invalid", value, s.topic, s.partition, offset, now_ms, "empty frame")
+            )
+        for item in items:
+            try:
+                row = _scan(item)
+            except Exception as exc:  # any failure of one scan makes it a dead letter
+                reason = "undecodable" if isinstance(exc, Undecodable) else "invalid"
+                chunk.dead.append(
+                    dead_row(
+                        reason,
+                        item,
+                        s.topic,
+                        s.partition,
+                        offset,
+                        now_ms,
+                        str(exc),
+                        _event_id(item),
+                    )
+                )
+                continue
+            chunk.rows.append(row)
+            chunk.offsets.append(offset)
+            chunk.values.append(item)
+
+
+def _map_or_frame(value: bytes | None) -> dict[str, Any] | list[Any]:
+    if value is None:
+        raise Undecodable("empty record (tombstone)")
+    try:
+        obj = _unpackb(value)
+    except Exception as exc:  # msgpack raises a family of unrelated types on bad input
+        raise Undecodable(f"msgpack: {type(exc).__name__}") from None
+    if not isinstance(obj, dict | list):
+        raise Undecodable(f"neither a scan nor a frame: {type(obj).__name__}")
+    return obj
+
+
 def _dead_letter(value: bytes | None) -> Row:
     try:
         dl = DeadLetter(**_checked(_map(value), _dead_letter_fields))
@@ -339,15 +412,34 @@ def build_chunk(kind: Kind, s: Slice, now_ms: int) -> Chunk:
     """Decode one slice into one insert for `kind`'s table (see the module docstring)."""
     if kind == "scans":
         try:
-            # The fast path: every record a well-typed enriched scan.
-            scans = list(map(_decode_scan, s.values))  # type: ignore[arg-type]  # None raises
+            # The fast path: every record a frame (or a lone map) of well-typed scans.
+            decoded = list(map(_decode_frame, s.values))  # type: ignore[arg-type]  # None raises
         except Exception:  # noqa: S110  # some record is bad: sort them out one by one
             pass
         else:
-            return Chunk(kind, s.token, [], s.offsets, s.values, s.topic, s.partition, scans=scans)
+            if s.rows == len(s.offsets) and not any(type(d) is list for d in decoded):
+                return Chunk(
+                    kind, s.token, [], s.offsets, s.values, s.topic, s.partition, scans=decoded
+                )
+            scans: list[msgspec.Struct] = []
+            offsets: list[int] = []
+            values: list[bytes | None] = []
+            for offset, value, d in zip(s.offsets, s.values, decoded, strict=True):
+                if type(d) is list:
+                    scans += d
+                    offsets += [offset] * len(d)
+                    values += [None] * len(d)
+                else:
+                    scans.append(d)
+                    offsets.append(offset)
+                    values.append(value)
+            return Chunk(kind, s.token, [], offsets, values, s.topic, s.partition, scans=scans)
+        chunk = Chunk(kind, s.token, [], [], [], s.topic, s.partition)
+        _slow_scans(s, now_ms, chunk)
+        return chunk
     chunk = Chunk(kind, s.token, [], [], [], s.topic, s.partition)
     decode: Callable[[bytes | None], Row | None]
-    decode = {"scans": _scan, "premises": _premises, "dead_letters": _dead_letter}[kind]
+    decode = {"premises": _premises, "dead_letters": _dead_letter}[kind]
     _slow(decode, s, now_ms, chunk)
     return chunk
 
@@ -355,18 +447,28 @@ def build_chunk(kind: Kind, s: Slice, now_ms: int) -> Chunk:
 class Batcher:
     """Buffers records per partition and cuts them into `Slice`s (module docstring).
 
-    A partition is cut into slices of exactly `batch_rows` records as soon as it holds
-    that many. What is left is flushed when its oldest record has waited `batch_seconds`
-    and the partition has caught up with its topic (`caught_up`), or when it has waited
-    `max_wait_factor * batch_seconds` whatever the backlog."""
+    A partition is cut into slices of `batch_rows` rows as soon as it holds that many (a
+    record of a `framed` topic holds `frame_rows` rows: a slice ends with the record that
+    reaches `batch_rows`; elsewhere a record is a row). What is left is flushed when its
+    oldest record has waited `batch_seconds` and the partition has caught up with its topic
+    (`caught_up`), or when it has waited `max_wait_factor * batch_seconds` whatever the
+    backlog."""
 
-    def __init__(self, batch_rows: int, batch_seconds: float, max_wait_factor: float = 5.0):
+    def __init__(
+        self,
+        batch_rows: int,
+        batch_seconds: float,
+        max_wait_factor: float = 5.0,
+        framed: frozenset[str] = frozenset(),
+    ):
         self.batch_rows = batch_rows
         self.batch_seconds = batch_seconds
         self.max_wait = batch_seconds * max_wait_factor
+        self.framed = framed
         self._offsets: dict[tuple[str, int], list[int]] = {}
         self._values: dict[tuple[str, int], list[bytes | None]] = {}
         self._times: dict[tuple[str, int], list[float]] = {}
+        self._rows: dict[tuple[str, int], list[int]] = {}  # rows per record
 
     def add(
         self,
@@ -378,13 +480,22 @@ class Batcher:
     ) -> None:
         tp = (topic, partition)
         if tp not in self._offsets:
-            self._offsets[tp], self._values[tp], self._times[tp] = [], [], []
+            self._offsets[tp], self._values[tp], self._times[tp], self._rows[tp] = [], [], [], []
         self._offsets[tp].extend(offsets)
         self._values[tp].extend(values)
         self._times[tp].extend([now] * len(offsets))
+        self._rows[tp].extend(
+            map(frame_rows, values) if topic in self.framed else [1] * len(offsets)
+        )
 
     def pending(self) -> int:
-        return sum(len(o) for o in self._offsets.values())
+        """Rows buffered."""
+        return sum(sum(r) for r in self._rows.values())
+
+    def rows_per_record(self, topic: str, partition: int) -> float:
+        """The mean rows of the partition's buffered records (1 when none are buffered)."""
+        rows = self._rows.get((topic, partition))
+        return sum(rows) / len(rows) if rows else 1.0
 
     def partitions(self) -> list[tuple[str, int]]:
         return [tp for tp, o in self._offsets.items() if o]
@@ -408,13 +519,20 @@ class Batcher:
         out: list[Slice] = []
         n = self.batch_rows
         for tp, offsets in self._offsets.items():
-            values, times = self._values[tp], self._times[tp]
-            start = 0
-            while len(offsets) - start >= n:
+            values, times, rows = self._values[tp], self._times[tp], self._rows[tp]
+            # rows up to and including each record
+            ends: Sequence[int] = (
+                list(accumulate(rows)) if tp[0] in self.framed else range(1, len(rows) + 1)
+            )
+            start = done = 0  # first record and rows before it
+            while ends and ends[-1] - done >= n:
+                stop = bisect_left(ends, done + n, lo=start) + 1
                 out.append(
-                    Slice(tp[0], tp[1], offsets[start : start + n], values[start : start + n])
+                    Slice(
+                        tp[0], tp[1], offsets[start:stop], values[start:stop], ends[stop - 1] - done
+                    )
                 )
-                start += n
+                start, done = stop, ends[stop - 1]
             if start < len(offsets):
                 age = now - times[start]
                 if (
@@ -422,10 +540,12 @@ class Batcher:
                     or age >= self.max_wait
                     or (age >= self.batch_seconds and caught_up(tp[0], tp[1]))
                 ):
-                    out.append(Slice(tp[0], tp[1], offsets[start:], values[start:]))
+                    out.append(
+                        Slice(tp[0], tp[1], offsets[start:], values[start:], ends[-1] - done)
+                    )
                     start = len(offsets)
             if start:
-                del offsets[:start], values[:start], times[:start]
+                del offsets[:start], values[:start], times[:start], rows[:start]
         return out
 
     def drop(self, partitions: Iterable[tuple[str, int]]) -> None:
@@ -434,3 +554,4 @@ class Batcher:
             self._offsets.pop(tp, None)
             self._values.pop(tp, None)
             self._times.pop(tp, None)
+            self._rows.pop(tp, None)

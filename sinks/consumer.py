@@ -9,7 +9,12 @@ Loop (one asyncio task):
    fetching and buffering, so Kafka parsing overlaps ClickHouse's work on the last batch.
    When the queue holds two batches the consumer pauses (bounded memory);
 4. when the flush has ended, commit its slices' offsets: only what ClickHouse confirmed;
-5. every `rollup_seconds`, recompute the rollup of the local days the inserts touched.
+5. every `rollup_seconds`, recompute the rollup of the local days the inserts touched. On
+   its own ClickHouse connection (`rollup_writer`) this runs beside the loop: a day's
+   exact distinct counts take seconds once it holds millions of scans, and inserts that
+   waited for them made the slowest scans of `python -m bench e2e` seconds later still.
+   Given one writer only, the rollup waits for a moment with no insert in flight and
+   holds the loop while it runs (a client takes one call at a time).
 
 When ClickHouse is down or answers with a transient error, the whole assignment is
 paused (`consumer.pause`: the group membership stays, nothing more is fetched), the same
@@ -18,8 +23,9 @@ success. A fatal error (schema, credentials) stops the sink with nothing committ
 
 Kafka client: aiokafka. Its record batches are parsed in C; on this project's 2-core
 machine it fetched about 130,000 small records/s against kafka-python's 60,000 (with
-`check_crcs=False`; 10,000 with its pure-Python CRC). The Kafka client, not ClickHouse,
-bounds the sink's speed: see bench/bench_sink.py.
+`check_crcs=False`; 10,000 with its pure-Python CRC). With one record per scan that bound
+the sink's speed; the worker's frames of scans (`processors.records`) divide the
+per-record costs (bench/RESULTS.md, "Sink").
 
 Rebalances: the partitions taken away are forgotten (buffer and pending retry); whoever
 gets them next reads from the last commit, and the tokens or the store's dedup make the
@@ -92,10 +98,12 @@ class Sink:
         *,
         clock: Callable[[], float] = time.monotonic,
         wall_ms: Callable[[], int] = now_ms,
+        rollup_writer: ScanWriter | None = None,
     ) -> None:
         self.settings = settings
         self.options = settings.sink
         self.writer = writer
+        self.rollup_writer = rollup_writer  # None: rollups on `writer`, between inserts
         self.metrics = metrics
         self.clock = clock
         self.wall_ms = wall_ms
@@ -106,7 +114,10 @@ class Sink:
             kafka.dlq: "dead_letters",
         }
         self.batcher = Batcher(
-            self.options.batch_rows, self.options.batch_seconds, self.options.max_wait_factor
+            self.options.batch_rows,
+            self.options.batch_seconds,
+            self.options.max_wait_factor,
+            framed=frozenset({kafka.enriched}),
         )
         self._queue: list[Slice] = []  # cut, waiting for the writer, in offset order
         self._inflight: asyncio.Task[list[tuple[Chunk, int]]] | None = None
@@ -116,7 +127,9 @@ class Sink:
         self._backoff = self.options.retry_initial_seconds
         self._paused = False
         self._stored: dict[tuple[str, int], int] = {}  # next offset not yet stored
-        self._dirty: set[date] = set()
+        self._dirty: set[date] = set()  # written by the flush thread: under `_dirty_lock`
+        self._dirty_lock = threading.Lock()
+        self._rollup_task: asyncio.Task[None] | None = None
         self._scan_dirty = True  # ask ClickHouse for days left dirty by an earlier run
         self._next_rollup = 0.0
         self._next_lag = 0.0
@@ -161,17 +174,19 @@ class Sink:
             return True
         high = self._consumer.highwater(TopicPartition(topic, partition))
         first = self.batcher.first_offset(topic, partition)
-        return high is None or first is None or high - first < self.options.batch_rows
+        if high is None or first is None:
+            return True
+        # In rows, at the mean rows per record of what is buffered (frames hold many).
+        behind: float = (high - first) * self.batcher.rows_per_record(topic, partition)
+        return behind < self.options.batch_rows
 
     def _queued_rows(self) -> int:
-        return sum(len(s.offsets) for s in self._queue) + sum(
-            len(s.offsets) for s in self._inflight_slices
-        )
+        return sum(s.rows for s in self._queue) + sum(s.rows for s in self._inflight_slices)
 
     def _flow(self) -> None:
         """Pause fetching while ClickHouse fails, or while two batches wait behind the
         one in flight (memory stays bounded by about partitions + 3 batches)."""
-        queued = sum(len(s.offsets) for s in self._queue)  # not counting the flush in flight
+        queued = sum(s.rows for s in self._queue)  # not counting the flush in flight
         want = self._failing or queued >= 2 * self.options.batch_rows
         if self._consumer is None:
             return
@@ -245,7 +260,7 @@ class Sink:
             if exc.kind != "terminal":
                 raise
             if chunk.size == 1:
-                value = chunk.values[0]
+                value = chunk.raw(0)
                 log.warning("row refused by ClickHouse, dead-lettered: %s", exc)
                 return [
                     dead_row(
@@ -277,7 +292,9 @@ class Sink:
         self.metrics.end_to_end.observe_since(
             "received_at", list(filter(None, data[RECEIVED_AT])), done
         )
-        self._dirty |= touched_days(scanned, now, self.settings.clickhouse.retention_days)
+        touched = touched_days(scanned, now, self.settings.clickhouse.retention_days)
+        with self._dirty_lock:
+            self._dirty |= touched
 
     def write(self, slices: list[Slice]) -> list[tuple[Chunk, int]]:
         """Write every slice (raises `WriteError` unless all were stored); returns each
@@ -369,22 +386,26 @@ class Sink:
         self._next_rollup = now + self.options.rollup_seconds
         wall = self.wall_ms()
         retention = self.settings.clickhouse.retention_days
+        writer = self.rollup_writer if self.rollup_writer is not None else self.writer
         days: list[date] = []
         try:
             if self._scan_dirty:
-                found = await asyncio.to_thread(self.writer.dirty_days)
-                self._dirty.update(found)
+                found = await asyncio.to_thread(writer.dirty_days)
+                with self._dirty_lock:
+                    self._dirty.update(found)
                 self._scan_dirty = False
-            days = sorted(d for d in self._dirty if refreshable(d, wall, retention))
-            self._dirty.clear()
+            with self._dirty_lock:
+                dirty, self._dirty = self._dirty, set()
+            days = sorted(d for d in dirty if refreshable(d, wall, retention))
             if not days:
                 return
             start = time.perf_counter()
-            await asyncio.to_thread(self.writer.refresh_rollup, days)
+            await asyncio.to_thread(writer.refresh_rollup, days)
         except WriteError as exc:
             if exc.kind == "fatal":
                 raise SinkFatal(str(exc)) from exc
-            self._dirty.update(days)
+            with self._dirty_lock:
+                self._dirty.update(days)
             log.warning("rollup refresh failed, will retry: %s", exc)
             return
         self.metrics.rollup_duration.observe(time.perf_counter() - start)
@@ -425,15 +446,36 @@ class Sink:
         if self._inflight is None and self._queue and now >= self._retry_at:
             self._start_flush()
         self._flow()
-        if self._inflight is None and not self._failing:
-            await self._rollup()  # the writer serves one call at a time
+        if not self._failing:
+            if self.rollup_writer is not None:
+                self._rollup_beside()
+            elif self._inflight is None:
+                await self._rollup()  # the writer serves one call at a time
         if now >= self._next_lag:
             self._next_lag = now + 1.0
             await self._update_lag()
 
+    def _rollup_beside(self) -> None:
+        """Start a rollup when one is due and none runs; a fatal error of the last one
+        stops the sink here (`SinkFatal`)."""
+        task = self._rollup_task
+        if task is not None:
+            if not task.done():
+                return
+            self._rollup_task = None
+            task.result()
+        if self.clock() >= self._next_rollup:
+            self._rollup_task = asyncio.create_task(self._rollup())
+
+    async def _rollup_done(self) -> None:
+        if self._rollup_task is not None:
+            task, self._rollup_task = self._rollup_task, None
+            await task
+
     async def drain(self, deadline: float) -> None:
         """On stop: write everything buffered, retrying until `deadline`."""
         await self.settle()
+        await self._rollup_done()
         self._queue.extend(self.batcher.cut(self.clock(), everything=True))
         while self._queue and self.clock() < deadline:
             await asyncio.sleep(max(0.0, min(self._retry_at, deadline) - self.clock()))
@@ -470,9 +512,13 @@ class Sink:
             if self._inflight is not None:  # an insert still on the wire: let it end
                 with contextlib.suppress(Exception):
                     await self._inflight
+            with contextlib.suppress(Exception):  # the same for a rollup
+                await self._rollup_done()
             self._consumer = None
             await consumer.stop()
             await asyncio.to_thread(self.writer.close)
+            if self.rollup_writer is not None:
+                await asyncio.to_thread(self.rollup_writer.close)
 
 
 def serve(
@@ -491,7 +537,15 @@ def serve(
         server, _ = start_http_server(
             settings.sink.metrics_port, addr=settings.sink.metrics_host, registry=registry
         )
-    sink = Sink(settings, writer or ClickHouseWriter(settings.clickhouse), metrics)
+    if writer is None:  # two connections: the rollup runs beside the inserts
+        sink = Sink(
+            settings,
+            ClickHouseWriter(settings.clickhouse),
+            metrics,
+            rollup_writer=ClickHouseWriter(settings.clickhouse),
+        )
+    else:
+        sink = Sink(settings, writer, metrics)
     try:
         asyncio.run(sink.run(stop if stop is not None else threading.Event()))
     finally:

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import msgpack
 import pytest
 from kafka import KafkaProducer
 
@@ -76,11 +77,22 @@ def _produce(kafka: KafkaSettings, first: int, n: int) -> set[str]:
     producer = KafkaProducer(bootstrap_servers=kafka.servers(), linger_ms=20, batch_size=256 * 1024)
     ids = set()
     try:
-        for i in range(first, first + n):
-            eid, pid = f"f{i:07d}", f"NT-{i % 97:03d}"
-            ids.add(eid)
-            value = enriched(eid, f"u{i % 501}", pid, NOW - (i % 1440) * 60_000, received_at=NOW)
-            producer.send(kafka.enriched, key=pid.encode(), value=value)
+        # As the worker writes them: frames (here of 25 scans of one premises), and every
+        # seventh group as lone maps, as earlier workers wrote.
+        for start in range(first, first + n, 25):
+            pid = f"NT-{(start // 25) % 97:03d}"
+            values = []
+            for i in range(start, min(start + 25, first + n)):
+                eid = f"f{i:07d}"
+                ids.add(eid)
+                t = NOW - (i % 1440) * 60_000
+                values.append(enriched(eid, f"u{i % 501}", pid, t, received_at=NOW))
+            if (start // 25) % 7 == 0:
+                for value in values:
+                    producer.send(kafka.enriched, key=pid.encode(), value=value)
+            else:
+                frame = msgpack.packb([msgpack.unpackb(v) for v in values])
+                producer.send(kafka.enriched, key=pid.encode(), value=frame)
         producer.flush(timeout=60)
     finally:
         producer.close()

@@ -17,7 +17,7 @@ from ingest.deadletter import decode_dead_letter
 from ingest.kafka_settings import KafkaSettings
 from ingest.partitioning import partition_for
 from ingest.premises import Premises, encode_premises
-from processors.records import EnrichedScan
+from processors.records import decode_frame
 from processors.testing import WorkerProcess, publish, read_topic, total
 
 MINUTE = 60_000
@@ -144,18 +144,19 @@ def test_a_troubled_stream_gives_exactly_the_expected_outputs(
     parts = list(range(kafka.partitions))
     committed = guarantee == "exactly_once"  # what a read_committed consumer sees
     enriched = read_topic(kafka, kafka.enriched, read_committed=committed)
+    assert all(r.key is None for r in enriched)  # frames of scans (processors.records)
     got = sorted(
-        ((EnrichedScan.decode(r.value or b""), r.key, r.partition) for r in enriched),
+        ((s, r.partition) for r in enriched for s in decode_frame(r.value or b"")),
         key=lambda item: item[0].event_id,
     )
-    assert [(s.event_id, s.kind, s.district, key) for s, key, _ in got] == [
-        ("e1", "checkin", "Phan Rang", b"P1"),
-        ("e3", "checkout", "Phan Rang", b"P1"),
-        ("e4", "checkin", "Ninh Hai", b"P2"),
-        ("e5", "checkin", "Ninh Son", b"U1"),
+    assert [(s.event_id, s.kind, s.district, s.premises_id) for s, _ in got] == [
+        ("e1", "checkin", "Phan Rang", "P1"),
+        ("e3", "checkout", "Phan Rang", "P1"),
+        ("e4", "checkin", "Ninh Hai", "P2"),
+        ("e5", "checkin", "Ninh Son", "U1"),
     ]
-    for s, key, partition in got:
-        assert partition == partition_for(key or b"", parts)
+    for s, partition in got:  # on the partition of its premises, as scans.raw
+        assert partition == partition_for(s.premises_id.encode(), parts)
         assert s.premises_name == f"Place {s.premises_id}"
 
     letters = [
@@ -209,7 +210,7 @@ def test_a_worker_killed_mid_stream_loses_nothing_and_keeps_its_dedup_state(
     ids: Counter[str] = Counter()
     while time.monotonic() < deadline:
         records = read_topic(kafka, kafka.enriched, read_committed=read_committed)
-        ids = Counter(EnrichedScan.decode(r.value or b"").event_id for r in records)
+        ids = Counter(s.event_id for r in records for s in decode_frame(r.value or b""))
         if expected <= set(ids):
             break
         assert second.alive(), workers.logs()
@@ -235,7 +236,7 @@ def test_a_worker_killed_mid_stream_loses_nothing_and_keeps_its_dedup_state(
     assert balanced(after), after
     time.sleep(3.5)  # past a commit interval: a transaction holding it would be visible
     records = read_topic(kafka, kafka.enriched, read_committed=read_committed)
-    resent = sum(1 for r in records if EnrichedScan.decode(r.value or b"").event_id == "e0")
+    resent = sum(1 for r in records for s in decode_frame(r.value or b"") if s.event_id == "e0")
     assert resent == ids["e0"]
     assert second.stop() == 0
     # ... from a changelog of batch records that Kafka forgets by age, not by key

@@ -12,11 +12,16 @@ from pydantic import ValidationError
 from ingest.contract import ScanEvent
 from processors.records import (
     ENRICHED_FIELDS,
+    FRAME_MAX_ROWS,
     EnrichedScan,
     RawRecord,
     decode_enriched,
+    decode_frame,
+    decode_wire_frame,
     encode_enriched,
+    encode_frames,
     encode_row,
+    frame_rows,
 )
 from processors.settings import ProcessorSettings
 from processors.state import ParkedScan, premises_entry, repeat_key
@@ -55,6 +60,52 @@ def test_the_wire_is_a_msgpack_map_in_field_order() -> None:
     assert tuple(wire) == ENRICHED_FIELDS
     assert wire == SCAN.to_wire()
     assert wire["dwell_minutes"] == 45
+
+
+def rows(n: int) -> list[Any]:
+    return [(f"e{i}", *SCAN.to_row()[1:]) for i in range(n)]
+
+
+@pytest.mark.parametrize("n", [1, 15, 16, 999, 1000, 1001, 65_536 + 5])
+def test_frames_are_msgpack_arrays_of_the_wire_maps_in_order(n: int) -> None:
+    frames = encode_frames(rows(n), max_bytes=1 << 30)
+    assert [frame_rows(f) for f in frames] == [
+        min(FRAME_MAX_ROWS, n - i) for i in range(0, n, FRAME_MAX_ROWS)
+    ]
+    assert [o["event_id"] for f in frames for o in msgpack.unpackb(f)] == [
+        f"e{i}" for i in range(n)
+    ]
+    assert msgpack.unpackb(frames[0])[0] == msgpack.unpackb(encode_row(rows(1)[0]))
+    assert decode_frame(frames[-1])[-1] == EnrichedScan.from_row(rows(n)[-1])
+    assert len(decode_wire_frame(frames[0])) == frame_rows(frames[0])
+
+
+def test_a_frame_over_the_byte_limit_is_halved_until_it_fits() -> None:
+    one = len(encode_frames(rows(1), max_bytes=1 << 30)[0])
+    frames = encode_frames(rows(10), max_bytes=3 * one)
+    assert all(len(f) <= 3 * one for f in frames)
+    assert [frame_rows(f) for f in frames] == [2, 3, 2, 3]
+    assert [s.event_id for f in frames for s in decode_frame(f)] == [f"e{i}" for i in range(10)]
+    # one row over the limit still goes (Kafka's own limit then decides)
+    assert [frame_rows(f) for f in encode_frames(rows(2), max_bytes=1)] == [1, 1]
+
+
+def test_frame_rows_reads_the_array_header_and_counts_anything_else_as_one() -> None:
+    assert frame_rows(msgpack.packb([{}] * 15)) == 15
+    assert frame_rows(msgpack.packb([{}] * 300)) == 300  # array 16
+    assert frame_rows(msgpack.packb([0] * 70_000)) == 70_000  # array 32
+    assert frame_rows(SCAN.encode()) == 1  # a lone map
+    assert [frame_rows(v) for v in (None, b"", b"\xc1", b"\xdc\x00", msgpack.packb([]))] == [1] * 5
+
+
+def test_a_lone_map_decodes_as_a_frame_of_one() -> None:
+    assert decode_frame(SCAN.encode()) == [SCAN]
+    [wire] = decode_wire_frame(SCAN.encode())
+    assert EnrichedScan.from_row(tuple(getattr(wire, f) for f in ENRICHED_FIELDS)) == SCAN  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="not msgpack"):
+        decode_frame(b"\xc1")
+    with pytest.raises(ValueError, match="kind"):
+        decode_frame(msgpack.packb([dict(SCAN.to_wire(), kind="sideways")]))
 
 
 def test_the_scan_without_its_enrichment() -> None:

@@ -16,10 +16,10 @@ from ingest.kafka_settings import KafkaSettings
 from ingest.premises import Premises, encode_premises
 from processors.core import ProcessorCore, Result
 from processors.metrics import WorkerMetrics
-from processors.records import EnrichedScan, RawRecord, encode_row
+from processors.records import FRAME_MAX_ROWS, EnrichedScan, RawRecord, decode_frame, frame_rows
 from processors.runner import TABLES, BatchRunner, Outbox, StaticTableRef
 from processors.settings import ProcessorSettings
-from processors.state import ParkedScan, ProcessorState, repeat_key
+from processors.state import ParkedScan, repeat_key
 from processors.tables import BATCH_KEY_PREFIX, apply_record, decode_value, encode_value
 
 KAFKA = KafkaSettings(bootstrap="127.0.0.1:9", topic_prefix="t.")
@@ -89,7 +89,8 @@ def register(runner: BatchRunner, *known: Premises, now: int = NOW - DAY) -> Out
 
 
 def enriched(out: Outbox) -> list[EnrichedScan]:
-    return [EnrichedScan.decode(v or b"") for _, v in out.outputs.get((KAFKA.enriched, PART), [])]
+    frames = out.outputs.get((KAFKA.enriched, PART), [])
+    return [scan for _, v in frames for scan in decode_frame(v or b"")]
 
 
 def letters(out: Outbox) -> list[DeadLetter]:
@@ -147,17 +148,16 @@ def test_lean_records_take_their_topic_and_partition_from_the_batch() -> None:
     assert (parked[2], parked[3]) == (PART, 9)
 
 
-def test_outputs_go_to_the_input_partition_keyed_by_premises_and_event_id() -> None:
+def test_outputs_go_to_the_input_partition_as_frames_and_event_id_keyed_letters() -> None:
     runner, stores = make_runner()
     register(runner, premises("P1"))
     feed = Feed()
     out = Outbox()
     runner.scans(PART, [feed.scan("e1"), feed.scan("e1"), feed(b"\xc1garbage")], NOW, out)
 
-    assert [
-        (k, s.event_id, s.premises_name)
-        for (k, _), s in zip(out.outputs[(KAFKA.enriched, PART)], enriched(out), strict=True)
-    ] == [(b"P1", "e1", "Cho Phan Rang")]
+    [(key, _)] = out.outputs[(KAFKA.enriched, PART)]  # one frame, no key
+    assert key is None
+    assert [(s.event_id, s.premises_name) for s in enriched(out)] == [("e1", "Cho Phan Rang")]
     [dl] = letters(out)
     assert (dl.reason, dl.raw, dl.partition, dl.offset) == ("undecodable", b"\xc1garbage", PART, 3)
     assert out.outputs[(KAFKA.dlq, PART)][0][0] is None  # no event id, no key
@@ -180,16 +180,16 @@ def test_a_dead_letter_with_an_event_id_is_keyed_by_it() -> None:
     assert letters(out)[0].reason == "future_timestamp"
 
 
-def test_encoded_rows_are_encode_row_bytes() -> None:
+def test_a_batch_goes_out_as_frames_of_at_most_frame_max_rows() -> None:
     runner, _ = make_runner()
     register(runner, premises("P1"))
     out = Outbox()
     feed = Feed()
-    runner.scans(PART, [feed.scan(f"e{i}", person_id=f"p{i}") for i in range(5)], NOW, out)
-    views = runner._views(PART)
-    core = ProcessorCore(ProcessorSettings(), ProcessorState(**views))
-    rows = core.process([feed.scan("e99", person_id="x")], NOW).rows
-    assert runner._encode_rows(rows) == [(b"P1", encode_row(rows[0]))]
+    n = FRAME_MAX_ROWS + 5
+    runner.scans(PART, [feed.scan(f"e{i}", person_id=f"p{i}") for i in range(n)], NOW, out)
+    frames = [value or b"" for _, value in out.outputs[(KAFKA.enriched, PART)]]
+    assert [frame_rows(f) for f in frames] == [FRAME_MAX_ROWS, 5]
+    assert [s.event_id for s in enriched(out)] == [f"e{i}" for i in range(n)]
 
 
 def test_parked_scans_come_out_when_their_premises_arrives() -> None:

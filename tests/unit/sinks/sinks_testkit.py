@@ -103,7 +103,7 @@ class Clock:
 
 
 def make_sink(
-    writer: ScanWriter | None = None, **options: Any
+    writer: ScanWriter | None = None, *, rollup_writer: ScanWriter | None = None, **options: Any
 ) -> tuple[Sink, FakeConsumer, MemoryWriter | Any, Clock, CollectorRegistry]:
     registry = CollectorRegistry()
     clock = Clock()
@@ -114,7 +114,14 @@ def make_sink(
         sink=SinkOptions(**{**defaults, **options}),
     )
     w = writer if writer is not None else MemoryWriter()
-    sink = Sink(settings, w, SinkMetrics(registry), clock=clock, wall_ms=lambda: NOW)
+    sink = Sink(
+        settings,
+        w,
+        SinkMetrics(registry),
+        clock=clock,
+        wall_ms=lambda: NOW,
+        rollup_writer=rollup_writer,
+    )
     consumer = FakeConsumer()
     sink.attach(consumer)
     return sink, consumer, w, clock, registry

@@ -66,6 +66,7 @@ def test_a_bad_record_becomes_a_dead_row_and_costs_only_itself() -> None:
     dead = [dict(zip(DEAD_LETTER_COLUMNS, r, strict=True)) for r in chunk.dead]
     assert [(d["reason"], d["offset"]) for d in dead] == [
         ("undecodable", 11),
+        ("invalid", 12),  # a frame of two things that are not scans: one letter each
         ("invalid", 12),
         ("invalid", 13),
         ("undecodable", 14),
@@ -73,8 +74,69 @@ def test_a_bad_record_becomes_a_dead_row_and_costs_only_itself() -> None:
     assert all(d["stage"] == "sink" and d["topic"] == ENRICHED for d in dead)
     assert all(d["partition"] == 2 and d["at"] == NOW for d in dead)
     assert dead[0]["raw"] == b"\xc1not msgpack"
-    assert dead[2]["event_id"] == "e9"  # read from the broken record when possible
-    assert "lacks" in dead[2]["detail"]
+    assert [d["raw"] for d in dead[1:3]] == [b"\x01", b"\x02"]  # each its own bytes
+    assert dead[3]["event_id"] == "e9"  # read from the broken record when possible
+    assert "lacks" in dead[3]["detail"]
+
+
+def frame(*values: bytes) -> bytes:
+    """A frame as the worker writes it: a msgpack array of scan maps."""
+    return msgpack.packb([msgpack.unpackb(v) for v in values])
+
+
+def test_frames_become_one_row_per_scan_with_their_record_offset() -> None:
+    values: list[bytes | None] = [
+        frame(scan_value(1), scan_value(2), scan_value(3)),
+        scan_value(4),  # a lone map, as earlier workers wrote
+        frame(scan_value(5)),
+    ]
+    chunk = build_chunk("scans", sl(values), NOW)
+    assert chunk.scans is not None and chunk.dead == []
+    assert dict(zip(SCAN_COLUMNS, chunk.columnar(), strict=True))["event_id"] == [
+        "e1",
+        "e2",
+        "e3",
+        "e4",
+        "e5",
+    ]
+    assert chunk.offsets == [10, 10, 10, 11, 12]
+    assert chunk.token == f"{ENRICHED}:2:10-12"
+    # a row refused by ClickHouse is dead-lettered with its own bytes, not its frame's
+    assert msgpack.unpackb(chunk.raw(1)) == msgpack.unpackb(scan_value(2))
+    assert chunk.raw(3) == scan_value(4)
+    first, second = chunk.halves()
+    assert (first.offsets, second.offsets) == ([10, 10], [10, 11, 12])
+    assert msgpack.unpackb(second.raw(0)) == msgpack.unpackb(scan_value(3))
+
+
+def test_a_bad_scan_in_a_frame_costs_only_itself() -> None:
+    bad = msgpack.packb(dict(msgpack.unpackb(scan_value(2)), kind="sideways"))
+    values: list[bytes | None] = [frame(scan_value(1), bad, scan_value(3)), scan_value(4)]
+    chunk = build_chunk("scans", sl(values), NOW)
+    assert dict(zip(SCAN_COLUMNS, chunk.columnar(), strict=True))["event_id"] == ["e1", "e3", "e4"]
+    assert chunk.offsets == [10, 10, 11]
+    [dead] = [dict(zip(DEAD_LETTER_COLUMNS, r, strict=True)) for r in chunk.dead]
+    assert (dead["reason"], dead["offset"], dead["event_id"]) == ("invalid", 10, "e2")
+    assert msgpack.unpackb(dead["raw"]) == msgpack.unpackb(bad)
+    assert "kind" in dead["detail"]
+
+
+def test_frames_are_cut_by_rows_at_record_boundaries() -> None:
+    b = Batcher(batch_rows=5, batch_seconds=1.0, framed=frozenset({ENRICHED}))
+    one = scan_value(1)
+    values = [frame(one, one, one), frame(one, one, one), one, frame(one, one), one]
+    b.add(ENRICHED, 0, list(range(5)), values, now=0.0)
+    assert b.pending() == 10
+    assert b.rows_per_record(ENRICHED, 0) == 2.0
+    cut = b.cut(0.1, lambda _t, _p: False)
+    # 3 + 3 reaches 5 at the second record; 1 + 2 reaches 3 only: it stays for the tail
+    assert [(s.first, s.last, s.rows) for s in cut] == [(0, 1, 6)]
+    assert b.pending() == 4
+    assert [(s.first, s.last, s.rows) for s in b.cut(1.5, lambda _t, _p: True)] == [(2, 4, 4)]
+    # a topic that is not framed counts records, whatever their bytes
+    plain = Batcher(batch_rows=2, batch_seconds=1.0, framed=frozenset({ENRICHED}))
+    plain.add(DLQ, 0, [0, 1, 2], [frame(one, one, one)] * 3, now=0.0)
+    assert [(s.first, s.last, s.rows) for s in plain.cut(0.1, lambda _t, _p: False)] == [(0, 1, 2)]
 
 
 def test_a_wrongly_typed_field_leaves_the_fast_path() -> None:

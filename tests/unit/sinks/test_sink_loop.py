@@ -255,6 +255,68 @@ def test_rollup_refreshes_touched_and_previously_dirty_days_within_retention() -
     assert sample(registry, "scantrace_sink_rollup_days_refreshed_total") == 3
 
 
+class HeldRollup(MemoryWriter):
+    """A rollup writer whose refresh runs until the test lets it end."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def refresh_rollup(self, days: Sequence[date]) -> None:
+        self.started.set()
+        assert self.release.wait(10)
+        super().refresh_rollup(days)
+
+
+def test_a_rollup_on_its_own_writer_runs_beside_the_inserts() -> None:
+    rollups = HeldRollup()
+    rollups.dirty = [local_day(NOW)]  # the first rollup has work whatever the flush's timing
+    sink, consumer, writer, clock, registry = make_sink(
+        batch_rows=2, rollup_seconds=60, rollup_writer=rollups
+    )
+
+    async def go() -> None:
+        consumer.feed(ENRICHED, 0, 0, values(2))
+        await sink.step()  # starts the flush and, due at once, the rollup
+        await sink.settle()
+        assert await asyncio.to_thread(rollups.started.wait, 5)
+        for i in range(1, 4):  # inserts and commits go on while the rollup runs
+            consumer.feed(ENRICHED, 0, 2 * i, values(2, 2 * i))
+            await sink.step()
+            await sink.settle()
+        assert consumer.committed_offset(ENRICHED, 0) == 8
+        assert rollups.refreshed == [] and writer.refreshed == []
+        clock.t += 60
+        await sink.step()  # due again, but one is running: no second one
+        rollups.release.set()
+        await sink.drain(clock.t + 5)
+
+    asyncio.run(go())
+    assert len(writer.tables["scans"]) == 8
+    assert writer.refreshed == []  # the insert connection never ran a rollup
+    assert rollups.refreshed == [[local_day(NOW)], [local_day(NOW)]]  # the one due, the last
+    assert sample(registry, "scantrace_sink_rollup_days_refreshed_total") == 2
+
+
+def test_a_fatal_rollup_error_beside_the_inserts_stops_the_sink() -> None:
+    class Broken(MemoryWriter):
+        def refresh_rollup(self, days: Sequence[date]) -> None:
+            raise WriteError("fatal", RuntimeError("no table"), "rollup refresh")
+
+    sink, consumer, _, _, _ = make_sink(batch_rows=2, rollup_writer=Broken())
+
+    async def go() -> None:
+        consumer.feed(ENRICHED, 0, 0, values(2))
+        for _ in range(20):
+            await sink.step()
+            await sink.settle()
+            await asyncio.sleep(0.01)
+
+    with pytest.raises(SinkFatal, match="no table"):
+        asyncio.run(go())
+
+
 def test_lag_is_reported_per_partition() -> None:
     sink, consumer, _, _clock, registry = make_sink(batch_rows=4)
     consumer.feed(ENRICHED, 0, 0, values(6))
