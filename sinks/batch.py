@@ -142,6 +142,11 @@ class Slice:
     offsets: list[int]
     values: list[bytes | None]
     rows: int = -1  # the rows its records hold (frames hold many); -1: one per record
+    # Cut by time (a tail), not at `batch_rows`: the number of the `Batcher.cut` call that
+    # cut it (-1: a full slice). A tail's bounds depend on timing anyway, so the sink may
+    # store the tails of one cut in one insert (`Sink.write`); a retry of that flush has
+    # the same slices, so the same insert and token.
+    tail_of: int = -1
 
     def __post_init__(self) -> None:
         if self.rows < 0:
@@ -469,6 +474,7 @@ class Batcher:
         self._values: dict[tuple[str, int], list[bytes | None]] = {}
         self._times: dict[tuple[str, int], list[float]] = {}
         self._rows: dict[tuple[str, int], list[int]] = {}  # rows per record
+        self._cuts = 0
 
     def add(
         self,
@@ -516,6 +522,7 @@ class Batcher:
         everything: bool = False,
     ) -> list[Slice]:
         """Remove and return what is due now (with `everything`: all that is buffered)."""
+        self._cuts += 1
         out: list[Slice] = []
         n = self.batch_rows
         for tp, offsets in self._offsets.items():
@@ -541,7 +548,14 @@ class Batcher:
                     or (age >= self.batch_seconds and caught_up(tp[0], tp[1]))
                 ):
                     out.append(
-                        Slice(tp[0], tp[1], offsets[start:], values[start:], ends[-1] - done)
+                        Slice(
+                            tp[0],
+                            tp[1],
+                            offsets[start:],
+                            values[start:],
+                            ends[-1] - done,
+                            self._cuts,
+                        )
                     )
                     start = len(offsets)
             if start:

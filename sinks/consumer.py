@@ -41,6 +41,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from datetime import date
+from itertools import chain
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -52,6 +53,7 @@ from ingest.lean_records import LEAN, install
 from sinks.batch import (
     DEAD_LETTER_COLUMNS,
     RECEIVED_AT,
+    SCAN_COLUMNS,
     SCANNED_AT,
     Batcher,
     Chunk,
@@ -296,14 +298,42 @@ class Sink:
         with self._dirty_lock:
             self._dirty |= touched
 
+    def _insert_tails(self, chunks: list[Chunk], now: int) -> bool:
+        """The scans of several partitions' tails (one `Batcher.cut`) in one insert, token
+        the join of theirs: under a steady stream every partition's tail is due each
+        `batch_seconds`, and ClickHouse pays per insert besides per row (a part of `scans`,
+        of its projection and of the sets view's table, each merged later). False when
+        ClickHouse refused the insert as a whole (terminal): insert them one by one."""
+        columns = zip(*(c.columnar() for c in chunks), strict=True)
+        data = [list(chain.from_iterable(column)) for column in columns]
+        token = "+".join(c.token for c in chunks)
+        try:
+            self._insert("scans", SCAN_COLUMNS, data, token)
+        except WriteError as exc:
+            self.metrics.insert_failures.labels(exc.kind).inc()
+            if exc.kind != "terminal":
+                raise
+            return False
+        self._after_scans(data, now)
+        return True
+
     def write(self, slices: list[Slice]) -> list[tuple[Chunk, int]]:
         """Write every slice (raises `WriteError` unless all were stored); returns each
         chunk with its count of dead letters written for it."""
         now = self.wall_ms()
         done: list[tuple[Chunk, int]] = []
-        for s in slices:
-            chunk = build_chunk(self.routes[s.topic], s, now)
-            dead = chunk.dead + self._insert_chunk(chunk, now)
+        chunks = [(s, build_chunk(self.routes[s.topic], s, now)) for s in slices]
+        tails: dict[int, list[Chunk]] = {}
+        for s, chunk in chunks:
+            if s.tail_of >= 0 and chunk.table == "scans" and chunk.size:
+                tails.setdefault(s.tail_of, []).append(chunk)
+        stored: set[int] = set()  # id() of the chunks stored together
+        for group in tails.values():
+            if len(group) > 1 and self._insert_tails(group, now):
+                stored.update(map(id, group))
+        for _, chunk in chunks:
+            refused = [] if id(chunk) in stored else self._insert_chunk(chunk, now)
+            dead = chunk.dead + refused
             if dead:
                 try:
                     self._insert(

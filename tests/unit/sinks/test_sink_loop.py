@@ -88,6 +88,65 @@ def test_a_steady_stream_short_of_a_batch_is_flushed_by_time_a_backlog_is_not() 
     assert consumer.committed_offset(ENRICHED, 1) == 6
 
 
+def test_the_tails_of_one_cut_go_in_one_insert_full_slices_in_their_own() -> None:
+    sink, consumer, writer, clock, registry = make_sink(batch_rows=4, batch_seconds=1.0)
+    consumer.feed(ENRICHED, 0, 0, values(6))
+    consumer.feed(ENRICHED, 1, 10, values(3, 100))
+    run(sink, 2)  # the full slice of partition 0 at once (one poll a step)
+    clock.t += 1.0
+    run(sink)  # then both tails, together
+    tail = f"{ENRICHED}:0:4-5+{ENRICHED}:1:10-12"
+    assert writer.inserts == [("scans", f"{ENRICHED}:0:0-3", 4), ("scans", tail, 5)]
+    assert (consumer.committed_offset(ENRICHED, 0), consumer.committed_offset(ENRICHED, 1)) == (
+        6,
+        13,
+    )
+    assert len(writer.tables["scans"]) == 9
+    assert sample(registry, "scantrace_sink_rows_written_total", table="scans") == 9
+
+
+def test_tails_stored_together_are_retried_together_with_the_same_token() -> None:
+    memory = MemoryWriter()
+    flaky = FlakyWriter(memory, failures=1, after_write=True)  # stored, answer lost
+    sink, consumer, _, clock, _ = make_sink(flaky, batch_rows=4, batch_seconds=1.0)
+    consumer.feed(ENRICHED, 0, 0, values(2))
+    consumer.feed(ENRICHED, 1, 0, values(3, 100))
+    run(sink, 2)
+    clock.t += 1.0
+    run(sink)
+    consumer.feed(ENRICHED, 1, 3, values(1, 200))  # a newer tail is not in the retry
+    clock.t += 5
+    run(sink, 2)  # the retry, then the newer record (held while paused)
+    clock.t += 1.0
+    run(sink)
+    tail = f"{ENRICHED}:0:0-1+{ENRICHED}:1:0-2"
+    assert [tok for _, tok, _ in memory.inserts][:2] == [tail, tail]
+    assert len(memory.tables["scans"]) == 6  # 2 + 3 once, and the newer one
+    assert consumer.committed_offset(ENRICHED, 1) == 4
+
+
+def test_tails_refused_together_are_inserted_one_by_one() -> None:
+    class RefusesJoined(MemoryWriter):
+        def insert(
+            self, table: str, columns: Sequence[str], data: list[list[Any]], token: str
+        ) -> None:
+            if "+" in token:
+                raise WriteError("terminal", ValueError("a bad row"), "insert")
+            super().insert(table, columns, data, token)
+
+    writer = RefusesJoined()
+    sink, consumer, _, clock, registry = make_sink(writer, batch_rows=4, batch_seconds=1.0)
+    consumer.feed(ENRICHED, 0, 0, values(2))
+    consumer.feed(ENRICHED, 1, 0, values(3, 100))
+    run(sink, 2)
+    clock.t += 1.0
+    run(sink)
+    assert [tok for _, tok, _ in writer.inserts] == [f"{ENRICHED}:0:0-1", f"{ENRICHED}:1:0-2"]
+    assert len(writer.tables["scans"]) == 5
+    assert sample(registry, "scantrace_sink_insert_failures_total", kind="terminal") == 1
+    assert consumer.committed_offset(ENRICHED, 1) == 3
+
+
 def test_transient_failure_pauses_retries_the_same_chunks_and_resumes() -> None:
     memory = MemoryWriter()
     flaky = FlakyWriter(memory, failures=2)
