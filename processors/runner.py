@@ -181,7 +181,8 @@ class BatchRunner:
         for name, view in views.items():
             changes = view.commit()
             if changes and name in HORIZON:
-                records = batch_records(changes, self.max_record_bytes)
+                wide = name == "last_kept"  # both times packed in one int (processors.state)
+                records = batch_records(changes, self.max_record_bytes, wide_ints=wide)
                 out.state(self.tables[name].changelog_topic, partition, records)
             elif changes:
                 records = changelog_records(changes)

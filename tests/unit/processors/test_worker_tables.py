@@ -16,6 +16,7 @@ from processors.tables import (
     BATCH_KEY_PREFIX,
     PartitionedStore,
     PartitionView,
+    apply_record,
     batch_records,
     changelog_records,
     decode_value,
@@ -160,6 +161,20 @@ def test_a_batch_of_horizon_changes_is_one_record_and_replays_in_order() -> None
         ("p\x1fP\x1fcheckin", packed),
     ]
     assert store.partition(1)["p\x1fP\x1fcheckin"] >> ARRIVAL_BITS == 1_700_000_000_123
+
+
+def test_wide_ints_travel_as_16_bytes_and_come_back_as_ints() -> None:
+    packed = last_kept_value(1_700_000_000_123, 1_700_000_999_456)
+    assert packed.bit_length() > 64  # what msgpack cannot pack as an int
+    changes: dict[str, Any] = {"a": packed, "b": None, "c": 7, "d": -(1 << 70)}
+    [(key, value)] = batch_records(changes, 1_000_000, wide_ints=True)
+    assert msgpack.unpackb(value or b"")["a"] == packed.to_bytes(16, "big", signed=True)
+    # the same changes through the ext type (what this worker wrote before): the same state
+    [(old_key, old_value)] = batch_records(changes, 1_000_000)
+    for k, v in ((key, value), (old_key, old_value)):
+        part: dict[str, Any] = {"b": 1}
+        apply_record(part, k, v)
+        assert part == {"a": packed, "c": 7, "d": -(1 << 70)}
 
 
 def test_batch_records_split_to_fit_kafka_and_never_share_a_key() -> None:
