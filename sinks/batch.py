@@ -334,52 +334,17 @@ def _premises(value: bytes | None) -> Row | None:
 def _slow_scans(s: Slice, now_ms: int, chunk: Chunk) -> None:
     """Record by record, and within a frame scan by scan, so one bad scan costs only itself
     (dead-lettered with its own bytes and its frame's offset)."""
+    items: list[tuple[int, bytes | None]] = []
     for offset, value in zip(s.offsets, s.values, strict=True):
         try:
-            obj = _map_or_frame(value)
-        except Undecodable as exc:
-            chunk.dead.append(
-                dead_row("undecodable", value, s.topic, s.partition, offset, now_ms, str(exc))
-            )
-            continue
-        items = [value] if isinstance(obj, dict) else [_packb(o) for o in obj]
-        if not items:
-            chunk.dead.append(
-                dead_row("invalid", value, s.topic, s.partition, offset, now_ms, "empty frame")
-            )
-        for item in items:
-            try:
-                row = _scan(item)
-            except Exception as exc:  # any failure of one scan makes it a dead letter
-                reason = "undecodable" if isinstance(exc, Undecodable) else "invalid"
-                chunk.dead.append(
-                    dead_row(
-                        reason,
-                        item,
-                        s.topic,
-                        s.partition,
-                        offset,
-                        now_ms,
-                        str(exc),
-                        _event_id(item),
-                    )
-                )
-                continue
-            chunk.rows.append(row)
-            chunk.offsets.append(offset)
-            chunk.values.append(item)
-
-
-def _map_or_frame(value: bytes | None) -> dict[str, Any] | list[Any]:
-    if value is None:
-        raise Undecodable("empty record (tombstone)")
-    try:
-        obj = _unpackb(value)
-    except Exception as exc:  # msgpack raises a family of unrelated types on bad input
-        raise Undecodable(f"msgpack: {type(exc).__name__}") from None
-    if not isinstance(obj, dict | list):
-        raise Undecodable(f"neither a scan nor a frame: {type(obj).__name__}")
-    return obj
+            obj = _unpackb(value) if value is not None else None
+        except Exception:  # msgpack raises a family of unrelated types: `_scan` names it
+            obj = None
+        if isinstance(obj, list) and obj:
+            items += [(offset, _packb(o)) for o in obj]
+        else:  # a lone scan, or bytes `_scan` will refuse with the reason
+            items.append((offset, value))
+    _slow(_scan, s, items, now_ms, chunk)
 
 
 def _dead_letter(value: bytes | None) -> Row:
@@ -391,10 +356,14 @@ def _dead_letter(value: bytes | None) -> Row:
 
 
 def _slow(
-    decode: Callable[[bytes | None], Row | None], s: Slice, now_ms: int, chunk: Chunk
+    decode: Callable[[bytes | None], Row | None],
+    s: Slice,
+    items: Iterable[tuple[int, bytes | None]],
+    now_ms: int,
+    chunk: Chunk,
 ) -> None:
-    """Record by record, so one bad record costs only itself."""
-    for offset, value in zip(s.offsets, s.values, strict=True):
+    """Item by item (offset, bytes) of slice `s`, so one bad item costs only itself."""
+    for offset, value in items:
         try:
             row = decode(value)
         except Exception as exc:  # any failure of one record makes it a dead letter
@@ -445,7 +414,7 @@ def build_chunk(kind: Kind, s: Slice, now_ms: int) -> Chunk:
     chunk = Chunk(kind, s.token, [], [], [], s.topic, s.partition)
     decode: Callable[[bytes | None], Row | None]
     decode = {"premises": _premises, "dead_letters": _dead_letter}[kind]
-    _slow(decode, s, now_ms, chunk)
+    _slow(decode, s, zip(s.offsets, s.values, strict=True), now_ms, chunk)
     return chunk
 
 

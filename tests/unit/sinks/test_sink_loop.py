@@ -105,15 +105,20 @@ def test_the_tails_of_one_cut_go_in_one_insert_full_slices_in_their_own() -> Non
     assert sample(registry, "scantrace_sink_rows_written_total", table="scans") == 9
 
 
+def flush_two_tails(sink: Sink, consumer: Any, clock: Any) -> None:
+    """Tails of 2 and 3 scans on partitions 0 and 1, both due in one cut."""
+    consumer.feed(ENRICHED, 0, 0, values(2))
+    consumer.feed(ENRICHED, 1, 0, values(3, 100))
+    run(sink, 2)  # one poll a step
+    clock.t += 1.0
+    run(sink)
+
+
 def test_tails_stored_together_are_retried_together_with_the_same_token() -> None:
     memory = MemoryWriter()
     flaky = FlakyWriter(memory, failures=1, after_write=True)  # stored, answer lost
     sink, consumer, _, clock, _ = make_sink(flaky, batch_rows=4, batch_seconds=1.0)
-    consumer.feed(ENRICHED, 0, 0, values(2))
-    consumer.feed(ENRICHED, 1, 0, values(3, 100))
-    run(sink, 2)
-    clock.t += 1.0
-    run(sink)
+    flush_two_tails(sink, consumer, clock)
     consumer.feed(ENRICHED, 1, 3, values(1, 200))  # a newer tail is not in the retry
     clock.t += 5
     run(sink, 2)  # the retry, then the newer record (held while paused)
@@ -136,11 +141,7 @@ def test_tails_refused_together_are_inserted_one_by_one() -> None:
 
     writer = RefusesJoined()
     sink, consumer, _, clock, registry = make_sink(writer, batch_rows=4, batch_seconds=1.0)
-    consumer.feed(ENRICHED, 0, 0, values(2))
-    consumer.feed(ENRICHED, 1, 0, values(3, 100))
-    run(sink, 2)
-    clock.t += 1.0
-    run(sink)
+    flush_two_tails(sink, consumer, clock)
     assert [tok for _, tok, _ in writer.inserts] == [f"{ENRICHED}:0:0-1", f"{ENRICHED}:1:0-2"]
     assert len(writer.tables["scans"]) == 5
     assert sample(registry, "scantrace_sink_insert_failures_total", kind="terminal") == 1
