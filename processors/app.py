@@ -13,9 +13,10 @@ Layout (DESIGN.md, issue 4):
   restores a partition's tables from their changelogs when it is assigned.
 - Processing: every fetched batch of both topics goes to `Pipeline.on_records`, which runs
   the core once per partition (`processors.runner`, with the per-event guard) and writes
-  enriched scans to `scans.enriched` and dead letters to `scans.dlq` on the input's
-  partition (same key, same partition count: the partition the key hashes to), then the
-  state changes to the changelogs. A timer runs the core's `expire` on every partition.
+  frames of enriched scans (`processors.records`) to `scans.enriched` and dead letters to
+  `scans.dlq` on the input's partition (same partition count: the partition each scan's
+  premises_id hashes to), then the state changes to the changelogs. A timer runs the
+  core's `expire` on every partition.
 - Delivery: at least once, the batch's outputs, then its changelog records, are
   acknowledged by Kafka before its offsets are acked for commit (while that happens, the
   next batch is processed: at most `MAX_BATCHES_IN_FLIGHT`); exactly once, a partition's

@@ -83,7 +83,6 @@ from processors.records import (
     EnrichedRow,
     EnrichedScan,
     RawRecordLike,
-    encode_row,
 )
 from processors.settings import ProcessorSettings
 from processors.state import (
@@ -167,10 +166,6 @@ class Result:
     def enriched(self) -> list[EnrichedScan]:
         """The enriched scans as objects (built on each access; the hot path uses `rows`)."""
         return [EnrichedScan.from_row(row) for row in self.rows]
-
-    def encoded(self) -> list[tuple[bytes, bytes]]:
-        """(key, value) messages for `scans.enriched`: key premises_id, value the wire map."""
-        return [(row[2].encode(), encode_row(row)) for row in self.rows]
 
 
 def _event_id_of(value: bytes | None) -> str:

@@ -25,7 +25,10 @@ class SinkOptions(BaseModel):
     - `retry_initial_seconds` .. `retry_max_seconds`: backoff while ClickHouse is down or
       answers with a transient error (the consumer is paused meanwhile).
     - `rollup_seconds`: how often the days that received scans are recomputed in the
-      report rollup (`premises_daily`).
+      report rollup (`premises_daily`). A refresh reads the whole day's scans for its exact
+      distinct counts (seconds of a ClickHouse core once a day holds millions) and the
+      report is weekly, so every 5 minutes (it was every minute: in `python -m bench e2e`
+      that was five growing refreshes competing with the stream for the 2 cores).
     - `metrics_port`: serve /metrics on `metrics_host:metrics_port`; 0 = off.
     """
 
@@ -37,7 +40,7 @@ class SinkOptions(BaseModel):
     max_wait_factor: float = Field(default=5.0, ge=1)
     retry_initial_seconds: float = Field(default=0.5, gt=0)
     retry_max_seconds: float = Field(default=30.0, gt=0)
-    rollup_seconds: float = Field(default=60.0, gt=0)
+    rollup_seconds: float = Field(default=300.0, gt=0)
     # Kafka fetch sizes: large enough that one fetch fills a batch of small records.
     max_partition_fetch_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024)
     fetch_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)

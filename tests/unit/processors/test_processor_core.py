@@ -27,7 +27,7 @@ from ingest.deadletter import DeadLetter
 from ingest.premises import Premises
 from processors import core as core_module
 from processors.core import Counts, ProcessorCore, Result
-from processors.records import EnrichedScan
+from processors.records import EnrichedScan, decode_frame, encode_frames
 from processors.state import premises_entry
 
 T = NOW - 2 * HOUR  # a scan time comfortably in the past
@@ -648,13 +648,12 @@ def test_a_serializing_table_backend_gives_the_same_results_as_dicts() -> None:
     assert_balanced(with_dicts, *expected)
 
 
-def test_result_encoded_gives_kafka_messages_keyed_by_premises() -> None:
+def test_result_rows_become_a_frame_of_wire_maps() -> None:
     core = make_core(premises())
     result = core.process([Feed().scan("e1")], NOW)
-    [(key, value)] = result.encoded()
-    assert key == b"P1"
-    assert EnrichedScan.decode(value) == enriched("e1")
-    assert msgpack.unpackb(value)["premises_name"] == "Cho Phan Rang"
+    [frame] = encode_frames(result.rows, 1_000_000)
+    assert decode_frame(frame) == [enriched("e1")]
+    assert msgpack.unpackb(frame)[0]["premises_name"] == "Cho Phan Rang"
 
 
 def test_counts_add_and_balance() -> None:
