@@ -278,4 +278,5 @@ def encode_enriched(scan: EnrichedScan) -> bytes:
 
 
 def decode_enriched(data: bytes) -> EnrichedScan:
+    """One lone scan map; a record of `scans.enriched` is read with `decode_frame`."""
     return EnrichedScan.decode(data)

@@ -12,7 +12,7 @@ Value formats (msgpack-able: ints, strings, bytes, lists):
 - `last_kept`: `repeat_key(person, premises, kind)` -> `last_kept_value(scanned_at,
   arrival_ms)` of the last scan kept for that key: both times packed in one int (36 bytes
   where a tuple of two ints took 88; this state is held for every scan of the horizon).
-  Wider than 64 bits: the changelog carries it as a msgpack extension (`processors.tables`).
+  Wider than 64 bits: the changelog carries it as 16 bytes (`processors.tables`).
 - `parked`: premises_id -> list of `ParkedScan.to_list()` entries, oldest first.
 - `premises`: premises_id -> `premises_entry(p)`:
   `[name, category, district, ward, agency, dwell_minutes, version]`.

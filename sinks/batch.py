@@ -84,7 +84,6 @@ MAX_DETAIL: Final = 500
 
 Row = tuple[Any, ...]
 _unpackb: Final = msgpack.unpackb
-_packb: Final = msgpack.packb
 _decode_scan: Final = msgspec.msgpack.Decoder(EnrichedWire).decode
 _decode_frame: Final = msgspec.msgpack.Decoder(list[EnrichedWire] | EnrichedWire).decode  # type: ignore[valid-type]
 _encode_wire: Final = msgspec.msgpack.Encoder().encode
@@ -336,15 +335,36 @@ def _slow_scans(s: Slice, now_ms: int, chunk: Chunk) -> None:
     (dead-lettered with its own bytes and its frame's offset)."""
     items: list[tuple[int, bytes | None]] = []
     for offset, value in zip(s.offsets, s.values, strict=True):
-        try:
-            obj = _unpackb(value) if value is not None else None
-        except Exception:  # msgpack raises a family of unrelated types: `_scan` names it
-            obj = None
-        if isinstance(obj, list) and obj:
-            items += [(offset, _packb(o)) for o in obj]
-        else:  # a lone scan, or bytes `_scan` will refuse with the reason
-            items.append((offset, value))
+        parts = _frame_parts(value) if value else []
+        # a lone scan, or bytes `_scan` refuses with the reason (an empty frame too)
+        items += [(offset, part) for part in parts] if parts else [(offset, value)]
     _slow(_scan, s, items, now_ms, chunk)
+
+
+def _frame_parts(value: bytes) -> list[bytes]:
+    """A frame's elements as their own bytes, cut without decoding them (a scan with bad
+    UTF-8 or a bad key then costs only itself); a truncated frame ends with its broken rest.
+    Empty when `value` does not start as an array."""
+    unpacker = msgpack.Unpacker()
+    unpacker.feed(value)
+    try:
+        n = unpacker.read_array_header()
+    except Exception:  # not an array at all: one item
+        return []
+    parts: list[bytes] = []
+    start = unpacker.tell()
+    for _ in range(n):
+        try:
+            unpacker.skip()
+        except Exception:  # truncated or malformed from here on: the rest is one bad item
+            parts.append(value[start:])
+            return parts
+        end = unpacker.tell()
+        parts.append(value[start:end])
+        start = end
+    if start < len(value):  # bytes after the last element
+        parts.append(value[start:])
+    return parts
 
 
 def _dead_letter(value: bytes | None) -> Row:
@@ -385,12 +405,15 @@ def _slow(
 def build_chunk(kind: Kind, s: Slice, now_ms: int) -> Chunk:
     """Decode one slice into one insert for `kind`'s table (see the module docstring)."""
     if kind == "scans":
+        decoded: list[Any] | None
         try:
             # The fast path: every record a frame (or a lone map) of well-typed scans.
             decoded = list(map(_decode_frame, s.values))  # type: ignore[arg-type]  # None raises
-        except Exception:  # noqa: S110  # some record is bad: sort them out one by one
-            pass
-        else:
+        except Exception:  # some record is bad: sort them out one by one
+            decoded = None
+        if decoded is not None and any(type(d) is list and not d for d in decoded):
+            decoded = None  # an empty frame: the slow path makes it a dead letter
+        if decoded is not None:
             if s.rows == len(s.offsets) and not any(type(d) is list for d in decoded):
                 return Chunk(
                     kind, s.token, [], s.offsets, s.values, s.topic, s.partition, scans=decoded

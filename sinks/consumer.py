@@ -323,12 +323,16 @@ class Sink:
         now = self.wall_ms()
         done: list[tuple[Chunk, int]] = []
         chunks = [(s, build_chunk(self.routes[s.topic], s, now)) for s in slices]
-        tails: dict[int, list[Chunk]] = {}
+        # Tails of one cut, in slice order, packed into groups of at most `batch_rows`.
+        groups: dict[int, list[list[Chunk]]] = {}
         for s, chunk in chunks:
             if s.tail_of >= 0 and chunk.table == "scans" and chunk.size:
-                tails.setdefault(s.tail_of, []).append(chunk)
+                cut = groups.setdefault(s.tail_of, [[]])
+                if cut[-1] and sum(c.size for c in cut[-1]) + chunk.size > self.options.batch_rows:
+                    cut.append([])
+                cut[-1].append(chunk)
         stored: set[int] = set()  # id() of the chunks stored together
-        for group in tails.values():
+        for group in (g for cut in groups.values() for g in cut):
             if len(group) > 1 and self._insert_tails(group, now):
                 stored.update(map(id, group))
         for _, chunk in chunks:
@@ -505,7 +509,6 @@ class Sink:
     async def drain(self, deadline: float) -> None:
         """On stop: write everything buffered, retrying until `deadline`."""
         await self.settle()
-        await self._rollup_done()
         self._queue.extend(self.batcher.cut(self.clock(), everything=True))
         while self._queue and self.clock() < deadline:
             await asyncio.sleep(max(0.0, min(self._retry_at, deadline) - self.clock()))
@@ -516,6 +519,7 @@ class Sink:
         if self._queue:
             log.warning("stopping with %d records not stored (not committed)", self._queued_rows())
             return
+        await self._rollup_done()  # a refresh on its own connection: the flushes went first
         await self._rollup(force=True)
 
     def attach(self, consumer: Any) -> None:

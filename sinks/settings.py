@@ -17,8 +17,9 @@ from sinks.clickhouse_settings import ClickHouseSettings
 class SinkOptions(BaseModel):
     """How the sink batches, retries and reports. Durations in seconds.
 
-    - `batch_rows`: rows per insert; a partition's records are cut into inserts of exactly
-      this many (the last one of a quiet partition may be shorter, see `sinks.batch`).
+    - `batch_rows`: rows per insert; a partition's records are cut into inserts of this
+      many (a frame of scans is not split: an insert ends with the record that reaches it;
+      the last one of a quiet partition may be shorter, see `sinks.batch`).
     - `batch_seconds`: a partition that has caught up with its topic is flushed when its
       oldest buffered record is this old; one that has not is flushed at the latest after
       `max_wait_factor` times this.

@@ -121,6 +121,33 @@ def test_a_bad_scan_in_a_frame_costs_only_itself() -> None:
     assert "kind" in dead["detail"]
 
 
+def test_bad_bytes_inside_a_frame_cost_only_their_scan() -> None:
+    good1, good3 = scan_value(1), scan_value(3)
+    broken = bytearray(frame(good1, scan_value(2), good3))
+    broken[broken.find(b"e2")] = 0xFF  # not UTF-8: the frame as a whole does not unpack
+    truncated = frame(scan_value(4), scan_value(5))[:-10]  # the second scan cut short
+    chunk = build_chunk("scans", sl([bytes(broken), truncated, b"\x90"]), NOW)
+    assert dict(zip(SCAN_COLUMNS, chunk.columnar(), strict=True))["event_id"] == [
+        "e1",
+        "e3",
+        "e4",
+    ]
+    assert chunk.offsets == [10, 10, 11]
+    dead = [dict(zip(DEAD_LETTER_COLUMNS, r, strict=True)) for r in chunk.dead]
+    assert [(d["reason"], d["offset"]) for d in dead] == [
+        ("undecodable", 10),  # the scan with the bad byte, alone, its own bytes
+        ("undecodable", 11),  # the truncated rest of the second frame
+        ("invalid", 12),  # an empty frame
+    ]
+    assert dead[0]["raw"] == bytes(broken)[len(b"\x93") + len(good1) : -len(good3)]
+
+
+def test_an_empty_frame_is_a_dead_letter_on_the_fast_path_too() -> None:
+    chunk = build_chunk("scans", sl([scan_value(1), b"\x90"]), NOW)
+    assert chunk.offsets == [10]
+    assert [(r[1], r[6]) for r in chunk.dead] == [("invalid", 11)]
+
+
 def test_frames_are_cut_by_rows_at_record_boundaries() -> None:
     b = Batcher(batch_rows=5, batch_seconds=1.0, framed=frozenset({ENRICHED}))
     one = scan_value(1)

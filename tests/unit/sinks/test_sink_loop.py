@@ -89,14 +89,14 @@ def test_a_steady_stream_short_of_a_batch_is_flushed_by_time_a_backlog_is_not() 
 
 
 def test_the_tails_of_one_cut_go_in_one_insert_full_slices_in_their_own() -> None:
-    sink, consumer, writer, clock, registry = make_sink(batch_rows=4, batch_seconds=1.0)
+    sink, consumer, writer, clock, registry = make_sink(batch_rows=5, batch_seconds=1.0)
     consumer.feed(ENRICHED, 0, 0, values(6))
     consumer.feed(ENRICHED, 1, 10, values(3, 100))
     run(sink, 2)  # the full slice of partition 0 at once (one poll a step)
     clock.t += 1.0
     run(sink)  # then both tails, together
-    tail = f"{ENRICHED}:0:4-5+{ENRICHED}:1:10-12"
-    assert writer.inserts == [("scans", f"{ENRICHED}:0:0-3", 4), ("scans", tail, 5)]
+    tail = f"{ENRICHED}:0:5-5+{ENRICHED}:1:10-12"
+    assert writer.inserts == [("scans", f"{ENRICHED}:0:0-4", 5), ("scans", tail, 4)]
     assert (consumer.committed_offset(ENRICHED, 0), consumer.committed_offset(ENRICHED, 1)) == (
         6,
         13,
@@ -117,7 +117,7 @@ def flush_two_tails(sink: Sink, consumer: Any, clock: Any) -> None:
 def test_tails_stored_together_are_retried_together_with_the_same_token() -> None:
     memory = MemoryWriter()
     flaky = FlakyWriter(memory, failures=1, after_write=True)  # stored, answer lost
-    sink, consumer, _, clock, _ = make_sink(flaky, batch_rows=4, batch_seconds=1.0)
+    sink, consumer, _, clock, _ = make_sink(flaky, batch_rows=8, batch_seconds=1.0)
     flush_two_tails(sink, consumer, clock)
     consumer.feed(ENRICHED, 1, 3, values(1, 200))  # a newer tail is not in the retry
     clock.t += 5
@@ -130,6 +130,20 @@ def test_tails_stored_together_are_retried_together_with_the_same_token() -> Non
     assert consumer.committed_offset(ENRICHED, 1) == 4
 
 
+def test_tails_stored_together_stay_within_batch_rows() -> None:
+    sink, consumer, writer, clock, _ = make_sink(batch_rows=4, batch_seconds=1.0)
+    for p, n in ((0, 3), (1, 2), (0, 0), (1, 0)):  # two tails of 3 and 2: 5 > 4
+        if n:
+            consumer.feed(ENRICHED, p, 0, values(n, 100 * p))
+    run(sink, 2)
+    clock.t += 1.0
+    run(sink)
+    assert [(tok, n) for _, tok, n in writer.inserts] == [
+        (f"{ENRICHED}:0:0-2", 3),
+        (f"{ENRICHED}:1:0-1", 2),
+    ]
+
+
 def test_tails_refused_together_are_inserted_one_by_one() -> None:
     class RefusesJoined(MemoryWriter):
         def insert(
@@ -140,7 +154,7 @@ def test_tails_refused_together_are_inserted_one_by_one() -> None:
             super().insert(table, columns, data, token)
 
     writer = RefusesJoined()
-    sink, consumer, _, clock, registry = make_sink(writer, batch_rows=4, batch_seconds=1.0)
+    sink, consumer, _, clock, registry = make_sink(writer, batch_rows=8, batch_seconds=1.0)
     flush_two_tails(sink, consumer, clock)
     assert [tok for _, tok, _ in writer.inserts] == [f"{ENRICHED}:0:0-1", f"{ENRICHED}:1:0-2"]
     assert len(writer.tables["scans"]) == 5
