@@ -208,17 +208,20 @@ EnrichedWire: Final[type[msgspec.Struct]] = msgspec.defstruct(
     "EnrichedWire", list(get_type_hints(EnrichedScan).items()), gc=False, module=__name__
 )
 assert EnrichedWire.__struct_fields__ == ENRICHED_FIELDS
-_encode: Final = msgspec.msgpack.Encoder().encode
+encode_wire: Final = msgspec.msgpack.Encoder().encode
+"""msgpack of an `EnrichedWire` (its wire map), or of a list of them (a frame)."""
 
 
 def encode_row(row: EnrichedRow) -> bytes:
     """An enriched row straight to its msgpack wire map, without building an `EnrichedScan`."""
-    return _encode(EnrichedWire(*row))
+    return encode_wire(EnrichedWire(*row))
 
 
 # A frame of this many scans is about 250 KB, a quarter of Kafka's default record limit.
 FRAME_MAX_ROWS: Final = 1000
-_decode_frame: Final = msgspec.msgpack.Decoder(list[EnrichedWire] | EnrichedWire).decode  # type: ignore[valid-type]
+decode_wire_record: Final = msgspec.msgpack.Decoder(list[EnrichedWire] | EnrichedWire).decode  # type: ignore[valid-type]
+"""A `scans.enriched` record to a list of `EnrichedWire` (a frame) or one (a lone map),
+types checked in C; `msgspec.DecodeError` or `msgspec.ValidationError` if any scan is bad."""
 
 
 def encode_frames(rows: Sequence[EnrichedRow], max_bytes: int) -> list[bytes]:
@@ -229,7 +232,7 @@ def encode_frames(rows: Sequence[EnrichedRow], max_bytes: int) -> list[bytes]:
     pending.reverse()
     while pending:
         part = pending.pop()
-        frame = _encode([EnrichedWire(*row) for row in part])
+        frame = encode_wire([EnrichedWire(*row) for row in part])
         if len(frame) > max_bytes and len(part) > 1:
             half = len(part) // 2
             pending += (part[half:], part[:half])
@@ -254,13 +257,6 @@ def frame_rows(value: bytes | None) -> int:
     else:
         return 1
     return max(n, 1)
-
-
-def decode_wire_frame(data: bytes) -> list[msgspec.Struct]:
-    """A `scans.enriched` record (a frame or a lone map) to `EnrichedWire` structs, types
-    checked in C; `msgspec.DecodeError` or `msgspec.ValidationError` if any scan is bad."""
-    decoded = _decode_frame(data)
-    return decoded if isinstance(decoded, list) else [decoded]
 
 
 def decode_frame(data: bytes) -> list[EnrichedScan]:

@@ -43,7 +43,13 @@ import msgspec
 
 from ingest.deadletter import DeadLetter
 from ingest.premises import Premises
-from processors.records import ENRICHED_FIELDS, EnrichedWire, frame_rows
+from processors.records import (
+    ENRICHED_FIELDS,
+    EnrichedWire,
+    decode_wire_record,
+    encode_wire,
+    frame_rows,
+)
 
 Kind = Literal["scans", "premises", "dead_letters"]
 
@@ -85,8 +91,6 @@ MAX_DETAIL: Final = 500
 Row = tuple[Any, ...]
 _unpackb: Final = msgpack.unpackb
 _decode_scan: Final = msgspec.msgpack.Decoder(EnrichedWire).decode
-_decode_frame: Final = msgspec.msgpack.Decoder(list[EnrichedWire] | EnrichedWire).decode  # type: ignore[valid-type]
-_encode_wire: Final = msgspec.msgpack.Encoder().encode
 _SCAN_GETTERS: Final = tuple(operator.attrgetter(c) for c in SCAN_COLUMNS)
 
 # How scans travel to ClickHouse: times as Int64 epoch ms, `kind` as a string; the server
@@ -225,7 +229,7 @@ class Chunk:
         """Row i's own bytes: its record's, or for a row of a frame, the row encoded alone."""
         value = self.values[i]
         if value is None and self.scans is not None:
-            return _encode_wire(self.scans[i])
+            return encode_wire(self.scans[i])
         return value
 
     def first_event_id(self) -> str:
@@ -408,13 +412,13 @@ def build_chunk(kind: Kind, s: Slice, now_ms: int) -> Chunk:
         decoded: list[Any] | None
         try:
             # The fast path: every record a frame (or a lone map) of well-typed scans.
-            decoded = list(map(_decode_frame, s.values))  # type: ignore[arg-type]  # None raises
+            decoded = list(map(decode_wire_record, s.values))  # type: ignore[arg-type]  # None raises
         except Exception:  # some record is bad: sort them out one by one
             decoded = None
         if decoded is not None and any(type(d) is list and not d for d in decoded):
             decoded = None  # an empty frame: the slow path makes it a dead letter
         if decoded is not None:
-            if s.rows == len(s.offsets) and not any(type(d) is list for d in decoded):
+            if not any(type(d) is list for d in decoded):  # lone maps only
                 return Chunk(
                     kind, s.token, [], s.offsets, s.values, s.topic, s.partition, scans=decoded
                 )

@@ -17,7 +17,7 @@ from processors.records import (
     RawRecord,
     decode_enriched,
     decode_frame,
-    decode_wire_frame,
+    decode_wire_record,
     encode_enriched,
     encode_frames,
     encode_row,
@@ -77,7 +77,7 @@ def test_frames_are_msgpack_arrays_of_the_wire_maps_in_order(n: int) -> None:
     ]
     assert msgpack.unpackb(frames[0])[0] == msgpack.unpackb(encode_row(rows(1)[0]))
     assert decode_frame(frames[-1])[-1] == EnrichedScan.from_row(rows(n)[-1])
-    assert len(decode_wire_frame(frames[0])) == frame_rows(frames[0])
+    assert len(decode_wire_record(frames[0])) == frame_rows(frames[0])
 
 
 def test_a_frame_over_the_byte_limit_is_halved_until_it_fits() -> None:
@@ -100,7 +100,7 @@ def test_frame_rows_reads_the_array_header_and_counts_anything_else_as_one() -> 
 
 def test_a_lone_map_decodes_as_a_frame_of_one() -> None:
     assert decode_frame(SCAN.encode()) == [SCAN]
-    [wire] = decode_wire_frame(SCAN.encode())
+    wire = decode_wire_record(SCAN.encode())  # a lone map: one struct, not a list
     assert EnrichedScan.from_row(tuple(getattr(wire, f) for f in ENRICHED_FIELDS)) == SCAN  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="not msgpack"):
         decode_frame(b"\xc1")
