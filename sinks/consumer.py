@@ -11,8 +11,8 @@ Loop (one asyncio task):
 4. when the flush has ended, commit its slices' offsets: only what ClickHouse confirmed;
 5. every `rollup_seconds`, recompute the rollup of the local days the inserts touched. On
    its own ClickHouse connection (`rollup_writer`) this runs beside the loop: a day's
-   exact distinct counts take seconds once it holds millions of scans, and inserts that
-   waited for them made the slowest scans of `python -m bench e2e` seconds later still.
+   exact distinct counts take seconds once it holds millions of scans, and no insert
+   should wait that long behind them.
    Given one writer only, the rollup waits for a moment with no insert in flight and
    holds the loop while it runs (a client takes one call at a time).
 
@@ -571,15 +571,11 @@ def serve(
         server, _ = start_http_server(
             settings.sink.metrics_port, addr=settings.sink.metrics_host, registry=registry
         )
-    if writer is None:  # two connections: the rollup runs beside the inserts
-        sink = Sink(
-            settings,
-            ClickHouseWriter(settings.clickhouse),
-            metrics,
-            rollup_writer=ClickHouseWriter(settings.clickhouse),
-        )
-    else:
-        sink = Sink(settings, writer, metrics)
+    # Two connections of our own, so that the rollup runs beside the inserts.
+    rollups = ClickHouseWriter(settings.clickhouse) if writer is None else None
+    sink = Sink(
+        settings, writer or ClickHouseWriter(settings.clickhouse), metrics, rollup_writer=rollups
+    )
     try:
         asyncio.run(sink.run(stop if stop is not None else threading.Event()))
     finally:
