@@ -50,7 +50,8 @@ from sinks.client import connect
 from sinks.migrations import migrate
 from tracing.rules import Rule
 from tracing.runner import ClickHouseRunner
-from tracing.trace import detect_tables, trace_person
+from tracing.sql import TraceTables
+from tracing.trace import trace_person
 
 DAY_MS = 86_400_000
 DAYS = 28
@@ -244,7 +245,7 @@ def main() -> None:
     if args.generate_only:
         return
     runner = ClickHouseRunner(settings, client)
-    tables = detect_tables(runner)
+    tables = TraceTables()
     print(f"tables: {tables}")
     rng = random.Random(args.seed)
     candidates = [

@@ -301,9 +301,9 @@ class Sink:
     def _insert_tails(self, chunks: list[Chunk], now: int) -> bool:
         """The scans of several partitions' tails (one `Batcher.cut`) in one insert, token
         the join of theirs: under a steady stream every partition's tail is due each
-        `batch_seconds`, and ClickHouse pays per insert besides per row (a part of `scans`,
-        of its projection and of the sets view's table, each merged later). False when
-        ClickHouse refused the insert as a whole (terminal): insert them one by one."""
+        `batch_seconds`, and ClickHouse pays per insert besides per row (a part of `scans`
+        and of each view's table, each merged later). False when ClickHouse refused the
+        insert as a whole (terminal): insert them one by one."""
         columns = zip(*(c.columnar() for c in chunks), strict=True)
         data = [list(chain.from_iterable(column)) for column in columns]
         token = "+".join(c.token for c in chunks)

@@ -5,8 +5,8 @@ row when it merges the parts, which may be minutes later or, for a part that is 
 merged again, not at all. Until then a row can be there twice. Every query on `scans`
 therefore obeys one rule: it never counts rows. It returns a set, a min/max, a
 `uniqExact(event_id)`, or rows made distinct with `LIMIT 1 BY event_id`. It does not use
-FINAL: FINAL disables the `by_person` projection (a full scan instead of ~one granule per
-day) and costs a merge per query. `tracing/sql.py` follows the same rule.
+FINAL: it costs a merge per query. `scans_by_person` (the by-person path, fed from the
+inserts into `scans`) obeys the same rule. `tracing/sql.py` follows it too.
 
 `premises` and `premises_daily` are small; they are read with FINAL (latest version
 wins). Every function returns `(sql, params)` for clickhouse-driver; values are bound
@@ -34,10 +34,10 @@ def _at(param: str) -> str:
 
 def person_scans(person_id: str, since_ms: int, until_ms: int) -> Query:
     """One person's scans in [since, until), each once, in time order: the by-person path
-    (the `by_person` projection serves it)."""
+    (`scans_by_person`, ordered by person)."""
     sql = f"""
 SELECT {SCAN_FIELDS}
-FROM scans
+FROM scans_by_person
 WHERE person_id = %(person_id)s AND scanned_at >= {_at("since")} AND scanned_at < {_at("until")}
 ORDER BY scanned_at, event_id
 LIMIT 1 BY event_id"""  # noqa: S608  # constants only

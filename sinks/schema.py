@@ -13,16 +13,17 @@ Decisions (issue 5):
   (premises_id, scanned_at, event_id): the tracer's main path, and a replayed scan collapses
   into one row at merge time. Until then a duplicate row can exist, so the query path never
   counts rows: answers are sets, min/max, `uniqExact(event_id)` or `LIMIT 1 BY event_id`
-  (`sinks.queries`). FINAL is avoided: it disables the by-person projection.
-- By-person path: the projection `by_person` (all columns, ORDER BY person_id, scanned_at),
-  replaced by migration 7 with `by_person_1k`, the same at 1,024-row granules.
-  Measured on 5 M rows: `WHERE person_id = ? AND scanned_at >= ?` reads one granule per
-  day partition (188 k rows) instead of 5 M; a projection of a few columns only serves
-  queries that select only those, and a `_part_offset` projection index was not used by
-  26.9 for this filter. ReplacingMergeTree accepts a projection only with
-  `deduplicate_merge_projection_mode` set: 'rebuild' keeps it correct after dedup merges.
-  Compared with a separate table fed by a materialized view it needs no second insert, no
-  second dedup window and no second TTL, and the query names `scans` either way.
+  (`sinks.queries`). FINAL is avoided: it costs a merge per query.
+- By-person path: the table `scans_by_person` (migration 8), the same columns ordered by
+  (person_id, scanned_at, event_id) at 1,024-row granules, partitioned by week, fed by a
+  materialized view on the inserts into `scans`. It replaced the projection `by_person`
+  (migration 1; `by_person_1k` from migration 7): a projection is partitioned like its
+  table, so a person's 14 days opened at least 14 day parts (25-37 ms for the read alone
+  at 10-100 M rows); three week partitions cost about half (bench/RESULTS.md "Trace
+  latency"). A retried insert may reach the view twice: the table is a
+  ReplacingMergeTree like `scans`, and its readers obey the same dedup-proof rule.
+  Its TTL deletes rows (not whole parts: a week partition would outlive the retention by
+  up to 6 days) in TTL merges, within hours of the retention (`merge_with_ttl_timeout`).
 - Idempotency: insert tokens (the sink) + ReplacingMergeTree + dedup-proof queries: two
   mechanisms at the store, on top of the stream's own event_id dedup.
 - TTL `scanned_at + retention_days` with `ttl_only_drop_parts`: a day partition is dropped
@@ -250,8 +251,6 @@ DAILY_SETS_BACKFILL: Final = "INSERT INTO {db}.premises_daily_sets\n" + _DAILY_S
     "{src}", ""
 )
 
-TABLES: Final = (SCANS, AUDIT_LOG, PREMISES, DEAD_LETTERS, PREMISES_DAILY, PREMISES_DAILY_SETS)
-
 # The by-person path at a finer granularity (issue 6, bench/RESULTS.md "Trace latency"): a
 # person's scans of one day are a few rows of one granule of the projection, so 1,024-row
 # granules read an eighth of the rows of 8,192-row ones (and the F2 query's thousands of
@@ -272,6 +271,46 @@ BY_PERSON_FINE: Final = (
     " min_age_to_force_merge_seconds = 3600, min_age_to_force_merge_on_partition_only = 1",
 )
 
+# The by-person path as a table of its own (see the module docstring). The view first, then
+# the copy of what `scans` already holds: a row inserted in between is in both, which the
+# ReplacingMergeTree collapses and the readers never count. Then the projection goes, and
+# with it its cost on every insert and merge of `scans`. On a large table the copy takes
+# minutes (10 M rows: about one on 2 busy cores); `migrate` waits for it.
+SCANS_BY_PERSON = Table(
+    name="scans_by_person",
+    columns=SCANS.columns,
+    engine="ReplacingMergeTree",
+    engine_args="processed_at",
+    partition_by="toMonday(scanned_at)",
+    order_by="(person_id, scanned_at, event_id)",
+    ttl="toDateTime(scanned_at) + INTERVAL {retention_days} DAY",
+    settings=(
+        ("index_granularity", "1024"),
+        ("min_age_to_force_merge_seconds", "3600"),
+        ("min_age_to_force_merge_on_partition_only", "1"),
+    ),
+    # Writes come from the view on each shard's own inserts; reads go to every shard.
+    shard_key="cityHash64(premises_id)",
+)
+TABLES: Final = (
+    SCANS,
+    AUDIT_LOG,
+    PREMISES,
+    DEAD_LETTERS,
+    PREMISES_DAILY,
+    PREMISES_DAILY_SETS,
+    SCANS_BY_PERSON,
+)
+
+BY_PERSON_TABLE: Final = (
+    SCANS_BY_PERSON,
+    "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.scans_by_person_mv{local} {on_cluster}"
+    " TO {db}.scans_by_person{local} AS SELECT * FROM {db}.scans{local}",
+    "INSERT INTO {db}.scans_by_person SELECT * FROM {db}.scans",
+    "ALTER TABLE {db}.scans{local} {on_cluster} DROP PROJECTION IF EXISTS by_person_1k"
+    " SETTINGS mutations_sync = 2",
+)
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "scans", (SCANS,)),
     # tracing: one row per tracer query (CLI or API), kept beyond the scans' TTL.
@@ -285,6 +324,7 @@ MIGRATIONS: list[Migration] = [
         (PREMISES_DAILY_SETS, DAILY_SETS_VIEW, DAILY_SETS_BACKFILL),
     ),
     Migration(7, "scans_by_person_1k", BY_PERSON_FINE),
+    Migration(8, "scans_by_person", BY_PERSON_TABLE),
 ]
 
 

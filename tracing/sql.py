@@ -56,12 +56,11 @@ def _ident(name: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class TraceTables:
-    """Where the queries read and write. `by_person` is the by-person access path: the
-    `scans` table itself when its person-ordered projection serves `person_id IN`
-    filters, or a table ordered by person with the same columns."""
+    """Where the queries read and write. `by_person` is the by-person access path: a table
+    with the columns of `scans` ordered by person (`sinks.schema`, migration 8)."""
 
     scans: str = "scans"
-    by_person: str = "scans"
+    by_person: str = "scans_by_person"
     audit: str = "audit_log"
 
     def q(self, which: str) -> str:
@@ -80,9 +79,9 @@ def _at(param: str) -> str:
 
 
 def _seed_scans(tables: TraceTables, *, lo: str, hi: str, extra: str = "") -> str:
-    """The seeds' scans in [lo, hi] (ms expressions), through the by-person path (a
-    projection of `scans` ordered by person, or a table of its own): only the columns the
-    rule needs are read, the time bounds prune day partitions."""
+    """The seeds' scans in [lo, hi] (ms expressions), through the by-person path (a table
+    ordered by person): only the columns the rule needs are read, the time bounds prune
+    week partitions."""
     return f"""
         SELECT person_id, premises_id, {_ms("scanned_at")} AS t, toUInt8(kind) AS k,
                event_id, dwell_minutes AS dwell{extra},
@@ -188,9 +187,15 @@ _PICK_ONE_SEED = """
     LIMIT 1 BY person_id, premises_id"""
 
 
-# With the case's rows bound, the degree-1 query reads `scans` by premises and time only:
-# the by-person projection cannot serve it, and weighing it costs a second key analysis.
-_NO_PROJECTIONS: Final = "\nSETTINGS optimize_use_projections = 0"
+# With the case's rows bound, the degree-1 query reads `scans` by premises and time only
+# (on a table that still has the old by-person projection, weighing it cost a second key
+# analysis: projections are off for it). PREWHERE is off for the degree-1 and timeline
+# reads: their filters are on the columns they read anyway, and moving them to PREWHERE
+# cost more than it saved (100 M rows, 8 cases x 3 rounds, bench/RESULTS.md "Trace
+# latency": co-visitors 128 -> 100 ms median, timeline 87 -> 76 ms; the overlap rule's
+# query unchanged, 415 vs 412).
+_NO_PREWHERE: Final = "optimize_move_to_prewhere = 0"
+_DEGREE1: Final = f"\nSETTINGS optimize_use_projections = 0, {_NO_PREWHERE}"
 
 Window = tuple[str, int, int]
 # Key analysis of an OR of ranges costs more than linearly in their number (measured:
@@ -376,7 +381,8 @@ WITH
     ),
     case_buckets AS (
         -- the ARRAY JOIN clause, not arrayJoin(): with arrayJoin() in the select list
-        -- ClickHouse 26.9 reads case_scans without the by-person projection
+        -- ClickHouse 26.9 read case_scans without the by-person projection (before the
+        -- by-person table, migration 8)
         SELECT seed, premises_id, t, premises_name, district, category, b
         FROM case_scans
         ARRAY JOIN range(intDiv(t - %(window_ms)s, %(bucket_ms)s),
@@ -399,7 +405,7 @@ SELECT x.person_id AS person_id, x.premises_id AS premises_id, c.seed AS via,
 FROM near AS x
 INNER JOIN case_buckets AS c ON x.premises_id = c.premises_id AND x.b = c.b
 WHERE x.t >= c.t - %(window_ms)s AND x.t <= c.t + %(window_ms)s AND x.person_id != c.seed
-GROUP BY person_id, premises_id, via{_PICK_ONE_SEED}{_NO_PROJECTIONS if case is not None else ""}"""
+GROUP BY person_id, premises_id, via{_PICK_ONE_SEED}{_DEGREE1 if case is not None else ""}"""
         return sql, params
     seed_rows = (
         literal
@@ -459,7 +465,7 @@ FROM (
               >= %(min_overlap_ms)s
       AND x.person_id != c.seed
     GROUP BY person_id, premises_id, via
-){_PICK_ONE_SEED}{_NO_PROJECTIONS if case is not None else ""}"""
+){_PICK_ONE_SEED}{_DEGREE1 if case is not None else ""}"""
     return sql, params
 
 
@@ -500,7 +506,8 @@ SELECT premises_id, vs AS time_from, ve AS time_to, scans, premises_name, distri
        period_times
 FROM ({_visits(source, extra=extra)})
 WHERE in_period > 0
-ORDER BY time_from, premises_id"""
+ORDER BY time_from, premises_id
+SETTINGS {_NO_PREWHERE}"""
     return sql, params
 
 

@@ -51,28 +51,6 @@ def check_question(subject: str, from_ms: int, to_ms: int, retention_days: int) 
         )
 
 
-# A person-ordered table with the scans' primary key columns serves as the by-person
-# access path; without one, `scans` itself (its projection, if it has one).
-BY_PERSON_TABLES: Final = ("scans_by_person",)
-KEY_COLUMNS: Final = frozenset({"person_id", "premises_id", "scanned_at", "event_id"})
-
-
-def detect_tables(runner: QueryRunner, base: TraceTables | None = None) -> TraceTables:
-    """`base` (default tables) with `by_person` pointed at a person-ordered table of the
-    current database when the schema has one."""
-    base = base or TraceTables()
-    rows = runner.query(
-        "SELECT table, groupArray(name) FROM system.columns"
-        " WHERE database = currentDatabase() AND table IN %(names)s GROUP BY table",
-        {"names": BY_PERSON_TABLES},
-    )
-    found = {str(t): set(cols) for t, cols in rows}
-    for name in BY_PERSON_TABLES:
-        if found.get(name, set()) >= KEY_COLUMNS:
-            return TraceTables(scans=base.scans, by_person=name, audit=base.audit)
-    return base
-
-
 def _contacts(rows: list[Row], degree: int) -> list[Contact]:
     out = []
     for person, premises, via, c_from, c_to, x_from, x_to, overlap, name, district, cat in rows:

@@ -151,3 +151,36 @@ ALTER TABLE `scantrace`.scans_local ON CLUSTER `scantrace` MATERIALIZE PROJECTIO
 ALTER TABLE `scantrace`.scans_local ON CLUSTER `scantrace` DROP PROJECTION IF EXISTS by_person SETTINGS mutations_sync = 2;
 
 ALTER TABLE `scantrace`.scans_local ON CLUSTER `scantrace` MODIFY SETTING min_age_to_force_merge_seconds = 3600, min_age_to_force_merge_on_partition_only = 1;
+
+-- 008 scans_by_person
+CREATE TABLE IF NOT EXISTS `scantrace`.`scans_by_person_local` ON CLUSTER `scantrace` (
+    event_id String,
+    person_id String,
+    premises_id String,
+    scanned_at DateTime64(3, 'UTC'),
+    kind Enum8('checkin' = 1, 'checkout' = 2),
+    gateway_id LowCardinality(String),
+    received_at Nullable(DateTime64(3, 'UTC')),
+    processed_at DateTime64(3, 'UTC'),
+    stored_at DateTime64(3, 'UTC') DEFAULT now64(3),
+    premises_name String,
+    category LowCardinality(String),
+    district LowCardinality(String),
+    ward LowCardinality(String),
+    agency LowCardinality(String),
+    dwell_minutes UInt16
+)
+ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/scans_by_person', '{replica}', processed_at)
+PARTITION BY toMonday(scanned_at)
+ORDER BY (person_id, scanned_at, event_id)
+TTL toDateTime(scanned_at) + INTERVAL 28 DAY
+SETTINGS index_granularity = 1024, min_age_to_force_merge_seconds = 3600, min_age_to_force_merge_on_partition_only = 1;
+
+CREATE TABLE IF NOT EXISTS `scantrace`.`scans_by_person` ON CLUSTER `scantrace` AS `scantrace`.`scans_by_person_local`
+ENGINE = Distributed('scantrace', 'scantrace', 'scans_by_person_local', cityHash64(premises_id));
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS `scantrace`.scans_by_person_mv_local ON CLUSTER `scantrace` TO `scantrace`.scans_by_person_local AS SELECT * FROM `scantrace`.scans_local;
+
+INSERT INTO `scantrace`.scans_by_person SELECT * FROM `scantrace`.scans;
+
+ALTER TABLE `scantrace`.scans_local ON CLUSTER `scantrace` DROP PROJECTION IF EXISTS by_person_1k SETTINGS mutations_sync = 2;

@@ -135,3 +135,33 @@ ALTER TABLE `scantrace`.scans  MATERIALIZE PROJECTION by_person_1k SETTINGS muta
 ALTER TABLE `scantrace`.scans  DROP PROJECTION IF EXISTS by_person SETTINGS mutations_sync = 2;
 
 ALTER TABLE `scantrace`.scans  MODIFY SETTING min_age_to_force_merge_seconds = 3600, min_age_to_force_merge_on_partition_only = 1;
+
+-- 008 scans_by_person
+CREATE TABLE IF NOT EXISTS `scantrace`.`scans_by_person` (
+    event_id String,
+    person_id String,
+    premises_id String,
+    scanned_at DateTime64(3, 'UTC'),
+    kind Enum8('checkin' = 1, 'checkout' = 2),
+    gateway_id LowCardinality(String),
+    received_at Nullable(DateTime64(3, 'UTC')),
+    processed_at DateTime64(3, 'UTC'),
+    stored_at DateTime64(3, 'UTC') DEFAULT now64(3),
+    premises_name String,
+    category LowCardinality(String),
+    district LowCardinality(String),
+    ward LowCardinality(String),
+    agency LowCardinality(String),
+    dwell_minutes UInt16
+)
+ENGINE = ReplacingMergeTree(processed_at)
+PARTITION BY toMonday(scanned_at)
+ORDER BY (person_id, scanned_at, event_id)
+TTL toDateTime(scanned_at) + INTERVAL 28 DAY
+SETTINGS non_replicated_deduplication_window = 10000, index_granularity = 1024, min_age_to_force_merge_seconds = 3600, min_age_to_force_merge_on_partition_only = 1;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS `scantrace`.scans_by_person_mv  TO `scantrace`.scans_by_person AS SELECT * FROM `scantrace`.scans;
+
+INSERT INTO `scantrace`.scans_by_person SELECT * FROM `scantrace`.scans;
+
+ALTER TABLE `scantrace`.scans  DROP PROJECTION IF EXISTS by_person_1k SETTINGS mutations_sync = 2;

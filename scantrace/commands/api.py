@@ -15,7 +15,7 @@ from tracing.audit import read_audit
 from tracing.models import iso_utc
 from tracing.runner import ClickHouseRunner
 from tracing.settings import TokensError, TracerSettings
-from tracing.trace import TraceInputError, detect_tables, parse_time
+from tracing.trace import TraceInputError, parse_time
 
 
 @click.command()
@@ -77,7 +77,7 @@ def audit(since: str, limit: int, actor: str | None, as_json: bool) -> None:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
     try:
-        rows = read_audit(runner, since_ms, limit=limit, actor=actor, tables=detect_tables(runner))
+        rows = read_audit(runner, since_ms, limit=limit, actor=actor)
     finally:
         runner.close()
     for r in rows:

@@ -28,7 +28,8 @@ from tracing.formatting import (
 from tracing.rules import RULES, Rule, RuleError
 from tracing.runner import ClickHouseRunner
 from tracing.settings import TracerSettings
-from tracing.trace import TraceInputError, Tracer, detect_tables, parse_time
+from tracing.sql import TraceTables
+from tracing.trace import TraceInputError, Tracer, parse_time
 
 T = TypeVar("T")
 
@@ -71,7 +72,7 @@ def _ask(run: Callable[[Tracer], T]) -> T:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
     try:
-        tables = detect_tables(runner)
+        tables = TraceTables()
         tracer = Tracer(
             runner, AuditWriter(runner, tables), settings.clickhouse.retention_days, tables
         )

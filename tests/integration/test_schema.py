@@ -89,7 +89,7 @@ def test_migrate_twice_applies_nothing_the_second_time(
                 "SELECT name FROM system.projections "
                 "WHERE database = currentDatabase() AND table = 'scans'"
             )
-            assert projections == [("by_person_1k",)]  # migration 7 replaced by_person
+            assert projections == []  # migration 8: the by-person path is a table
         finally:
             c.disconnect()
     finally:
@@ -152,23 +152,26 @@ def test_ttl_removes_rows_older_than_the_retention(clickhouse_settings: ClickHou
         now = now_ms()
         old = [scan_row(i, now - 3 * DAY_MS - i) for i in range(5)]
         fresh = [scan_row(100 + i, now - HOUR - i) for i in range(5)]
-        c.execute("SYSTEM STOP MERGES scans")  # the old rows are in when we look
+        c.execute("SYSTEM STOP MERGES")  # the old rows are in when we look
         insert(c, "scans", SCAN_COLUMNS, old + fresh, "ttl")
-        assert c.execute("SELECT count() FROM scans") == [(10,)]
-        c.execute("SYSTEM START MERGES scans")
-        c.execute("ALTER TABLE scans MATERIALIZE TTL SETTINGS mutations_sync = 2")
-        c.execute("OPTIMIZE TABLE scans FINAL")
-        left = sorted(r[0] for r in c.execute("SELECT event_id FROM scans"))
-        assert left == sorted(f"e{100 + i}" for i in range(5))
-        assert "toIntervalDay(1)" in c.execute("SHOW CREATE TABLE scans")[0][0]
+        for table in ("scans", "scans_by_person"):  # the by-person copy too
+            assert c.execute(f"SELECT count() FROM {table}") == [(10,)]
+        c.execute("SYSTEM START MERGES")
+        for table in ("scans", "scans_by_person"):
+            c.execute(f"ALTER TABLE {table} MATERIALIZE TTL SETTINGS mutations_sync = 2")
+            c.execute(f"OPTIMIZE TABLE {table} FINAL")
+            left = sorted(r[0] for r in c.execute(f"SELECT event_id FROM {table}"))
+            assert left == sorted(f"e{100 + i}" for i in range(5)), table
+            assert "toIntervalDay(1)" in c.execute(f"SHOW CREATE TABLE {table}")[0][0]
     finally:
         c.execute(f"DROP DATABASE IF EXISTS `{short.database}`")
         c.disconnect()
 
 
 def test_the_by_person_path_reads_few_rows(client: Client) -> None:
-    """1,000,000 scans over 14 days; one person's 14 days are read through the projection:
-    one granule (8,192 rows) per day partition, instead of the table."""
+    """1,000,000 scans over 14 days, inserted into `scans`; the view copies them into
+    `scans_by_person`, where one person's 14 days are a few 1,024-row granules of three
+    week partitions, instead of the table."""
     now = now_ms()
     client.execute(
         f"""INSERT INTO scans ({", ".join(SCAN_COLUMNS)})
@@ -181,24 +184,24 @@ def test_the_by_person_path_reads_few_rows(client: Client) -> None:
         settings={"async_insert": 0},
     )
     total = client.execute("SELECT count() FROM scans")[0][0]
-    days = client.execute("SELECT uniqExact(toDate(scanned_at)) FROM scans")[0][0]
     assert total == 1_000_000
+    assert client.execute("SELECT count(), uniqExact(event_id) FROM scans_by_person") == [
+        (total, total)
+    ]
+    weeks = client.execute("SELECT uniqExact(toMonday(scanned_at)) FROM scans_by_person")[0][0]
     sql, params = queries.person_scans("u1234", now - 14 * DAY_MS, now + 1)
     rows = client.execute(sql, params)
     read = client.last_query.progress.rows
     assert len(rows) == 20
-    assert read <= days * 8192 * 2 and read < total / 5, read
-    client.execute(sql, params, settings={"optimize_use_projections": 0})
-    assert client.last_query.progress.rows == total  # without it: the whole table
-    # the tracer's form (`person_id IN`, a few columns) uses the projection too
-    plan = "\n".join(
+    assert [r[0] for r in rows] == [
         r[0]
         for r in client.execute(
-            "EXPLAIN indexes = 1, projections = 1 SELECT premises_id, scanned_at FROM scans "
-            "WHERE person_id IN ('u1', 'u2') AND scanned_at >= now64() - INTERVAL 14 DAY"
+            "SELECT event_id FROM scans WHERE person_id = 'u1234' ORDER BY scanned_at, event_id"
         )
-    )
-    assert "by_person" in plan, plan
+    ]
+    assert read <= weeks * 1024 * 4 and read < total / 50, read
+    client.execute(sql.replace("FROM scans_by_person", "FROM scans"), params)
+    assert client.last_query.progress.rows == total  # `scans` itself: the whole table
 
 
 def test_premises_latest_version_wins(client: Client) -> None:

@@ -16,7 +16,6 @@ from tracing.api.app import build_app
 from tracing.api.metrics import ApiMetrics
 from tracing.runner import ClickHouseRunner, RunnerPool
 from tracing.settings import TracerSettings
-from tracing.trace import detect_tables
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +32,12 @@ async def serve(
     if not tokens:
         log.warning("no API tokens configured: every query will get 401")
     pool = RunnerPool(lambda: ClickHouseRunner(settings.clickhouse), size=options.pool_size)
-    with pool.runner() as runner:
-        tables = await asyncio.to_thread(detect_tables, runner)
     app = build_app(
         pool,
         options,
         ApiMetrics(registry or CollectorRegistry()),
         retention_days=settings.clickhouse.retention_days,
         tokens=tokens,
-        tables=tables,
     )
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()

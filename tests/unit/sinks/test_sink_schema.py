@@ -47,6 +47,24 @@ def test_single_node_scans() -> None:
     assert scans.count("DateTime64(3, 'UTC')") == 4
 
 
+def test_single_node_by_person_table_replaces_the_projection() -> None:
+    [by_person] = [m for m in MIGRATIONS if m.name == "scans_by_person"]
+    table, view, backfill, drop = render(by_person, SINGLE.model_copy(update={"retention_days": 7}))
+    assert table.startswith("CREATE TABLE IF NOT EXISTS `scantrace`.`scans_by_person` (")
+    assert "ENGINE = ReplacingMergeTree(processed_at)" in table
+    assert "ORDER BY (person_id, scanned_at, event_id)" in table
+    assert "PARTITION BY toMonday(scanned_at)" in table
+    # rows are deleted by the TTL: a week partition dropped whole would outlive retention
+    assert "TTL toDateTime(scanned_at) + INTERVAL 7 DAY" in table
+    assert "ttl_only_drop_parts" not in table and "index_granularity = 1024" in table
+    assert view == (
+        "CREATE MATERIALIZED VIEW IF NOT EXISTS `scantrace`.scans_by_person_mv  TO "
+        "`scantrace`.scans_by_person AS SELECT * FROM `scantrace`.scans"
+    )
+    assert backfill == "INSERT INTO `scantrace`.scans_by_person SELECT * FROM `scantrace`.scans"
+    assert drop.startswith("ALTER TABLE `scantrace`.scans  DROP PROJECTION IF EXISTS by_person_1k")
+
+
 def test_cluster_variant_names_and_engines() -> None:
     sql = statements(CLUSTER)
     # every DDL statement; an INSERT (a backfill) goes through the Distributed table
