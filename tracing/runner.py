@@ -33,13 +33,20 @@ class QueryRunner(Protocol):
 
     def close(self) -> None: ...
 
+    def sibling(self) -> QueryRunner | None:
+        """A runner on a connection of its own, for one query to run beside this runner's
+        (owned and closed by this one), or None when there is none to have."""
+        ...
+
 
 class ClickHouseRunner:
-    """One clickhouse-driver connection; not for concurrent use (see `RunnerPool`)."""
+    """One clickhouse-driver connection; not for concurrent use (see `RunnerPool`), plus a
+    second one made on first use of `sibling()`."""
 
     def __init__(self, settings: ClickHouseSettings, client: Client | None = None) -> None:
         self.settings = settings
         self._client = client or connect(settings)
+        self._sibling: ClickHouseRunner | None = None
 
     def query(self, sql: str, params: Mapping[str, object]) -> list[Row]:
         rows = self._client.execute(sql, dict(params), settings=QUERY_SETTINGS)
@@ -49,8 +56,16 @@ class ClickHouseRunner:
         cols = ", ".join(f"`{c}`" for c in columns)
         self._client.execute(f"INSERT INTO {table} ({cols}) VALUES", list(rows))
 
+    def sibling(self) -> ClickHouseRunner:
+        if self._sibling is None:
+            self._sibling = ClickHouseRunner(self.settings)
+        return self._sibling
+
     def close(self) -> None:
         self._client.disconnect()
+        if self._sibling is not None:
+            self._sibling.close()
+            self._sibling = None
 
 
 class RunnerPool:

@@ -511,6 +511,25 @@ SETTINGS {_NO_PREWHERE}"""
     return sql, params
 
 
+def case_scans(
+    person_id: str, from_ms: int, to_ms: int, tables: TraceTables | None = None
+) -> Query:
+    """The case's scans in [from, to] per premises, with the premises' names: the seeds of
+    a degree-1 query under scan-window (`CaseVisit`s of one premises each, the times
+    sorted), in one plain read of the by-person path, without building visits."""
+    tables = tables or TraceTables()
+    t = _ms("scanned_at")
+    sql = f"""
+SELECT premises_id, min({t}) AS time_from, max({t}) AS time_to, any(premises_name),
+       any(district), any(category), arraySort(groupUniqArray({t})) AS period_times
+FROM {tables.q("by_person")}
+WHERE person_id = %(person_id)s
+  AND scanned_at >= {_at("%(from_ms)s")} AND scanned_at <= {_at("%(to_ms)s")}
+GROUP BY premises_id
+ORDER BY premises_id"""
+    return sql, {"person_id": person_id, "from_ms": int(from_ms), "to_ms": int(to_ms)}
+
+
 VISITOR_COLUMNS: Final = (
     "person_id",
     "time_from",

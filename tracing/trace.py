@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Final
 
@@ -73,15 +74,16 @@ def _contacts(rows: list[Row], degree: int) -> list[Contact]:
     return out
 
 
-def trace_person(
+def _timeline(
     runner: QueryRunner,
     person_id: str,
     from_ms: int,
     to_ms: int,
     rule: Rule,
-    tables: TraceTables | None = None,
-) -> TraceResult:
-    tables = tables or TraceTables()
+    tables: TraceTables,
+) -> tuple[list[sql.CaseVisit], list[Visit]]:
+    """The case's visits with a scan in the period: as the degree-1 query's seeds and as
+    the answer's timeline."""
     case: list[sql.CaseVisit] = []
     visits: list[Visit] = []
     for p, t0, t1, n, name, district, cat, times in runner.query(
@@ -110,17 +112,64 @@ def trace_person(
                 scans=int(n),
             )
         )
-    if not visits:  # no scan of the case in the period: nobody to find
-        return TraceResult(person_id, from_ms, to_ms, rule, [], [])
-    windows = sql.seed_windows(rule, [(v.premises_id, v.time_from, v.time_to) for v in visits])
-    f1 = _contacts(
-        runner.query(
-            *sql.contacts(
-                rule, [(person_id, from_ms)], to_ms, [person_id], tables, windows, case=case
+    return case, visits
+
+
+def _degree1(
+    runner: QueryRunner,
+    person_id: str,
+    from_ms: int,
+    to_ms: int,
+    rule: Rule,
+    tables: TraceTables,
+) -> tuple[list[Visit], list[Contact]]:
+    """The timeline and the degree-1 contacts. Under scan-window the degree-1 query needs
+    only the case's scans in the period, not its visits: with a second connection, one
+    plain read of those, then the timeline and the degree-1 query side by side (each
+    plans on one core; bench/RESULTS.md "Trace latency"). Otherwise one after the other,
+    the timeline's visits as the seeds."""
+    side = runner.sibling() if rule.name == "scan-window" else None
+    if side is None:
+        case, visits = _timeline(runner, person_id, from_ms, to_ms, rule, tables)
+        spans = [(v.premises_id, v.time_from, v.time_to) for v in case]
+    else:
+        case = [
+            sql.CaseVisit(p, int(t0), int(t1), name, district, cat, tuple(int(t) for t in ts))
+            for p, t0, t1, name, district, cat, ts in runner.query(
+                *sql.case_scans(person_id, from_ms, to_ms, tables)
             )
-        ),
-        1,
+        ]
+        # scan-window pairs a contact's scan with a case's scan in the period
+        spans = [(v.premises_id, t, t) for v in case for t in v.period_times]
+    if not case:  # no scan of the case in the period: nobody to find
+        return [], []
+    degree1 = sql.contacts(
+        rule,
+        [(person_id, from_ms)],
+        to_ms,
+        [person_id],
+        tables,
+        sql.seed_windows(rule, spans),
+        case=case,
     )
+    if side is None:
+        return visits, _contacts(runner.query(*degree1), 1)
+    with ThreadPoolExecutor(max_workers=1) as beside:
+        timeline = beside.submit(_timeline, side, person_id, from_ms, to_ms, rule, tables)
+        f1 = _contacts(runner.query(*degree1), 1)
+        return timeline.result()[1], f1
+
+
+def trace_person(
+    runner: QueryRunner,
+    person_id: str,
+    from_ms: int,
+    to_ms: int,
+    rule: Rule,
+    tables: TraceTables | None = None,
+) -> TraceResult:
+    tables = tables or TraceTables()
+    visits, f1 = _degree1(runner, person_id, from_ms, to_ms, rule, tables)
     contacts = list(f1)
     if rule.depth >= 2 and f1:
         earliest: dict[str, int] = {}

@@ -98,6 +98,36 @@ def test_migrate_twice_applies_nothing_the_second_time(
         c.disconnect()
 
 
+def test_the_by_person_migration_copies_what_scans_holds(
+    clickhouse_settings: ClickHouseSettings,
+) -> None:
+    """Migration 8 on a table with rows: the by-person table gets them (the view only sees
+    later inserts), the projection goes, and both kinds of rows are read by person."""
+    fresh = clickhouse_settings.with_database(f"bp_{uuid.uuid4().hex[:10]}")
+    try:
+        migrate(fresh, [m for m in MIGRATIONS if m.version < 8])
+        c = connect(fresh)
+        try:
+            now = now_ms()
+            before = [scan_row(i, now - i * 60_000, person="u1") for i in range(6)]
+            insert(c, "scans", SCAN_COLUMNS, before, "before")
+            assert [a.version for a in migrate(fresh)] == [8]
+            assert (
+                c.execute("SELECT name FROM system.projections WHERE database = currentDatabase()")
+                == []
+            )
+            after = [scan_row(i, now - i * 60_000, person="u1") for i in range(6, 9)]
+            insert(c, "scans", SCAN_COLUMNS, after, "after")
+            mine = run(c, queries.person_scans("u1", now - DAY_MS, now + 1))
+            assert sorted(r[0] for r in mine) == sorted(f"e{i}" for i in range(9))
+        finally:
+            c.disconnect()
+    finally:
+        c = connect(fresh, database="default")
+        c.execute(f"DROP DATABASE IF EXISTS `{fresh.database}`")
+        c.disconnect()
+
+
 def test_same_token_adds_nothing_and_a_replay_never_shows_twice(client: Client) -> None:
     now = now_ms()
     rows = [scan_row(i, now - i * 60_000) for i in range(40)]

@@ -7,7 +7,7 @@ and 2 and compared row for row with `tracegen.reference_trace`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -17,7 +17,7 @@ from sinks.clickhouse_settings import ClickHouseSettings
 from sinks.client import connect
 from tracing import sql
 from tracing.rules import MINUTE_MS, Rule
-from tracing.runner import ClickHouseRunner
+from tracing.runner import ClickHouseRunner, Row
 from tracing.trace import trace_person, trace_premises
 
 SEED = 20211015
@@ -129,6 +129,41 @@ def test_both_degrees_match_the_reference(
     assert compared == len(province.cases) * 2
     assert f1_total > 50
     assert f2_total > 500
+
+
+class _OneConnection:
+    """A runner without a second connection: `trace_person` then runs the timeline and
+    the degree-1 query one after the other."""
+
+    def __init__(self, runner: ClickHouseRunner) -> None:
+        self.runner = runner
+
+    def query(self, sql: str, params: Mapping[str, object]) -> list[Row]:
+        return self.runner.query(sql, params)
+
+    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Row]) -> None:
+        self.runner.insert(table, columns, rows)
+
+    def close(self) -> None:
+        pass
+
+    def sibling(self) -> None:
+        return None
+
+
+def test_side_by_side_and_one_after_the_other_agree(
+    loaded: ClickHouseRunner, province: Province
+) -> None:
+    """Under scan-window, with a second connection the timeline runs beside the degree-1
+    query, seeded by a plain read of the case's scans; without, by the timeline's visits.
+    Both give the same visits and contacts (and the reference test checks the first)."""
+    alone = _OneConnection(loaded)
+    for rule in RULES[:2]:
+        for case in province.cases:
+            for frm, to in _periods(province):
+                beside = trace_person(loaded, case, frm, to, rule)
+                assert beside == trace_person(alone, case, frm, to, rule), (rule, case)
+    assert loaded.sibling() is loaded.sibling()  # made once, closed with the runner
 
 
 def _fields(rule: Rule) -> dict[str, Any]:
