@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -64,6 +65,18 @@ def insert(
     )
 
 
+@contextmanager
+def fresh_database(settings: ClickHouseSettings, prefix: str) -> Iterator[ClickHouseSettings]:
+    """`settings` on a database of its own, dropped afterwards."""
+    fresh = settings.with_database(f"{prefix}_{uuid.uuid4().hex[:10]}")
+    try:
+        yield fresh
+    finally:
+        c = connect(fresh, database="default")
+        c.execute(f"DROP DATABASE IF EXISTS `{fresh.database}`")
+        c.disconnect()
+
+
 def run(client: Client, query: tuple[str, dict[str, object]]) -> list[tuple[Any, ...]]:
     sql, params = query
     return list(client.execute(sql, params))
@@ -72,8 +85,7 @@ def run(client: Client, query: tuple[str, dict[str, object]]) -> list[tuple[Any,
 def test_migrate_twice_applies_nothing_the_second_time(
     clickhouse_settings: ClickHouseSettings,
 ) -> None:
-    fresh = clickhouse_settings.with_database(f"m_{uuid.uuid4().hex[:10]}")
-    try:
+    with fresh_database(clickhouse_settings, "m") as fresh:
         first = migrate(fresh)
         assert [a.version for a in first] == [m.version for m in MIGRATIONS]
         assert migrate(fresh) == []
@@ -92,10 +104,6 @@ def test_migrate_twice_applies_nothing_the_second_time(
             assert projections == []  # migration 8: the by-person path is a table
         finally:
             c.disconnect()
-    finally:
-        c = connect(fresh, database="default")
-        c.execute(f"DROP DATABASE IF EXISTS `{fresh.database}`")
-        c.disconnect()
 
 
 def test_the_by_person_migration_copies_what_scans_holds(
@@ -103,8 +111,7 @@ def test_the_by_person_migration_copies_what_scans_holds(
 ) -> None:
     """Migration 8 on a table with rows: the by-person table gets them (the view only sees
     later inserts), the projection goes, and both kinds of rows are read by person."""
-    fresh = clickhouse_settings.with_database(f"bp_{uuid.uuid4().hex[:10]}")
-    try:
+    with fresh_database(clickhouse_settings, "bp") as fresh:
         migrate(fresh, [m for m in MIGRATIONS if m.version < 8])
         c = connect(fresh)
         try:
@@ -122,10 +129,6 @@ def test_the_by_person_migration_copies_what_scans_holds(
             assert sorted(r[0] for r in mine) == sorted(f"e{i}" for i in range(9))
         finally:
             c.disconnect()
-    finally:
-        c = connect(fresh, database="default")
-        c.execute(f"DROP DATABASE IF EXISTS `{fresh.database}`")
-        c.disconnect()
 
 
 def test_same_token_adds_nothing_and_a_replay_never_shows_twice(client: Client) -> None:
@@ -173,29 +176,27 @@ def test_the_dedup_token_needs_the_dedup_window_on_a_plain_merge_tree(client: Cl
 
 
 def test_ttl_removes_rows_older_than_the_retention(clickhouse_settings: ClickHouseSettings) -> None:
-    short = clickhouse_settings.model_copy(update={"retention_days": 1}).with_database(
-        f"ttl_{uuid.uuid4().hex[:10]}"
-    )
-    migrate(short)
-    c = connect(short)
-    try:
-        now = now_ms()
-        old = [scan_row(i, now - 3 * DAY_MS - i) for i in range(5)]
-        fresh = [scan_row(100 + i, now - HOUR - i) for i in range(5)]
-        c.execute("SYSTEM STOP MERGES")  # the old rows are in when we look
-        insert(c, "scans", SCAN_COLUMNS, old + fresh, "ttl")
-        for table in ("scans", "scans_by_person"):  # the by-person copy too
-            assert c.execute(f"SELECT count() FROM {table}") == [(10,)]
-        c.execute("SYSTEM START MERGES")
-        for table in ("scans", "scans_by_person"):
-            c.execute(f"ALTER TABLE {table} MATERIALIZE TTL SETTINGS mutations_sync = 2")
-            c.execute(f"OPTIMIZE TABLE {table} FINAL")
-            left = sorted(r[0] for r in c.execute(f"SELECT event_id FROM {table}"))
-            assert left == sorted(f"e{100 + i}" for i in range(5)), table
-            assert "toIntervalDay(1)" in c.execute(f"SHOW CREATE TABLE {table}")[0][0]
-    finally:
-        c.execute(f"DROP DATABASE IF EXISTS `{short.database}`")
-        c.disconnect()
+    one_day = clickhouse_settings.model_copy(update={"retention_days": 1})
+    with fresh_database(one_day, "ttl") as short:
+        migrate(short)
+        c = connect(short)
+        try:
+            now = now_ms()
+            old = [scan_row(i, now - 3 * DAY_MS - i) for i in range(5)]
+            fresh = [scan_row(100 + i, now - HOUR - i) for i in range(5)]
+            c.execute("SYSTEM STOP MERGES")  # the old rows are in when we look
+            insert(c, "scans", SCAN_COLUMNS, old + fresh, "ttl")
+            for table in ("scans", "scans_by_person"):  # the by-person copy too
+                assert c.execute(f"SELECT count() FROM {table}") == [(10,)]
+            c.execute("SYSTEM START MERGES")
+            for table in ("scans", "scans_by_person"):
+                c.execute(f"ALTER TABLE {table} MATERIALIZE TTL SETTINGS mutations_sync = 2")
+                c.execute(f"OPTIMIZE TABLE {table} FINAL")
+                left = sorted(r[0] for r in c.execute(f"SELECT event_id FROM {table}"))
+                assert left == sorted(f"e{100 + i}" for i in range(5)), table
+                assert "toIntervalDay(1)" in c.execute(f"SHOW CREATE TABLE {table}")[0][0]
+        finally:
+            c.disconnect()
 
 
 def test_the_by_person_path_reads_few_rows(client: Client) -> None:
