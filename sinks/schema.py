@@ -86,8 +86,9 @@ Statement = str | Table
 
 @dataclass(frozen=True, slots=True)
 class Migration:
-    """A version of the schema. A `str` statement is a template with {db}, {on_cluster},
-    {local} (the `_local` suffix on a cluster, empty on one node) and {retention_days}."""
+    """A version of the schema. A `str` statement is a template with {db}, {db_name} (the
+    same, unquoted, for string literals), {on_cluster}, {local} (the `_local` suffix on a
+    cluster, empty on one node) and {retention_days}."""
 
     version: int
     name: str
@@ -306,7 +307,17 @@ BY_PERSON_TABLE: Final = (
     SCANS_BY_PERSON,
     "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.scans_by_person_mv{local} {on_cluster}"
     " TO {db}.scans_by_person{local} AS SELECT * FROM {db}.scans{local}",
-    "INSERT INTO {db}.scans_by_person SELECT * FROM {db}.scans",
+    "INSERT INTO {db}.scans_by_person SELECT * FROM {db}.scans"
+    " SETTINGS distributed_foreground_insert = 1",
+    # An insert already running when the view was made reaches neither the view nor, if it
+    # commits after the copy's snapshot, the copy: copy again what was stored since a
+    # margin before the view (duplicates collapse). One still running after this is
+    # missed: stop the sinks while migration 8 runs (README).
+    "INSERT INTO {db}.scans_by_person SELECT * FROM {db}.scans WHERE stored_at >= ("
+    "SELECT toDateTime64(min(metadata_modification_time), 3, 'UTC') - INTERVAL 10 MINUTE"
+    " FROM system.tables WHERE database = '{db_name}'"
+    " AND name IN ('scans_by_person_mv', 'scans_by_person_mv_local'))"
+    " SETTINGS distributed_foreground_insert = 1",
     "ALTER TABLE {db}.scans{local} {on_cluster} DROP PROJECTION IF EXISTS by_person_1k"
     " SETTINGS mutations_sync = 2",
 )
@@ -379,6 +390,7 @@ def render(m: Migration, settings: ClickHouseSettings) -> list[str]:
             out.append(
                 s.format(
                     db=ident(settings.database),
+                    db_name=ident(settings.database)[1:-1],  # checked, unquoted
                     on_cluster=f"ON CLUSTER {ident(settings.cluster)}" if settings.cluster else "",
                     local="_local" if settings.cluster else "",
                     retention_days=settings.retention_days,

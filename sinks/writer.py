@@ -97,7 +97,8 @@ INSERT_SETTINGS: Final[dict[str, Any]] = {
     # The confirmation must mean "stored": no server-side buffering of our inserts.
     "async_insert": 0,
     "insert_deduplicate": 1,
-    # Materialized views on these tables (none today) deduplicate with the same tokens.
+    # Materialized views on these tables (scans_by_person_mv, premises_daily_sets_mv)
+    # deduplicate with the same tokens.
     "deduplicate_blocks_in_dependent_materialized_views": 1,
     # On a cluster, the Distributed table writes to the shards before answering.
     "distributed_foreground_insert": 1,

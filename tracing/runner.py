@@ -62,10 +62,12 @@ class ClickHouseRunner:
         return self._sibling
 
     def close(self) -> None:
-        self._client.disconnect()
-        if self._sibling is not None:
-            self._sibling.close()
-            self._sibling = None
+        try:
+            self._client.disconnect()
+        finally:
+            if self._sibling is not None:
+                self._sibling.close()
+                self._sibling = None
 
 
 class RunnerPool:

@@ -6,9 +6,9 @@ after `_ident` checked them.
 
 Shape of every query (PERFORMANCE.md "Exposure queries"):
 1. the seeds' scans: for degree 2 the F1 contacts' through the by-person access path
-   (`person_id IN ...`); for degree 1 the case's, which the timeline query
-   (`case_visits`) has already read, passed back as bound arrays (`CaseVisit`), so the
-   degree-1 query reads `scans` once, by premises and time only;
+   (`person_id IN ...`); for degree 1 the case's, already read by the timeline query
+   (`case_visits`) or, under scan-window, by `case_scans`, passed back as bound arrays
+   (`CaseVisit`), so the degree-1 query reads `scans` once, by premises and time only;
 2. co-visitor scans narrowed by `premises_id GLOBAL IN (the seeds' premises)` (a bound
    set at degree 1) and by the seeds' time span (constants), and at degree 1 by one
    premises-and-time term per day around the case's visits (`seed_windows`,
@@ -203,18 +203,21 @@ _DEGREE1: Final = f"\nSETTINGS optimize_use_projections = 0, {_NO_PREWHERE}"
 Window = tuple[str, int, int]
 # Key analysis of an OR of ranges costs more than linearly in their number (measured:
 # 10 ranges 13 ms, 74 ranges 160 ms of planning); the windows are grouped into one term
-# per day (`window_terms`), and beyond this many windows the seed-derived `premises IN` +
-# time span narrowing alone is used.
-MAX_WINDOWS: Final = 48
+# per day (`window_terms`), and beyond this many terms the seed-derived `premises IN` +
+# time span narrowing alone is used. (The cap counts terms, not windows: the scan-window
+# path widens each of the case's scans, not each visit, so it has more windows for the
+# same days.)
+MAX_TERMS: Final = 48
 
 
 def seed_windows(
-    rule: Rule, visits: list[tuple[str, int, int]], max_windows: int = MAX_WINDOWS
+    rule: Rule, visits: list[tuple[str, int, int]], max_terms: int = MAX_TERMS
 ) -> list[Window] | None:
     """(premises_id, lo_ms, hi_ms) ranges of `scans` that hold every row a degree-1
     query can use, from the case's visits (`case_visits`: the same visits, built with the
-    same rule): each visit widened by the window (scan-window) or by buffer + horizon
-    (overlap), merged per premises. None when there are too many to help."""
+    same rule) or its scans in the period (scan-window, `case_scans`): each widened by the
+    window (scan-window) or by buffer + horizon (overlap), merged per premises. None when
+    they make too many day terms to help."""
     pad = rule.window_min * MINUTE_MS
     if rule.name == "overlap":
         pad = rule.buffer_min * MINUTE_MS + rule.horizon_ms
@@ -232,7 +235,7 @@ def seed_windows(
                 out.append((premises_id, cur_lo, cur_hi))
                 cur_lo, cur_hi = lo, hi
         out.append((premises_id, cur_lo, cur_hi))
-    return out if len(out) <= max_windows else None
+    return out if len(window_terms(out)) <= max_terms else None
 
 
 Term = tuple[tuple[str, ...], int, int]
@@ -275,7 +278,8 @@ def _windows_filter(windows: list[Window] | None, params: dict[str, object]) -> 
 
 @dataclass(frozen=True, slots=True)
 class CaseVisit:
-    """One row of `case_visits`: a visit of the case with a scan in the period."""
+    """One row of `case_visits` (a visit of the case with a scan in the period) or of
+    `case_scans` (the case's scans in the period at one premises)."""
 
     premises_id: str
     time_from: int
@@ -331,8 +335,9 @@ def contacts(
     with their earliest contact time, excluding the case and every F1 person. `windows`
     (`seed_windows`) narrows the co-visitor read further; the answer is the same without.
     `case` (degree 1 only): the case's visits from `case_visits` under the same rule and
-    period; the seed rows are then bound values instead of a second by-person read, and
-    the premises set and time span are constants the primary key analysis uses directly.
+    period (under scan-window the rows of `case_scans` serve too); the seed rows are then
+    bound values instead of a second by-person read, and the premises set and time span
+    are constants the primary key analysis uses directly.
     The premises' name, district and category come from the seeds' own rows (few), so
     the co-visitor read is three narrow columns."""
     tables = tables or TraceTables()

@@ -1,10 +1,11 @@
 """The two tracer queries, run through a `QueryRunner`, and the audited `Tracer` facade.
 
-`trace_person` runs three SQL queries: the case's timeline (which also returns the case's
-scan times in the period), the F1 contacts (seeded with the timeline's rows as bound
-values, so it reads `scans` once, by premises and time), and (depth 2) the F2 contacts, a
-query seeded with every F1 person and the earliest time of their contact. Python only
-moves rows into models and parameters.
+`trace_person` runs the case's timeline (which also returns the case's scan times in the
+period), the F1 contacts (seeded with the case's rows as bound values, so it reads `scans`
+once, by premises and time), and (depth 2) the F2 contacts, a query seeded with every F1
+person and the earliest time of their contact. Under scan-window with a second connection
+the F1 query is seeded by a plain read of the case's scans (`sql.case_scans`) and the
+timeline runs beside it. Python only moves rows into models and parameters.
 """
 
 from __future__ import annotations
@@ -49,6 +50,30 @@ def check_question(subject: str, from_ms: int, to_ms: int, retention_days: int) 
     if to_ms - from_ms > retention_days * DAY_MS:
         raise TraceInputError(
             f"the period is longer than the {retention_days}-day retention of scans"
+        )
+
+
+# The schema the tracer reads: `scans_by_person` is migration 8 of `sinks.schema`, recorded
+# only once its copy of `scans` is complete, so a tracer started before or during that
+# migration refuses instead of answering from a missing or partial table.
+SCHEMA_VERSION: Final = 8
+
+
+class SchemaTooOld(RuntimeError):
+    """The database lacks a migration the tracer needs (`scantrace db migrate`)."""
+
+
+def check_schema(runner: QueryRunner) -> None:
+    """Raise `SchemaTooOld` unless the database has `SCHEMA_VERSION` applied."""
+    try:
+        rows = runner.query("SELECT max(version) FROM schema_migrations", {})
+    except Exception as exc:
+        raise SchemaTooOld(f"no schema to read ({error_text(exc, 200)}): run migrations") from exc
+    have = int(rows[0][0]) if rows else 0
+    if have < SCHEMA_VERSION:
+        raise SchemaTooOld(
+            f"the database is at schema version {have}, the tracer needs {SCHEMA_VERSION}:"
+            " run `scantrace db migrate`"
         )
 
 

@@ -181,6 +181,8 @@ ENGINE = Distributed('scantrace', 'scantrace', 'scans_by_person_local', cityHash
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS `scantrace`.scans_by_person_mv_local ON CLUSTER `scantrace` TO `scantrace`.scans_by_person_local AS SELECT * FROM `scantrace`.scans_local;
 
-INSERT INTO `scantrace`.scans_by_person SELECT * FROM `scantrace`.scans;
+INSERT INTO `scantrace`.scans_by_person SELECT * FROM `scantrace`.scans SETTINGS distributed_foreground_insert = 1;
+
+INSERT INTO `scantrace`.scans_by_person SELECT * FROM `scantrace`.scans WHERE stored_at >= (SELECT toDateTime64(min(metadata_modification_time), 3, 'UTC') - INTERVAL 10 MINUTE FROM system.tables WHERE database = 'scantrace' AND name IN ('scans_by_person_mv', 'scans_by_person_mv_local')) SETTINGS distributed_foreground_insert = 1;
 
 ALTER TABLE `scantrace`.scans_local ON CLUSTER `scantrace` DROP PROJECTION IF EXISTS by_person_1k SETTINGS mutations_sync = 2;

@@ -162,6 +162,8 @@ SETTINGS non_replicated_deduplication_window = 10000, index_granularity = 1024, 
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS `scantrace`.scans_by_person_mv  TO `scantrace`.scans_by_person AS SELECT * FROM `scantrace`.scans;
 
-INSERT INTO `scantrace`.scans_by_person SELECT * FROM `scantrace`.scans;
+INSERT INTO `scantrace`.scans_by_person SELECT * FROM `scantrace`.scans SETTINGS distributed_foreground_insert = 1;
+
+INSERT INTO `scantrace`.scans_by_person SELECT * FROM `scantrace`.scans WHERE stored_at >= (SELECT toDateTime64(min(metadata_modification_time), 3, 'UTC') - INTERVAL 10 MINUTE FROM system.tables WHERE database = 'scantrace' AND name IN ('scans_by_person_mv', 'scans_by_person_mv_local')) SETTINGS distributed_foreground_insert = 1;
 
 ALTER TABLE `scantrace`.scans  DROP PROJECTION IF EXISTS by_person_1k SETTINGS mutations_sync = 2;

@@ -29,7 +29,7 @@ from tracing.rules import RULES, Rule, RuleError
 from tracing.runner import ClickHouseRunner
 from tracing.settings import TracerSettings
 from tracing.sql import TraceTables
-from tracing.trace import TraceInputError, Tracer, parse_time
+from tracing.trace import SchemaTooOld, TraceInputError, Tracer, check_schema, parse_time
 
 T = TypeVar("T")
 
@@ -69,6 +69,12 @@ def _ask(run: Callable[[Tracer], T]) -> T:
     try:
         runner = ClickHouseRunner(settings.clickhouse)
     except RuntimeError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    try:
+        check_schema(runner)
+    except SchemaTooOld as exc:
+        runner.close()
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
     try:

@@ -16,6 +16,7 @@ from tracing.api.app import build_app
 from tracing.api.metrics import ApiMetrics
 from tracing.runner import ClickHouseRunner, RunnerPool
 from tracing.settings import TracerSettings
+from tracing.trace import check_schema
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,8 @@ async def serve(
     if not tokens:
         log.warning("no API tokens configured: every query will get 401")
     pool = RunnerPool(lambda: ClickHouseRunner(settings.clickhouse), size=options.pool_size)
+    with pool.runner() as runner:  # refuse to serve from a schema without the by-person table
+        await asyncio.to_thread(check_schema, runner)
     app = build_app(
         pool,
         options,

@@ -1,8 +1,9 @@
 """The same queries on a Distributed table over two shards give the same answers.
 
 Two ClickHouse servers of their own (chdb, like the local services) with a cluster
-`two` of one shard each; `scans` on the first is a Distributed table over both shards'
-`scans`, sharded by premises_id as in the cluster schema. The province is inserted through
+`two` of one shard each; `scans` and `scans_by_person` on the first are Distributed tables
+over both shards' own, sharded by premises_id as in the cluster schema (each shard's view
+fills its by-person table from its own inserts). The province is inserted through
 the Distributed table and every case traced under both rules at depth 2 must match the
 brute-force reference, as on one node.
 
@@ -88,11 +89,14 @@ def distributed(two_shards: list[int], province: Province) -> Iterator[ClickHous
     migrate(front)  # audit_log and the rest, local to the front server
     client = Client(host="127.0.0.1", port=two_shards[0], database=f"{db}_front")
     try:
-        client.execute("DROP TABLE scans")
-        client.execute(
-            f"CREATE TABLE scans AS `{db}`.scans"
-            f" ENGINE = Distributed('two', '{db}', 'scans', cityHash64(premises_id))"
-        )
+        # both access paths Distributed; the shards' own views fill their by-person tables
+        for table in ("scans_by_person_mv", "scans_by_person", "scans"):
+            client.execute(f"DROP TABLE {table}")
+        for table in ("scans", "scans_by_person"):
+            client.execute(
+                f"CREATE TABLE {table} AS `{db}`.{table}"
+                f" ENGINE = Distributed('two', '{db}', '{table}', cityHash64(premises_id))"
+            )
         client.execute(
             f"INSERT INTO scans ({INSERT_COLUMNS}) VALUES",
             rows_for_insert(province),
@@ -103,6 +107,13 @@ def distributed(two_shards: list[int], province: Province) -> Iterator[ClickHous
             for p in two_shards
         ]
         assert sum(per_shard) == len(province.scans) and min(per_shard) > 0, per_shard
+        by_person = [
+            Client(host="127.0.0.1", port=p, database=db).execute(
+                "SELECT count() FROM scans_by_person"
+            )[0][0]
+            for p in two_shards
+        ]
+        assert by_person == per_shard
     finally:
         client.disconnect()
     runner = ClickHouseRunner(front)

@@ -49,7 +49,9 @@ def test_single_node_scans() -> None:
 
 def test_single_node_by_person_table_replaces_the_projection() -> None:
     [by_person] = [m for m in MIGRATIONS if m.name == "scans_by_person"]
-    table, view, backfill, drop = render(by_person, SINGLE.model_copy(update={"retention_days": 7}))
+    table, view, backfill, catch_up, drop = render(
+        by_person, SINGLE.model_copy(update={"retention_days": 7})
+    )
     assert table.startswith("CREATE TABLE IF NOT EXISTS `scantrace`.`scans_by_person` (")
     assert "ENGINE = ReplacingMergeTree(processed_at)" in table
     assert "ORDER BY (person_id, scanned_at, event_id)" in table
@@ -61,7 +63,12 @@ def test_single_node_by_person_table_replaces_the_projection() -> None:
         "CREATE MATERIALIZED VIEW IF NOT EXISTS `scantrace`.scans_by_person_mv  TO "
         "`scantrace`.scans_by_person AS SELECT * FROM `scantrace`.scans"
     )
-    assert backfill == "INSERT INTO `scantrace`.scans_by_person SELECT * FROM `scantrace`.scans"
+    assert backfill == (
+        "INSERT INTO `scantrace`.scans_by_person SELECT * FROM `scantrace`.scans"
+        " SETTINGS distributed_foreground_insert = 1"
+    )
+    # what inserts already running when the view was made stored, copied again
+    assert "WHERE stored_at >= (" in catch_up and "database = 'scantrace'" in catch_up
     assert drop.startswith("ALTER TABLE `scantrace`.scans  DROP PROJECTION IF EXISTS by_person_1k")
 
 

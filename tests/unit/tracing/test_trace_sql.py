@@ -60,3 +60,19 @@ def test_rule_ranges() -> None:
     with pytest.raises(RuleError):
         Rule(depth=3)
     assert Rule().echo()["name"] == "scan-window"
+
+
+def test_the_window_cap_counts_day_terms_not_windows() -> None:
+    """Many windows on few days still narrow the read (one term a day); more days than the
+    cap fall back to the premises set and the span."""
+    day = 86_400_000
+    rule = Rule("scan-window")
+    # 60 premises on two days, scans between 06:00 and 07:00 UTC: 60 windows, 2 terms
+    times = [(f"P{i:03d}", (i % 2) * day + 6 * 3_600_000 + i * 60_000) for i in range(60)]
+    spans = [(p, t, t) for p, t in times]
+    windows = sql.seed_windows(rule, spans)
+    assert windows is not None and len(windows) == 60
+    assert len(sql.window_terms(windows)) == 2
+    many_days = [("P1", d * day + 3_600_000 * 5, d * day + 3_600_000 * 5) for d in range(49)]
+    assert sql.seed_windows(rule, many_days) is None
+    assert sql.seed_windows(rule, many_days[:48]) is not None
