@@ -190,15 +190,12 @@ _PICK_ONE_SEED = """
     LIMIT 1 BY person_id, premises_id"""
 
 
-# With the case's rows bound, the degree-1 query reads `scans` by premises and time only
-# (on a table that still has the old by-person projection, weighing it cost a second key
-# analysis: projections are off for it). PREWHERE is off for the degree-1 and timeline
-# reads: their filters are on the columns they read anyway, and moving them to PREWHERE
-# cost more than it saved (100 M rows, 8 cases x 3 rounds, bench/RESULTS.md "Trace
-# latency": co-visitors 128 -> 100 ms median, timeline 87 -> 76 ms; the overlap rule's
-# query unchanged, 415 vs 412).
+# PREWHERE is off for the degree-1 and timeline reads: their filters are on the columns
+# they read anyway, and moving them to PREWHERE cost more than it saved (100 M rows, 8
+# cases x 3 rounds, bench/RESULTS.md "Trace latency": co-visitors 128 -> 100 ms median,
+# timeline 87 -> 76 ms; the overlap rule's query unchanged, 415 vs 412).
 _NO_PREWHERE: Final = "optimize_move_to_prewhere = 0"
-_DEGREE1: Final = f"\nSETTINGS optimize_use_projections = 0, {_NO_PREWHERE}"
+_DEGREE1: Final = f"\nSETTINGS {_NO_PREWHERE}"
 
 Window = tuple[str, int, int]
 # Key analysis of an OR of ranges costs more than linearly in their number (measured:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Final
 
 from ingest.contract import ScanRejected, now_ms, parse_timestamp
+from sinks.schema import MIGRATIONS
 from tracing import sql
 from tracing.audit import Action, Actor, AuditRecord, AuditWriter
 from tracing.models import Contact, PremisesResult, TraceResult, Visit, Visitor
@@ -53,10 +54,10 @@ def check_question(subject: str, from_ms: int, to_ms: int, retention_days: int) 
         )
 
 
-# The schema the tracer reads: `scans_by_person` is migration 8 of `sinks.schema`, recorded
-# only once its copy of `scans` is complete, so a tracer started before or during that
-# migration refuses instead of answering from a missing or partial table.
-SCHEMA_VERSION: Final = 8
+# The schema the tracer reads: the migration that makes `scans_by_person`, recorded only
+# once its copy of `scans` is complete, so a tracer started before or during it refuses
+# instead of answering from a missing or partial table.
+SCHEMA_VERSION: Final = next(m.version for m in MIGRATIONS if m.name == "scans_by_person")
 
 
 class SchemaTooOld(RuntimeError):

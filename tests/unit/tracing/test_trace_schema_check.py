@@ -6,7 +6,6 @@ from collections.abc import Mapping, Sequence
 
 import pytest
 
-from sinks.schema import MIGRATIONS
 from tracing.runner import Row
 from tracing.trace import SCHEMA_VERSION, SchemaTooOld, check_schema
 
@@ -31,10 +30,6 @@ class Versions:
 
     def sibling(self) -> None:
         return None
-
-
-def test_the_version_is_the_by_person_migration() -> None:
-    assert next(m.version for m in MIGRATIONS if m.name == "scans_by_person") == SCHEMA_VERSION
 
 
 def test_a_migrated_database_passes() -> None:
