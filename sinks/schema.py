@@ -19,9 +19,11 @@ Decisions (issue 5):
   materialized view on the inserts into `scans`. It replaced the projection `by_person`
   (migration 1; `by_person_1k` from migration 7): a projection is partitioned like its
   table, so a person's 14 days opened at least 14 day parts (25-37 ms for the read alone
-  at 10-100 M rows); three week partitions cost about half (bench/RESULTS.md "Trace
-  latency"). A retried insert may reach the view twice: the table is a
-  ReplacingMergeTree like `scans`, and its readers obey the same dedup-proof rule.
+  at 10-100 M rows); three week partitions cost less than half (bench/RESULTS.md "Trace
+  latency"). A retried insert (same token) is deduplicated in it too (the sink's
+  `deduplicate_blocks_in_dependent_materialized_views`); a replay cut differently leaves
+  duplicates until a merge, as in `scans`: it is a ReplacingMergeTree too, and its
+  readers obey the same dedup-proof rule.
   Its TTL deletes rows (not whole parts: a week partition would outlive the retention by
   up to 6 days) in TTL merges, within hours of the retention (`merge_with_ttl_timeout`).
 - Idempotency: insert tokens (the sink) + ReplacingMergeTree + dedup-proof queries: two

@@ -163,7 +163,7 @@ def test_side_by_side_and_one_after_the_other_agree(
             for frm, to in _periods(province):
                 beside = trace_person(loaded, case, frm, to, rule)
                 assert beside == trace_person(alone, case, frm, to, rule), (rule, case)
-    assert loaded.sibling() is loaded.sibling()  # made once, closed with the runner
+    assert loaded.sibling() is loaded.sibling()  # one second connection, made once
 
 
 def _fields(rule: Rule) -> dict[str, Any]:
