@@ -56,7 +56,7 @@ from processors.faust_transport import (
     Records,
 )
 from processors.metrics import WorkerMetrics
-from processors.runner import HORIZON, TABLES, BatchRunner, Outbox
+from processors.runner import HORIZON, HORIZON_WIDTHS, TABLES, BatchRunner, Outbox
 from processors.tables import HorizonTable, PartitionedStore, PartitionedTable
 from processors.worker_settings import WorkerSettings
 
@@ -121,7 +121,12 @@ class Pipeline:
                 "help": f"processors state: {name}",
             }
             table = (
-                HorizonTable(app, horizon_ms=settings.core.dedup_horizon_ms, **options)
+                HorizonTable(
+                    app,
+                    horizon_ms=settings.core.dedup_horizon_ms,
+                    width=HORIZON_WIDTHS[name],
+                    **options,
+                )
                 if name in HORIZON
                 else PartitionedTable(app, **options)
             )

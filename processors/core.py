@@ -42,14 +42,12 @@ more than `park_timeout_ms` (processing time since it was parked) is dead-letter
 reason `unknown_premises`, by the next `expire` pass or, if its premises arrives first,
 at release: the outcome never depends on when `expire` runs.
 
-`expire` otherwise only reclaims memory: it drops `seen` and `last_kept` entries whose
-arrival is more than `dedup_horizon_ms` before `now_ms`, sweeping from the oldest entry
-until it meets `EXPIRE_LOOKAHEAD` live ones in a row (an entry stamped far out of order may
-wait for a later pass). Lookups check the horizon
-themselves, so as long as no record arrives stamped earlier than an already run pass's
-`now_ms` (`received_at` is stamped by the gateway moments before the worker sees it),
-running `expire` changes no result. A replay of records carrying old `received_at` stamps
-after an `expire` may be kept again; the store's idempotency absorbs it.
+`expire` otherwise only reclaims memory: `seen` and `last_kept` entries whose arrival is
+more than `dedup_horizon_ms` before `now_ms` are gone from then on (`processors.horizon`).
+Lookups check the horizon themselves, so as long as no record arrives stamped earlier than
+an already run pass's `now_ms` (`received_at` is stamped by the gateway moments before the
+worker sees it), running `expire` changes no result. A replay of records carrying old
+`received_at` stamps after an `expire` is kept again; the store's idempotency absorbs it.
 
 Accounting, per call (`Result.counts`) and running (`ProcessorCore.counts`):
 `received == enriched + duplicates + repeats + dead + parked`, where `parked` is the
@@ -73,12 +71,14 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import msgpack
+import numpy as np
 
 from ingest.codec import unpack_msgpack
 from ingest.contract import MAX_ID_LEN, ScanRejected, parse_scan
 from ingest.deadletter import DeadLetter
 from ingest.premises import Premises
 from ingest.wire import AnyScan, fast_scan
+from processors.horizon import hash_keys
 from processors.records import (
     EnrichedRow,
     EnrichedScan,
@@ -86,14 +86,14 @@ from processors.records import (
 )
 from processors.settings import ProcessorSettings
 from processors.state import (
-    ARRIVAL_BITS,
-    ARRIVAL_MASK,
+    LK_ARRIVAL,
+    LK_SCANNED_AT,
+    NEVER,
     P_VERSION,
     PK_EVENT_ID,
     PK_PARKED_AT,
     ParkedScan,
     ProcessorState,
-    last_kept_value,
     premises_entry,
     repeat_key,
 )
@@ -180,32 +180,6 @@ def _event_id_of(value: bytes | None) -> str:
     return ""
 
 
-# `expire` sweeps `seen` and `last_kept` from their oldest entry (both are insertion-ordered
-# and a key written again is moved to the end) and stops after this many entries in a row
-# that are still inside the horizon: entries go in in about arrival order, so the sweep
-# costs what expires, where a full pass cost a walk over millions of entries every few
-# seconds (a growing stall of the worker's event loop). An entry stamped out of order by
-# more than this many newer ones waits for a later sweep; lookups check the horizon
-# themselves, so that costs memory for a while, never a result.
-EXPIRE_LOOKAHEAD: Final = 4096
-
-
-def _expired_front(items: Iterable[tuple[str, int]], cutoff: int, mask: int) -> list[str]:
-    """Keys whose arrival (`value & mask`) is before `cutoff`, from the front of an
-    insertion-ordered mapping's items up to `EXPIRE_LOOKAHEAD` live entries in a row."""
-    gone: list[str] = []
-    live = 0
-    for key, value in items:
-        if value & mask < cutoff:
-            gone.append(key)
-            live = 0
-        else:
-            live += 1
-            if live >= EXPIRE_LOOKAHEAD:
-                break
-    return gone
-
-
 class ProcessorCore:
     """The processors stage's logic over explicit state; see the module docstring.
 
@@ -238,22 +212,14 @@ class ProcessorCore:
         max_skew = settings.max_skew_ms
         latest = now_ms + max_skew
         max_parked = settings.max_parked_per_premises
-        seen = self.state.seen
-        seen_get = seen.get
-        last_kept = self.state.last_kept
-        last_get = last_kept.get
         premises_get = self.state.premises.get
         fast = fast_scan
-        times: dict[int, int] = {}
-        same_time = times.setdefault
 
-        rows: list[EnrichedRow] = []
-        append = rows.append
+        # 1. decode and validate
+        scans: list[AnyScan] = []
+        recs: list[RawRecordLike] = []
         dead: list[DeadLetter] = []
-        # premises_id -> (all its parked entries, their event ids); written back at the end
-        parking: dict[str, tuple[list[list[Any]], set[str]]] = {}
-        received = duplicates = repeats = parked = 0
-
+        received = 0
         for rec in records:
             received += 1
             value = rec.value
@@ -269,19 +235,44 @@ class ProcessorCore:
                     detail = f"{type(exc).__name__}: {exc}"[:500]
                     dead.append(self._reject(rec, EXCEPTION, detail, now_ms, source))
                     continue
+            scans.append(scan)
+            recs.append(rec)
+
+        # 2. what the state holds for the batch's event ids and repeat keys, in one go;
+        # what this batch writes is looked up in `seen_at` / `kept_at` (scan indexes) first
+        seen = self.state.seen
+        last_kept = self.state.last_kept
+        event_hashes = hash_keys([s.event_id for s in scans])
+        firsts = seen.lookup(event_hashes, NEVER)[:, 0].tolist()
+        keys = [f"{s.person_id}\x1f{s.premises_id}\x1f{s.kind}" for s in scans]  # repeat_key()
+        key_hashes = hash_keys(keys)
+        held = last_kept.lookup(key_hashes, NEVER)
+        last_arrivals = held[:, LK_ARRIVAL].tolist()
+        last_scanned = held[:, LK_SCANNED_AT].tolist()
+        seen_at: dict[str, int] = {}
+        kept_at: dict[str, int] = {}
+        seen_get = seen_at.get
+        kept_get = kept_at.get
+        arrivals: list[int] = []
+        add_arrival = arrivals.append
+
+        rows: list[EnrichedRow] = []
+        append = rows.append
+        # premises_id -> (all its parked entries, their event ids); written back at the end
+        parking: dict[str, tuple[list[list[Any]], set[str]]] = {}
+        duplicates = repeats = parked = 0
+
+        # 3. in order: dedup, park, repeats, enrich
+        for i, scan in enumerate(scans):
             event_id = scan.event_id
-            person_id = scan.person_id
             premises_id = scan.premises_id
             scanned_at = scan.scanned_at
-            kind = scan.kind
-            gateway_id = scan.gateway_id
             received_at = scan.received_at
-
-            # One int object per distinct arrival (a gateway stamps a whole request with
-            # one): `seen` and `last_kept` hold it for every scan of the horizon.
-            arrival = now_ms if received_at is None else same_time(received_at, received_at)
-            first = seen_get(event_id)
-            if first is not None and arrival - first <= horizon:
+            arrival = now_ms if received_at is None else received_at
+            add_arrival(arrival)
+            j = seen_get(event_id)
+            first = firsts[i] if j is None else arrivals[j]
+            if arrival - first <= horizon:
                 duplicates += 1
                 continue
 
@@ -289,22 +280,22 @@ class ProcessorCore:
             if meta is None:
                 lot = parking.get(premises_id)
                 if lot is None:
-                    held = list(self.state.parked.get(premises_id, ()))
-                    lot = parking[premises_id] = (held, {e[PK_EVENT_ID] for e in held})
+                    entries = list(self.state.parked.get(premises_id, ()))
+                    lot = parking[premises_id] = (entries, {e[PK_EVENT_ID] for e in entries})
                 if event_id in lot[1]:  # still parked from before the horizon
                     duplicates += 1
                     continue
-                if first is not None:  # seen before the horizon: to the end of `seen`
-                    del seen[event_id]
-                seen[event_id] = arrival
+                seen_at[event_id] = i
                 if len(lot[0]) >= max_parked:  # parking for this premises is full
                     detail = (
                         f"premises {premises_id} not in the registry and {max_parked} scans "
                         "already parked for it (max_parked_per_premises)"
                     )
-                    dead.append(self._reject(rec, UNKNOWN_PREMISES, detail, now_ms, source))
+                    dead.append(self._reject(recs[i], UNKNOWN_PREMISES, detail, now_ms, source))
                     continue
                 lot[1].add(event_id)
+                rec = recs[i]
+                value = rec.value
                 topic, partition = source if source is not None else (rec.topic, rec.partition)
                 parked_scan = ParkedScan(
                     raw=value if value is not None else b"",
@@ -314,39 +305,38 @@ class ProcessorCore:
                     parked_at=now_ms,
                     arrival=arrival,
                     event_id=event_id,
-                    person_id=person_id,
+                    person_id=scan.person_id,
                     premises_id=premises_id,
                     scanned_at=scanned_at,
-                    kind=kind,
-                    gateway_id=gateway_id,
+                    kind=scan.kind,
+                    gateway_id=scan.gateway_id,
                     received_at=received_at,
                 )
                 lot[0].append(parked_scan.to_list())
                 parked += 1
                 continue
-            if first is not None:
-                del seen[event_id]
-            seen[event_id] = arrival
+            seen_at[event_id] = i
 
-            key = f"{person_id}\x1f{premises_id}\x1f{kind}"  # repeat_key(), inlined
-            last = last_get(key)
-            if last is not None:
-                if (
-                    arrival - (last & ARRIVAL_MASK) <= horizon
-                    and -window <= scanned_at - (last >> ARRIVAL_BITS) <= window
-                ):
-                    repeats += 1
-                    continue
-                del last_kept[key]  # written again: to the end of the sweep order
-            last_kept[key] = scanned_at << ARRIVAL_BITS | arrival  # last_kept_value()
+            key = keys[i]
+            j = kept_get(key)
+            if j is None:
+                last_arrival = last_arrivals[i]
+                last_at = last_scanned[i]
+            else:
+                last_arrival = arrivals[j]
+                last_at = scans[j].scanned_at
+            if arrival - last_arrival <= horizon and -window <= scanned_at - last_at <= window:
+                repeats += 1
+                continue
+            kept_at[key] = i
             append(
                 (
                     event_id,
-                    person_id,
+                    scan.person_id,
                     premises_id,
                     scanned_at,
-                    kind,
-                    gateway_id,
+                    scan.kind,
+                    scan.gateway_id,
                     received_at,
                     1,
                     meta[0],
@@ -358,6 +348,18 @@ class ProcessorCore:
                     now_ms,
                 )
             )
+
+        # 4. the batch's writes, in one go
+        if seen_at:
+            at = np.fromiter(seen_at.values(), dtype=np.intp, count=len(seen_at))
+            times = np.array(arrivals, dtype=np.int64)
+            seen.upsert(event_hashes[at], times[at, None])
+        if kept_at:
+            at = np.fromiter(kept_at.values(), dtype=np.intp, count=len(kept_at))
+            kept = np.empty((len(at), 2), dtype=np.int64)
+            kept[:, LK_ARRIVAL] = np.array(arrivals, dtype=np.int64)[at]
+            kept[:, LK_SCANNED_AT] = [scans[j].scanned_at for j in kept_at.values()]
+            last_kept.upsert(key_hashes[at], kept)
 
         parked_table = self.state.parked
         for premises_id, (entries, _) in parking.items():
@@ -405,17 +407,12 @@ class ProcessorCore:
 
     def expire(self, now_ms: int) -> Result:
         """The periodic pass: dead-letter parked scans past the park timeout, release parked
-        scans whose premises is now known, and drop dedup and repeat memory past the horizon.
-        Dedup and repeat memory is swept from its oldest entry on (`_expired_front`): the
-        cost is what expires, not the state's size; parked scans are visited in full.
+        scans whose premises is now known, and let dedup and repeat memory past the horizon
+        go. Parked scans are visited in full.
         """
         cutoff = now_ms - self.settings.dedup_horizon_ms
-        seen = self.state.seen
-        for event_id in _expired_front(seen.items(), cutoff, -1):
-            del seen[event_id]
-        last_kept = self.state.last_kept
-        for key in _expired_front(last_kept.items(), cutoff, ARRIVAL_MASK):
-            del last_kept[key]
+        self.state.seen.expire(cutoff)
+        self.state.last_kept.expire(cutoff)
 
         counts = Counts()
         rows: list[EnrichedRow] = []
@@ -465,22 +462,27 @@ class ProcessorCore:
         last_kept = self.state.last_kept
         rows: list[EnrichedRow] = []
         dead: list[DeadLetter] = []
+        scans: list[ParkedScan] = []
         for entry in entries:
             scan = ParkedScan.from_list(premises_id, entry)
             if now_ms - scan.parked_at > timeout:
                 dead.append(self._unknown_premises(scan, now_ms))
+            else:
+                scans.append(scan)
+        keys = [repeat_key(s.person_id, premises_id, s.kind) for s in scans]
+        key_hashes = hash_keys(keys)
+        held = last_kept.lookup(key_hashes, NEVER).tolist()
+        kept_at: dict[str, int] = {}
+        for i, scan in enumerate(scans):
+            j = kept_at.get(keys[i])
+            if j is None:
+                last_arrival, last_at = held[i][LK_ARRIVAL], held[i][LK_SCANNED_AT]
+            else:
+                last_arrival, last_at = scans[j].arrival, scans[j].scanned_at
+            if scan.arrival - last_arrival <= horizon and abs(scan.scanned_at - last_at) <= window:
+                counts.repeats += 1
                 continue
-            key = repeat_key(scan.person_id, premises_id, scan.kind)
-            last = last_kept.get(key)
-            if last is not None:
-                if (
-                    scan.arrival - (last & ARRIVAL_MASK) <= horizon
-                    and abs(scan.scanned_at - (last >> ARRIVAL_BITS)) <= window
-                ):
-                    counts.repeats += 1
-                    continue
-                del last_kept[key]
-            last_kept[key] = last_kept_value(scan.scanned_at, scan.arrival)
+            kept_at[keys[i]] = i
             rows.append(
                 (
                     scan.event_id,
@@ -500,6 +502,12 @@ class ProcessorCore:
                     now_ms,
                 )
             )
+        if kept_at:
+            at = np.fromiter(kept_at.values(), dtype=np.intp, count=len(kept_at))
+            kept = np.empty((len(at), 2), dtype=np.int64)
+            kept[:, LK_ARRIVAL] = [scans[j].arrival for j in kept_at.values()]
+            kept[:, LK_SCANNED_AT] = [scans[j].scanned_at for j in kept_at.values()]
+            last_kept.upsert(key_hashes[at], kept)
         counts.parked -= len(entries)
         counts.enriched += len(rows)
         counts.released += len(rows)

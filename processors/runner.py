@@ -26,15 +26,16 @@ from ingest.deadletter import DeadLetter, encode_dead_letter
 from ingest.kafka_settings import KafkaSettings
 from ingest.premises import Premises, decode_premises
 from processors.core import EXCEPTION, STAGE, Counts, ProcessorCore, Result
+from processors.horizon import HorizonMap
 from processors.metrics import WorkerMetrics
 from processors.records import EnrichedRow, RawRecordLike, encode_frames
 from processors.settings import ProcessorSettings
-from processors.state import ProcessorState
+from processors.state import LAST_KEPT_WIDTH, SEEN_WIDTH, ProcessorState
 from processors.tables import (
     ChangelogRecord,
     PartitionView,
-    batch_records,
     changelog_records,
+    horizon_records,
 )
 
 log = logging.getLogger("scantrace.worker")
@@ -43,6 +44,7 @@ INVALID_PREMISES: Final = "invalid_premises"
 TABLES: Final = ("seen", "last_kept", "parked", "premises")
 # Tables whose changelog carries one record per batch (`processors.tables.HorizonTable`).
 HORIZON: Final = frozenset({"seen", "last_kept"})
+HORIZON_WIDTHS: Final = {"seen": SEEN_WIDTH, "last_kept": LAST_KEPT_WIDTH}
 # Indexes into an EnrichedRow (processors.records.ENRICHED_FIELDS).
 _SCANNED_AT, _RECEIVED_AT, _DISTRICT = 3, 6, 10
 
@@ -50,11 +52,12 @@ Message = tuple[bytes | None, bytes | None]
 
 
 class PartitionStore(Protocol):
-    """A table's storage as the runner needs it (`PartitionedStore`, or a dict in tests)."""
+    """A table's storage as the runner needs it (`PartitionedStore`, or a dict in tests):
+    a dict per partition, a `HorizonMap` per partition for `seen` and `last_kept`."""
 
-    parts: dict[int, dict[str, Any]]
+    parts: dict[int, Any]
 
-    def partition(self, partition: int) -> dict[str, Any]: ...
+    def partition(self, partition: int) -> Any: ...
     def entries(self) -> int: ...
 
 
@@ -162,13 +165,15 @@ class BatchRunner:
 
     # -- state ----------------------------------------------------------------------------
 
-    def _views(self, partition: int) -> dict[str, PartitionView]:
-        return {
-            name: PartitionView(table.store.partition(partition))
-            for name, table in self.tables.items()
-        }
+    def _views(self, partition: int) -> dict[str, PartitionView | HorizonMap]:
+        """The partition's state, each part able to commit and roll back."""
+        views: dict[str, PartitionView | HorizonMap] = {}
+        for name, table in self.tables.items():
+            part = table.store.partition(partition)
+            views[name] = part if name in HORIZON else PartitionView(part)
+        return views
 
-    def _core(self, views: dict[str, PartitionView]) -> ProcessorCore:
+    def _core(self, views: dict[str, Any]) -> ProcessorCore:
         state = ProcessorState(
             seen=views["seen"],
             last_kept=views["last_kept"],
@@ -177,14 +182,18 @@ class BatchRunner:
         )
         return self.core_factory(self.core_settings, state)
 
-    def _save(self, views: dict[str, PartitionView], partition: int, out: Outbox) -> None:
+    def _save(
+        self, views: dict[str, PartitionView | HorizonMap], partition: int, out: Outbox
+    ) -> None:
         for name, view in views.items():
+            if isinstance(view, HorizonMap):
+                keys, values = view.commit()
+                if len(keys):
+                    records = horizon_records(keys, values, self.max_record_bytes)
+                    out.state(self.tables[name].changelog_topic, partition, records)
+                continue
             changes = view.commit()
-            if changes and name in HORIZON:
-                wide = name == "last_kept"  # both times packed in one int (processors.state)
-                records = batch_records(changes, self.max_record_bytes, wide_ints=wide)
-                out.state(self.tables[name].changelog_topic, partition, records)
-            elif changes:
+            if changes:
                 records = changelog_records(changes)
                 fitting = [r for r in records if r[1] is None or len(r[1]) <= self.max_record_bytes]
                 if len(fitting) != len(records):
@@ -202,7 +211,7 @@ class BatchRunner:
                 out.state(self.tables[name].changelog_topic, partition, fitting)
 
     @staticmethod
-    def _rollback(views: dict[str, PartitionView]) -> None:
+    def _rollback(views: dict[str, PartitionView | HorizonMap]) -> None:
         for view in views.values():
             view.rollback()
 
@@ -310,7 +319,7 @@ class BatchRunner:
     def _scans_one_by_one(
         self,
         core: ProcessorCore,
-        views: dict[str, PartitionView],
+        views: dict[str, PartitionView | HorizonMap],
         source: tuple[str, int],
         records: Sequence[RawRecordLike],
         now_ms: int,

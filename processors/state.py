@@ -1,21 +1,21 @@
-"""The core's state: four string-keyed mappings with msgpack-able values.
+"""The core's state: the premises registry and parked scans in string-keyed mappings,
+dedup and repeat memory in `HorizonMap`s (`processors.horizon`: key hashes in arrays).
 
-Each is a plain `dict` in tests, the demo and the benchmark, and a Faust table
-(changelogged, keyed and partitioned like `scans.raw`, i.e. by premises) in the worker.
-The core only uses `get`, `[key] = value`, `del`, `pop`, `in`, `keys()`, `items()` and
-`len()`, and it never mutates a value in place: a Faust table notices assignments only, so
-every change is a fresh value assigned to its key.
+`premises` and `parked` are plain dicts in tests, the demo and the benchmark, and partitions
+of Faust tables (changelogged, keyed and partitioned like `scans.raw`, i.e. by premises) in
+the worker. The core uses `get`, `[key] = value`, `del`, `pop`, `in`, `keys()`, `items()`
+and `len()` of them, and never mutates a value in place: a Faust table notices assignments
+only, so every change is a fresh value assigned to its key. Their values (msgpack-able):
 
-Value formats (msgpack-able: ints, strings, bytes, lists):
-
-- `seen`: event_id -> arrival ms of its first sighting.
-- `last_kept`: `repeat_key(person, premises, kind)` -> `last_kept_value(scanned_at,
-  arrival_ms)` of the last scan kept for that key: both times packed in one int (36 bytes
-  where a tuple of two ints took 88; this state is held for every scan of the horizon).
-  Wider than 64 bits: the changelog carries it as 16 bytes (`processors.tables`).
 - `parked`: premises_id -> list of `ParkedScan.to_list()` entries, oldest first.
 - `premises`: premises_id -> `premises_entry(p)`:
   `[name, category, district, ward, agency, dwell_minutes, version]`.
+
+The two horizon maps, read and written a batch at a time:
+
+- `seen`: hash of the event_id -> [arrival ms of its first sighting].
+- `last_kept`: hash of `repeat_key(person, premises, kind)` -> [arrival ms, scanned_at] of
+  the last scan kept for that key.
 
 All four are keyed by something that contains the premises id or travels with it
 (event_id: a duplicate carries the same premises and lands on the same partition of
@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from ingest.premises import Premises
+from processors.horizon import DELETED, HorizonMap
 
 KEY_SEP: Final = "\x1f"  # ids are printable (contract), so the separator never occurs in one
 
@@ -48,20 +49,15 @@ P_NAME, P_CATEGORY, P_DISTRICT, P_WARD, P_AGENCY, P_DWELL, P_VERSION = range(7)
 # Indexes into a parked entry (`ParkedScan.to_list()`).
 PK_PARKED_AT, PK_EVENT_ID = 4, 6
 
-SeenTable = MutableMapping[str, int]
-LastKeptTable = MutableMapping[str, int]
 ParkedTable = MutableMapping[str, list[list[Any]]]
 PremisesTable = MutableMapping[str, list[Any]]
 
-
-# Epoch ms up to 2109 fit in 42 bits (the contract stops at 2100).
-ARRIVAL_BITS: Final = 42
-ARRIVAL_MASK: Final = (1 << ARRIVAL_BITS) - 1
-
-
-def last_kept_value(scanned_at: int, arrival: int) -> int:
-    """`scanned_at` in the high bits, `arrival` in the low 42 (both epoch ms)."""
-    return scanned_at << ARRIVAL_BITS | arrival
+# Columns of the horizon maps' values (column 0 is a `HorizonMap`'s clock).
+SEEN_WIDTH: Final = 1
+LK_ARRIVAL, LK_SCANNED_AT = 0, 1
+LAST_KEPT_WIDTH: Final = 2
+# What a lookup gives for a key not held: so far back that no comparison with it holds.
+NEVER: Final = DELETED
 
 
 def repeat_key(person_id: str, premises_id: str, kind: str) -> str:
@@ -143,10 +139,10 @@ class ParkedScan:
 
 @dataclass(slots=True)
 class ProcessorState:
-    """The four mappings the core reads and writes; pass Faust tables to persist them."""
+    """What the core reads and writes; the worker passes partitions of Faust tables."""
 
-    seen: SeenTable = field(default_factory=dict)
-    last_kept: LastKeptTable = field(default_factory=dict)
+    seen: HorizonMap = field(default_factory=lambda: HorizonMap(SEEN_WIDTH))
+    last_kept: HorizonMap = field(default_factory=lambda: HorizonMap(LAST_KEPT_WIDTH))
     parked: ParkedTable = field(default_factory=dict)
     premises: PremisesTable = field(default_factory=dict)
 

@@ -22,18 +22,19 @@ the msgpack of the value, `None` (a tombstone) for a deleted key, which compacti
 drops. Values come back from msgpack as lists where the core wrote tuples; the core reads
 both alike (`processors.state`).
 
-`seen` and `last_kept` (`HorizonTable`) are different: every scan adds an entry to each, and
-an entry only matters for the dedup horizon. A record per entry made two changelog messages
-per scan besides the enriched one, and in `python -m bench e2e` those cost the broker and
-the worker about 17 us of CPU a scan (bench/RESULTS.md). So their changelogs carry one
-record per batch (`batch_records`): key `BATCH_KEY_PREFIX` + random bytes (unique, so that
-compaction could never drop one), value the msgpack map of the batch's changes (None:
-deleted; an int wider than 64 bits as 16 bytes), at most `BATCH_ENTRIES` entries and
-`max_record_bytes` a record. Their topics forget by time instead of by key
+`seen` and `last_kept` (`HorizonTable`) are different: each partition is a `HorizonMap`
+(`processors.horizon`: key hashes and values in an int64 array), every scan adds an entry
+to each, and an entry only matters for the dedup horizon. Their changelogs carry one record
+per batch (`horizon_records`): key `BATCH_KEY_PREFIX` + random bytes (unique, so that
+compaction could never drop one), value `HORIZON_MAGIC`, the row width, then the batch's
+rows (the key hash's two halves and the values, little-endian int64), at most
+`max_record_bytes` a record. A record per entry had made two changelog messages per scan
+besides the enriched one (about 17 us of CPU a scan for the broker and the worker in
+`python -m bench e2e`; bench/RESULTS.md). Their topics forget by time instead of by key
 (cleanup.policy=delete, retention `HORIZON_RETENTION` dedup horizons): an entry older than
-the horizon changes no answer, so a restart that reads it back only sweeps it away again.
-Recovery applies a batch record's entries in order; plain per-key records (an older
-worker's) are still read.
+the horizon changes no answer, so a restart that reads it back only lets it go again.
+Recovery applies a batch record's rows in order; the records of an older worker (msgpack
+maps of string keys, or one record per key) are still read.
 """
 
 from __future__ import annotations
@@ -43,9 +44,12 @@ from collections.abc import Iterable, Iterator, MutableMapping
 from typing import Any, Final
 
 import msgpack
+import numpy as np
 from faust.stores.memory import Store as MemoryStore
 from faust.tables.table import Table
 from faust.types import TP, EventT
+
+from processors.horizon import HorizonMap, Keys, Values, hash_keys
 
 # A changelog message: (key, value); value None deletes the key.
 ChangelogRecord = tuple[bytes, bytes | None]
@@ -62,15 +66,9 @@ HORIZON_SEGMENTS: Final = 8
 _MISSING: Final[Any] = object()
 
 
-# Ints wider than msgpack's 64 bits (`processors.state.last_kept_value`) travel as this
-# extension type: 16 bytes, big-endian, signed.
+# An older worker wrote `last_kept`'s packed times (wider than 64 bits) as this msgpack
+# extension type: 16 bytes, big-endian, signed. Read for its changelog records only.
 BIG_INT_EXT: Final = 1
-
-
-def _big_int(value: Any) -> msgpack.ExtType:
-    if type(value) is int:
-        return msgpack.ExtType(BIG_INT_EXT, value.to_bytes(16, "big", signed=True))
-    raise TypeError(f"cannot encode {type(value).__name__} in a changelog value")
 
 
 def _ext(code: int, data: bytes) -> Any:
@@ -81,7 +79,7 @@ def _ext(code: int, data: bytes) -> Any:
 
 def _packer() -> Any:
     """The changelog's msgpack encoder (a `Packer` is cheaper than `packb` per value)."""
-    return msgpack.Packer(use_bin_type=True, default=_big_int).pack
+    return msgpack.Packer(use_bin_type=True).pack
 
 
 def encode_value(value: Any) -> bytes:
@@ -168,59 +166,64 @@ def changelog_records(changes: dict[str, Any]) -> list[ChangelogRecord]:
     return [(k.encode(), pack(v) if v is not None else None) for k, v in changes.items()]
 
 
-# In a batch record an int wider than msgpack's 64 bits travels as 16 big-endian bytes
-# (signed): `last_kept`'s packed times are 83 bits wide, and the packer's fallback for them
-# (an overflow, then the `_big_int` ext type) cost 3.2 us an entry against 0.3 us this way
-# (the worker spent about a fifth of its time in `batch_records` before).
-WIDE_INT_BYTES: Final = 16
+HORIZON_MAGIC: Final = b"HZ1"  # not the start of a msgpack map: older records are maps
+_ROW: Final = np.dtype("<i8")
 
 
-def batch_records(
-    changes: dict[str, Any], max_bytes: int, *, wide_ints: bool = False
-) -> list[ChangelogRecord]:
-    """A horizon table's changes as batch records (see the module docstring), in order.
-    `wide_ints`: every value is an int (or None) that may not fit 64 bits."""
-    pack = _packer()
-    records: list[ChangelogRecord] = []
-    if wide_ints:
-        changes = {
-            k: None if v is None else v.to_bytes(WIDE_INT_BYTES, "big", signed=True)
-            for k, v in changes.items()
-        }
+def horizon_records(keys: Keys, values: Values, max_bytes: int) -> list[ChangelogRecord]:
+    """A horizon map's committed changes as batch records (see the module docstring)."""
+    rows = np.concatenate((keys, values), axis=1).astype(_ROW, copy=False)
+    width = rows.shape[1]
+    per_record = max(1, (max_bytes - len(HORIZON_MAGIC) - 1) // (8 * width))
+    header = HORIZON_MAGIC + bytes([width])
+    return [
+        (BATCH_KEY_PREFIX + os.urandom(12), header + rows[start : start + per_record].tobytes())
+        for start in range(0, len(rows), per_record)
+    ]
 
-    def add(entries: dict[str, Any]) -> None:
-        value = pack(entries)
-        if len(value) > max_bytes and len(entries) > 1:
-            items = list(entries.items())
-            half = len(items) // 2
-            add(dict(items[:half]))
-            add(dict(items[half:]))
-            return
-        records.append((BATCH_KEY_PREFIX + os.urandom(12), value))
 
-    if len(changes) <= BATCH_ENTRIES:  # a batch's changes, as they are: no copy
-        add(changes)
+def _legacy_value(entry: Any, width: int) -> list[int] | None:
+    """An older worker's value: `seen` an arrival int, `last_kept` scanned_at and arrival
+    packed in one int (or its 16 bytes)."""
+    if type(entry) is bytes:
+        entry = int.from_bytes(entry, "big", signed=True)
+    if type(entry) is not int:
+        return None
+    if width == 1:
+        return [entry]
+    return [entry & ((1 << _LEGACY_ARRIVAL_BITS) - 1), entry >> _LEGACY_ARRIVAL_BITS]
+
+
+_LEGACY_ARRIVAL_BITS: Final = 42
+
+
+def apply_horizon_record(part: HorizonMap, key: bytes, value: bytes | None) -> None:
+    """One changelog record into a partition's map, rows in order."""
+    if value is None:
+        return  # a deletion: an older worker's expiry, or a key gone since
+    if value[: len(HORIZON_MAGIC)] == HORIZON_MAGIC:
+        width = value[len(HORIZON_MAGIC)]
+        body = value[len(HORIZON_MAGIC) + 1 :]
+        rows = np.frombuffer(body, dtype=_ROW).reshape(-1, width).astype(np.int64)
+        part.load(rows[:, :2], rows[:, 2:])
+        return
+    if key[:1] == BATCH_KEY_PREFIX:
+        entries = decode_value(value).items()
     else:
-        items = list(changes.items())
-        for start in range(0, len(items), BATCH_ENTRIES):
-            add(dict(items[start : start + BATCH_ENTRIES]))
-    return records
+        entries = [(key.decode(), decode_value(value))]
+    names: list[str] = []
+    loaded: list[list[int]] = []
+    for name, entry in entries:
+        row = _legacy_value(entry, part.width)
+        if row is not None:
+            names.append(name)
+            loaded.append(row)
+    if names:
+        part.load(hash_keys(names), np.array(loaded, dtype=np.int64))
 
 
 def apply_record(part: dict[str, Any], key: bytes, value: bytes | None) -> None:
-    """One changelog record into a partition's dict: a batch record's entries in order (a
-    key written again moves to the end, as in the core), or one key's value or tombstone."""
-    if key[:1] == BATCH_KEY_PREFIX:
-        if value is None:
-            return
-        pop = part.pop
-        for name, entry in decode_value(value).items():
-            pop(name, None)
-            if type(entry) is bytes:  # a wide int (`batch_records`)
-                part[name] = int.from_bytes(entry, "big", signed=True)
-            elif entry is not None:
-                part[name] = entry
-        return
+    """One changelog record of a dict table (`parked`, `premises`) into its partition."""
     if value is None:
         part.pop(key.decode(), None)
     else:
@@ -237,16 +240,22 @@ class PartitionedStore(MemoryStore[Any, Any]):
     mapping API (it would need a current event).
     """
 
-    parts: dict[int, dict[str, Any]]
+    parts: dict[int, Any]
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.parts = {}
 
-    def partition(self, partition: int) -> dict[str, Any]:
+    def _new_part(self) -> Any:
+        return {}
+
+    def _apply(self, part: Any, key: bytes, value: bytes | None) -> None:
+        apply_record(part, key, value)
+
+    def partition(self, partition: int) -> Any:
         part = self.parts.get(partition)
         if part is None:
-            part = self.parts[partition] = {}
+            part = self.parts[partition] = self._new_part()
         return part
 
     def entries(self) -> int:
@@ -263,7 +272,7 @@ class PartitionedStore(MemoryStore[Any, Any]):
             message = event.message
             if message.key is not None:
                 value = message.value
-                apply_record(
+                self._apply(
                     self.partition(message.partition),
                     bytes(message.key),
                     None if value is None else bytes(value),
@@ -275,7 +284,7 @@ class PartitionedStore(MemoryStore[Any, Any]):
         part = self.partition(partition)
         for record in records:
             if record.key is not None:
-                apply_record(part, record.key, record.value)
+                self._apply(part, record.key, record.value)
 
     def _own_partitions(self, tps: Iterable[TP]) -> set[int]:
         topic = self.table.changelog_topic.get_topic_name()
@@ -297,12 +306,26 @@ class PartitionedStore(MemoryStore[Any, Any]):
             del self.parts[partition]
 
 
+class HorizonStore(PartitionedStore):
+    """A `PartitionedStore` of `HorizonMap`s, for `seen` and `last_kept`."""
+
+    width: int
+
+    def _new_part(self) -> HorizonMap:
+        return HorizonMap(self.width)
+
+    def _apply(self, part: Any, key: bytes, value: bytes | None) -> None:
+        apply_horizon_record(part, key, value)
+
+
 class PartitionedTable(Table[Any, Any]):
     """A Faust table whose store is a `PartitionedStore` (raw keys and values: the worker
     encodes changelog records itself, `changelog_records`)."""
 
+    store_class: type[PartitionedStore] = PartitionedStore
+
     def _new_store(self) -> PartitionedStore:
-        return PartitionedStore(
+        return self.store_class(
             "memory://",
             self.app,
             self,
@@ -324,12 +347,22 @@ class PartitionedTable(Table[Any, Any]):
 
 
 class HorizonTable(PartitionedTable):
-    """`seen` or `last_kept`: a changelog of batch records that Kafka deletes by age
-    (`horizon_ms` x `HORIZON_RETENTION`), not by key (see the module docstring)."""
+    """`seen` or `last_kept`: partitions of `width`-value `HorizonMap`s, a changelog of
+    batch records that Kafka deletes by age (`horizon_ms` x `HORIZON_RETENTION`), not by key
+    (see the module docstring)."""
 
-    def __init__(self, *args: Any, horizon_ms: int, **kwargs: Any) -> None:
+    store_class = HorizonStore
+
+    def __init__(self, *args: Any, horizon_ms: int, width: int, **kwargs: Any) -> None:
         self.horizon_ms = horizon_ms  # before Faust's init, which may make the topic
+        self.width = width
         super().__init__(*args, **kwargs)
+
+    def _new_store(self) -> PartitionedStore:
+        store = super()._new_store()
+        assert isinstance(store, HorizonStore)
+        store.width = self.width
+        return store
 
     def _new_changelog_topic(
         self,

@@ -134,8 +134,6 @@ class SerializingTable(MutableMapping[str, Any]):
 
 def serializing_state() -> ProcessorState:
     return ProcessorState(
-        seen=SerializingTable(),
-        last_kept=SerializingTable(),
         parked=SerializingTable(),
         premises=SerializingTable(),
     )

@@ -521,7 +521,7 @@ def test_a_parked_scan_stays_a_duplicate_after_the_dedup_horizon() -> None:
     feed = Feed()
     core.process([feed.scan("e1")], NOW)
     core.expire(NOW + 25 * HOUR)  # its `seen` entry is gone
-    assert core.state.seen == {}
+    assert len(core.state.seen) == 0
     resent = core.process([feed.scan("e1")], NOW + 25 * HOUR)
     assert counts(resent) == c(received=1, duplicates=1)
     released = core.upsert_premises(premises(), NOW + 26 * HOUR)
@@ -561,50 +561,48 @@ def test_expire_reclaims_dedup_and_repeat_memory_past_the_horizon() -> None:
     assert counts(core.expire(NOW + DAY)) == c()
     assert len(core.state.seen) == len(core.state.last_kept) == 2
     core.expire(NOW + DAY + 1)
-    assert list(core.state.seen) == ["e2"]
-    assert list(core.state.last_kept) == ["p2\x1fP1\x1fcheckin"]
+    assert len(core.state.seen) == len(core.state.last_kept) == 1
+    assert core.state.seen.get("e2") == (NOW + HOUR,)
+    assert core.state.last_kept.get("p2\x1fP1\x1fcheckin") == (NOW + HOUR, NOW - 10 * MINUTE)
     core.expire(NOW + DAY + HOUR + 1)
-    assert (core.state.seen, core.state.last_kept) == ({}, {})
+    assert len(core.state.seen) == len(core.state.last_kept) == 0
     assert_balanced(core)
 
 
-def test_a_key_written_again_moves_to_the_end_of_the_sweep_order() -> None:
+def test_a_key_seen_again_after_the_horizon_is_remembered_from_then() -> None:
     core = make_core(premises())
     feed = Feed()
-    later = NOW - 10 * MINUTE + HOUR  # outside the repeat window: kept
     core.process([feed.scan("e1"), feed.scan("e2", person_id="p2")], NOW)
-    core.process([feed.scan("e3", scanned_at=later, received_at=NOW + HOUR)], NOW + HOUR)
-    assert list(core.state.last_kept) == ["p2\x1fP1\x1fcheckin", "p1\x1fP1\x1fcheckin"]
-    # e1 again after the horizon: new again, and now the newest entry of `seen`
     again = NOW + DAY + MINUTE
-    core.process([feed.scan("e1", scanned_at=again - MINUTE, received_at=again)], again)
-    assert list(core.state.seen) == ["e2", "e3", "e1"]
-    core.expire(NOW + DAY + 1)  # e2 (and e1's old stamp) are past; e3 and e1 are not
-    assert list(core.state.seen) == ["e3", "e1"]
+    result = core.process([feed.scan("e1", scanned_at=again - MINUTE, received_at=again)], again)
+    assert event_ids(result) == ["e1"]
+    core.expire(NOW + DAY + 1)  # e2 and e1's first sighting are past; e1's second is not
+    assert len(core.state.seen) == 1
+    assert core.state.seen.get("e1") == (again,)
+    copy = feed.scan("e1", scanned_at=again - MINUTE, received_at=again + HOUR)
+    assert counts(core.process([copy], again + HOUR)) == c(received=1, duplicates=1)
     assert_balanced(core)
 
 
-def test_expire_sweeps_from_the_oldest_entry_and_stops_in_the_live_ones(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(core_module, "EXPIRE_LOOKAHEAD", 3)
+def test_duplicates_and_repeats_within_one_batch_see_the_batch_before_them() -> None:
+    """The state is read once per batch; what the batch itself writes counts at once."""
     core = make_core(premises())
     feed = Feed()
-    stamps = [NOW, NOW, NOW + HOUR, NOW, NOW + HOUR, NOW + HOUR, NOW + HOUR, NOW]
-    records = [
-        feed.scan(f"e{i}", person_id=f"p{i}", received_at=stamp) for i, stamp in enumerate(stamps)
-    ]
-    core.process(records, NOW)
-    core.expire(NOW + DAY + 1)
-    # e0, e1 and e3 went; e7, stamped out of order behind three live entries, waits
-    assert list(core.state.seen) == ["e2", "e4", "e5", "e6", "e7"]
-    assert list(core.state.last_kept) == [f"p{i}\x1fP1\x1fcheckin" for i in (2, 4, 5, 6, 7)]
-    # ... which changes no answer: past the horizon, its copy is new again
-    copy = feed.scan("e7", person_id="p7", received_at=NOW + DAY + 1)
-    assert counts(core.process([copy], NOW + DAY + 1)) == c(received=1, enriched=1)
-    core.expire(NOW + DAY + HOUR + 1)
-    assert list(core.state.seen) == ["e7"]
-    assert_balanced(core)
+    result = core.process(
+        [
+            feed.scan("e1", scanned_at=NOW - 20 * MINUTE),
+            feed.scan("e1", scanned_at=NOW - 20 * MINUTE),  # a duplicate of the first
+            feed.scan("e2", scanned_at=NOW - 17 * MINUTE),  # a repeat of e1
+            feed.scan("e3", scanned_at=NOW - 14 * MINUTE),  # kept: 6 min after e1
+            feed.scan("e4", scanned_at=NOW - 10 * MINUTE),  # a repeat of e3, not of e1
+            feed.scan("e4", scanned_at=NOW - 10 * MINUTE),  # a duplicate of a repeat
+        ],
+        NOW,
+    )
+    assert event_ids(result) == ["e1", "e3"]
+    assert counts(result) == c(received=6, enriched=2, duplicates=2, repeats=2)
+    assert core.state.last_kept.get("p1\x1fP1\x1fcheckin") == (NOW, NOW - 14 * MINUTE)
+    assert_balanced(core, result)
 
 
 # -- state backends, results ----------------------------------------------------------------

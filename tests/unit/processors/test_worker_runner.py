@@ -15,26 +15,43 @@ from ingest.deadletter import DeadLetter, decode_dead_letter
 from ingest.kafka_settings import KafkaSettings
 from ingest.premises import Premises, encode_premises
 from processors.core import ProcessorCore, Result
+from processors.horizon import HorizonMap, hash_keys
 from processors.metrics import WorkerMetrics
 from processors.records import FRAME_MAX_ROWS, EnrichedScan, RawRecord, decode_frame, frame_rows
-from processors.runner import TABLES, BatchRunner, Outbox, StaticTableRef
+from processors.runner import HORIZON, HORIZON_WIDTHS, TABLES, BatchRunner, Outbox, StaticTableRef
 from processors.settings import ProcessorSettings
 from processors.state import ParkedScan, repeat_key
-from processors.tables import BATCH_KEY_PREFIX, apply_record, decode_value, encode_value
+from processors.tables import (
+    BATCH_KEY_PREFIX,
+    HORIZON_MAGIC,
+    apply_horizon_record,
+    apply_record,
+    decode_value,
+    encode_value,
+)
 
 KAFKA = KafkaSettings(bootstrap="127.0.0.1:9", topic_prefix="t.")
 PART = 3
 
 
 class DictStore:
-    def __init__(self) -> None:
-        self.parts: dict[int, dict[str, Any]] = {}
+    def __init__(self, width: int = 0) -> None:
+        self.width = width  # of a horizon table's maps; 0: dicts
+        self.parts: dict[int, Any] = {}
 
-    def partition(self, partition: int) -> dict[str, Any]:
-        return self.parts.setdefault(partition, {})
+    def partition(self, partition: int) -> Any:
+        if partition not in self.parts:
+            self.parts[partition] = HorizonMap(self.width) if self.width else {}
+        return self.parts[partition]
 
     def entries(self) -> int:
         return sum(len(p) for p in self.parts.values())
+
+
+def hk(key: str) -> tuple[int, int]:
+    """A key's hash as a horizon map holds it."""
+    k0, k1 = hash_keys([key])[0].tolist()
+    return (k0, k1)
 
 
 @dataclass(frozen=True)
@@ -58,13 +75,17 @@ class Feed:
         return self(pack(wire(event_id, received_at=NOW - MINUTE, **overrides)))
 
 
-def entries(out: Outbox, table: str) -> dict[str, Any]:
-    """The state changes an outbox carries for a table's changelog (None: deleted), from
-    batch records and per-key records alike."""
-    changes: dict[str, Any] = {}
+def entries(out: Outbox, table: str) -> dict[Any, Any]:
+    """The state changes an outbox carries for a table's changelog: by key (None: deleted)
+    for a dict table, by key hash (`hk`) for a horizon table."""
+    changes: dict[Any, Any] = {}
     for key, value in out.changelog.get((f"t.app-{table}-changelog", PART), []):
-        if key is not None and key[:1] == BATCH_KEY_PREFIX:
-            changes.update(decode_value(value or b""))
+        if value is not None and value.startswith(HORIZON_MAGIC):
+            replay = HorizonMap(HORIZON_WIDTHS[table])
+            apply_horizon_record(replay, key or b"", value)
+            keys, values = replay.table[:, :2], replay.table[:, 2:]
+            held = keys[:, 1] != 0
+            changes.update(zip(map(tuple, keys[held].tolist()), values[held].tolist(), strict=True))
         elif key is not None:
             changes[key.decode()] = None if value is None else decode_value(value)
     return changes
@@ -73,12 +94,19 @@ def entries(out: Outbox, table: str) -> dict[str, Any]:
 def make_runner(
     metrics: WorkerMetrics | None = None, core_factory: Any = ProcessorCore, **settings: int
 ) -> tuple[BatchRunner, dict[str, DictStore]]:
-    stores = {name: DictStore() for name in TABLES}
+    stores = {name: DictStore(HORIZON_WIDTHS.get(name, 0)) for name in TABLES}
     refs = {name: StaticTableRef(name, s, f"t.app-{name}-changelog") for name, s in stores.items()}
     runner = BatchRunner(
         ProcessorSettings(**settings), KAFKA, refs, metrics, core_factory=core_factory
     )
     return runner, stores
+
+
+def live_entries(part: HorizonMap) -> dict[tuple[int, ...], tuple[int, ...]]:
+    """A horizon map's entries at or after its cutoff: key hash -> values."""
+    table = part.table
+    held = (table[:, 1] != 0) & (table[:, 2] >= part.cutoff)
+    return {tuple(r[:2]): tuple(r[2:]) for r in table[held].tolist()}
 
 
 def register(runner: BatchRunner, *known: Premises, now: int = NOW - DAY) -> Outbox:
@@ -163,11 +191,14 @@ def test_outputs_go_to_the_input_partition_as_frames_and_event_id_keyed_letters(
     assert out.outputs[(KAFKA.dlq, PART)][0][0] is None  # no event id, no key
     assert out.partitions() == {PART}
     # The state changes, for the changelogs, on the same partition.
-    assert entries(out, "seen") == {"e1": NOW - MINUTE}
+    assert entries(out, "seen") == {hk("e1"): [NOW - MINUTE]}
     [(key, _)] = out.changelog[("t.app-seen-changelog", PART)]  # one record for the batch
     assert key[:1] == BATCH_KEY_PREFIX
-    assert list(entries(out, "last_kept")) == [repeat_key("p1", "P1", "checkin")]
-    assert stores["seen"].parts[PART] == {"e1": NOW - MINUTE}
+    assert entries(out, "last_kept") == {
+        hk(repeat_key("p1", "P1", "checkin")): [NOW - MINUTE, NOW - 10 * MINUTE]
+    }
+    assert stores["seen"].parts[PART].get("e1") == (NOW - MINUTE,)
+    assert len(stores["seen"].parts[PART]) == 1
 
 
 def test_a_dead_letter_with_an_event_id_is_keyed_by_it() -> None:
@@ -279,11 +310,12 @@ def test_a_core_bug_dead_letters_only_the_record_that_triggers_it() -> None:
     assert (dl.stage, dl.reason, dl.offset) == ("worker", "exception", 2)
     assert dl.detail.startswith("RuntimeError: boom in the core at process (")
     assert dl.raw == records[1].value
-    assert sorted(stores["seen"].parts[PART]) == ["e1", "e3"]
+    seen = stores["seen"].parts[PART]
+    assert len(seen) == 2 and seen.get("e1") and seen.get("e3")
     assert sample(metrics, "scantrace_worker_duplicates_total") == 1
     assert sample(metrics, "scantrace_worker_dead_letters_total", reason="exception") == 1
     assert identity(metrics) == (4, 4)
-    assert sorted(entries(out, "seen")) == ["e1", "e3"]
+    assert set(entries(out, "seen")) == {hk("e1"), hk("e3")}
 
 
 def test_expire_dead_letters_old_parked_scans_and_drops_old_dedup_memory() -> None:
@@ -296,8 +328,8 @@ def test_expire_dead_letters_old_parked_scans_and_drops_old_dedup_memory() -> No
     runner.expire(PART, NOW + 3 * HOUR, out)
     [dl] = letters(out)
     assert (dl.reason, dl.event_id) == ("unknown_premises", "e2")
-    assert stores["seen"].parts[PART] == {} and stores["parked"].parts[PART] == {}
-    assert entries(out, "seen") == {"e1": None, "e2": None}
+    assert len(stores["seen"].parts[PART]) == 0 and stores["parked"].parts[PART] == {}
+    assert entries(out, "seen") == {}  # what is past the horizon needs no changelog record
     assert identity(metrics) == (2, 2)
 
 
@@ -355,12 +387,20 @@ def test_accounting_identity_and_recovered_state_over_a_mixed_stream() -> None:
     assert sample(metrics, "scantrace_worker_released_total") > 0
     assert metrics.event_time_lag.count() == total(metrics, "scantrace_worker_scans_enriched_total")
     # Replaying the changelog records in order rebuilds every table as it is.
-    replayed: dict[str, dict[str, Any]] = {name: {} for name in TABLES}
-    for topic, key, value in changelog:
-        apply_record(replayed[topic.removeprefix("t.app-").removesuffix("-changelog")], key, value)
-    live = {name: stores[name].parts[PART] for name in TABLES}
-    normalized = {
-        name: {k: decode_value(encode_value(v)) for k, v in table.items()}
-        for name, table in live.items()
+    replayed: dict[str, Any] = {
+        name: HorizonMap(HORIZON_WIDTHS[name]) if name in HORIZON else {} for name in TABLES
     }
-    assert replayed == normalized
+    for topic, key, value in changelog:
+        name = topic.removeprefix("t.app-").removesuffix("-changelog")
+        apply = apply_horizon_record if name in HORIZON else apply_record
+        apply(replayed[name], key, value)
+    live = {name: stores[name].parts[PART] for name in TABLES}
+    for name in HORIZON:  # the same entries, and the same values for each
+        replayed[name].expire(live[name].cutoff)
+        assert live_entries(replayed[name]) == live_entries(live[name])
+    normalized = {
+        name: {k: decode_value(encode_value(v)) for k, v in live[name].items()}
+        for name in TABLES
+        if name not in HORIZON
+    }
+    assert {name: replayed[name] for name in normalized} == normalized

@@ -7,20 +7,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgpack
+import numpy as np
 import pytest
 from faust.types import TP
 
-from processors.state import ARRIVAL_BITS, ARRIVAL_MASK, last_kept_value
+from processors.horizon import HorizonMap, hash_keys
 from processors.tables import (
-    BATCH_ENTRIES,
     BATCH_KEY_PREFIX,
+    BIG_INT_EXT,
+    HORIZON_MAGIC,
+    HorizonStore,
     PartitionedStore,
     PartitionView,
-    apply_record,
-    batch_records,
     changelog_records,
     decode_value,
     encode_value,
+    horizon_records,
 )
 
 
@@ -109,6 +111,14 @@ def _store() -> PartitionedStore:
     return store
 
 
+def _horizon_store(width: int) -> HorizonStore:
+    store = HorizonStore.__new__(HorizonStore)
+    store.parts = {}
+    store.table = _Table()
+    store.width = width
+    return store
+
+
 def test_recovery_replays_changelog_records_per_partition_in_order() -> None:
     store = _store()
     batch = [
@@ -141,53 +151,70 @@ def test_changes_replayed_from_the_changelog_give_the_same_state() -> None:
     assert store.partition(2) == {"b": [[b"\x00raw", "topic", 3, None]], "c": 7} == data
 
 
+LK_ARRIVAL, LK_SCANNED_AT = 1_700_000_999_456, 1_700_000_000_123
+KEY = "p\x1fP\x1fcheckin"
+
+
 def test_a_batch_of_horizon_changes_is_one_record_and_replays_in_order() -> None:
-    packed = last_kept_value(1_700_000_000_123, 1_700_000_999_456)
-    changes: dict[str, Any] = {"e1": 5, "e2": None, "p\x1fP\x1fcheckin": packed}
-    [(key, value)] = batch_records(changes, 1_000_000)
+    live = HorizonMap(2)
+    live.upsert(hash_keys(["a", KEY]), np.array([[1, 2], [LK_ARRIVAL, LK_SCANNED_AT]]))
+    live.upsert(hash_keys(["a"]), np.array([[3, 4]]))  # written again: the last wins
+    keys, values = live.commit()
+    [(key, value)] = horizon_records(keys, values, 1_000_000)
     assert key[:1] == BATCH_KEY_PREFIX and len(key) == 13
-    store = _store()
-    store.partition(1).update({"e2": 1, "e1": 2, "old": 3})
-    # an older worker's per-key record, then the batch record: applied in order
-    legacy = changelog_records({"e3": 4})
-    store.apply_changelog_batch(
-        [_Event(_Message(k, v, 1)) for k, v in [*legacy, (key, value)]]  # type: ignore[arg-type]
+    assert value is not None and value.startswith(HORIZON_MAGIC)
+    assert len(value) == len(HORIZON_MAGIC) + 1 + 3 * 4 * 8  # 3 rows of 4 int64
+    store = _horizon_store(2)
+    store.apply_changelog_batch([_Event(_Message(key, value, 1))])  # type: ignore[arg-type]
+    part = store.partition(1)
+    assert (part.get("a"), part.get(KEY), part.get("b")) == (
+        (3, 4),
+        (LK_ARRIVAL, LK_SCANNED_AT),
+        None,
     )
-    # e1 written again moves to the end (the sweep order of `expire`); e2 deleted
-    assert list(store.partition(1).items()) == [
-        ("old", 3),
-        ("e3", 4),
-        ("e1", 5),
-        ("p\x1fP\x1fcheckin", packed),
-    ]
-    assert store.partition(1)["p\x1fP\x1fcheckin"] >> ARRIVAL_BITS == 1_700_000_000_123
+    assert store.entries() == 2
 
 
-def test_wide_ints_travel_as_16_bytes_and_come_back_as_ints() -> None:
-    packed = last_kept_value(1_700_000_000_123, 1_700_000_999_456)
-    assert packed.bit_length() > 64  # what msgpack cannot pack as an int
-    changes: dict[str, Any] = {"a": packed, "b": None, "c": 7, "d": -(1 << 70)}
-    [(key, value)] = batch_records(changes, 1_000_000, wide_ints=True)
-    assert msgpack.unpackb(value or b"")["a"] == packed.to_bytes(16, "big", signed=True)
-    # the same changes through the ext type (what this worker wrote before): the same state
-    [(old_key, old_value)] = batch_records(changes, 1_000_000)
-    for k, v in ((key, value), (old_key, old_value)):
-        part: dict[str, Any] = {"b": 1}
-        apply_record(part, k, v)
-        assert part == {"a": packed, "c": 7, "d": -(1 << 70)}
+def test_an_older_workers_horizon_records_are_still_read() -> None:
+    """msgpack maps of string keys (one record per batch, `last_kept` as one packed int or
+    its 16 bytes) and one record per key (a packed int as msgpack's ext type)."""
+    packed = LK_SCANNED_AT << 42 | LK_ARRIVAL
+    batch = msgpack.packb(
+        {"k1": packed.to_bytes(16, "big", signed=True), "gone": None}, use_bin_type=True
+    )
+    per_key = msgpack.packb(msgpack.ExtType(BIG_INT_EXT, packed.to_bytes(16, "big", signed=True)))
+    store = _horizon_store(2)
+    store.restore_records(
+        0,
+        [
+            _Record(BATCH_KEY_PREFIX + b"x" * 12, batch),
+            _Record(b"k2", per_key),
+            _Record(b"k3", None),
+        ],
+    )
+    part = store.partition(0)
+    assert part.get("k1") == part.get("k2") == (LK_ARRIVAL, LK_SCANNED_AT)
+    assert store.entries() == 2
+    seen = _horizon_store(1)
+    seen.restore_records(0, [_Record(BATCH_KEY_PREFIX + b"y" * 12, msgpack.packb({"e1": 5}))])
+    assert seen.partition(0).get("e1") == (5,)
 
 
-def test_batch_records_split_to_fit_kafka_and_never_share_a_key() -> None:
-    changes = {f"event-{i:06d}": 1_700_000_000_000 + i for i in range(BATCH_ENTRIES + 10)}
-    records = batch_records(changes, 1_000_000)
-    assert len(records) == 2  # BATCH_ENTRIES a record
-    small = batch_records(changes, 20_000)
-    assert all(v is not None and len(v) <= 20_000 for _, v in small) and len(small) > 8
-    for split in (records, small):
+def test_horizon_records_split_to_fit_kafka_and_never_share_a_key() -> None:
+    names = [f"event-{i:06d}" for i in range(5000)]
+    keys = hash_keys(names)
+    values = np.arange(1_700_000_000_000, 1_700_000_005_000, dtype=np.int64)[:, None]
+    [whole] = horizon_records(keys, values, 1_000_000)
+    small = horizon_records(keys, values, 20_000)
+    assert (
+        all(v is not None and len(v) <= 20_000 for _, v in small) and len(small) == 7
+    )  # 833 rows a record
+    for split in ([whole], small):
         assert len({k for k, _ in split}) == len(split)
-        store = _store()
+        store = _horizon_store(1)
         store.restore_records(0, [_Record(k, v) for k, v in split])
-        assert store.partition(0) == changes and list(store.partition(0)) == list(changes)
+        got = store.partition(0).lookup(keys, -1)
+        assert got[:, 0].tolist() == values[:, 0].tolist()
 
 
 def test_partitions_that_move_away_are_dropped() -> None:
@@ -203,14 +230,6 @@ def test_partitions_that_move_away_are_dropped() -> None:
     assert sorted(store.parts) == [2]
 
 
-def test_ints_wider_than_64_bits_survive_the_changelog() -> None:
-    packed = last_kept_value(1_700_000_000_123, 1_700_000_999_456)  # 84 bits
-    assert packed >= 2**64
-    records = changelog_records({"p\x1fP\x1fcheckin": packed, "small": 5, "neg": -(2**70)})
-    store = _store()
-    store.apply_changelog_batch([_Event(_Message(k, v, 0)) for k, v in records])  # type: ignore[arg-type]
-    assert store.partition(0) == {"p\x1fP\x1fcheckin": packed, "small": 5, "neg": -(2**70)}
-    assert decode_value(records[0][1] or b"") >> ARRIVAL_BITS == 1_700_000_000_123
-    assert decode_value(records[0][1] or b"") & ARRIVAL_MASK == 1_700_000_999_456
+def test_a_value_msgpack_cannot_carry_is_refused() -> None:
     with pytest.raises(TypeError):
         encode_value(object())
