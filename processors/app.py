@@ -8,9 +8,11 @@ Layout (DESIGN.md, issue 4):
 - Sources: `scans.raw` and the compacted `premises` topic, both keyed by premises_id with
   the same partition count, so Faust assigns partition p of both to the same worker.
   They are created up front (`ensure_topics`) before the consumer subscribes.
-- State: four tables (`seen`, `last_kept`, `parked`, `premises`) with compacted changelogs,
-  co-partitioned with the sources, one dict per partition (`processors.tables`). Faust
-  restores a partition's tables from their changelogs when it is assigned.
+- State: four tables (`seen`, `last_kept`, `parked`, `premises`) with changelogs,
+  co-partitioned with the sources: per partition a dict (`parked`, `premises`, compacted
+  changelogs) or a `HorizonMap` (`seen`, `last_kept`, changelogs deleted by age; see
+  `processors.tables`). Faust restores a partition's tables from their changelogs when it
+  is assigned.
 - Processing: every fetched batch of both topics goes to `Pipeline.on_records`, which runs
   the core once per partition (`processors.runner`, with the per-event guard) and writes
   frames of enriched scans (`processors.records`) to `scans.enriched` and dead letters to

@@ -40,6 +40,10 @@ MAX_LOAD: Final = 0.75  # rebuild when this share of the slots has been used (li
 TARGET_LOAD: Final = 0.5  # a rebuild sizes the table for this share of live entries
 MIN_CAPACITY: Final = 1024
 _POSITIVE: Final = (1 << 63) - 1
+# `expire` counts the live entries (a pass over the table) to decide on shrinking: on
+# every call for a table this small, on one call in this many for a larger one.
+SMALL: Final = 1 << 16
+SHRINK_CHECK_EVERY: Final = 64
 # The arrival of a rolled-back insert: before any cutoff, so it is gone at once.
 DELETED: Final = -(1 << 62)
 
@@ -135,15 +139,16 @@ def hash_keys(keys: Iterable[str]) -> Keys:
 class HorizonMap:
     """Key hash -> `width` int64 values; see the module docstring."""
 
-    __slots__ = ("_changes", "_journal", "cutoff", "table", "used", "width")
+    __slots__ = ("_changes", "_expires", "_journal", "cutoff", "table", "used", "width")
 
     def __init__(self, width: int, capacity: int = MIN_CAPACITY) -> None:
         if capacity < MIN_CAPACITY:
             raise ValueError(f"capacity must be at least {MIN_CAPACITY}")
         self.width = width
         self.table = np.zeros((capacity, 2 + width), dtype=np.int64)
-        self.used = 0  # slots written since the last rebuild, live or gone
+        self.used = 0  # slots holding a key, live or gone (gone ones until reused or rebuilt)
         self.cutoff = DELETED + 1  # entries that arrived before this are gone
+        self._expires = 0
         self._changes: list[tuple[Keys, Values]] = []
         # (keys, whether each was held before, its values before) per write, for rollback
         self._journal: list[tuple[Keys, Mask, Values]] = []
@@ -201,7 +206,9 @@ class HorizonMap:
         """Entries that arrived before `cutoff` are gone (the cutoff never moves back);
         rebuild smaller when few slots are live."""
         self.cutoff = max(self.cutoff, cutoff)
-        if self.capacity > MIN_CAPACITY and len(self) < self.capacity * TARGET_LOAD / 2:
+        self._expires += 1
+        check = self.capacity <= SMALL or self._expires % SHRINK_CHECK_EVERY == 0
+        if self.capacity > MIN_CAPACITY and check and len(self) < self.capacity * TARGET_LOAD / 2:
             self._rebuild()
 
     def commit(self) -> tuple[Keys, Values]:

@@ -160,7 +160,8 @@ class WorkerMetrics:
         )
         self.table_entries = Gauge(
             f"{PREFIX}table_entries",
-            "Keys held in the worker's state tables (this worker's partitions)",
+            "Keys held in the worker's state tables (this worker's partitions; for seen and "
+            "last_kept, also keys past the dedup horizon until their slots are reused)",
             ["table"],
             registry=registry,
         )

@@ -317,6 +317,11 @@ class HorizonStore(PartitionedStore):
     def _apply(self, part: Any, key: bytes, value: bytes | None) -> None:
         apply_horizon_record(part, key, value)
 
+    def entries(self) -> int:
+        """Entries in memory: live, or past the horizon until their slot is reused or a
+        rebuild drops them (the exact live count is a pass over every table)."""
+        return sum(part.used for part in self.parts.values())
+
 
 class PartitionedTable(Table[Any, Any]):
     """A Faust table whose store is a `PartitionedStore` (raw keys and values: the worker
