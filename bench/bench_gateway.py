@@ -119,12 +119,23 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> 
 
 
 def raw_topic_size(servers: str, topic: str) -> int:
+    """Scans in the topic: a frame (`ingest.wire.raw_frames`) counts as its scans."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=servers)
+    from ingest.wire import split_raw_frame
+
+    consumer = KafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False)
     try:
         parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        return sum(consumer.end_offsets(parts).values())
+        ends = consumer.end_offsets(parts)
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        scans = 0
+        while any(consumer.position(tp) < end for tp, end in ends.items()):
+            for records in consumer.poll(timeout_ms=1000).values():
+                for record in records:
+                    scans += len(split_raw_frame(record.value) or [record.value])
+        return scans
     finally:
         consumer.close()
 

@@ -95,3 +95,57 @@ def _all_plain(scans: list[WireScan], latest_ms: int) -> list[WireScan] | None:
         if scan.scanned_at > latest_ms or not scan.printable():
             return None
     return scans
+
+
+# -- frames on scans.raw -------------------------------------------------------------------
+# The HTTP gateway publishes a request's scans as frames: one Kafka record per partition
+# holding up to RAW_FRAME_MAX_SCANS scans of that partition, a msgpack array of their wire
+# maps (each element the bytes a single-scan record would carry). The client libraries and
+# the broker pay per record, not per byte (bench/RESULTS.md). Records of one scan, what
+# `ScanPublisher` and other Kafka gateways send, stay valid: the worker reads both.
+
+RAW_FRAME_MAX_SCANS: Final = 1000
+RAW_FRAME_MAX_BYTES: Final = 512 * 1024
+_ARRAY_STARTS: Final = frozenset([*range(0x90, 0xA0), 0xDC, 0xDD])
+_MAP_STARTS: Final = frozenset([*range(0x80, 0x90), 0xDE, 0xDF])
+_decode_elements = msgspec.msgpack.Decoder(list[msgspec.Raw]).decode
+
+
+def raw_frames(values: list[bytes]) -> list[tuple[int, bytes]]:
+    """Encoded scans as frames: (how many scans, frame bytes), in order."""
+    out: list[tuple[int, bytes]] = []
+    start = 0
+    while start < len(values):
+        end = start
+        size = 0
+        while end < len(values) and end - start < RAW_FRAME_MAX_SCANS:
+            size += len(values[end])
+            if size > RAW_FRAME_MAX_BYTES and end > start:
+                break
+            end += 1
+        n = end - start
+        if n < 16:
+            header = bytes([0x90 | n])
+        elif n < 1 << 16:
+            header = b"\xdc" + n.to_bytes(2, "big")
+        else:
+            header = b"\xdd" + n.to_bytes(4, "big")
+        out.append((n, header + b"".join(values[start:end])))
+        start = end
+    return out
+
+
+def split_raw_frame(value: bytes) -> list[bytes] | None:
+    """The elements of a frame (each as its own bytes), or None when `value` is not a
+    msgpack array of maps (a record of one scan, or garbage for the contract to name as a
+    whole)."""
+    if not value or value[0] not in _ARRAY_STARTS:
+        return None
+    try:
+        elements = [bytes(element) for element in _decode_elements(value)]
+    except msgspec.DecodeError:
+        return None
+    maps = _MAP_STARTS
+    if not elements or not all(e[0] in maps for e in elements):
+        return None
+    return elements

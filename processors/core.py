@@ -10,7 +10,9 @@ The pipeline for one record, in order:
 1. Decode (msgpack) and validate with the ingest contract (`ingest.wire.fast_scan`, its
    C fast path, for the common case; `parse_scan` for everything else). Undecodable bytes
    and invalid events become dead letters (stage "worker") with the reason, the raw bytes
-   and topic/partition/offset.
+   and topic/partition/offset. A record may be a frame of scans (`ingest.wire`, what the
+   HTTP gateway sends): each of its scans is taken in its place, a bad one dead-lettered
+   alone with its own bytes and the frame's offset.
 2. Exact dedup by event_id. The clock is the *arrival* time: `received_at` when the
    gateway stamped it, else the processing time `now_ms`. A scan is a duplicate when its
    event_id was first seen at most `dedup_horizon_ms` earlier; a duplicate does not extend
@@ -77,11 +79,12 @@ from ingest.codec import unpack_msgpack
 from ingest.contract import MAX_ID_LEN, ScanRejected, parse_scan
 from ingest.deadletter import DeadLetter
 from ingest.premises import Premises
-from ingest.wire import AnyScan, fast_scan
+from ingest.wire import AnyScan, fast_scan, split_raw_frame
 from processors.horizon import hash_keys
 from processors.records import (
     EnrichedRow,
     EnrichedScan,
+    RawRecord,
     RawRecordLike,
 )
 from processors.settings import ProcessorSettings
@@ -209,34 +212,14 @@ class ProcessorCore:
         settings = self.settings
         horizon = settings.dedup_horizon_ms
         window = settings.repeat_window_ms
-        max_skew = settings.max_skew_ms
-        latest = now_ms + max_skew
         max_parked = settings.max_parked_per_premises
         premises_get = self.state.premises.get
-        fast = fast_scan
 
-        # 1. decode and validate
+        # 1. decode and validate (a frame's scans in its place, `ingest.wire.split_raw_frame`)
         scans: list[AnyScan] = []
         recs: list[RawRecordLike] = []
         dead: list[DeadLetter] = []
-        received = 0
-        for rec in records:
-            received += 1
-            value = rec.value
-            scan: AnyScan | None = fast(value, latest) if value is not None else None
-            if scan is None:
-                try:
-                    obj = unpack_msgpack(value or b"")
-                    scan = parse_scan(obj, now=now_ms, max_skew_ms=max_skew)
-                except ScanRejected as exc:
-                    dead.append(self._reject(rec, exc.reason, exc.describe(), now_ms, source))
-                    continue
-                except Exception as exc:  # a bug must not lose the record: dead-letter it
-                    detail = f"{type(exc).__name__}: {exc}"[:500]
-                    dead.append(self._reject(rec, EXCEPTION, detail, now_ms, source))
-                    continue
-            scans.append(scan)
-            recs.append(rec)
+        received = self._decode(records, now_ms, source, scans, recs, dead)
 
         # 2. what the state holds for the batch's event ids and repeat keys, in one go;
         # what this batch writes is looked up in `seen_at` / `kept_at` (scan indexes) first
@@ -449,6 +432,49 @@ class ProcessorCore:
         return Result(rows, dead, counts)
 
     # -- internals ------------------------------------------------------------------------
+
+    def _decode(
+        self,
+        records: Iterable[RawRecordLike],
+        now_ms: int,
+        source: tuple[str, int] | None,
+        scans: list[AnyScan],
+        recs: list[RawRecordLike],
+        dead: list[DeadLetter],
+    ) -> int:
+        """Valid scans into `scans` (their records into `recs`), the rest into `dead`;
+        returns how many scans were received (a frame counts its elements)."""
+        max_skew = self.settings.max_skew_ms
+        latest = now_ms + max_skew
+        fast = fast_scan
+        received = 0
+        for rec in records:
+            value = rec.value
+            scan: AnyScan | None = fast(value, latest) if value is not None else None
+            if scan is None:
+                elements = split_raw_frame(value) if value is not None else None
+                if elements is not None:
+                    topic, partition = source if source is not None else (rec.topic, rec.partition)
+                    offset = rec.offset
+                    frame = [RawRecord(e, topic, partition, offset) for e in elements]
+                    received += self._decode(frame, now_ms, None, scans, recs, dead)
+                    continue
+                received += 1
+                try:
+                    obj = unpack_msgpack(value or b"")
+                    scan = parse_scan(obj, now=now_ms, max_skew_ms=max_skew)
+                except ScanRejected as exc:
+                    dead.append(self._reject(rec, exc.reason, exc.describe(), now_ms, source))
+                    continue
+                except Exception as exc:  # a bug must not lose the record: dead-letter it
+                    detail = f"{type(exc).__name__}: {exc}"[:500]
+                    dead.append(self._reject(rec, EXCEPTION, detail, now_ms, source))
+                    continue
+            else:
+                received += 1
+            scans.append(scan)
+            recs.append(rec)
+        return received
 
     def _release(
         self, premises_id: str, entries: list[list[Any]], now_ms: int, counts: Counts

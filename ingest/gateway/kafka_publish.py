@@ -1,10 +1,10 @@
 """The real `Publisher`: aiokafka, acks=all, idempotent, compressed, whole batches.
 
 aiokafka's `send()` costs a coroutine and a future per message; at tens of thousands of
-scans a second that is most of a core. Here a request's records are appended straight
-into per-partition `BatchBuilder`s (partition = Kafka's murmur2 rule on the premises id,
-see `ingest.partitioning`), and one future per batch tells the waiting requests when
-Kafka acknowledged it.
+scans a second that is most of a core. Here a request's scans go out as frames, one record
+per partition (`ingest.wire.raw_frames`; partition = Kafka's murmur2 rule on the premises
+id, see `ingest.partitioning`), appended straight into per-partition `BatchBuilder`s, and
+one future per batch tells the waiting requests when Kafka acknowledged it.
 
 Per partition ("lane"): a queue of batches not yet handed to aiokafka; the last one is
 open and fills up while the one before it is on its way. A small pump task hands them
@@ -30,7 +30,7 @@ from ingest.gateway.base import PublishUnavailable
 from ingest.gateway.settings import GatewayOptions
 from ingest.kafka_settings import KafkaSettings
 from ingest.partitioning import KeyPartitioner
-from ingest.wire import AnyScan, encode_scan
+from ingest.wire import AnyScan, encode_scan, raw_frames
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class _Lane:
 
 class _Batch:
     """One Kafka record batch and the future the requests with records in it wait on.
-    `count`: its records as of the end of the last `publish` that appended to it."""
+    `count`: the scans and dead letters in it."""
 
     __slots__ = ("builder", "count", "done", "lane")
 
@@ -218,7 +218,6 @@ class KafkaBatchPublisher:
         if self._producer is not producer:  # restarted while we waited for metadata
             raise self._unavailable("Kafka producer restarted")
         batches: set[_Batch] = set()
-        added = 0
         try:
             if scans:
                 self._append_scans(raw, raw_parts, scans, batches)
@@ -235,11 +234,6 @@ class KafkaBatchPublisher:
                     value = encode_dead_letter(letter)
                     batches.add(self._append(dlq, partition, letter_key, value))
         finally:
-            for batch in batches:  # what this request appended: one look per batch
-                records = batch.builder.record_count()
-                added += records - batch.count
-                batch.count = records
-            self._pending += added
             for lane in {b.lane for b in batches}:
                 if not lane.pumping:
                     lane.pumping = True
@@ -279,39 +273,43 @@ class KafkaBatchPublisher:
     def _append_scans(
         self, topic: str, partitions: Iterable[int], scans: Sequence[AnyScan], batches: set[_Batch]
     ) -> None:
-        """Append each scan to the open batch of its partition (a new one when full); the
-        batches touched go into `batches` (the caller brings their `count` up to date)."""
+        """Append the scans as frames, one (or more, when large) per partition, to the open
+        batch of their partition; the batches touched go into `batches`."""
         keys = self._scan_keys
         keys.use(partitions)
         cached = keys.cached.get
         encode = encode_scan
-        open_batches: dict[int, Any] = {}  # partition -> the open batch's append
+        by_partition: dict[int, list[bytes]] = {}
         for scan in scans:
-            key, partition = cached(scan.premises_id) or keys(scan.premises_id)
-            value = encode(scan)
-            append = open_batches.get(partition)
-            if append is None or append(timestamp=None, key=key, value=value) is None:
-                batch = self._append(topic, partition, key, value)
-                batches.add(batch)
-                open_batches[partition] = batch.builder.append
+            _, partition = cached(scan.premises_id) or keys(scan.premises_id)
+            values = by_partition.get(partition)
+            if values is None:
+                values = by_partition[partition] = []
+            values.append(encode(scan))
+        for partition, values in by_partition.items():
+            for n, frame in raw_frames(values):
+                batches.add(self._append(topic, partition, None, frame, n))
 
-    def _append(self, topic: str, partition: int, key: bytes | None, value: bytes) -> _Batch:
-        """Append to the lane's open batch, or to a new one; `count` is not updated here."""
+    def _append(
+        self, topic: str, partition: int, key: bytes | None, value: bytes, events: int = 1
+    ) -> _Batch:
+        """Append one record of `events` scans or dead letters to the lane's open batch, or
+        to a new one."""
         lane = self._lanes.get((topic, partition))
         if lane is None:
             lane = self._lanes[(topic, partition)] = _Lane(topic, partition)
         queue = lane.queue
-        if queue:
-            batch = queue[-1]
-            if batch.builder.append(timestamp=None, key=key, value=value) is not None:
-                return batch
-        producer = self._producer
-        assert producer is not None
-        batch = _Batch(producer.create_batch(), lane)
-        if batch.builder.append(timestamp=None, key=key, value=value) is None:
-            raise self._unavailable(f"a record of {len(value)} bytes does not fit in a batch")
-        queue.append(batch)
-        self._unsettled.add(batch)
+        batch = queue[-1] if queue else None
+        if batch is None or batch.builder.append(timestamp=None, key=key, value=value) is None:
+            producer = self._producer
+            assert producer is not None
+            batch = _Batch(producer.create_batch(), lane)
+            if batch.builder.append(timestamp=None, key=key, value=value) is None:
+                raise self._unavailable(f"a record of {len(value)} bytes does not fit in a batch")
+            queue.append(batch)
+            self._unsettled.add(batch)
+        batch.count += events
+        self._pending += events
         return batch
 
     async def _pump(self, producer: AIOKafkaProducer, lane: _Lane) -> None:

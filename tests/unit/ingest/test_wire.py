@@ -21,7 +21,15 @@ from ingest.contract import (
     ScanEvent,
 )
 from ingest.gateway.app import BodyError, decode_batch, validate_batch
-from ingest.wire import WireScan, encode_scan, fast_body
+from ingest.wire import (
+    RAW_FRAME_MAX_BYTES,
+    RAW_FRAME_MAX_SCANS,
+    WireScan,
+    encode_scan,
+    fast_body,
+    raw_frames,
+    split_raw_frame,
+)
 
 NOW = 1_700_000_000_000
 LATEST = NOW + DEFAULT_MAX_SKEW_MS
@@ -211,3 +219,25 @@ def test_the_fast_path_never_accepts_what_the_slow_path_would_not(
         pytest.fail(f"fast path took a body the slow path refuses: {exc.code}")
     assert rejected == []
     assert [encode_scan(s) for s in stamped(fast)] == [encode_msgpack(e) for e in events]
+
+
+def test_raw_frames_cut_by_count_and_bytes_and_split_back() -> None:
+    small = [msgpack.packb({"i": i}) for i in range(2 * RAW_FRAME_MAX_SCANS + 17)]
+    frames = raw_frames(small)
+    assert [n for n, _ in frames] == [RAW_FRAME_MAX_SCANS, RAW_FRAME_MAX_SCANS, 17]
+    assert [e for _, f in frames for e in split_raw_frame(f) or []] == small
+    assert msgpack.unpackb(frames[2][1]) == [{"i": i} for i in range(2000, 2017)]
+    big = [msgpack.packb({"pad": "x" * (RAW_FRAME_MAX_BYTES // 3)}) for _ in range(7)]
+    sized = raw_frames(big)
+    assert [n for n, _ in sized] == [2, 2, 2, 1]
+    assert all(len(f) <= RAW_FRAME_MAX_BYTES for _, f in sized)
+    assert raw_frames([]) == []
+
+
+@pytest.mark.parametrize(
+    "value",
+    [b"", b"\xc1", msgpack.packb({"a": 1}), msgpack.packb([]), msgpack.packb([{"a": 1}, 2]),
+     b"\x92\x81\xa1a"],
+)  # fmt: skip
+def test_only_an_array_of_maps_is_a_frame(value: bytes) -> None:
+    assert split_raw_frame(value) is None

@@ -25,6 +25,7 @@ from processors_testkit import (
 
 from ingest.deadletter import DeadLetter
 from ingest.premises import Premises
+from ingest.wire import raw_frames
 from processors import core as core_module
 from processors.core import Counts, ProcessorCore, Result
 from processors.records import EnrichedScan, decode_frame, encode_frames
@@ -178,6 +179,42 @@ def test_undecodable_and_invalid_records_become_dead_letters(
     assert event_ids(result) == ["ok"]  # the rest of the batch goes on
     assert counts(result) == c(received=2, enriched=1, dead_lettered={reason: 1})
     assert_balanced(core, result)
+
+
+def test_a_frame_of_scans_is_taken_scan_by_scan_in_its_place() -> None:
+    """The HTTP gateway's frames (`ingest.wire.raw_frames`): each scan is received, deduped,
+    enriched or dead-lettered alone, in order with the records around it; a bad scan's
+    dead letter carries its own bytes and the frame's offset."""
+    core = make_core(premises())
+    feed = Feed(topic="scans.raw", partition=5)
+    bad = pack(wire("e3", kind="bogus"))
+    values = [
+        pack(wire("e1")),
+        pack(wire("e2", person_id="p2")),
+        bad,
+        pack(wire("e0", person_id="p0")),
+    ]
+    [(n, frame)] = raw_frames(values)
+    assert n == 4
+    before = feed.scan("e0", person_id="p0")
+    framed = feed.raw(frame)
+    after = feed.scan("e1")
+    result = core.process([before, framed, after], NOW)
+    assert event_ids(result) == ["e0", "e1", "e2"]
+    [dl] = result.dead_letters
+    assert (dl.reason, dl.raw, dl.offset, dl.partition) == ("unknown_kind", bad, framed.offset, 5)
+    assert counts(result) == c(
+        received=6, enriched=3, duplicates=2, dead_lettered={"unknown_kind": 1}
+    )
+    assert_balanced(core, result)
+
+
+def test_an_array_that_is_not_a_frame_of_maps_is_one_dead_letter() -> None:
+    core = make_core(premises())
+    for value in (pack([]), pack([wire("e1"), "x"]), b"\x92\x81"):
+        result = core.process([Feed().raw(value)], NOW)
+        assert [d.raw for d in result.dead_letters] == [value]
+        assert counts(result)["received"] == 1
 
 
 def test_a_scan_at_the_skew_limit_is_accepted() -> None:
