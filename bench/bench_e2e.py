@@ -152,6 +152,28 @@ def table_entries(samples: dict[str, float], table: str) -> float:
     )
 
 
+def print_inserts(samples: dict[str, float]) -> None:
+    """The sink's inserts into `scans` over the whole run (its metrics at the end)."""
+    table = 'table="scans"'
+
+    def sample(name: str) -> float:
+        return samples.get(f"scantrace_sink_{name}{{{table}}}", 0.0)
+
+    count = sample("insert_duration_seconds_count")
+    if not count:
+        return
+    slow = {
+        le: count
+        - samples.get(f'scantrace_sink_insert_duration_seconds_bucket{{le="{le}",{table}}}', 0)
+        for le in ("1.0", "2.5")
+    }
+    print(
+        f"  sink inserts into scans: {count:,.0f}, {sample('batch_rows_sum') / count:,.0f} rows "
+        f"and {sample('insert_duration_seconds_sum') / count:.2f} s each on average; "
+        f"{slow['1.0']:,.0f} took over 1 s, {slow['2.5']:,.0f} over 2.5 s"
+    )
+
+
 class Poller(threading.Thread):
     """Watches ClickHouse (when each marker became visible, the row count over time) and,
     every second, the worker's and the sink's consumer lag (which stage holds a backlog)."""
@@ -344,6 +366,7 @@ def main() -> None:  # one linear script
         poller.stop.set()
         poller.join()
         worker_samples = scrape(pipeline.worker_metrics_port)
+        sink_samples = scrape(pipeline.sink_metrics_port)
         rss1 = status_mib(worker_pid, "VmRSS")
         seen1 = table_entries(worker_samples, "seen")
         peaks = {name: status_mib(pid, "VmHWM") for name, pid in service_pids.items()}
@@ -411,6 +434,7 @@ def main() -> None:  # one linear script
         + ", ".join(f"{k} {v:,.0f}" for k, v in cpu.items())
         + f"; sum {cpu_sum:,.0f} ({cpu_sum * 1e6 / stored_scans:,.0f} us a scan)"
     )
+    print_inserts(sink_samples)
     tracked = seen1 - seen0
     if tracked > 0:
         print(
