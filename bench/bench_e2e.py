@@ -183,6 +183,8 @@ class Poller(threading.Thread):
         self.client = connect(clickhouse)
         self.ports = {"worker": worker_port, "sink": sink_port}
         self.seen: dict[str, float] = {}
+        # marker -> (gateway's received_at, worker's processed_at), epoch seconds
+        self.stamps: dict[str, tuple[float, float]] = {}
         self.counts: list[tuple[float, int]] = []
         self.lags: dict[str, list[tuple[float, float]]] = {"worker": [], "sink": []}
         self.stop = threading.Event()
@@ -201,11 +203,15 @@ class Poller(threading.Thread):
         next_count = 0.0
         while not self.stop.is_set():
             rows = self.client.execute(
-                "SELECT event_id FROM scans WHERE premises_id = %(p)s", {"p": MARKER_PREMISES}
+                "SELECT event_id, toUnixTimestamp64Milli(received_at), "
+                "toUnixTimestamp64Milli(processed_at) FROM scans WHERE premises_id = %(p)s",
+                {"p": MARKER_PREMISES},
             )
             now = time.time()
-            for (event_id,) in rows:
-                self.seen.setdefault(event_id, now)
+            for event_id, received_ms, processed_ms in rows:
+                if event_id not in self.seen:
+                    self.seen[event_id] = now
+                    self.stamps[event_id] = (received_ms / 1000, processed_ms / 1000)
             if now >= next_count:
                 next_count = now + 1.0
                 count = self.client.execute("SELECT count() FROM scans")[0][0]
@@ -401,6 +407,24 @@ def main() -> None:  # one linear script
         f"{statistics.median(latencies):.2f} s, p99 {quantile(latencies, 0.99):.2f} s, "
         f"max {max(latencies):.2f} s"
     )
+    stages = [
+        (
+            poller.stamps[m][0] - t,
+            poller.stamps[m][1] - poller.stamps[m][0],
+            poller.seen[m] - poller.stamps[m][1],
+        )
+        for i, t in sent_at.items()
+        if (m := f"marker-{i:07d}") in poller.stamps
+    ]
+    if stages:
+        names = ("POST to gateway stamp", "stamp to worker", "worker to visible in ClickHouse")
+        print(
+            "  where the latency goes, p50 / p99 (s): "
+            + "; ".join(
+                f"{name} {statistics.median(col):.2f} / {quantile(list(col), 0.99):.2f}"
+                for name, col in zip(names, zip(*stages, strict=True), strict=True)
+            )
+        )
     print("  by 30 s of sending: latency p50 / p99 (s); worker, sink lag max (records)")
     for w in range(int((end_send - start_send) // 30) + 1):
         lo, hi = start_send + 30 * w, start_send + 30 * (w + 1)
