@@ -18,10 +18,13 @@ RUN pip wheel --wheel-dir /wheels .
 
 # -- runtime
 FROM python:3.11-slim
+# NUMBA_CACHE_DIR: the worker's compiled loops (processors/horizon.py) are cached here, a
+# writable place also under a read-only root file system (deploy/k8s mounts /tmp)
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    NUMBA_CACHE_DIR=/tmp/numba
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --no-index --find-links /wheels scantrace \
     && useradd --system --uid 10001 --user-group --create-home --home-dir /home/scantrace scantrace \

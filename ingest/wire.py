@@ -143,7 +143,7 @@ def split_raw_frame(value: bytes) -> list[bytes] | None:
         return None
     try:
         elements = [bytes(element) for element in _decode_elements(value)]
-    except msgspec.DecodeError:
+    except Exception:  # DecodeError, and RecursionError for deeply nested garbage
         return None
     maps = _MAP_STARTS
     if not elements or not all(e[0] in maps for e in elements):

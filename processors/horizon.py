@@ -51,8 +51,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _compiled(fn: F) -> F:
-    """Compiled by numba on first call (cached on disk beside the module)."""
-    return cast(F, numba.njit(cache=True, nogil=True)(fn))
+    """Compiled by numba on first call, cached on disk beside the module or in
+    `NUMBA_CACHE_DIR`; with no writable place for it (a read-only image), compiled again
+    at each start (seconds)."""
+    try:
+        return cast(F, numba.njit(cache=True, nogil=True)(fn))
+    except RuntimeError:  # "cannot cache function ...: no locator available"
+        return cast(F, numba.njit(nogil=True)(fn))
 
 
 @_compiled

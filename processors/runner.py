@@ -25,10 +25,11 @@ from typing import Any, Final, Protocol
 from ingest.deadletter import DeadLetter, encode_dead_letter
 from ingest.kafka_settings import KafkaSettings
 from ingest.premises import Premises, decode_premises
+from ingest.wire import split_raw_frame
 from processors.core import EXCEPTION, STAGE, Counts, ProcessorCore, Result
 from processors.horizon import HorizonMap
 from processors.metrics import WorkerMetrics
-from processors.records import EnrichedRow, RawRecordLike, encode_frames
+from processors.records import EnrichedRow, RawRecord, RawRecordLike, encode_frames
 from processors.settings import ProcessorSettings
 from processors.state import LAST_KEPT_WIDTH, SEEN_WIDTH, ProcessorState
 from processors.tables import (
@@ -326,7 +327,7 @@ class BatchRunner:
         out: Outbox,
     ) -> None:
         partition = source[1]
-        for rec in records:
+        for rec in self._scan_records(records, source):
             try:
                 result = core.process([rec], now_ms, source)
             except Exception as exc:
@@ -335,6 +336,21 @@ class BatchRunner:
                 result = Result([], [dl], Counts(received=1, dead_lettered={EXCEPTION: 1}))
             self._emit(result, partition, now_ms, out)
             self._save(views, partition, out)
+
+    @staticmethod
+    def _scan_records(
+        records: Sequence[RawRecordLike], source: tuple[str, int]
+    ) -> list[RawRecordLike]:
+        """The records with each frame (`ingest.wire.split_raw_frame`) cut into records of
+        one scan (the frame's offset), so that one bad scan fails alone."""
+        out: list[RawRecordLike] = []
+        for rec in records:
+            elements = split_raw_frame(rec.value) if rec.value is not None else None
+            if elements is None:
+                out.append(rec)
+            else:
+                out.extend(RawRecord(e, source[0], source[1], rec.offset) for e in elements)
+        return out
 
     def premises(
         self, partition: int, records: Sequence[KeyedRecordLike], now_ms: int, out: Outbox

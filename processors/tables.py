@@ -203,6 +203,11 @@ def apply_horizon_record(part: HorizonMap, key: bytes, value: bytes | None) -> N
         return  # a deletion: an older worker's expiry, or a key gone since
     if value[: len(HORIZON_MAGIC)] == HORIZON_MAGIC:
         width = value[len(HORIZON_MAGIC)]
+        if width != 2 + part.width:
+            raise ValueError(
+                f"a changelog record of {width} columns for a map of {2 + part.width} "
+                "(another table's changelog?)"
+            )
         body = value[len(HORIZON_MAGIC) + 1 :]
         rows = np.frombuffer(body, dtype=_ROW).reshape(-1, width).astype(np.int64)
         part.load(rows[:, :2], rows[:, 2:])

@@ -241,3 +241,7 @@ def test_raw_frames_cut_by_count_and_bytes_and_split_back() -> None:
 )  # fmt: skip
 def test_only_an_array_of_maps_is_a_frame(value: bytes) -> None:
     assert split_raw_frame(value) is None
+
+
+def test_deeply_nested_garbage_is_not_a_frame() -> None:
+    assert split_raw_frame(b"\x91" * 200_000 + b"\x80") is None

@@ -142,3 +142,24 @@ def test_a_map_behaves_like_a_dict_that_forgets_what_arrived_before_the_cutoff(
         got = m.lookup(hash_keys([f"k{k}" for k in range(301)]), MISSING)[:, 0].tolist()
         assert {k: v for k, v in enumerate(got) if v != MISSING} == live
         assert len(m) == len(live)
+
+
+def test_without_a_writable_cache_the_loops_still_compile(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read-only image without NUMBA_CACHE_DIR: numba refuses `cache=True` at decoration."""
+    import numba
+
+    from processors import horizon
+
+    real = numba.njit
+
+    def njit(**options: object) -> object:
+        if options.get("cache"):
+            raise RuntimeError("cannot cache function 'f': no locator available")
+        return real(**options)
+
+    monkeypatch.setattr(numba, "njit", njit)
+
+    def double(x: int) -> int:
+        return 2 * x
+
+    assert horizon._compiled(double)(21) == 42

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 from ingest.deadletter import DeadLetter, decode_dead_letter
 from ingest.kafka_settings import KafkaSettings
 from ingest.premises import Premises, encode_premises
+from ingest.wire import raw_frames
 from processors.core import ProcessorCore, Result
 from processors.horizon import HorizonMap, hash_keys
 from processors.metrics import WorkerMetrics
@@ -316,6 +317,23 @@ def test_a_core_bug_dead_letters_only_the_record_that_triggers_it() -> None:
     assert sample(metrics, "scantrace_worker_dead_letters_total", reason="exception") == 1
     assert identity(metrics) == (4, 4)
     assert set(entries(out, "seen")) == {hk("e1"), hk("e3")}
+
+
+def test_a_core_bug_on_one_scan_of_a_frame_dead_letters_that_scan_only() -> None:
+    metrics = WorkerMetrics(CollectorRegistry())
+    runner, _ = make_runner(metrics, core_factory=BuggyCore)
+    register(runner, premises("P1"))
+    feed = Feed()
+    values = [pack(wire(e, person_id=p, received_at=NOW - MINUTE)) for e, p in
+              (("e1", "a"), ("e2", "boom"), ("e3", "c"))]  # fmt: skip
+    [(_, frame)] = raw_frames(values)
+    framed = feed(frame)
+    out = Outbox()
+    runner.scans(PART, [framed, feed.scan("e4", person_id="d")], NOW, out)
+    assert [s.event_id for s in enriched(out)] == ["e1", "e3", "e4"]
+    [dl] = letters(out)
+    assert (dl.reason, dl.raw, dl.offset) == ("exception", values[1], framed.offset)
+    assert identity(metrics) == (4, 4)
 
 
 def test_expire_dead_letters_old_parked_scans_and_drops_old_dedup_memory() -> None:

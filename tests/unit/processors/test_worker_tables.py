@@ -175,6 +175,12 @@ def test_a_batch_of_horizon_changes_is_one_record_and_replays_in_order() -> None
     assert store.entries() == 2
 
 
+def test_a_record_of_another_width_is_refused() -> None:
+    rows = horizon_records(hash_keys(["k"]), np.array([[1, 2]]), 1_000_000)
+    with pytest.raises(ValueError, match="4 columns for a map of 3"):
+        _horizon_store(1).restore_records(0, [_Record(k, v) for k, v in rows])
+
+
 def test_an_older_workers_horizon_records_are_still_read() -> None:
     """msgpack maps of string keys (one record per batch, `last_kept` as one packed int or
     its 16 bytes) and one record per key (a packed int as msgpack's ext type)."""
