@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 from tracing.rules import MINUTE_MS, Rule
 
@@ -60,10 +61,11 @@ def iso_utc(ms: int) -> str:
     return f"{at:%Y-%m-%dT%H:%M:%S}.{ms % 1000:03d}Z"
 
 
-@dataclass(frozen=True, slots=True)
-class Contact:
+class Contact(NamedTuple):
     """One contact at one premises. Degree 2 rows name the F1 person they came through
-    (`via_person_id`); degree 1 rows have None there."""
+    (`via_person_id`); degree 1 rows have None there. A named tuple, not a frozen
+    dataclass: an answer has thousands of rows, and a frozen dataclass's `__init__` cost
+    10-14 ms for 2,700 of them (about 7 % of a depth-1 trace at 100 M rows)."""
 
     person_id: str
     degree: int

@@ -79,25 +79,24 @@ def check_schema(runner: QueryRunner) -> None:
 
 
 def _contacts(rows: list[Row], degree: int) -> list[Contact]:
-    out = []
-    for person, premises, via, c_from, c_to, x_from, x_to, overlap, name, district, cat in rows:
-        out.append(
-            Contact(
-                person_id=person,
-                degree=degree,
-                via_person_id=via if degree > 1 else None,
-                premises_id=premises,
-                premises_name=name,
-                district=district,
-                category=cat,
-                case_time_from=int(c_from),
-                case_time_to=int(c_to),
-                contact_time_from=int(x_from),
-                contact_time_to=int(x_to),
-                overlap_ms=None if overlap is None else int(overlap),
-            )
+    # positional: the row's order is sql.CONTACT_COLUMNS
+    return [
+        Contact(
+            person,
+            degree,
+            via if degree > 1 else None,
+            premises,
+            name,
+            district,
+            cat,
+            c_from,
+            c_to,
+            x_from,
+            x_to,
+            overlap,
         )
-    return out
+        for person, premises, via, c_from, c_to, x_from, x_to, overlap, name, district, cat in rows
+    ]
 
 
 def _timeline(
