@@ -198,6 +198,9 @@ _PICK_ONE_SEED = """
 # timeline 87 -> 76 ms; the overlap rule's query unchanged, 415 vs 412).
 _NO_PREWHERE: Final = "optimize_move_to_prewhere = 0"
 _DEGREE1: Final = f"\nSETTINGS {_NO_PREWHERE}"
+# The key analysis of the day terms splits each part's marks in 2 at each step instead of
+# 8: 28 -> 17 ms of its time, 3-6 ms of the degree-1 query's (100 M rows, 16 cases x 2).
+_SCAN_WINDOW_DEGREE1: Final = f"{_DEGREE1}, merge_tree_coarse_index_granularity = 2"
 
 Window = tuple[str, int, int]
 # Key analysis of an OR of ranges costs more than linearly in their number (measured:
@@ -543,7 +546,7 @@ FROM (
     )
     WHERE notEmpty(hits)
 )
-GROUP BY person_id, premises_id{_DEGREE1}"""
+GROUP BY person_id, premises_id{_SCAN_WINDOW_DEGREE1}"""
     return sql, params
 
 

@@ -1,5 +1,5 @@
-"""The timeline beside the degree-1 query: a failure on either connection fails the trace
-(never an answer without its timeline)."""
+"""The timeline beside the case's scans and the degree-1 query: a failure on either
+connection fails the trace (never an answer without its timeline)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,13 @@ class Fake:
         self.asked: list[str] = []
 
     def query(self, sql: str, params: Mapping[str, object]) -> list[Row]:
-        kind = "timeline" if "lagInFrame" in sql else "contacts" if "system.one" in sql else "scans"
+        kind = (
+            "timeline"
+            if "lagInFrame" in sql
+            else "contacts"
+            if "system.one" in sql or "notEmpty(hits)" in sql
+            else "scans"
+        )
         self.asked.append(kind)
         if kind == self.fail:
             raise RuntimeError(f"{kind} failed")

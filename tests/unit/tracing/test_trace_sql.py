@@ -15,6 +15,14 @@ def test_user_values_are_bound(rule: Rule) -> None:
     windows = sql.seed_windows(rule, [(EVIL, 1_000, 2_000)])
     queries = [
         sql.contacts(rule, [(EVIL, 1)], 2, [EVIL], windows=windows),
+        sql.contacts(
+            rule,
+            [(EVIL, 1)],
+            2,
+            [EVIL],
+            windows=windows,
+            case=[sql.CaseVisit(EVIL, 1_000, 2_000, EVIL, EVIL, EVIL, (1_000, 2_000))],
+        ),
         sql.case_visits(rule, EVIL, 1, 2),
         sql.premises_visitors(EVIL, 1, 2),
     ]
@@ -76,3 +84,22 @@ def test_the_window_cap_counts_day_terms_not_windows() -> None:
     many_days = [("P1", d * day + 3_600_000 * 5, d * day + 3_600_000 * 5) for d in range(49)]
     assert sql.seed_windows(rule, many_days) is None
     assert sql.seed_windows(rule, many_days[:48]) is not None
+
+
+def test_degree1_scan_window_binds_the_case_per_premises() -> None:
+    """Degree 1 under scan-window reads `scans` once without a join: the case's scan
+    times are one bound array per premises (visits of one premises merged), the day terms
+    only hint the key analysis."""
+    case = [
+        sql.CaseVisit("B", 5, 9, "b", "d2", "shop", (5, 9)),
+        sql.CaseVisit("A", 1, 2, "a", "d1", "market", (1,)),
+        sql.CaseVisit("A", 7, 8, "a", "d1", "market", (7, 8)),
+    ]
+    windows = sql.seed_windows(Rule(), [("A", 1, 8), ("B", 5, 9)])
+    text, params = sql.contacts(Rule(), [("C", 0)], 10, ["C"], case=case, windows=windows)
+    assert "JOIN" not in text and "indexHint(" in text
+    assert params["k_premises"] == ["A", "B"]
+    assert params["k_times"] == [[1, 7, 8], [5, 9]]
+    assert params["k_name"] == ["a", "b"] and params["k_category"] == ["market", "shop"]
+    assert (params["c_lo"], params["c_hi"]) == (1, 9)
+    text % {k: "v" for k in params}
