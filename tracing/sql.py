@@ -192,10 +192,11 @@ _PICK_ONE_SEED = """
     LIMIT 1 BY person_id, premises_id"""
 
 
-# PREWHERE is off for the degree-1 and timeline reads: their filters are on the columns
-# they read anyway, and moving them to PREWHERE cost more than it saved (100 M rows, 8
-# cases x 3 rounds, bench/RESULTS.md "Trace latency": co-visitors 128 -> 100 ms median,
-# timeline 87 -> 76 ms; the overlap rule's query unchanged, 415 vs 412).
+# PREWHERE is off for the degree-1, timeline and case's-scans reads: their filters are on
+# the columns they read anyway, and moving them to PREWHERE cost more than it saved (100 M
+# rows, 8 cases x 3 rounds, bench/RESULTS.md "Trace latency": co-visitors 128 -> 100 ms
+# median, timeline 87 -> 76 ms; the overlap rule's query unchanged, 415 vs 412; the case's
+# scans 34 -> 16-18 ms of server CPU, 16 cases x 3).
 _NO_PREWHERE: Final = "optimize_move_to_prewhere = 0"
 _DEGREE1: Final = f"\nSETTINGS {_NO_PREWHERE}"
 # The key analysis of the day terms splits each part's marks in 2 at each step instead of
@@ -607,7 +608,8 @@ FROM {tables.q("by_person")}
 WHERE person_id = %(person_id)s
   AND scanned_at >= {_at("%(from_ms)s")} AND scanned_at <= {_at("%(to_ms)s")}
 GROUP BY premises_id
-ORDER BY premises_id"""
+ORDER BY premises_id
+SETTINGS {_NO_PREWHERE}"""
     return sql, {"person_id": person_id, "from_ms": int(from_ms), "to_ms": int(to_ms)}
 
 
