@@ -211,6 +211,9 @@ Window = tuple[str, int, int]
 # path widens each of the case's scans, not each visit, so it has more windows for the
 # same days.)
 MAX_TERMS: Final = 48
+# A (premises, time bucket) key of `_degree1_scan_window`: premises index * stride +
+# bucket offset; the offsets of one period stay far below the stride.
+_KEY_STRIDE: Final = 1 << 32
 
 
 def seed_windows(
@@ -298,21 +301,15 @@ class CaseVisit:
     period_times: tuple[int, ...]  # its scan times inside [from, to]
 
 
-def _case_literal(rule: Rule, case: list[CaseVisit], params: dict[str, object]) -> str:
-    """The degree-1 seed rows as a table built from bound arrays (from `case_visits`,
-    already read): under scan-window the case's scans in the period, under overlap its
-    visits. The co-visitor query then reads `scans` once, by premises and time only."""
-    if rule.name == "scan-window":
-        rows = [(v, t) for v in case for t in v.period_times]
-        params["c_t"] = [t for _, t in rows]
-        times = "CAST(%(c_t)s AS Array(Int64)) AS t"
-        cols = "t"
-    else:
-        rows = [(v, 0) for v in case]
-        params["c_vs"] = [v.time_from for v in case]
-        params["c_ve"] = [v.time_to for v in case]
-        times = "CAST(%(c_vs)s AS Array(Int64)) AS vs, CAST(%(c_ve)s AS Array(Int64)) AS ve"
-        cols = "vs, ve"
+def _case_literal(case: list[CaseVisit], params: dict[str, object]) -> str:
+    """The degree-1 seed rows under overlap: the case's visits (from `case_visits`, already
+    read) as a table built from bound arrays. The co-visitor query then reads `scans`
+    once, by premises and time only. (Degree 1 under scan-window: `_degree1_scan_window`.)"""
+    rows = [(v, 0) for v in case]
+    params["c_vs"] = [v.time_from for v in case]
+    params["c_ve"] = [v.time_to for v in case]
+    times = "CAST(%(c_vs)s AS Array(Int64)) AS vs, CAST(%(c_ve)s AS Array(Int64)) AS ve"
+    cols = "vs, ve"
     params["c_premises"] = [v.premises_id for v, _ in rows]
     params["c_name"] = [v.premises_name for v, _ in rows]
     params["c_district"] = [v.district for v, _ in rows]
@@ -354,19 +351,15 @@ def contacts(
     if case is not None and not case:
         raise ValueError("no case visits: nothing to trace")
     if case is not None and rule.name == "scan-window":
-        return _degree1_scan_window(rule, seeds[0][0], case, tables, windows)
+        return _degree1_scan_window(rule, seeds[0][0], case, exclude, tables, windows)
     params = _seed_params(seeds, to_ms, exclude, rule)
     narrow = _windows_filter(windows, params)
     pad = "%(window_ms)s" if rule.name == "scan-window" else "(%(buffer_ms)s + %(horizon_ms)s)"
     literal = ""
     if case is not None:
-        literal = _case_literal(rule, case, params)
-        if rule.name == "scan-window":
-            params["c_lo"] = min(min(v.period_times) for v in case)
-            params["c_hi"] = max(max(v.period_times) for v in case)
-        else:
-            params["c_lo"] = min(v.time_from for v in case)
-            params["c_hi"] = max(v.time_to for v in case)
+        literal = _case_literal(case, params)
+        params["c_lo"] = min(v.time_from for v in case)
+        params["c_hi"] = max(v.time_to for v in case)
         premises_in = "premises_id IN %(c_premises_set)s"
         span = (_at(f"%(c_lo)s - {pad}"), _at(f"%(c_hi)s + {pad}"))
     else:
@@ -384,15 +377,11 @@ def contacts(
                 _at(f"%(to_ms)s + %(horizon_ms)s + {MAX_DWELL_MIN * MINUTE_MS} + {pad}"),
             )
     if rule.name == "scan-window":
-        seed_rows = (
-            literal
-            if case is not None
-            else f"""
+        seed_rows = f"""
         SELECT person_id AS seed, premises_id, t, premises_name, district, category FROM ({
-                _seed_scans(tables, lo="%(min_since)s", hi="%(to_ms)s", extra=", " + _PREMISES_COLS)
-            })
+            _seed_scans(tables, lo="%(min_since)s", hi="%(to_ms)s", extra=", " + _PREMISES_COLS)
+        })
         WHERE t >= since"""
-        )
         sql = f"""
 WITH
     case_scans AS ({seed_rows}
@@ -423,7 +412,7 @@ SELECT x.person_id AS person_id, x.premises_id AS premises_id, c.seed AS via,
 FROM near AS x
 INNER JOIN case_buckets AS c ON x.premises_id = c.premises_id AND x.b = c.b
 WHERE x.t >= c.t - %(window_ms)s AND x.t <= c.t + %(window_ms)s AND x.person_id != c.seed
-GROUP BY person_id, premises_id, via{_PICK_ONE_SEED}{_DEGREE1 if case is not None else ""}"""
+GROUP BY person_id, premises_id, via{_PICK_ONE_SEED}"""
         return sql, params
     seed_rows = (
         literal
@@ -491,16 +480,20 @@ def _degree1_scan_window(
     rule: Rule,
     person_id: str,
     case: list[CaseVisit],
+    exclude: list[str],
     tables: TraceTables,
     windows: list[Window] | None,
 ) -> Query:
     """Degree 1 under scan-window without a join: the case's scan times in the period
-    are bound as one array per premises, and each co-visitor scan keeps the case's times
-    within the window at its premises (`hits`); a scan with none is no contact. The day
-    terms of `windows` serve the key analysis only (`indexHint`), the rows are filtered
-    by `hits` exactly. Against the join of the case's scans with bucketed co-visitor
-    scans: the same rows, 96 -> 73 ms a query (100 M rows, 16 cases x 2 rounds; the
-    join's planning alone cost 20 ms)."""
+    are bound as arrays, one per premises and time bucket (at least the window wide), and
+    each co-visitor scan keeps the case's times within the window among those of its own
+    and the two neighbouring buckets (`hits`); a scan with none is no contact. Bucketed,
+    a scan is checked against a few case times, not all of a premises' (a case working
+    there has hundreds). The day terms of `windows` serve the key analysis only
+    (`indexHint`), the rows are filtered by `hits` exactly. Against the join of the
+    case's scans with bucketed co-visitor scans: the same rows, 96 -> 73 ms a query
+    (100 M rows, 16 cases x 2 rounds; the join's planning alone cost 20 ms)."""
+    bucket_ms = max(rule.window_min * MINUTE_MS, MINUTE_MS)
     times: dict[str, set[int]] = {}
     names: dict[str, tuple[str, str, str]] = {}
     for v in case:
@@ -509,21 +502,39 @@ def _degree1_scan_window(
     premises = sorted(p for p in times if times[p])
     if not premises:
         raise ValueError("no case scans in the period: nothing to trace")
+    c_lo = min(min(times[p]) for p in premises)
+    first = c_lo // bucket_ms - 2  # every key's bucket offset is >= 1, its neighbours >= 0
+    buckets: dict[int, list[int]] = {}
+    for i, p in enumerate(premises, start=1):
+        for t in sorted(times[p]):
+            buckets.setdefault(i * _KEY_STRIDE + t // bucket_ms - first, []).append(t)
+    keys = sorted(buckets)
     params: dict[str, object] = {
         "case": person_id,
+        "exclude": tuple(exclude) if exclude else ("",),
         "window_ms": rule.window_min * MINUTE_MS,
+        "bucket_ms": bucket_ms,
+        "first_bucket": first,
         "k_premises": premises,
         "k_index": list(range(1, len(premises) + 1)),
-        "k_times": [sorted(times[p]) for p in premises],
         "k_name": [names[p][0] for p in premises],
         "k_district": [names[p][1] for p in premises],
         "k_category": [names[p][2] for p in premises],
         "k_set": tuple(premises),
-        "c_lo": min(min(times[p]) for p in premises),
+        "b_keys": keys,
+        "b_slots": list(range(1, len(keys) + 1)),
+        "b_times": [buckets[k] for k in keys],
+        "c_lo": c_lo,
         "c_hi": max(max(times[p]) for p in premises),
     }
     narrow = _windows_filter(windows, params, hint_only=True)
+    slot = (
+        "transform({key}, CAST(%(b_keys)s AS Array(Int64)),"
+        " CAST(%(b_slots)s AS Array(UInt32)), toUInt32(0))"
+    )
+    near = ", ".join(f"b_times[{slot.format(key=k)}]" for k in ("key - 1", "key", "key + 1"))
     sql = f"""
+WITH CAST(%(b_times)s AS Array(Array(Int64))) AS b_times
 SELECT person_id, premises_id, %(case)s AS via,
        min(arrayMin(hits)) AS case_from, max(arrayMax(hits)) AS case_to,
        min(t) AS contact_from, max(t) AS contact_to,
@@ -534,16 +545,20 @@ SELECT person_id, premises_id, %(case)s AS via,
 FROM (
     SELECT person_id, premises_id, t, i,
            arrayFilter(c -> c >= t - %(window_ms)s AND c <= t + %(window_ms)s,
-                       CAST(%(k_times)s AS Array(Array(Int64)))[i]) AS hits
+                       arrayConcat({near})) AS hits
     FROM (
-        SELECT person_id, premises_id, {_ms("scanned_at")} AS t,
-               transform(premises_id, CAST(%(k_premises)s AS Array(String)),
-                         CAST(%(k_index)s AS Array(UInt32)), toUInt32(0)) AS i
-        FROM {tables.q("scans")}
-        WHERE premises_id IN %(k_set)s
-          AND scanned_at >= {_at("%(c_lo)s - %(window_ms)s")}
-          AND scanned_at <= {_at("%(c_hi)s + %(window_ms)s")}
-          AND person_id != %(case)s{narrow}
+        SELECT person_id, premises_id, t, i,
+               toInt64(i) * {_KEY_STRIDE} + intDiv(t, %(bucket_ms)s) - %(first_bucket)s AS key
+        FROM (
+            SELECT person_id, premises_id, {_ms("scanned_at")} AS t,
+                   transform(premises_id, CAST(%(k_premises)s AS Array(String)),
+                             CAST(%(k_index)s AS Array(UInt32)), toUInt32(0)) AS i
+            FROM {tables.q("scans")}
+            WHERE premises_id IN %(k_set)s
+              AND scanned_at >= {_at("%(c_lo)s - %(window_ms)s")}
+              AND scanned_at <= {_at("%(c_hi)s + %(window_ms)s")}
+              AND person_id NOT IN %(exclude)s{narrow}
+        )
     )
     WHERE notEmpty(hits)
 )

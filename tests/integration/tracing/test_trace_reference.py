@@ -246,7 +246,9 @@ def test_windows_narrow_without_changing_the_answer(
     loaded: ClickHouseRunner, province: Province, rule: Rule
 ) -> None:
     """Degree 1 reads `scans` only inside windows around the case's visits; the same
-    query without them (premises IN + time span only) gives the same rows."""
+    query without them (premises IN + time span only) gives the same rows, and so does the
+    degree-1 query seeded with the case's visits as bound values (`case=`), with and
+    without windows."""
     frm, to = _periods(province)[1]
     narrowed_cases = 0
     for case in province.cases:
@@ -258,5 +260,16 @@ def test_windows_narrow_without_changing_the_answer(
         narrowed = loaded.query(*sql.contacts(rule, [(case, frm)], to, [case], windows=windows))
         plain = loaded.query(*sql.contacts(rule, [(case, frm)], to, [case]))
         assert sorted(narrowed) == sorted(plain)
+        seeds = [
+            sql.CaseVisit(p, t0, t1, name, district, cat, tuple(times))
+            for p, t0, t1, _, name, district, cat, times in loaded.query(
+                *sql.case_visits(rule, case, frm, to)
+            )
+        ]
+        for w in (windows, None):
+            bound = loaded.query(
+                *sql.contacts(rule, [(case, frm)], to, [case], windows=w, case=seeds)
+            )
+            assert sorted(bound) == sorted(plain)
     assert narrowed_cases >= 4
     assert sql.seed_windows(rule, [("P", i * 10**9, i * 10**9 + 1) for i in range(60)]) is None

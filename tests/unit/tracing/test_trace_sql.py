@@ -86,20 +86,57 @@ def test_the_window_cap_counts_day_terms_not_windows() -> None:
     assert sql.seed_windows(rule, many_days[:48]) is not None
 
 
-def test_degree1_scan_window_binds_the_case_per_premises() -> None:
+def test_degree1_scan_window_binds_the_case_per_premises_and_bucket() -> None:
     """Degree 1 under scan-window reads `scans` once without a join: the case's scan
-    times are one bound array per premises (visits of one premises merged), the day terms
-    only hint the key analysis."""
+    times are bound per premises (visits of one premises merged) and time bucket, so a
+    co-visitor scan is checked against its own and the neighbouring buckets only; the day
+    terms only hint the key analysis."""
+    h = 60 * MINUTE_MS
     case = [
-        sql.CaseVisit("B", 5, 9, "b", "d2", "shop", (5, 9)),
-        sql.CaseVisit("A", 1, 2, "a", "d1", "market", (1,)),
-        sql.CaseVisit("A", 7, 8, "a", "d1", "market", (7, 8)),
+        sql.CaseVisit("B", 5 * h, 9 * h, "b", "d2", "shop", (5 * h, 9 * h)),
+        sql.CaseVisit("A", h, 2 * h, "a", "d1", "market", (h,)),
+        sql.CaseVisit("A", 7 * h, 8 * h, "a", "d1", "market", (7 * h, 7 * h + 1, 8 * h)),
     ]
-    windows = sql.seed_windows(Rule(), [("A", 1, 8), ("B", 5, 9)])
+    windows = sql.seed_windows(Rule(), [("A", h, 8 * h), ("B", 5 * h, 9 * h)])
     text, params = sql.contacts(Rule(), [("C", 0)], 10, ["C"], case=case, windows=windows)
     assert "JOIN" not in text and "indexHint(" in text
     assert params["k_premises"] == ["A", "B"]
-    assert params["k_times"] == [[1, 7, 8], [5, 9]]
     assert params["k_name"] == ["a", "b"] and params["k_category"] == ["market", "shop"]
-    assert (params["c_lo"], params["c_hi"]) == (1, 9)
+    assert (params["c_lo"], params["c_hi"]) == (h, 9 * h)
+    # buckets of the 60-min window; offsets from two buckets before the earliest time
+    stride = 1 << 32
+    assert params["first_bucket"] == -1
+    keyed = dict(zip(params["b_keys"], params["b_times"], strict=True))  # type: ignore[call-overload]
+    assert keyed == {
+        stride + 2: [h],
+        stride + 8: [7 * h, 7 * h + 1],
+        stride + 9: [8 * h],
+        2 * stride + 6: [5 * h],
+        2 * stride + 10: [9 * h],
+    }
+    assert params["b_slots"] == [1, 2, 3, 4, 5]
     text % {k: "v" for k in params}
+
+
+def test_contact_rows_map_by_contact_columns() -> None:
+    """`trace._contacts` builds contacts positionally from rows in CONTACT_COLUMNS order."""
+    from tracing.trace import _contacts
+
+    row = {c: f"v-{c}" for c in sql.CONTACT_COLUMNS}
+    row |= {"case_from": 1, "case_to": 2, "contact_from": 3, "contact_to": 4, "overlap_ms": 60_000}
+    (one,) = _contacts([tuple(row[c] for c in sql.CONTACT_COLUMNS)], 2)
+    assert (one.person_id, one.premises_id, one.via_person_id) == (
+        "v-person_id",
+        "v-premises_id",
+        "v-via",
+    )
+    assert (one.premises_name, one.district, one.category) == (
+        "v-premises_name",
+        "v-district",
+        "v-category",
+    )
+    assert (one.case_time_from, one.case_time_to) == (1, 2)
+    assert (one.contact_time_from, one.contact_time_to) == (3, 4)
+    assert one.degree == 2 and one.overlap_minutes == 1.0
+    (first,) = _contacts([tuple(row[c] for c in sql.CONTACT_COLUMNS)], 1)
+    assert first.via_person_id is None
