@@ -106,7 +106,8 @@ INSERT_SETTINGS: Final[dict[str, Any]] = {
     # strings instead of building dictionaries in Python (tables other than scans, which
     # go through input(): see sinks.batch.SCAN_WIRE).
     "low_cardinality_allow_in_native_format": 0,
-    # No ReplacingMergeTree merge of each inserted block (scans, scans_by_person, premises):
+    # No ReplacingMergeTree merge of each inserted block (scans, scans_by_person, premises,
+    # dead_letters):
     # it cost the server 2-3 us a row a table, about a third of its CPU an inserted scan
     # (14-15 against 10-13 us with merges, bench/RESULTS.md "Sink"). Duplicates inside a
     # block then wait for a background merge like duplicates across blocks always did: no

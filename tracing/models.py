@@ -1,4 +1,5 @@
-"""Result models of the exposure queries: frozen, slotted, times as epoch ms UTC."""
+"""Result models of the exposure queries: immutable (frozen dataclasses, and a named tuple
+for the many contact rows), times as epoch ms UTC."""
 
 from __future__ import annotations
 

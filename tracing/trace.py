@@ -79,7 +79,8 @@ def check_schema(runner: QueryRunner) -> None:
 
 
 def _contacts(rows: list[Row], degree: int) -> list[Contact]:
-    # positional: the row's order is sql.CONTACT_COLUMNS
+    # Positional, from rows in sql.CONTACT_COLUMNS order: a large answer is thousands of
+    # rows, and the named tuple's positional constructor is its cheapest path.
     return [
         Contact(
             person,
