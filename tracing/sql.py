@@ -16,7 +16,8 @@ Shape of every query (PERFORMANCE.md "Exposure queries"):
 3. a join of the two on premises, filtered by the rule, grouped to one row per
    (person, premises), keeping the seed with the earliest contact (ties: smallest id);
    degree 1 under scan-window needs no join: the case's times are bound arrays per
-   premises that each co-visitor scan is checked against (`_degree1_scan_window`).
+   premises and time bucket that each co-visitor scan is checked against
+   (`_degree1_scan_window`).
 `GLOBAL IN` makes the sets travel to every shard when `scans` is a Distributed table
 (sharded by premises_id: a person's scans at one premises are on one shard, so the
 per-(person, premises) window functions are correct there too); on one node it is `IN`.
@@ -147,6 +148,11 @@ def _bucket_ms(rule: Rule) -> int:
     return OVERLAP_BUCKET_MS
 
 
+def _exclude_set(exclude: list[str]) -> tuple[str, ...]:
+    """The bound set of `person_id NOT IN %(exclude)s`: never empty (`IN ()` is an error)."""
+    return tuple(exclude) if exclude else ("",)
+
+
 def _seed_params(
     seeds: list[tuple[str, int]], to_ms: int, exclude: list[str], rule: Rule
 ) -> dict[str, object]:
@@ -159,7 +165,7 @@ def _seed_params(
         "seed_set": tuple(ids),
         "min_since": min(int(t) for _, t in seeds),
         "to_ms": int(to_ms),
-        "exclude": tuple(exclude) if exclude else ("",),
+        "exclude": _exclude_set(exclude),
         "bucket_ms": _bucket_ms(rule),
         **_rule_params(rule),
     }
@@ -305,20 +311,18 @@ def _case_literal(case: list[CaseVisit], params: dict[str, object]) -> str:
     """The degree-1 seed rows under overlap: the case's visits (from `case_visits`, already
     read) as a table built from bound arrays. The co-visitor query then reads `scans`
     once, by premises and time only. (Degree 1 under scan-window: `_degree1_scan_window`.)"""
-    rows = [(v, 0) for v in case]
     params["c_vs"] = [v.time_from for v in case]
     params["c_ve"] = [v.time_to for v in case]
-    times = "CAST(%(c_vs)s AS Array(Int64)) AS vs, CAST(%(c_ve)s AS Array(Int64)) AS ve"
-    cols = "vs, ve"
-    params["c_premises"] = [v.premises_id for v, _ in rows]
-    params["c_name"] = [v.premises_name for v, _ in rows]
-    params["c_district"] = [v.district for v, _ in rows]
-    params["c_category"] = [v.category for v, _ in rows]
+    params["c_premises"] = [v.premises_id for v in case]
+    params["c_name"] = [v.premises_name for v in case]
+    params["c_district"] = [v.district for v in case]
+    params["c_category"] = [v.category for v in case]
     params["c_premises_set"] = tuple(sorted({v.premises_id for v in case}))
-    return f"""
-        SELECT %(seed_ids)s[1] AS seed, premises_id, {cols}, premises_name, district, category
+    return """
+        SELECT %(seed_ids)s[1] AS seed, premises_id, vs, ve, premises_name, district, category
         FROM system.one
-        ARRAY JOIN CAST(%(c_premises)s AS Array(String)) AS premises_id, {times},
+        ARRAY JOIN CAST(%(c_premises)s AS Array(String)) AS premises_id,
+                   CAST(%(c_vs)s AS Array(Int64)) AS vs, CAST(%(c_ve)s AS Array(Int64)) AS ve,
                    CAST(%(c_name)s AS Array(String)) AS premises_name,
                    CAST(%(c_district)s AS Array(String)) AS district,
                    CAST(%(c_category)s AS Array(String)) AS category"""
@@ -488,11 +492,13 @@ def _degree1_scan_window(
     are bound as arrays, one per premises and time bucket (at least the window wide), and
     each co-visitor scan keeps the case's times within the window among those of its own
     and the two neighbouring buckets (`hits`); a scan with none is no contact. Bucketed,
-    a scan is checked against a few case times, not all of a premises' (a case working
-    there has hundreds). The day terms of `windows` serve the key analysis only
-    (`indexHint`), the rows are filtered by `hits` exactly. Against the join of the
-    case's scans with bucketed co-visitor scans: the same rows, 96 -> 73 ms a query
-    (100 M rows, 16 cases x 2 rounds; the join's planning alone cost 20 ms)."""
+    a scan is checked against a few case times, not all of a premises' (a case who works
+    there can have hundreds: 300 at the busiest premises of the 100 M bench set, 595 ->
+    317 ms). The day terms of `windows` serve the key analysis only (`indexHint`), the
+    rows are filtered by `hits` exactly. Against the join of the case's scans with
+    bucketed co-visitor scans: the same rows, 96 -> 73 ms a query before the bucketing,
+    which left such typical cases unchanged (100 M rows, 16 cases x 2 rounds; the join's
+    planning alone cost 20 ms; bench/RESULTS.md "Trace latency")."""
     bucket_ms = max(rule.window_min * MINUTE_MS, MINUTE_MS)
     times: dict[str, set[int]] = {}
     names: dict[str, tuple[str, str, str]] = {}
@@ -511,7 +517,7 @@ def _degree1_scan_window(
     keys = sorted(buckets)
     params: dict[str, object] = {
         "case": person_id,
-        "exclude": tuple(exclude) if exclude else ("",),
+        "exclude": _exclude_set(exclude),
         "window_ms": rule.window_min * MINUTE_MS,
         "bucket_ms": bucket_ms,
         "first_bucket": first,
