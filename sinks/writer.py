@@ -107,11 +107,11 @@ INSERT_SETTINGS: Final[dict[str, Any]] = {
     # go through input(): see sinks.batch.SCAN_WIRE).
     "low_cardinality_allow_in_native_format": 0,
     # No ReplacingMergeTree merge of each inserted block (scans, scans_by_person, premises,
-    # dead_letters):
-    # it cost the server 2-3 us a row a table, about a third of its CPU an inserted scan
-    # (14-15 against 10-13 us with merges, bench/RESULTS.md "Sink"). Duplicates inside a
-    # block then wait for a background merge like duplicates across blocks always did: no
-    # reader counts rows (`sinks.queries`), and `premises` is read with FINAL.
+    # dead_letters): it cost the server 2-3 us a row a table, about a third of its CPU an
+    # inserted scan (14-17 against 9-13 us with merges, bench/RESULTS.md "Sink").
+    # Duplicates inside a block then wait for a background merge like duplicates across
+    # blocks always did: no reader counts rows (`sinks.queries`), `premises` is read with
+    # FINAL and `dead_letters` with DISTINCT.
     "optimize_on_insert": 0,
 }
 

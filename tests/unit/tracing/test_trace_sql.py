@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import pytest
 
 from tracing import sql
@@ -106,7 +108,8 @@ def test_degree1_scan_window_binds_the_case_per_premises_and_bucket() -> None:
     # buckets of the 60-min window; offsets from two buckets before the earliest time
     stride = 1 << 32
     assert params["first_bucket"] == -1
-    keyed = dict(zip(params["b_keys"], params["b_times"], strict=True))  # type: ignore[call-overload]
+    keys, times = cast(list[int], params["b_keys"]), cast(list[list[int]], params["b_times"])
+    keyed = dict(zip(keys, times, strict=True))
     assert keyed == {
         stride + 2: [h],
         stride + 8: [7 * h, 7 * h + 1],
