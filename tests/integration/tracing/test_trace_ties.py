@@ -73,3 +73,61 @@ def test_via_is_the_earliest_then_smallest(
     assert f1 == {"X1", "X2", "X3"}
     f2 = {(c.person_id, c.premises_id): c.via_person_id for c in result.contacts if c.degree == 2}
     assert f2 == {("Y", "P2"): "X1", ("Z", "P3"): "X3"}
+
+
+def test_overlap_visits_with_equal_times(clickhouse_settings: ClickHouseSettings) -> None:
+    """Scans of one person at one premises equal in time and kind (a replayed event
+    stored twice before a merge, or two events) make one visit; a check-in and a
+    check-out in the same millisecond close a visit of length zero. The degree-1 query
+    does not order such ties by event id (`tracing.sql._degree1_overlap`): these are the
+    visits `_visits` builds with it."""
+    t0 = int(datetime.now(tz=UTC).timestamp() * 1000) - 86_400_000
+    rows = [
+        ("c1", "CASE", t0, "checkin"),
+        ("x1", "X", t0 + 5 * MIN, "checkin"),
+        ("x1", "X", t0 + 5 * MIN, "checkin"),  # the same event, stored twice
+        ("x2", "X", t0 + 5 * MIN, "checkin"),
+        ("y1", "Y", t0 + 10 * MIN, "checkout"),
+        ("y2", "Y", t0 + 10 * MIN, "checkin"),
+        ("z1", "Z", t0 + 21 * MIN, "checkin"),  # after the case's visit (20-min dwell)
+    ]
+    client = connect(clickhouse_settings)
+    try:
+        client.execute(
+            "INSERT INTO scans (event_id, person_id, premises_id, scanned_at, kind, gateway_id,"
+            " processed_at, premises_name, category, district, ward, agency, dwell_minutes)"
+            " VALUES",
+            [
+                (
+                    event,
+                    person,
+                    "P1",
+                    datetime.fromtimestamp(t / 1000, tz=UTC),
+                    kind,
+                    "gw",
+                    datetime.fromtimestamp(t / 1000, tz=UTC),
+                    "P1",
+                    "shop",
+                    "d",
+                    "w",
+                    "a",
+                    20,
+                )
+                for event, person, t, kind in rows
+            ],
+        )
+    finally:
+        client.disconnect()
+    runner = ClickHouseRunner(clickhouse_settings)
+    try:
+        result = trace_person(runner, "CASE", t0 - MIN, t0 + 60 * MIN, Rule("overlap"))
+    finally:
+        runner.close()
+    got = {
+        c.person_id: (c.contact_time_from, c.contact_time_to, c.overlap_ms) for c in result.contacts
+    }
+    assert got == {
+        "X": (t0 + 5 * MIN, t0 + 25 * MIN, 15 * MIN),
+        "Y": (t0 + 10 * MIN, t0 + 10 * MIN, 0),
+    }
+    assert {(c.case_time_from, c.case_time_to) for c in result.contacts} == {(t0, t0 + 20 * MIN)}

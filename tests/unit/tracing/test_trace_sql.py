@@ -121,6 +121,29 @@ def test_degree1_scan_window_binds_the_case_per_premises_and_bucket() -> None:
     text % {k: "v" for k in params}
 
 
+def test_degree1_overlap_binds_the_case_visits_per_premises() -> None:
+    """Degree 1 under overlap reads `scans` once without a join and without the event
+    id: the case's visits are bound as (from, to) arrays per premises, the day terms only
+    hint the key analysis."""
+    h = 60 * MINUTE_MS
+    rule = Rule("overlap", buffer_min=5, min_overlap_min=15)
+    case = [
+        sql.CaseVisit("B", 5 * h, 6 * h, "b", "d2", "shop", (5 * h,)),
+        sql.CaseVisit("A", h, 2 * h, "a", "d1", "market", (h,)),
+        sql.CaseVisit("A", 7 * h, 8 * h, "a", "d1", "market", (7 * h,)),
+    ]
+    windows = sql.seed_windows(rule, [(v.premises_id, v.time_from, v.time_to) for v in case])
+    text, params = sql.contacts(rule, [("C", 0)], 10, ["C"], case=case, windows=windows)
+    assert "JOIN" not in text.replace("ARRAY JOIN", "") and "event_id" not in text
+    assert "indexHint(" in text
+    assert params["k_premises"] == ["A", "B"] and params["k_name"] == ["a", "b"]
+    assert params["cv_from"] == [[h, 7 * h], [5 * h]]
+    assert params["cv_to"] == [[2 * h, 8 * h], [6 * h]]
+    assert (params["c_lo"], params["c_hi"]) == (h, 8 * h)
+    assert (params["buffer_ms"], params["min_overlap_ms"]) == (5 * MINUTE_MS, 15 * MINUTE_MS)
+    text % {k: "v" for k in params}
+
+
 def test_contact_rows_map_by_contact_columns() -> None:
     """`trace._contacts` builds contacts positionally from rows in CONTACT_COLUMNS order."""
     from tracing.trace import _contacts
