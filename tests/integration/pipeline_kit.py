@@ -6,6 +6,9 @@ import time
 import urllib.request
 from collections.abc import Callable
 
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+from ingest.kafka_settings import KafkaSettings
 from scantrace.pipeline import Pipeline
 
 PIPELINE_TOKEN = "pipeline-test-token"
@@ -29,3 +32,27 @@ def ready(port: int) -> bool:
             return bool(r.status == 200)
     except OSError:
         return False
+
+
+def committed(kafka: KafkaSettings, group: str) -> dict[tuple[str, int], int]:
+    """The offsets `group` has committed, per (topic, partition)."""
+    admin = KafkaAdminClient(bootstrap_servers=kafka.servers())
+    try:
+        offsets = admin.list_group_offsets(group).get(group, {})
+        return {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items()}
+    finally:
+        admin.close()
+
+
+def end_offsets(kafka: KafkaSettings) -> dict[tuple[str, int], int]:
+    """The end offsets of the sink's topics, per non-empty (topic, partition)."""
+    consumer = KafkaConsumer(bootstrap_servers=kafka.servers())
+    try:
+        tps = [
+            TopicPartition(t, p)
+            for t in (kafka.enriched, kafka.premises, kafka.dlq)
+            for p in range(kafka.partitions)
+        ]
+        return {(tp.topic, tp.partition): o for tp, o in consumer.end_offsets(tps).items() if o}
+    finally:
+        consumer.close()

@@ -15,7 +15,8 @@ from typing import Any
 
 import msgpack
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
+from pipeline_kit import committed, end_offsets
 from prometheus_client import CollectorRegistry
 
 from ingest.deadletter import DeadLetter, encode_dead_letter
@@ -122,28 +123,6 @@ def scan_records(
         (kafka.enriched, p.encode(), enriched(e, u, p, t, received_at=t + 50))
         for e, u, p, t in scans
     ]
-
-
-def committed(kafka: KafkaSettings, group: str) -> dict[tuple[str, int], int]:
-    admin = KafkaAdminClient(bootstrap_servers=kafka.servers())
-    try:
-        offsets = admin.list_group_offsets(group).get(group, {})
-        return {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items()}
-    finally:
-        admin.close()
-
-
-def end_offsets(kafka: KafkaSettings) -> dict[tuple[str, int], int]:
-    consumer = KafkaConsumer(bootstrap_servers=kafka.servers())
-    try:
-        tps = [
-            TopicPartition(t, p)
-            for t in (kafka.enriched, kafka.premises, kafka.dlq)
-            for p in range(kafka.partitions)
-        ]
-        return {(tp.topic, tp.partition): o for tp, o in consumer.end_offsets(tps).items() if o}
-    finally:
-        consumer.close()
 
 
 @pytest.fixture
