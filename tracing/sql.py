@@ -574,9 +574,10 @@ def _degree1_overlap(
     takes the last kind and the longest dwell), so the event id is not read. The day
     terms of `windows` serve the key analysis only (`indexHint`): a scan they would have
     left out is a real scan of its person at the premises, more than buffer + horizon
-    from every case visit there, so in no visit that overlaps one. Against the join of bucketed visits (100 M
-    rows, 16 cases x 2, bench/RESULTS.md "Trace latency"): the same rows, 205 -> 118 ms
-    a query; without the event id alone 146, without the join 127."""
+    from every case visit there, so in no visit that overlaps one. Against the join of
+    bucketed visits (100 M rows, 16 cases x 2, bench/RESULTS.md "Trace latency"): the
+    same rows, 205 -> 118 ms a query; without the event id alone 146, without the join
+    127."""
     premises = sorted({v.premises_id for v in case})
     index = {p: i for i, p in enumerate(premises)}
     starts: list[list[int]] = [[] for _ in premises]
