@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from tracegen import insert_scans
 
 from scantrace.cli import main
 from sinks.clickhouse_settings import ClickHouseSettings
-from sinks.client import connect
 from tracing.audit import read_audit
 from tracing.models import iso_utc
 from tracing.runner import ClickHouseRunner
@@ -32,33 +32,12 @@ def env(clickhouse_settings: ClickHouseSettings, monkeypatch: pytest.MonkeyPatch
         ("e2", "-2+3", "NT-7", t0 + 15 * MIN),
         ("e3", "FAR", "NT-7", t0 + 3 * 60 * MIN),
     ]
-    client = connect(clickhouse_settings)
-    try:
-        client.execute(
-            "INSERT INTO scans (event_id, person_id, premises_id, scanned_at, kind, gateway_id,"
-            " processed_at, premises_name, category, district, ward, agency, dwell_minutes)"
-            " VALUES",
-            [
-                (
-                    e,
-                    p,
-                    prem,
-                    datetime.fromtimestamp(t / 1000, tz=UTC),
-                    "checkin",
-                    "gw",
-                    datetime.fromtimestamp(t / 1000, tz=UTC),
-                    "@Quán cơm",
-                    "restaurant",
-                    "Ninh Hải",
-                    "w",
-                    "a",
-                    60,
-                )
-                for e, p, prem, t in rows
-            ],
-        )
-    finally:
-        client.disconnect()
+    place = ("@Quán cơm", "restaurant", "Ninh Hải", "w", "a", 60)
+    insert_scans(
+        clickhouse_settings,
+        [(e, p, prem, t, "checkin") for e, p, prem, t in rows],
+        {"NT-7": place},
+    )
     host, port, db, _, _ = clickhouse_settings.parts()
     monkeypatch.setenv("SCANTRACE_CLICKHOUSE__URL", f"clickhouse://{host}:{port}/{db}")
     return {"from": iso_utc(t0 - 60 * MIN), "to": iso_utc(t0 + 6 * 60 * MIN)}

@@ -7,9 +7,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from tracegen import insert_scans
 
 from sinks.clickhouse_settings import ClickHouseSettings
-from sinks.client import connect
 from tracing.rules import Rule
 from tracing.runner import ClickHouseRunner
 from tracing.trace import trace_person
@@ -37,33 +37,10 @@ def test_via_is_the_earliest_then_smallest(
         ("X1", "P3", t0 + 700 * MIN),
         ("Z", "P3", t0 + 701 * MIN),
     ]
-    client = connect(clickhouse_settings)
-    try:
-        client.execute(
-            "INSERT INTO scans (event_id, person_id, premises_id, scanned_at, kind, gateway_id,"
-            " processed_at, premises_name, category, district, ward, agency, dwell_minutes)"
-            " VALUES",
-            [
-                (
-                    f"e{i}",
-                    person,
-                    premises,
-                    datetime.fromtimestamp(t / 1000, tz=UTC),
-                    "checkin",
-                    "gw",
-                    datetime.fromtimestamp(t / 1000, tz=UTC),
-                    premises,
-                    "shop",
-                    "d",
-                    "w",
-                    "a",
-                    20,
-                )
-                for i, (person, premises, t) in enumerate(rows)
-            ],
-        )
-    finally:
-        client.disconnect()
+    insert_scans(
+        clickhouse_settings,
+        [(f"e{i}", person, premises, t, "checkin") for i, (person, premises, t) in enumerate(rows)],
+    )
     runner = ClickHouseRunner(clickhouse_settings)
     try:
         result = trace_person(runner, "CASE", t0 - MIN, t0 + 2000 * MIN, rule)
@@ -91,33 +68,7 @@ def test_overlap_visits_with_equal_times(clickhouse_settings: ClickHouseSettings
         ("y2", "Y", t0 + 10 * MIN, "checkin"),
         ("z1", "Z", t0 + 21 * MIN, "checkin"),  # after the case's visit (20-min dwell)
     ]
-    client = connect(clickhouse_settings)
-    try:
-        client.execute(
-            "INSERT INTO scans (event_id, person_id, premises_id, scanned_at, kind, gateway_id,"
-            " processed_at, premises_name, category, district, ward, agency, dwell_minutes)"
-            " VALUES",
-            [
-                (
-                    event,
-                    person,
-                    "P1",
-                    datetime.fromtimestamp(t / 1000, tz=UTC),
-                    kind,
-                    "gw",
-                    datetime.fromtimestamp(t / 1000, tz=UTC),
-                    "P1",
-                    "shop",
-                    "d",
-                    "w",
-                    "a",
-                    20,
-                )
-                for event, person, t, kind in rows
-            ],
-        )
-    finally:
-        client.disconnect()
+    insert_scans(clickhouse_settings, [(e, p, "P1", t, k) for e, p, t, k in rows])
     runner = ClickHouseRunner(clickhouse_settings)
     try:
         result = trace_person(runner, "CASE", t0 - MIN, t0 + 60 * MIN, Rule("overlap"))

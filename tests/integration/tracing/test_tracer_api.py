@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
+from tracegen import insert_scans
 
 from sinks.clickhouse_settings import ClickHouseSettings
 from sinks.client import connect
@@ -51,35 +52,12 @@ def _now_ms() -> int:
 def api_env(clickhouse_settings: ClickHouseSettings) -> Iterator[dict[str, Any]]:
     base = _now_ms() - 3 * 86_400_000
     shift = base - T0
-    from datetime import UTC, datetime
-
-    client = connect(clickhouse_settings)
-    try:
-        client.execute(
-            "INSERT INTO scans (event_id, person_id, premises_id, scanned_at, kind, gateway_id,"
-            " processed_at, premises_name, category, district, ward, agency, dwell_minutes)"
-            " VALUES",
-            [
-                (
-                    e,
-                    p,
-                    prem,
-                    datetime.fromtimestamp((t + shift) / 1000, tz=UTC),
-                    k,
-                    "gw",
-                    datetime.fromtimestamp((t + shift) / 1000, tz=UTC),
-                    "+Chợ Phan Rang" if prem == "NT-1" else "Shop",
-                    "market",
-                    "Phan Rang-Tháp Chàm",
-                    "Phường Đô Vinh",
-                    "UBND",
-                    45,
-                )
-                for e, p, prem, t, k in ROWS
-            ],
-        )
-    finally:
-        client.disconnect()
+    market = ("+Chợ Phan Rang", "market", "Phan Rang-Tháp Chàm", "Phường Đô Vinh", "UBND", 45)
+    insert_scans(
+        clickhouse_settings,
+        [(e, p, prem, t + shift, k) for e, p, prem, t, k in ROWS],
+        {"NT-1": market, "NT-2": ("Shop", *market[1:])},
+    )
     pool = RunnerPool(lambda: ClickHouseRunner(clickhouse_settings), size=2)
     registry = CollectorRegistry()
     options = ApiOptions(page_size=2, max_page_size=5)

@@ -17,10 +17,13 @@ import random
 import uuid
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from ingest.premises import DWELL_MINUTES
+from sinks.clickhouse_settings import ClickHouseSettings
+from sinks.client import connect
 from tracing.rules import MINUTE_MS, Rule
 
 HOUR_MS = 60 * MINUTE_MS
@@ -164,6 +167,29 @@ INSERT_COLUMNS = (
     "event_id, person_id, premises_id, scanned_at, kind, gateway_id, received_at,"
     " processed_at, premises_name, category, district, ward, agency, dwell_minutes"
 )
+
+HandScan = tuple[str, str, str, int, str]  # event_id, person_id, premises_id, epoch ms, kind
+Place = tuple[str, str, str, str, str, int]  # name, category, district, ward, agency, dwell
+
+
+def insert_scans(
+    settings: ClickHouseSettings,
+    scans: Sequence[HandScan],
+    places: Mapping[str, Place] | None = None,
+) -> None:
+    """Hand-made scans into `scans` as the sink stores them, enriched from `places` by
+    premises id (by default the id as the name of a 20-minute shop)."""
+    rows = []
+    for event_id, person_id, premises_id, t, kind in scans:
+        at = datetime.fromtimestamp(t / 1000, tz=UTC)
+        place = (places or {}).get(premises_id, (premises_id, "shop", "d", "w", "a", 20))
+        rows.append((event_id, person_id, premises_id, at, kind, "gw", None, at, *place))
+    client = connect(settings)
+    try:
+        client.execute(f"INSERT INTO scans ({INSERT_COLUMNS}) VALUES", rows)
+    finally:
+        client.disconnect()
+
 
 # ---------------------------------------------------------------------------------------
 # The reference: the rules in plain Python.
