@@ -15,9 +15,10 @@ Shape of every query (PERFORMANCE.md "Exposure queries"):
    `window_terms`), so the `(premises_id, scanned_at)` primary key does the work;
 3. a join of the two on premises, filtered by the rule, grouped to one row per
    (person, premises), keeping the seed with the earliest contact (ties: smallest id);
-   degree 1 under scan-window needs no join: the case's times are bound arrays per
+   degree 1 needs no join: under scan-window the case's times are bound arrays per
    premises and time bucket that each co-visitor scan is checked against
-   (`_degree1_scan_window`).
+   (`_degree1_scan_window`), under overlap the case's visits are bound arrays per
+   premises that each co-visitor visit is checked against (`_degree1_overlap`).
 `GLOBAL IN` makes the sets travel to every shard when `scans` is a Distributed table
 (sharded by premises_id: a person's scans at one premises are on one shard, so the
 per-(person, premises) window functions are correct there too); on one node it is `IN`.
@@ -321,7 +322,8 @@ def contacts(
 
     Degree 1 is `seeds=[(case, from)]`, `exclude=[case]`; degree 2 is the F1 persons
     with their earliest contact time, excluding the case and every F1 person. `windows`
-    (`seed_windows`) narrows the co-visitor read further; the answer is the same without.
+    (`seed_windows`) narrows the co-visitor read further; the answer is the same without
+    (for visits within the horizon: module docstring).
     `case` (degree 1 only): the case's visits from `case_visits` under the same rule and
     period (under scan-window the rows of `case_scans` serve too); the seed rows are then
     bound values instead of a second by-person read, and the premises set and time span
@@ -571,13 +573,13 @@ def _degree1_overlap(
     least the minimum. The same visits as `_visits` builds: it orders a person's scans
     at a premises by (time, kind, event id), and scans equal in time and kind are
     interchangeable for every step of it (the split compares times and kinds, the end
-    takes the last kind and the longest dwell), so the event id is not read. The day
-    terms of `windows` serve the key analysis only (`indexHint`): a scan they would have
-    left out is a real scan of its person at the premises, more than buffer + horizon
-    from every case visit there, so in no visit that overlaps one. Against the join of
-    bucketed visits (100 M rows, 16 cases x 2, bench/RESULTS.md "Trace latency"): the
-    same rows, 205 -> 118 ms a query; without the event id alone 146, without the join
-    127."""
+    takes the last kind and the longest dwell), so the event id is not read. The rows
+    are those of the day terms of `windows`, as in the join path: as index hints only,
+    a chain of repeats longer than the horizon (module docstring) would reach as far as
+    the granules read happened to, an answer depending on the parts' layout. Against
+    the join of bucketed visits (100 M rows, 16 cases x 2, bench/RESULTS.md "Trace
+    latency"): the same rows, 205 -> 122 ms a query; without the event id alone 146,
+    without the join 127."""
     premises = sorted({v.premises_id for v in case})
     index = {p: i for i, p in enumerate(premises)}
     starts: list[list[int]] = [[] for _ in premises]
@@ -595,7 +597,7 @@ def _degree1_overlap(
         "c_lo": min(v.time_from for v in case),
         "c_hi": max(v.time_to for v in case),
     }
-    narrow = _windows_filter(windows, params, hint_only=True)
+    narrow = _windows_filter(windows, params)
     pad = "(%(buffer_ms)s + %(horizon_ms)s)"
     sql = f"""
 WITH CAST(%(cv_from)s AS Array(Array(Int64))) AS cv_from,
@@ -635,7 +637,7 @@ FROM (
         )
         ARRAY JOIN visits AS v
     )
-    WHERE person_id NOT IN %(exclude)s
+    WHERE person_id NOT IN %(exclude)s AND person_id != %(case)s
 )
 WHERE notEmpty(c_from)
 GROUP BY person_id, i{_DEGREE1}"""

@@ -136,13 +136,21 @@ def test_scans_end_in_clickhouse_exactly_once_with_enrichment_and_dead_letters(
     log = pipeline.log_dir / "sink-replay.log"
     with log.open("ab") as out:
         replay = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+    def replayed() -> bool:
+        assert replay.poll() is None, log.read_text(errors="replace")[-3000:]
+        return committed(kafka_settings, group) == ends
+
     try:
         ends = end_offsets(kafka_settings)
-        wait_for(lambda: committed(kafka_settings, group) == ends, 120, "the replay", pipeline)
-        assert replay.poll() is None, log.read_text(errors="replace")[-3000:]
+        wait_for(replayed, 120, "the replay", pipeline)
     finally:
         replay.terminate()
-        replay.wait(timeout=30)
+        try:
+            replay.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            replay.kill()
+            replay.wait(timeout=10)
     # The replay's chunks are cut from a backlog (by rows), the live ones were cut by time
     # (0.3 s): other insert tokens, so rows are stored a second time (merges are stopped),
     # and every answer must hide them.

@@ -186,7 +186,10 @@ def insert_scans(
         rows.append((event_id, person_id, premises_id, at, kind, "gw", None, at, *place))
     client = connect(settings)
     try:
-        client.execute(f"INSERT INTO scans ({INSERT_COLUMNS}) VALUES", rows)
+        # as the sink does (sinks/writer.py): a duplicate inside the block stays stored
+        client.execute(
+            f"INSERT INTO scans ({INSERT_COLUMNS}) VALUES", rows, settings={"optimize_on_insert": 0}
+        )
     finally:
         client.disconnect()
 
