@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import sys
 import time
 import uuid
@@ -19,7 +18,7 @@ from ingest.registry import publish_registry
 from scantrace import synth
 from scantrace.loader import load_http
 from scantrace.pipeline import Pipeline
-from scantrace.services.process import free_port
+from scantrace.services.process import free_port, spawn, stop, wait_until
 from sinks import queries
 from sinks.clickhouse_settings import ClickHouseSettings
 from sinks.client import connect
@@ -134,23 +133,18 @@ def test_scans_end_in_clickhouse_exactly_once_with_enrichment_and_dead_letters(
     env = {**os.environ, "SCANTRACE_SINK__GROUP_ID": group}
     cmd = [sys.executable, "-m", "scantrace.cli", "sink", "--metrics-port", str(free_port())]
     log = pipeline.log_dir / "sink-replay.log"
-    with log.open("ab") as out:
-        replay = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
-
-    def replayed() -> bool:
-        assert replay.poll() is None, log.read_text(errors="replace")[-3000:]
-        return committed(kafka_settings, group) == ends
-
+    pid = spawn(cmd, log, env=env)
     try:
         ends = end_offsets(kafka_settings)
-        wait_for(replayed, 120, "the replay", pipeline)
+        wait_until(
+            lambda: committed(kafka_settings, group) == ends,
+            pid=pid,
+            log=log,
+            what="the replay sink",
+            timeout=120,
+        )
     finally:
-        replay.terminate()
-        try:
-            replay.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            replay.kill()
-            replay.wait(timeout=10)
+        stop(pid, "scantrace.cli")
     # The replay's chunks are cut from a backlog (by rows), the live ones were cut by time
     # (0.3 s): other insert tokens, so rows are stored a second time (merges are stopped),
     # and every answer must hide them.
