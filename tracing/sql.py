@@ -98,6 +98,15 @@ def _seed_scans(tables: TraceTables, *, lo: str, hi: str, extra: str = "") -> st
           AND scanned_at >= {_at(lo)} AND scanned_at <= {_at(hi)}"""
 
 
+# When scan (t, k) continues the visit of the scan (pt, pk) before it (same person and
+# premises, in time order; pk = 0: none before): within the merge gap, or a check-out
+# closing a check-in within the longest visit. The one rule of `_visits` and of the
+# array-built visits of `_degree1_overlap`.
+_NEW_VISIT: Final = (
+    "pk = 0 OR NOT (t - pt <= %(gap_ms)s OR (k = 2 AND pk = 1 AND t - pt <= %(max_visit_ms)s))"
+)
+
+
 def _visits(source: str, *, extra: str = "") -> str:
     """Visits of the rows of `source` (person_id, premises_id, t, k, event_id, dwell, ...)."""
     order = "PARTITION BY person_id, premises_id ORDER BY t, k, event_id"
@@ -110,9 +119,7 @@ def _visits(source: str, *, extra: str = "") -> str:
             SELECT *, sum(new_visit) OVER (
                 {order} ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS visit_no
             FROM (
-                SELECT *, if(pk = 0 OR NOT (t - pt <= %(gap_ms)s
-                             OR (k = 2 AND pk = 1 AND t - pt <= %(max_visit_ms)s)), 1, 0)
-                          AS new_visit
+                SELECT *, if({_NEW_VISIT}, 1, 0) AS new_visit
                 FROM (
                     SELECT *,
                            lagInFrame(t, 1, toInt64(0)) OVER w AS pt,
@@ -618,8 +625,7 @@ FROM (
         FROM (
             SELECT person_id, i, arraySort(groupArray((t, k, dwell))) AS a,
                    arrayMap(x -> x.1, a) AS ts, arrayMap(x -> x.2, a) AS ks,
-                   arrayMap((t, k, pt, pk) -> pk = 0 OR NOT (t - pt <= %(gap_ms)s
-                                OR (k = 2 AND pk = 1 AND t - pt <= %(max_visit_ms)s)),
+                   arrayMap((t, k, pt, pk) -> {_NEW_VISIT},
                             ts, ks, arrayPopBack(arrayPushFront(ts, toInt64(0))),
                             arrayPopBack(arrayPushFront(ks, toUInt8(0)))) AS new_visit,
                    arrayMap(x -> (x[1].1, x[-1].1 + if(x[-1].2 = 2 AND arrayExists(y -> y.2 = 1, x),

@@ -22,8 +22,7 @@ from scantrace.services.process import free_port, spawn, stop, wait_until
 from sinks import queries
 from sinks.clickhouse_settings import ClickHouseSettings
 from sinks.client import connect
-from sinks.rollup import refresh_sql
-from sinks.schema import REPORT_TZ
+from sinks.writer import ClickHouseWriter
 from tracing.rules import Rule
 from tracing.runner import ClickHouseRunner
 from tracing.trace import trace_person
@@ -114,15 +113,13 @@ def test_scans_end_in_clickhouse_exactly_once_with_enrichment_and_dead_letters(
     now = int(time.time() * 1000)
     ids = sorted(_stored_ids(clickhouse_settings)[2])
     span = (now - 14 * 86_400_000, now + 86_400_000)
-    client = connect(clickhouse_settings)
+    writer = ClickHouseWriter(clickhouse_settings)
     try:  # the rollup as the sink's next periodic refresh makes it
-        days = [
-            d
-            for (d,) in client.execute(
-                f"SELECT DISTINCT toDate(scanned_at, '{REPORT_TZ}') FROM scans"
-            )
-        ]
-        client.execute(*refresh_sql(days))
+        writer.refresh_rollup(writer.dirty_days())
+    finally:
+        writer.close()
+    client = connect(clickhouse_settings)
+    try:
         for table in ("scans", "scans_by_person"):  # duplicates stay until the end
             client.execute(f"SYSTEM STOP MERGES {table}")
     finally:

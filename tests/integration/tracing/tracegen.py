@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from ingest.premises import DWELL_MINUTES
 from sinks.clickhouse_settings import ClickHouseSettings
 from sinks.client import connect
+from sinks.writer import INSERT_SETTINGS
 from tracing.rules import MINUTE_MS, Rule
 
 HOUR_MS = 60 * MINUTE_MS
@@ -186,9 +187,9 @@ def insert_scans(
         rows.append((event_id, person_id, premises_id, at, kind, "gw", None, at, *place))
     client = connect(settings)
     try:
-        # as the sink does (sinks/writer.py): a duplicate inside the block stays stored
+        # the sink's settings: a duplicate inside the block stays stored, as it does there
         client.execute(
-            f"INSERT INTO scans ({INSERT_COLUMNS}) VALUES", rows, settings={"optimize_on_insert": 0}
+            f"INSERT INTO scans ({INSERT_COLUMNS}) VALUES", rows, settings=INSERT_SETTINGS
         )
     finally:
         client.disconnect()
