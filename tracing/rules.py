@@ -57,11 +57,16 @@ class Rule:
             raise RuleError("depth must be 1 or 2")
 
     @property
+    def span_ms(self) -> int:
+        """How far apart the first and the last scan of one visit can be: a check-in..
+        check-out (`max_visit_min`) plus merged repeats."""
+        return (self.max_visit_min + self.merge_gap_min) * MINUTE_MS
+
+    @property
     def horizon_ms(self) -> int:
         """How far beyond the scans that matter a visit's other scans are read: a visit
-        is never longer than a check-in..check-out (`max_visit_min`) plus merged repeats
-        plus the longest dwell time."""
-        return (self.max_visit_min + self.merge_gap_min + MAX_DWELL_MIN) * MINUTE_MS
+        is never longer than its `span_ms` plus the longest dwell time."""
+        return self.span_ms + MAX_DWELL_MIN * MINUTE_MS
 
     def echo(self) -> dict[str, object]:
         """The rule as echoed in every answer, with every parameter (the visit-building

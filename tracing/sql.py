@@ -32,8 +32,10 @@ order of (scanned_at, kind, event_id), are cut into visits; scan i continues the
 scan i-1 when it follows within `merge_gap_min`, or when it is a check-out following a
 check-in within `max_visit_min`. A visit runs from its first scan to its last scan, plus
 the premises' dwell time unless it has a check-in and its last scan is a check-out.
-Visits are built from the scans within `Rule.horizon_ms` of the times that matter; a
-chain of repeats longer than that would be cut (no real visit is).
+Visits are built from the scans within `Rule.horizon_ms` of the times that matter (at
+degree 1 under overlap, within `overlap_reach` of the case's visits: what a visit that
+overlaps one can reach); a chain of repeats longer than that would be cut (no real visit
+is).
 """
 
 # Templates with `_ident`-checked table names only; every value is a bound parameter.
@@ -140,6 +142,7 @@ def _rule_params(rule: Rule) -> dict[str, object]:
         "gap_ms": rule.merge_gap_min * MINUTE_MS,
         "max_visit_ms": rule.max_visit_min * MINUTE_MS,
         "horizon_ms": rule.horizon_ms,
+        "span_ms": rule.span_ms,
     }
 
 
@@ -230,20 +233,30 @@ MAX_TERMS: Final = 48
 _KEY_STRIDE: Final = 1 << 32
 
 
+def overlap_reach(rule: Rule) -> tuple[int, int]:
+    """How far before the start and after the end of a case's visit the scans of a visit
+    that overlaps it (widened by the buffer) can lie: such a visit ends after the widened
+    start, so its last scan is at most the longest dwell time earlier and its first scan
+    a span before that (`Rule.horizon_ms`); it starts before the widened end, so its
+    scans are at most a span later (`Rule.span_ms`)."""
+    buffer = rule.buffer_min * MINUTE_MS
+    return buffer + rule.horizon_ms, buffer + rule.span_ms
+
+
 def seed_windows(
     rule: Rule, visits: list[tuple[str, int, int]], max_terms: int = MAX_TERMS
 ) -> list[Window] | None:
     """(premises_id, lo_ms, hi_ms) ranges of `scans` that hold every row a degree-1
     query can use, from the case's visits (`case_visits`: the same visits, built with the
     same rule) or its scans in the period (scan-window, `case_scans`): each widened by the
-    window (scan-window) or by buffer + horizon (overlap), merged per premises. None when
-    they make too many day terms to help."""
-    pad = rule.window_min * MINUTE_MS
+    window (scan-window) or as `overlap_reach` says (overlap), merged per premises. None
+    when they make too many day terms to help."""
+    before = after = rule.window_min * MINUTE_MS
     if rule.name == "overlap":
-        pad = rule.buffer_min * MINUTE_MS + rule.horizon_ms
+        before, after = overlap_reach(rule)
     by_premises: dict[str, list[tuple[int, int]]] = {}
     for premises_id, lo, hi in visits:
-        by_premises.setdefault(premises_id, []).append((lo - pad, hi + pad))
+        by_premises.setdefault(premises_id, []).append((lo - before, hi + after))
     out: list[Window] = []
     for premises_id, spans in sorted(by_premises.items()):
         spans.sort()
@@ -574,19 +587,20 @@ def _degree1_overlap(
     windows: list[Window] | None,
 ) -> Query:
     """Degree 1 under overlap without a join: the case's visits are bound as arrays per
-    premises; the co-visitor scans at those premises (the case's visits widened by buffer
-    and horizon) become visits as one sorted array per person and premises, split where
+    premises; the co-visitor scans at those premises (within the case's visits' reach)
+    become visits as one sorted array per person and premises, split where
     `_visits` starts a new one, and each visit keeps the case's visits it overlaps by at
     least the minimum. The same visits as `_visits` builds: it orders a person's scans
     at a premises by (time, kind, event id), and scans equal in time and kind are
     interchangeable for every step of it (the split compares times and kinds, the end
     takes the last kind and the longest dwell), so the event id is not read. The rows
-    are those of the day terms of `windows`, as in the join path: as index hints only,
-    a chain of repeats longer than the horizon (module docstring) would reach as far as
-    the granules read happened to, an answer depending on the parts' layout. Against
-    the join of bucketed visits (100 M rows, 16 cases x 2, bench/RESULTS.md "Trace
-    latency"): the same rows, 205 -> 122 ms a query; without the event id alone 146,
-    without the join 127."""
+    are exactly those within `overlap_reach` of a case visit at their premises (a row
+    filter: with the day terms alone, a chain of repeats longer than the horizon would
+    reach as far as the granules read happened to, an answer depending on the parts'
+    layout); the day terms of `windows` guide the key analysis only. Against the join
+    of bucketed visits (100 M rows, 16 cases x 2, bench/RESULTS.md "Trace latency"): the
+    same rows, 205 -> 122 ms a query; without the event id alone 146, without the join
+    127; the exact reach instead of the day terms as the row filter, 118 -> 92-108."""
     premises = sorted({v.premises_id for v in case})
     index = {p: i for i, p in enumerate(premises)}
     starts: list[list[int]] = [[] for _ in premises]
@@ -604,8 +618,8 @@ def _degree1_overlap(
         "c_lo": min(v.time_from for v in case),
         "c_hi": max(v.time_to for v in case),
     }
-    narrow = _windows_filter(windows, params)
-    pad = "(%(buffer_ms)s + %(horizon_ms)s)"
+    params["before_ms"], params["after_ms"] = overlap_reach(rule)
+    narrow = _windows_filter(windows, params, hint_only=True)
     sql = f"""
 WITH CAST(%(cv_from)s AS Array(Array(Int64))) AS cv_from,
      CAST(%(cv_to)s AS Array(Array(Int64))) AS cv_to
@@ -636,9 +650,11 @@ FROM (
                        toUInt8(kind) AS k, dwell_minutes AS dwell
                 FROM {tables.q("scans")}
                 WHERE premises_id IN %(k_set)s
-                  AND scanned_at >= {_at(f"%(c_lo)s - {pad}")}
-                  AND scanned_at <= {_at(f"%(c_hi)s + {pad}")}{narrow}
+                  AND scanned_at >= {_at("%(c_lo)s - %(before_ms)s")}
+                  AND scanned_at <= {_at("%(c_hi)s + %(after_ms)s")}{narrow}
             )
+            WHERE arrayExists((s, e) -> t >= s - %(before_ms)s AND t <= e + %(after_ms)s,
+                              cv_from[i], cv_to[i])
             GROUP BY person_id, i
         )
         ARRAY JOIN visits AS v

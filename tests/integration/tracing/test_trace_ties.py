@@ -82,3 +82,47 @@ def test_overlap_visits_with_equal_times(clickhouse_settings: ClickHouseSettings
         "Y": (t0 + 10 * MIN, t0 + 10 * MIN, 0),
     }
     assert {(c.case_time_from, c.case_time_to) for c in result.contacts} == {(t0, t0 + 20 * MIN)}
+
+
+def test_overlap_reaches_the_longest_visits(clickhouse_settings: ClickHouseSettings) -> None:
+    """The degree-1 overlap query reads each case visit's premises from a span plus the
+    longest dwell time before it to a span after it (`tracing.sql.overlap_reach`): a
+    visit that starts 36 h 20 min before the case's (a check-in..check-out of 23 h 55
+    min, a repeat, then a hotel's 12-h dwell) and one that ends 24 h after it keep their
+    whole extent."""
+    t0 = int(datetime.now(tz=UTC).timestamp() * 1000) - 3 * 86_400_000
+    hour = 60 * MIN
+    rows = [
+        ("c1", "CASE", "SHOP", t0, "checkin"),
+        ("c2", "CASE", "HOTEL", t0, "checkin"),
+        # at the shop (20-min dwell): in for a day before, out 5 min into the case's visit
+        ("a1", "A", "SHOP", t0 - 23 * hour - 50 * MIN, "checkin"),
+        ("a2", "A", "SHOP", t0 + 5 * MIN, "checkout"),
+        # in 10 min into the case's visit, out 23 h 55 min later
+        ("b1", "B", "SHOP", t0 + 10 * MIN, "checkin"),
+        ("b2", "B", "SHOP", t0 + 10 * MIN + 23 * hour + 55 * MIN, "checkout"),
+        # at the hotel (12-h dwell): a day's stay, then a repeat 25 min after the check-out
+        # whose dwell ends as the case arrives
+        ("e1", "E", "HOTEL", t0 - 36 * hour - 20 * MIN, "checkin"),
+        ("e2", "E", "HOTEL", t0 - 12 * hour - 25 * MIN, "checkout"),
+        ("e3", "E", "HOTEL", t0 - 12 * hour, "checkin"),
+    ]
+    places = {
+        "SHOP": ("Shop", "shop", "d", "w", "a", 20),
+        "HOTEL": ("Hotel", "accommodation", "d", "w", "a", 720),
+    }
+    insert_scans(clickhouse_settings, [(e, p, q, t, k) for e, p, q, t, k in rows], places)
+    runner = ClickHouseRunner(clickhouse_settings)
+    try:
+        result = trace_person(runner, "CASE", t0 - MIN, t0 + MIN, Rule("overlap"))
+    finally:
+        runner.close()
+    got = {
+        (c.person_id, c.premises_id): (c.contact_time_from, c.contact_time_to, c.overlap_ms)
+        for c in result.contacts
+    }
+    assert got == {
+        ("A", "SHOP"): (t0 - 23 * hour - 50 * MIN, t0 + 5 * MIN, 5 * MIN),
+        ("B", "SHOP"): (t0 + 10 * MIN, t0 + 10 * MIN + 23 * hour + 55 * MIN, 10 * MIN),
+        ("E", "HOTEL"): (t0 - 36 * hour - 20 * MIN, t0, 0),
+    }

@@ -56,9 +56,14 @@ def test_windows_merge_per_premises() -> None:
     got = sql.seed_windows(rule, [("B", 10 * h, 11 * h), ("A", 0, h), ("A", 2 * h, 3 * h)])
     # A's two visits are 1 h apart: widened by 60 min each, they merge.
     assert got == [("A", -h, 4 * h), ("B", 9 * h, 12 * h)]
-    wide = sql.seed_windows(Rule("overlap", buffer_min=10), [("A", 0, h)])
+    overlap = Rule("overlap", buffer_min=10)
+    wide = sql.seed_windows(overlap, [("A", 0, h)])
+    # Before: the longest dwell and a span (an overlapping visit ends after the widened
+    # start); after: a span (it starts before the widened end).
+    assert overlap.horizon_ms == overlap.span_ms + 720 * MINUTE_MS
+    assert overlap.span_ms == (1440 + 30) * MINUTE_MS
     assert wide == [
-        ("A", -10 * MINUTE_MS - Rule().horizon_ms, h + 10 * MINUTE_MS + Rule().horizon_ms)
+        ("A", -10 * MINUTE_MS - overlap.horizon_ms, h + 10 * MINUTE_MS + overlap.span_ms)
     ]
 
 
@@ -123,8 +128,9 @@ def test_degree1_scan_window_binds_the_case_per_premises_and_bucket() -> None:
 
 def test_degree1_overlap_binds_the_case_visits_per_premises() -> None:
     """Degree 1 under overlap reads `scans` once without a join and without the event
-    id: the case's visits are bound as (from, to) arrays per premises; the day terms
-    filter the rows (not only hints: the answer must not depend on the granules read)."""
+    id: the case's visits are bound as (from, to) arrays per premises; the rows are
+    those within each case visit's reach at its premises (exactly, so the answer does
+    not depend on the granules read), the day terms only guide the key analysis."""
     h = 60 * MINUTE_MS
     rule = Rule("overlap", buffer_min=5, min_overlap_min=15)
     case = [
@@ -135,7 +141,9 @@ def test_degree1_overlap_binds_the_case_visits_per_premises() -> None:
     windows = sql.seed_windows(rule, [(v.premises_id, v.time_from, v.time_to) for v in case])
     text, params = sql.contacts(rule, [("C", 0)], 10, ["C"], case=case, windows=windows)
     assert "JOIN" not in text.replace("ARRAY JOIN", "") and "event_id" not in text
-    assert "indexHint(" not in text and "(premises_id IN %(w0_p)s AND" in text
+    assert "indexHint((premises_id IN %(w0_p)s AND" in text
+    assert "t >= s - %(before_ms)s AND t <= e + %(after_ms)s" in text
+    assert (params["before_ms"], params["after_ms"]) == sql.overlap_reach(rule)
     assert params["k_premises"] == ["A", "B"] and params["k_name"] == ["a", "b"]
     assert params["cv_from"] == [[h, 7 * h], [5 * h]]
     assert params["cv_to"] == [[2 * h, 8 * h], [6 * h]]
