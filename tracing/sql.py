@@ -215,10 +215,10 @@ _PICK_ONE_SEED = """
 # median, timeline 87 -> 76 ms; the overlap rule's query unchanged, 415 vs 412; the case's
 # scans 34 -> 16-18 ms of server CPU, 16 cases x 3).
 _NO_PREWHERE: Final = "optimize_move_to_prewhere = 0"
-_DEGREE1: Final = f"\nSETTINGS {_NO_PREWHERE}"
 # The key analysis of the day terms splits each part's marks in 2 at each step instead of
-# 8: 28 -> 17 ms of its time, 3-6 ms of the degree-1 query's (100 M rows, 16 cases x 2).
-_SCAN_WINDOW_DEGREE1: Final = f"{_DEGREE1}, merge_tree_coarse_index_granularity = 2"
+# 8: 28 -> 17 ms of its time, 3-6 ms of the scan-window degree-1 query's (100 M rows, 16
+# cases x 2), 3 ms of the overlap one's (50 cases x 2).
+_DEGREE1: Final = f"\nSETTINGS {_NO_PREWHERE}, merge_tree_coarse_index_granularity = 2"
 
 Window = tuple[str, int, int]
 # Key analysis of an OR of ranges costs more than linearly in their number (measured:
@@ -574,7 +574,7 @@ FROM (
     )
     WHERE notEmpty(hits)
 )
-GROUP BY person_id, premises_id{_SCAN_WINDOW_DEGREE1}"""
+GROUP BY person_id, premises_id{_DEGREE1}"""
     return sql, params
 
 
@@ -638,7 +638,7 @@ FROM (
         SELECT person_id, i, v.1 AS vs, v.2 AS ve
         FROM (
             SELECT person_id, i, arraySort(groupArray((t, k, dwell))) AS a,
-                   arrayMap(x -> x.1, a) AS ts, arrayMap(x -> x.2, a) AS ks,
+                   a.1 AS ts, a.2 AS ks,
                    arrayMap((t, k, pt, pk) -> {_NEW_VISIT},
                             ts, ks, arrayPopBack(arrayPushFront(ts, toInt64(0))),
                             arrayPopBack(arrayPushFront(ks, toUInt8(0)))) AS new_visit,
