@@ -134,6 +134,24 @@ def _visits(source: str, *, extra: str = "") -> str:
         GROUP BY person_id, premises_id, visit_no"""
 
 
+def _array_visits(scans: str, extra: str = "") -> str:
+    """The visits of `scans`, one person's scans at one premises as an array of
+    (t, k, dwell, ...) tuples in ascending order, as (start, end{extra}) tuples: the
+    visits of `_visits`, split by the same rule. `extra` adds elements computed from `x`,
+    the visit's tuples. Scans equal in time and kind are interchangeable for every step
+    (the split compares times and kinds, the end takes the last kind and the longest
+    dwell), so their order among themselves does not matter."""
+    previous = (
+        f"arrayPopBack(arrayPushFront({scans}.1, toInt64(0))),"
+        f" arrayPopBack(arrayPushFront({scans}.2, toUInt8(0)))"
+    )
+    return f"""arrayMap(x -> (x[1].1, x[-1].1 + if(x[-1].2 = 2 AND arrayExists(y -> y.2 = 1, x),
+                                         0, arrayMax(y -> y.3, x) * {MINUTE_MS}){extra}),
+                arraySplit((x, n) -> n, {scans},
+                           arrayMap((t, k, pt, pk) -> {_NEW_VISIT},
+                                    {scans}.1, {scans}.2, {previous})))"""
+
+
 def _rule_params(rule: Rule) -> dict[str, object]:
     return {
         "window_ms": rule.window_min * MINUTE_MS,
@@ -638,13 +656,7 @@ FROM (
         SELECT person_id, i, v.1 AS vs, v.2 AS ve
         FROM (
             SELECT person_id, i, arraySort(groupArray((t, k, dwell))) AS a,
-                   a.1 AS ts, a.2 AS ks,
-                   arrayMap((t, k, pt, pk) -> {_NEW_VISIT},
-                            ts, ks, arrayPopBack(arrayPushFront(ts, toInt64(0))),
-                            arrayPopBack(arrayPushFront(ks, toUInt8(0)))) AS new_visit,
-                   arrayMap(x -> (x[1].1, x[-1].1 + if(x[-1].2 = 2 AND arrayExists(y -> y.2 = 1, x),
-                                                       0, arrayMax(y -> y.3, x) * {MINUTE_MS})),
-                            arraySplit((x, n) -> n, a, new_visit)) AS visits
+                   {_array_visits("a")} AS visits
             FROM (
                 SELECT person_id, {_PREMISES_INDEX} AS i, {_ms("scanned_at")} AS t,
                        toUInt8(kind) AS k, dwell_minutes AS dwell
@@ -682,30 +694,41 @@ def case_visits(
     rule: Rule, person_id: str, from_ms: int, to_ms: int, tables: TraceTables | None = None
 ) -> Query:
     """The case's visits with at least one scan in [from, to]: its timeline, and per visit
-    the times of its scans inside the period (what `CaseVisit` needs for degree 1)."""
+    the times of its scans inside the period (what `CaseVisit` needs for degree 1). One
+    read of the by-person path, the visits built per premises as arrays
+    (`_array_visits`): against `_visits`' window functions, the same rows, 15.7 -> 11.9 ms
+    a query (100 M rows, 50 cases x 3 rules x 2)."""
     tables = tables or TraceTables()
-    params = _seed_params([(person_id, from_ms)], to_ms, [person_id], rule)
-    source = _seed_scans(
-        tables,
-        lo="%(min_since)s - %(horizon_ms)s",
-        hi="%(to_ms)s + %(horizon_ms)s",
-        extra=", premises_name, district, category",
-    )
+    t = _ms("scanned_at")
+    in_period = "t >= %(from_ms)s AND t <= %(to_ms)s"
+    # per visit: its distinct scans, and its distinct scan times inside the period
     extra = (
-        ",\n               countIf(t >= %(min_since)s AND t <= %(to_ms)s) AS in_period,"
-        " uniqExact(event_id) AS scans, any(premises_name) AS premises_name,"
-        " any(district) AS district, any(category) AS category,"
-        " arraySort(groupUniqArrayIf(t, t >= %(min_since)s AND t <= %(to_ms)s))"
-        " AS period_times"
+        ", length(arrayDistinct(x.4)),"
+        f" arraySort(arrayDistinct(arrayFilter(t -> {in_period}, x.1)))"
     )
     sql = f"""
-SELECT premises_id, vs AS time_from, ve AS time_to, scans, premises_name, district, category,
-       period_times
-FROM ({_visits(source, extra=extra)})
-WHERE in_period > 0
+SELECT premises_id, v.1 AS time_from, v.2 AS time_to, v.3 AS scans, premises_name, district,
+       category, v.4 AS period_times
+FROM (
+    SELECT premises_id, any(premises_name) AS premises_name, any(district) AS district,
+           any(category) AS category, arraySort(groupArray((t, k, dwell, event_id))) AS a,
+           {_array_visits("a", extra)} AS visits
+    FROM (
+        SELECT premises_id, {t} AS t, toUInt8(kind) AS k, dwell_minutes AS dwell, event_id,
+               premises_name, district, category
+        FROM {tables.q("by_person")}
+        WHERE person_id = %(person_id)s
+          AND scanned_at >= {_at("%(from_ms)s - %(horizon_ms)s")}
+          AND scanned_at <= {_at("%(to_ms)s + %(horizon_ms)s")}
+    )
+    GROUP BY premises_id
+)
+ARRAY JOIN visits AS v
+WHERE notEmpty(v.4)
 ORDER BY time_from, premises_id
 SETTINGS {_NO_PREWHERE}"""
-    return sql, params
+    params = {"person_id": person_id, "from_ms": int(from_ms), "to_ms": int(to_ms)}
+    return sql, {**params, **_rule_params(rule)}
 
 
 def case_scans(

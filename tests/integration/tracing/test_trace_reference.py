@@ -11,7 +11,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import pytest
-from tracegen import INSERT_COLUMNS, Province, generate, reference_trace, rows_for_insert
+from tracegen import (
+    INSERT_COLUMNS,
+    Province,
+    Reference,
+    generate,
+    reference_trace,
+    rows_for_insert,
+)
 
 from sinks.clickhouse_settings import ClickHouseSettings
 from sinks.client import connect
@@ -232,6 +239,39 @@ def test_case_timeline_has_the_case_visits(loaded: ClickHouseRunner, province: P
     assert {v.premises_id for v in result.visits} == {s.premises_id for s in mine}
     assert all(v.time_from <= v.time_to for v in result.visits)
     assert result.visits == sorted(result.visits, key=lambda v: (v.time_from, v.premises_id))
+
+
+@pytest.mark.parametrize(
+    "rule", [Rule("overlap"), Rule("overlap", merge_gap_min=0, max_visit_min=120)]
+)
+def test_case_timeline_matches_the_reference(
+    loaded: ClickHouseRunner, province: Province, rule: Rule
+) -> None:
+    """Every case's timeline (`sql.case_visits`) is the reference's visits of the case
+    with a scan in the period: premises, start, end, scans, and the scan times inside."""
+    ref = Reference(province, rule).visits()
+    for frm, to in _periods(province):
+        for case in province.cases:
+            want = sorted(
+                (
+                    v.premises_id,
+                    v.start,
+                    v.end,
+                    len(v.scan_times),
+                    sorted({t for t in v.scan_times if frm <= t <= to}),
+                )
+                for (person, _), visits in ref.items()
+                if person == case
+                for v in visits
+                if any(frm <= t <= to for t in v.scan_times)
+            )
+            got = sorted(
+                (p, t0, t1, n, list(times))
+                for p, t0, t1, n, _, _, _, times in loaded.query(
+                    *sql.case_visits(rule, case, frm, to)
+                )
+            )
+            assert got == want, (case, frm, to)
 
 
 def test_unknown_case_has_no_contacts(loaded: ClickHouseRunner, province: Province) -> None:

@@ -24,10 +24,10 @@ class Fake:
 
     def query(self, sql: str, params: Mapping[str, object]) -> list[Row]:
         kind = (
-            "timeline"
-            if "lagInFrame" in sql
-            else "contacts"
-            if "system.one" in sql or "notEmpty(hits)" in sql
+            "contacts"
+            if "notEmpty(hits)" in sql or "notEmpty(c_from)" in sql
+            else "timeline"
+            if "arraySplit" in sql  # visits built
             else "scans"
         )
         self.asked.append(kind)
