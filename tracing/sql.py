@@ -160,7 +160,6 @@ def _rule_params(rule: Rule) -> dict[str, object]:
         "gap_ms": rule.merge_gap_min * MINUTE_MS,
         "max_visit_ms": rule.max_visit_min * MINUTE_MS,
         "horizon_ms": rule.horizon_ms,
-        "span_ms": rule.span_ms,
     }
 
 
@@ -608,10 +607,8 @@ def _degree1_overlap(
     premises; the co-visitor scans at those premises (within the case's visits' reach)
     become visits as one sorted array per person and premises, split where
     `_visits` starts a new one, and each visit keeps the case's visits it overlaps by at
-    least the minimum. The same visits as `_visits` builds: it orders a person's scans
-    at a premises by (time, kind, event id), and scans equal in time and kind are
-    interchangeable for every step of it (the split compares times and kinds, the end
-    takes the last kind and the longest dwell), so the event id is not read. The rows
+    least the minimum. The same visits as `_visits` builds (`_array_visits`), without
+    reading the event id: it only orders scans equal in time and kind. The rows
     are exactly those within `overlap_reach` of a case visit at their premises (a row
     filter: with the day terms alone, a chain of repeats longer than the horizon would
     reach as far as the granules read happened to, an answer depending on the parts'
