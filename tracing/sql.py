@@ -102,8 +102,8 @@ def _seed_scans(tables: TraceTables, *, lo: str, hi: str, extra: str = "") -> st
 
 # When scan (t, k) continues the visit of the scan (pt, pk) before it (same person and
 # premises, in time order; pk = 0: none before): within the merge gap, or a check-out
-# closing a check-in within the longest visit. The one rule of `_visits` and of the
-# array-built visits of `_degree1_overlap`.
+# closing a check-in within the longest visit. The one rule of `_visits` and of
+# `_array_visits`.
 _NEW_VISIT: Final = (
     "pk = 0 OR NOT (t - pt <= %(gap_ms)s OR (k = 2 AND pk = 1 AND t - pt <= %(max_visit_ms)s))"
 )
@@ -605,17 +605,16 @@ def _degree1_overlap(
 ) -> Query:
     """Degree 1 under overlap without a join: the case's visits are bound as arrays per
     premises; the co-visitor scans at those premises (within the case's visits' reach)
-    become visits as one sorted array per person and premises, split where
-    `_visits` starts a new one, and each visit keeps the case's visits it overlaps by at
-    least the minimum. The same visits as `_visits` builds (`_array_visits`), without
-    reading the event id: it only orders scans equal in time and kind. The rows
-    are exactly those within `overlap_reach` of a case visit at their premises (a row
-    filter: with the day terms alone, a chain of repeats longer than the horizon would
-    reach as far as the granules read happened to, an answer depending on the parts'
-    layout); the day terms of `windows` guide the key analysis only. Against the join
-    of bucketed visits (100 M rows, 16 cases x 2, bench/RESULTS.md "Trace latency"): the
-    same rows, 205 -> 122 ms a query; without the event id alone 146, without the join
-    127; the exact reach instead of the day terms as the row filter, 118 -> 92-108."""
+    become visits as one sorted array per person and premises (`_array_visits`, without
+    the event id: it only orders scans equal in time and kind), and each visit keeps the
+    case's visits it overlaps by at least the minimum. The rows are exactly those within
+    `overlap_reach` of a case visit at their premises (a row filter: with the day terms
+    alone, a chain of repeats longer than the horizon would reach as far as the granules
+    read happened to, an answer depending on the parts' layout); the day terms of
+    `windows` guide the key analysis only. Against the join of bucketed visits (100 M
+    rows, 16 cases x 2, bench/RESULTS.md "Trace latency"): the same rows, 205 -> 122 ms a
+    query; without the event id alone 146, without the join 127; the exact reach instead
+    of the day terms as the row filter, 117-120 -> 108-110 (50 cases x 2)."""
     premises = sorted({v.premises_id for v in case})
     index = {p: i for i, p in enumerate(premises)}
     starts: list[list[int]] = [[] for _ in premises]

@@ -111,7 +111,7 @@ def test_overlap_reaches_the_longest_visits(clickhouse_settings: ClickHouseSetti
         "SHOP": ("Shop", "shop", "d", "w", "a", 20),
         "HOTEL": ("Hotel", "accommodation", "d", "w", "a", 720),
     }
-    insert_scans(clickhouse_settings, [(e, p, q, t, k) for e, p, q, t, k in rows], places)
+    insert_scans(clickhouse_settings, rows, places)
     runner = ClickHouseRunner(clickhouse_settings)
     try:
         result = trace_person(runner, "CASE", t0 - MIN, t0 + MIN, Rule("overlap"))
