@@ -3,7 +3,8 @@
 Each migration is a list of SQL templates rendered by `sinks.schema` for a single node or
 for a cluster (`ON CLUSTER`, Replicated engines, Distributed tables) from one source.
 Applying twice is a no-op: a version recorded in `schema_migrations` is skipped, and every
-statement is `IF NOT EXISTS` so a half-applied migration can be re-run.
+statement is `IF NOT EXISTS` (or harmless twice, or a `Once` that checks whether it ran) so
+a half-applied migration can be re-run.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from clickhouse_driver import Client
 
 from sinks.clickhouse_settings import ClickHouseSettings
 from sinks.client import connect
-from sinks.schema import MIGRATIONS, Migration, render
+from sinks.schema import MIGRATIONS, Migration, render_steps
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +61,9 @@ def migrate(
         ):
             if m.version in done:
                 continue
-            for sql in render(m, settings):
+            for sql, done_if in render_steps(m, settings):
+                if done_if and client.execute(done_if) == [(1,)]:
+                    continue
                 client.execute(sql)
             client.execute(
                 f"INSERT INTO `{db}`.schema_migrations (version, name) VALUES",

@@ -13,7 +13,9 @@ Decisions (issue 5):
   (premises_id, scanned_at, event_id): the tracer's main path, and a replayed scan collapses
   into one row at merge time. Until then a duplicate row can exist, so the query path never
   counts rows: answers are sets, min/max, `uniqExact(event_id)` or `LIMIT 1 BY event_id`
-  (`sinks.queries`). FINAL is avoided: it costs a merge per query.
+  (`sinks.queries`). FINAL is avoided: it costs a merge per query. Partitioned by week at
+  2,048-row granules since migration 9 (`SCANS_WEEKLY`; by day before, when a trace paid
+  at least a granule for each premises and day it touched).
 - By-person path: the table `scans_by_person` (migration 8), the same columns ordered by
   (person_id, scanned_at, event_id) at 1,024-row granules, partitioned by week, fed by a
   materialized view on the inserts into `scans`. It replaced the projection `by_person`
@@ -28,8 +30,10 @@ Decisions (issue 5):
   up to 6 days) in TTL merges, within hours of the retention (`merge_with_ttl_timeout`).
 - Idempotency: insert tokens (the sink) + ReplacingMergeTree + dedup-proof queries: two
   mechanisms at the store, on top of the stream's own event_id dedup.
-- TTL `scanned_at + retention_days` with `ttl_only_drop_parts`: a day partition is dropped
-  whole once its last row expired (rows live between retention and retention + 1 day).
+- TTL `scanned_at + retention_days`, rows deleted by TTL merges within hours of the
+  retention (`merge_with_ttl_timeout`), in `scans` as in `scans_by_person`. (Until
+  migration 9, `ttl_only_drop_parts` dropped each day partition whole once its last row
+  expired.)
 - `premises`: the registry as a dimension, ReplacingMergeTree(version): latest version wins
   (read with FINAL or argMax; it is small).
 - `premises_daily`: the report rollup per premises and local day (Asia/Ho_Chi_Minh), scans
@@ -45,7 +49,7 @@ Decisions (issue 5):
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 from sinks.clickhouse_settings import ClickHouseSettings
@@ -83,7 +87,17 @@ class Table:
     dedup_window: bool = True  # keep insert-dedup hashes on a single node too
 
 
-Statement = str | Table
+@dataclass(frozen=True, slots=True)
+class Once:
+    """A statement that cannot be written to run twice harmlessly (`EXCHANGE TABLES` swaps
+    back): `migrate` skips it when the query `done_if` (a template too) returns 1, so a
+    migration that stopped half-way can be re-run."""
+
+    statement: str | Table
+    done_if: str
+
+
+Statement = str | Table | Once
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,6 +338,66 @@ BY_PERSON_TABLE: Final = (
     " SETTINGS mutations_sync = 2",
 )
 
+# `scans` by week, at 2,048-row granules (issue 6, bench/RESULTS.md "Session 10"). A
+# premises holds about 115 scans a day at 100 M rows over 4 weeks, a sixtieth of an
+# 8,192-row granule: by day, every premises-day a trace touches cost at least one granule
+# and every day one more part for the key analysis. By week, a premises' rows of several
+# days are adjacent in one part: the overlap degree-1 query read 1.1 M -> 0.16 M rows, 105
+# -> 84 ms. A partition key cannot be altered, so the rows are copied into a new table that
+# then takes the name `scans`; the materialized views on `scans` follow the name (checked
+# on 26.9), so they feed from the new table. The copy's snapshot misses an insert that
+# commits after it: the catch-up copies the rows stored since a margin before the copy's
+# latest row that the copy lacks. Stop the sinks while it runs all the same (README).
+# Rows are deleted by TTL merges, as in `scans_by_person`: dropping only whole week parts
+# would keep rows up to 6 days past the retention.
+SCANS_WEEKLY = replace(
+    SCANS,
+    name="scans_weekly",
+    partition_by="toMonday(scanned_at)",
+    projections=(),
+    settings=(
+        ("index_granularity", "2048"),
+        ("min_age_to_force_merge_seconds", "3600"),
+        ("min_age_to_force_merge_on_partition_only", "1"),
+    ),
+)
+_SCANS_IS_WEEKLY: Final = (
+    "SELECT partition_key = 'toMonday(scanned_at)' FROM system.tables"
+    " WHERE database = '{db_name}' AND name = 'scans{local}'"
+)
+# On a re-run after the exchange the copy must not be made again: on a cluster its
+# Replicated path is the one the new `scans` uses now.
+_NO_OLD_SCANS: Final = (
+    "SELECT count() = 0 FROM system.tables"
+    " WHERE database = '{db_name}' AND name = 'scans_weekly{local}'"
+)
+# The catch-up looks at what was stored since 10 minutes before the latest row copied, and
+# copies only the event ids the copy lacks: a table loaded in bulk has most of its rows in
+# those 10 minutes (100 M rows: the whole copy again, through the views).
+_COPIED_SINCE: Final = "(SELECT max(stored_at) - INTERVAL 10 MINUTE FROM {db}.scans)"
+SCANS_BY_WEEK: Final = (
+    Once(SCANS_WEEKLY, _SCANS_IS_WEEKLY),
+    Once(
+        "INSERT INTO {db}.scans_weekly SELECT * FROM {db}.scans"
+        " SETTINGS distributed_foreground_insert = 1",
+        _SCANS_IS_WEEKLY,
+    ),
+    Once(
+        "EXCHANGE TABLES {db}.scans{local} AND {db}.scans_weekly{local} {on_cluster}",
+        _SCANS_IS_WEEKLY,
+    ),
+    Once(
+        "INSERT INTO {db}.scans SELECT * FROM {db}.scans_weekly WHERE stored_at >= {since}"
+        " AND cityHash64(event_id) GLOBAL NOT IN (SELECT cityHash64(event_id) FROM {db}.scans"
+        " WHERE stored_at >= {since}) SETTINGS distributed_foreground_insert = 1".replace(
+            "{since}", _COPIED_SINCE
+        ),
+        _NO_OLD_SCANS,
+    ),
+    "DROP TABLE IF EXISTS {db}.scans_weekly {on_cluster} SYNC",
+    "DROP TABLE IF EXISTS {db}.scans_weekly{local} {on_cluster} SYNC",
+)
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "scans", (SCANS,)),
     # tracing: one row per tracer query (CLI or API), kept beyond the scans' TTL.
@@ -338,6 +412,7 @@ MIGRATIONS: list[Migration] = [
     ),
     Migration(7, "scans_by_person_1k", BY_PERSON_FINE),
     Migration(8, "scans_by_person", BY_PERSON_TABLE),
+    Migration(9, "scans_by_week", SCANS_BY_WEEK),
 ]
 
 
@@ -382,23 +457,35 @@ def render_table(t: Table, settings: ClickHouseSettings) -> list[str]:
     return statements
 
 
-def render(m: Migration, settings: ClickHouseSettings) -> list[str]:
-    """The SQL statements of one migration, for one node or for `settings.cluster`."""
-    out: list[str] = []
+def render_steps(m: Migration, settings: ClickHouseSettings) -> list[tuple[str, str]]:
+    """(statement, done_if) pairs of one migration, for one node or for `settings.cluster`:
+    `done_if` is a query that returns 1 when the statement must be skipped (`Once`), else
+    empty."""
+
+    def fill(template: str) -> str:
+        return template.format(
+            db=ident(settings.database),
+            db_name=ident(settings.database)[1:-1],  # checked, unquoted
+            on_cluster=f"ON CLUSTER {ident(settings.cluster)}" if settings.cluster else "",
+            local="_local" if settings.cluster else "",
+            retention_days=settings.retention_days,
+        )
+
+    out: list[tuple[str, str]] = []
     for s in m.statements:
         if isinstance(s, Table):
-            out.extend(render_table(s, settings))
+            out.extend((sql, "") for sql in render_table(s, settings))
+        elif isinstance(s, Once):
+            inner = Migration(m.version, m.name, (s.statement,))
+            out.extend((sql, fill(s.done_if)) for sql, _ in render_steps(inner, settings))
         else:
-            out.append(
-                s.format(
-                    db=ident(settings.database),
-                    db_name=ident(settings.database)[1:-1],  # checked, unquoted
-                    on_cluster=f"ON CLUSTER {ident(settings.cluster)}" if settings.cluster else "",
-                    local="_local" if settings.cluster else "",
-                    retention_days=settings.retention_days,
-                )
-            )
+            out.append((fill(s), ""))
     return out
+
+
+def render(m: Migration, settings: ClickHouseSettings) -> list[str]:
+    """The SQL statements of one migration, for one node or for `settings.cluster`."""
+    return [sql for sql, _ in render_steps(m, settings)]
 
 
 def render_script(settings: ClickHouseSettings, migrations: list[Migration] | None = None) -> str:
@@ -414,7 +501,10 @@ def render_script(settings: ClickHouseSettings, migrations: list[Migration] | No
     )
     parts = [f"CREATE DATABASE IF NOT EXISTS {db}{on_cluster}"]
     for m in sorted(migrations if migrations is not None else MIGRATIONS, key=lambda m: m.version):
-        statements = render(m, settings)
+        statements = [
+            f"-- once: `migrate` skips it when this returns 1: {done_if}\n{sql}" if done_if else sql
+            for sql, done_if in render_steps(m, settings)
+        ]
         parts.append(f"-- {m.version:03d} {m.name}\n{statements[0]}")
         parts.extend(statements[1:])
     return header + ";\n\n".join(parts) + ";\n"

@@ -11,7 +11,7 @@ Shape of every query (PERFORMANCE.md "Exposure queries"):
    (`CaseVisit`), so the degree-1 query reads `scans` once, by premises and time only;
 2. co-visitor scans narrowed by `premises_id GLOBAL IN (the seeds' premises)` (a bound
    set at degree 1) and by the seeds' time span (constants), and at degree 1 by one
-   premises-and-time term per day around the case's visits (`seed_windows`,
+   premises-and-time term per three days around the case's visits (`seed_windows`,
    `window_terms`), so the `(premises_id, scanned_at)` primary key does the work;
 3. a join of the two on premises, filtered by the rule, grouped to one row per
    (person, premises), keeping the seed with the earliest contact (ties: smallest id);
@@ -232,7 +232,7 @@ _PICK_ONE_SEED = """
 # median, timeline 87 -> 76 ms; the overlap rule's query unchanged, 415 vs 412; the case's
 # scans 34 -> 16-18 ms of server CPU, 16 cases x 3).
 _NO_PREWHERE: Final = "optimize_move_to_prewhere = 0"
-# The key analysis of the day terms splits each part's marks in 2 at each step instead of
+# The key analysis of the window terms splits each part's marks in 2 at each step, not
 # 8: 28 -> 17 ms of its time, 3-6 ms of the scan-window degree-1 query's (100 M rows, 16
 # cases x 2), 3 ms of the overlap one's (50 cases x 2).
 _DEGREE1: Final = f"\nSETTINGS {_NO_PREWHERE}, merge_tree_coarse_index_granularity = 2"
@@ -240,10 +240,14 @@ _DEGREE1: Final = f"\nSETTINGS {_NO_PREWHERE}, merge_tree_coarse_index_granulari
 Window = tuple[str, int, int]
 # Key analysis of an OR of ranges costs more than linearly in their number (measured:
 # 10 ranges 13 ms, 74 ranges 160 ms of planning); the windows are grouped into one term
-# per day (`window_terms`), and beyond this many terms the seed-derived `premises IN` +
-# time span narrowing alone is used. (The cap counts terms, not windows: the scan-window
-# path widens each of the case's scans, not each visit, so it has more windows for the
-# same days.)
+# per TERM_DAYS days (`window_terms`), and beyond MAX_TERMS terms the seed-derived
+# `premises IN` + time span narrowing alone is used. (The cap counts terms, not windows:
+# the scan-window path widens each of the case's scans, not each visit, so it has more
+# windows for the same days.) Three days a term on the week partitions of `scans`
+# (migration 9; 100 M rows, 50 cases x 2, bench/RESULTS.md "Session 10"): overlap degree 1
+# 81.6 ms with one day a term, 75.4 with two, 75.8 with three, 75.3 with seven;
+# scan-window 39.4, 34.3, 33.2 ms with one, two, three.
+TERM_DAYS: Final = 3
 MAX_TERMS: Final = 48
 # A (premises, time bucket) key of `_degree1_scan_window`: premises index * stride +
 # bucket offset; the offsets of one period stay far below the stride.
@@ -267,7 +271,7 @@ def seed_windows(
     query can use, from the case's visits (`case_visits`: the same visits, built with the
     same rule) or its scans in the period (scan-window, `case_scans`): each widened by the
     window (scan-window) or as `overlap_reach` says (overlap), merged per premises. None
-    when they make too many day terms to help."""
+    when they make too many window terms to help."""
     before = after = rule.window_min * MINUTE_MS
     if rule.name == "overlap":
         before, after = overlap_reach(rule)
@@ -291,29 +295,30 @@ def seed_windows(
 Term = tuple[tuple[str, ...], int, int]
 
 
-def window_terms(windows: list[Window], day_ms: int = 86_400_000) -> list[Term]:
-    """The windows grouped by the UTC day they start in (the partitions of `scans` are
-    UTC days): one (premises ids, lo, hi) term per day, covering every window of that day.
-    A case is at a few premises a day, so the co-visitor read selects about the same
-    granules as with one term per window, while the key analysis, whose cost grows faster
-    than linearly with the number of OR terms, gets about one term per day."""
-    by_day: dict[int, list[Window]] = {}
+def window_terms(windows: list[Window], days: int = TERM_DAYS) -> list[Term]:
+    """The windows grouped by the block of `days` UTC days they start in: one (premises
+    ids, lo, hi) term per block, covering every window of that block. A case is at a few
+    premises a day, so the co-visitor read selects a few more granules than with one term
+    per window, while the key analysis, whose cost grows faster than linearly with the
+    number of OR terms, gets a few terms a period."""
+    block_ms = days * 86_400_000
+    by_block: dict[int, list[Window]] = {}
     for w in windows:
-        by_day.setdefault(w[1] // day_ms, []).append(w)
+        by_block.setdefault(w[1] // block_ms, []).append(w)
     return [
         (
             tuple(sorted({p for p, _, _ in ws})),
             min(lo for _, lo, _ in ws),
             max(hi for _, _, hi in ws),
         )
-        for _, ws in sorted(by_day.items())
+        for _, ws in sorted(by_block.items())
     ]
 
 
 def _windows_filter(
     windows: list[Window] | None, params: dict[str, object], *, hint_only: bool = False
 ) -> str:
-    """`AND (premises_id IN ... AND scanned_at BETWEEN ... OR ...)`, one term per day
+    """`AND (premises_id IN ... AND scanned_at BETWEEN ... OR ...)`, one term per block
     (`window_terms`), values bound: lets the (premises_id, scanned_at) primary key read
     only the granules around the case. `hint_only`: inside `indexHint`, used by the key
     analysis but not evaluated row by row, for a query that filters its rows exactly by
@@ -528,7 +533,7 @@ def _degree1_scan_window(
     and the two neighbouring buckets (`hits`); a scan with none is no contact. Bucketed,
     a scan is checked against a few case times, not all of a premises' (a case who works
     there can have hundreds: 300 at the busiest premises of the 100 M bench set, 595 ->
-    317 ms). The day terms of `windows` serve the key analysis only (`indexHint`), the
+    317 ms). The window terms of `windows` serve the key analysis only (`indexHint`), the
     rows are filtered by `hits` exactly. Against the join of the case's scans with
     bucketed co-visitor scans: the same rows, 96 -> 73 ms a query before the bucketing,
     which left such typical cases unchanged (100 M rows, 16 cases x 2 rounds; the join's
@@ -608,13 +613,13 @@ def _degree1_overlap(
     become visits as one sorted array per person and premises (`_array_visits`, without
     the event id: it only orders scans equal in time and kind), and each visit keeps the
     case's visits it overlaps by at least the minimum. The rows are exactly those within
-    `overlap_reach` of a case visit at their premises (a row filter: with the day terms
+    `overlap_reach` of a case visit at their premises (a row filter: with the window terms
     alone, a chain of repeats longer than the horizon would reach as far as the granules
-    read happened to, an answer depending on the parts' layout); the day terms of
+    read happened to, an answer depending on the parts' layout); the window terms of
     `windows` guide the key analysis only. Against the join of bucketed visits (100 M
     rows, 16 cases x 2, bench/RESULTS.md "Trace latency"): the same rows, 205 -> 122 ms a
     query; without the event id alone 146, without the join 127; the exact reach instead
-    of the day terms as the row filter, 117-120 -> 108-110 (50 cases x 2)."""
+    of the window terms as the row filter, 117-120 -> 108-110 (50 cases x 2)."""
     premises = sorted({v.premises_id for v in case})
     index = {p: i for i, p in enumerate(premises)}
     starts: list[list[int]] = [[] for _ in premises]

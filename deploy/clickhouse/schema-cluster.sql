@@ -186,3 +186,45 @@ INSERT INTO `scantrace`.scans_by_person SELECT * FROM `scantrace`.scans SETTINGS
 INSERT INTO `scantrace`.scans_by_person SELECT * FROM `scantrace`.scans WHERE stored_at >= (SELECT toDateTime64(min(metadata_modification_time), 3, 'UTC') - INTERVAL 10 MINUTE FROM system.tables WHERE database = 'scantrace' AND name IN ('scans_by_person_mv', 'scans_by_person_mv_local')) SETTINGS distributed_foreground_insert = 1;
 
 ALTER TABLE `scantrace`.scans_local ON CLUSTER `scantrace` DROP PROJECTION IF EXISTS by_person_1k SETTINGS mutations_sync = 2;
+
+-- 009 scans_by_week
+-- once: `migrate` skips it when this returns 1: SELECT partition_key = 'toMonday(scanned_at)' FROM system.tables WHERE database = 'scantrace' AND name = 'scans_local'
+CREATE TABLE IF NOT EXISTS `scantrace`.`scans_weekly_local` ON CLUSTER `scantrace` (
+    event_id String,
+    person_id String,
+    premises_id String,
+    scanned_at DateTime64(3, 'UTC'),
+    kind Enum8('checkin' = 1, 'checkout' = 2),
+    gateway_id LowCardinality(String),
+    received_at Nullable(DateTime64(3, 'UTC')),
+    processed_at DateTime64(3, 'UTC'),
+    stored_at DateTime64(3, 'UTC') DEFAULT now64(3),
+    premises_name String,
+    category LowCardinality(String),
+    district LowCardinality(String),
+    ward LowCardinality(String),
+    agency LowCardinality(String),
+    dwell_minutes UInt16
+)
+ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/scans_weekly', '{replica}', processed_at)
+PARTITION BY toMonday(scanned_at)
+ORDER BY (premises_id, scanned_at, event_id)
+TTL toDateTime(scanned_at) + INTERVAL 28 DAY
+SETTINGS index_granularity = 2048, min_age_to_force_merge_seconds = 3600, min_age_to_force_merge_on_partition_only = 1;
+
+-- once: `migrate` skips it when this returns 1: SELECT partition_key = 'toMonday(scanned_at)' FROM system.tables WHERE database = 'scantrace' AND name = 'scans_local'
+CREATE TABLE IF NOT EXISTS `scantrace`.`scans_weekly` ON CLUSTER `scantrace` AS `scantrace`.`scans_weekly_local`
+ENGINE = Distributed('scantrace', 'scantrace', 'scans_weekly_local', cityHash64(premises_id));
+
+-- once: `migrate` skips it when this returns 1: SELECT partition_key = 'toMonday(scanned_at)' FROM system.tables WHERE database = 'scantrace' AND name = 'scans_local'
+INSERT INTO `scantrace`.scans_weekly SELECT * FROM `scantrace`.scans SETTINGS distributed_foreground_insert = 1;
+
+-- once: `migrate` skips it when this returns 1: SELECT partition_key = 'toMonday(scanned_at)' FROM system.tables WHERE database = 'scantrace' AND name = 'scans_local'
+EXCHANGE TABLES `scantrace`.scans_local AND `scantrace`.scans_weekly_local ON CLUSTER `scantrace`;
+
+-- once: `migrate` skips it when this returns 1: SELECT count() = 0 FROM system.tables WHERE database = 'scantrace' AND name = 'scans_weekly_local'
+INSERT INTO `scantrace`.scans SELECT * FROM `scantrace`.scans_weekly WHERE stored_at >= (SELECT max(stored_at) - INTERVAL 10 MINUTE FROM `scantrace`.scans) AND cityHash64(event_id) GLOBAL NOT IN (SELECT cityHash64(event_id) FROM `scantrace`.scans WHERE stored_at >= (SELECT max(stored_at) - INTERVAL 10 MINUTE FROM `scantrace`.scans)) SETTINGS distributed_foreground_insert = 1;
+
+DROP TABLE IF EXISTS `scantrace`.scans_weekly ON CLUSTER `scantrace` SYNC;
+
+DROP TABLE IF EXISTS `scantrace`.scans_weekly_local ON CLUSTER `scantrace` SYNC;

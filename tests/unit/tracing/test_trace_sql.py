@@ -77,20 +77,27 @@ def test_rule_ranges() -> None:
     assert Rule().echo()["name"] == "scan-window"
 
 
-def test_the_window_cap_counts_day_terms_not_windows() -> None:
-    """Many windows on few days still narrow the read (one term a day); more days than the
-    cap fall back to the premises set and the span."""
+def test_the_window_cap_counts_terms_not_windows() -> None:
+    """Many windows on few days still narrow the read (one term per three days); more
+    blocks than the cap fall back to the premises set and the span."""
     day = 86_400_000
+    block = sql.TERM_DAYS * day
     rule = Rule("scan-window")
-    # 60 premises on two days, scans between 06:00 and 07:00 UTC: 60 windows, 2 terms
-    times = [(f"P{i:03d}", (i % 2) * day + 6 * 3_600_000 + i * 60_000) for i in range(60)]
+    # 60 premises on two days three days apart, scans between 06:00 and 07:00 UTC
+    times = [(f"P{i:03d}", (i % 2) * block + 6 * 3_600_000 + i * 60_000) for i in range(60)]
     spans = [(p, t, t) for p, t in times]
     windows = sql.seed_windows(rule, spans)
     assert windows is not None and len(windows) == 60
-    assert len(sql.window_terms(windows)) == 2
-    many_days = [("P1", d * day + 3_600_000 * 5, d * day + 3_600_000 * 5) for d in range(49)]
-    assert sql.seed_windows(rule, many_days) is None
-    assert sql.seed_windows(rule, many_days[:48]) is not None
+    terms = sql.window_terms(windows)
+    assert len(terms) == 2
+    assert [len(premises) for premises, _, _ in terms] == [30, 30]
+    # each term spans exactly its windows: the first ends an hour after 06:58 on day 0
+    assert terms[0][2] == 6 * 3_600_000 + 58 * 60_000 + 3_600_000
+    # days of one block share a term
+    assert len(sql.window_terms([("P1", 0, 1), ("P2", block - 1, block)])) == 1
+    many = [("P1", d * block + 3_600_000 * 5, d * block + 3_600_000 * 5) for d in range(49)]
+    assert sql.seed_windows(rule, many) is None
+    assert sql.seed_windows(rule, many[:48]) is not None
 
 
 def test_degree1_scan_window_binds_the_case_per_premises_and_bucket() -> None:
