@@ -51,7 +51,16 @@ from tracing.rules import MAX_DWELL_MIN, MINUTE_MS, Rule
 
 _IDENT: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}(\.[A-Za-z_][A-Za-z0-9_]{0,63})?$")
 # A query that carries thousands of F1 ids in its text is longer than the 256 KiB default.
-QUERY_SETTINGS: Final[dict[str, object]] = {"max_query_size": 64 * 1024 * 1024}
+# A degree-2 query groups by (person, premises, F1 person): with some 20k F1 persons its
+# groups outgrew the server's memory limit (9.6 GiB of 24 on the bench machine; 10 M rows,
+# overlap, one case in 50: failed after 173 s); spilled to disk past 2 GB it answered,
+# 2.1 M rows in 195 s (bench/RESULTS.md "Session 10"). Smaller queries never reach it.
+_SPILL_BYTES: Final = 2_000_000_000
+QUERY_SETTINGS: Final[dict[str, object]] = {
+    "max_query_size": 64 * 1024 * 1024,
+    "max_bytes_before_external_group_by": _SPILL_BYTES,
+    "max_bytes_before_external_sort": _SPILL_BYTES,
+}
 
 
 def _ident(name: str) -> str:
