@@ -471,15 +471,15 @@ def render_steps(m: Migration, settings: ClickHouseSettings) -> list[tuple[str, 
             retention_days=settings.retention_days,
         )
 
+    def sql_of(s: str | Table) -> list[str]:
+        return render_table(s, settings) if isinstance(s, Table) else [fill(s)]
+
     out: list[tuple[str, str]] = []
     for s in m.statements:
-        if isinstance(s, Table):
-            out.extend((sql, "") for sql in render_table(s, settings))
-        elif isinstance(s, Once):
-            inner = Migration(m.version, m.name, (s.statement,))
-            out.extend((sql, fill(s.done_if)) for sql, _ in render_steps(inner, settings))
+        if isinstance(s, Once):
+            out.extend((sql, fill(s.done_if)) for sql in sql_of(s.statement))
         else:
-            out.append((fill(s), ""))
+            out.extend((sql, "") for sql in sql_of(s))
     return out
 
 

@@ -83,7 +83,7 @@ def test_the_window_cap_counts_terms_not_windows() -> None:
     day = 86_400_000
     block = sql.TERM_DAYS * day
     rule = Rule("scan-window")
-    # 60 premises on two days three days apart, scans between 06:00 and 07:00 UTC
+    # 60 premises on two days, one block apart, scans between 06:00 and 07:00 UTC
     times = [(f"P{i:03d}", (i % 2) * block + 6 * 3_600_000 + i * 60_000) for i in range(60)]
     spans = [(p, t, t) for p, t in times]
     windows = sql.seed_windows(rule, spans)
