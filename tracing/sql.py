@@ -21,14 +21,14 @@ Shape of every query (PERFORMANCE.md "Exposure queries"):
    premises that each co-visitor visit is checked against (`_degree1_overlap`).
 `GLOBAL IN` makes the sets travel to every shard when `scans` is a Distributed table
 (sharded by premises_id: a person's scans at one premises are on one shard, so the
-per-(person, premises) window functions are correct there too); on one node it is `IN`.
+per-(person, premises) visits are whole there too); on one node it is `IN`.
 
 Exact duplicates (one event_id stored twice before a ReplacingMergeTree merge) cannot
 change an answer: every result is a set, a min/max or a count of distinct event_ids, so no
 FINAL is needed (it would cost the primary-key narrowing a merge per query).
 
 Visits (overlap rule, and the case's timeline): a person's scans at one premises, in
-order of (scanned_at, kind, event_id), are cut into visits; scan i continues the visit of
+order of (scanned_at, kind), are cut into visits; scan i continues the visit of
 scan i-1 when it follows within `merge_gap_min`, or when it is a check-out following a
 check-in within `max_visit_min`. A visit runs from its first scan to its last scan, plus
 the premises' dwell time unless it has a check-in and its last scan is a check-out.
@@ -101,7 +101,7 @@ def _seed_scans(tables: TraceTables, *, lo: str, hi: str, extra: str = "") -> st
     slower on `scans_by_person` (57 against 17 s, 10 M rows, 3,166 seeds)."""
     return f"""
         SELECT person_id, premises_id, {_ms("scanned_at")} AS t, toUInt8(kind) AS k,
-               event_id, dwell_minutes AS dwell{extra},
+               dwell_minutes AS dwell{extra},
                transform(person_id, %(seed_ids)s, CAST(%(seed_since)s AS Array(Int64)),
                          toInt64(0)) AS since
         FROM {tables.q("by_person")}
@@ -111,42 +111,16 @@ def _seed_scans(tables: TraceTables, *, lo: str, hi: str, extra: str = "") -> st
 
 # When scan (t, k) continues the visit of the scan (pt, pk) before it (same person and
 # premises, in time order; pk = 0: none before): within the merge gap, or a check-out
-# closing a check-in within the longest visit. The one rule of `_visits` and of
-# `_array_visits`.
+# closing a check-in within the longest visit (`_array_visits`).
 _NEW_VISIT: Final = (
     "pk = 0 OR NOT (t - pt <= %(gap_ms)s OR (k = 2 AND pk = 1 AND t - pt <= %(max_visit_ms)s))"
 )
 
 
-def _visits(source: str, *, extra: str = "") -> str:
-    """Visits of the rows of `source` (person_id, premises_id, t, k, event_id, dwell, ...)."""
-    order = "PARTITION BY person_id, premises_id ORDER BY t, k, event_id"
-    return f"""
-        SELECT person_id, premises_id, visit_no,
-               min(t) AS vs,
-               max(t) + if(countIf(k = 1) > 0 AND argMax(k, (t, k, event_id)) = 2,
-                           0, max(dwell) * {MINUTE_MS}) AS ve{extra}
-        FROM (
-            SELECT *, sum(new_visit) OVER (
-                {order} ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS visit_no
-            FROM (
-                SELECT *, if({_NEW_VISIT}, 1, 0) AS new_visit
-                FROM (
-                    SELECT *,
-                           lagInFrame(t, 1, toInt64(0)) OVER w AS pt,
-                           lagInFrame(k, 1, toUInt8(0)) OVER w AS pk
-                    FROM ({source})
-                    WINDOW w AS ({order} ROWS BETWEEN 1 PRECEDING AND CURRENT ROW)
-                )
-            )
-        )
-        GROUP BY person_id, premises_id, visit_no"""
-
-
 def _array_visits(scans: str, extra: str = "") -> str:
     """The visits of `scans`, one person's scans at one premises as an array of
-    (t, k, dwell, ...) tuples in ascending order, as (start, end{extra}) tuples: the
-    visits of `_visits`, split by the same rule. `extra` adds elements computed from `x`,
+    (t, k, dwell, ...) tuples in ascending order, as (start, end{extra}) tuples (the
+    visits of the module docstring). `extra` adds elements computed from `x`,
     the visit's tuples. Scans equal in time and kind are interchangeable for every step
     (the split compares times and kinds, the end takes the last kind and the longest
     dwell), so their order among themselves does not matter."""
@@ -226,7 +200,6 @@ CONTACT_COLUMNS: Final = (
 )
 
 _PREMISES_COLS = "premises_name, district, category"
-_IN_SEED_PERIOD = ", countIf(t >= since AND t <= %(to_ms)s) AS in_period"
 _PREMISES_ANY = (
     ", any(premises_name) AS premises_name, any(district) AS district, any(category) AS category"
 )
@@ -444,26 +417,36 @@ INNER JOIN case_buckets AS c ON x.premises_id = c.premises_id AND x.b = c.b
 WHERE x.t >= c.t - %(window_ms)s AND x.t <= c.t + %(window_ms)s AND x.person_id != c.seed
 GROUP BY person_id, premises_id, via{_PICK_ONE_SEED}"""
         return sql, params
+    # Visits as arrays per (person, premises), as at degree 1 (`_array_visits`), and the
+    # premises' names joined to the answer instead of carried through the grouping by
+    # (person, premises, F1 person) (three string states a group, 11 M groups): against
+    # window functions and names in the grouping, the same rows, 15.5 -> 7.0 s (803 F1
+    # persons), 42 -> 20 s (3,503), 218 -> 119 s (22,020; 10 M rows, bench/RESULTS.md
+    # "Session 11"); the co-visitors' visits alone (7.1 M scans) 7.4 -> 2.0 s.
     seed_rows = f"""
-        SELECT person_id AS seed, premises_id, vs, ve, premises_name, district, category
-        FROM ({
-        _visits(
-            _seed_scans(
-                tables,
-                lo="%(min_since)s - %(horizon_ms)s",
-                hi="%(to_ms)s + %(horizon_ms)s",
-                extra=", " + _PREMISES_COLS,
-            ),
-            extra=_IN_SEED_PERIOD + _PREMISES_ANY,
+        SELECT seed, premises_id, v.1 AS vs, v.2 AS ve, premises_name, district, category
+        FROM (
+            SELECT person_id AS seed, premises_id, since, arraySort(groupArray((t, k, dwell))) AS a,
+                   {_array_visits("a", ", arrayExists(y -> y.1 >= since AND y.1 <= %(to_ms)s, x)")}
+                   AS visits{_PREMISES_ANY}
+            FROM ({
+        _seed_scans(
+            tables,
+            lo="%(min_since)s - %(horizon_ms)s",
+            hi="%(to_ms)s + %(horizon_ms)s",
+            extra=", " + _PREMISES_COLS,
         )
     })
-        WHERE in_period > 0"""
+            GROUP BY person_id, premises_id, since
+        )
+        ARRAY JOIN visits AS v
+        WHERE v.3"""
     sql = f"""
 WITH
     case_visits AS ({seed_rows}
     ),
     near AS (
-        SELECT person_id, premises_id, {_ms("scanned_at")} AS t, toUInt8(kind) AS k, event_id,
+        SELECT person_id, premises_id, {_ms("scanned_at")} AS t, toUInt8(kind) AS k,
                dwell_minutes AS dwell
         FROM {tables.q("scans")}
         WHERE {premises_in}
@@ -472,33 +455,43 @@ WITH
           AND person_id NOT IN %(exclude)s{narrow}
     ),
     case_buckets AS (
-        SELECT seed, premises_id, vs, ve, premises_name, district, category, b
+        SELECT seed, premises_id, vs, ve, b
         FROM case_visits
         ARRAY JOIN range(intDiv(vs - %(buffer_ms)s, %(bucket_ms)s),
                          intDiv(ve + %(buffer_ms)s, %(bucket_ms)s) + 1) AS b
     ),
     near_visits AS (
-        SELECT person_id, premises_id, vs, ve, b
-        FROM ({_visits("SELECT * FROM near")})
-        ARRAY JOIN range(intDiv(vs, %(bucket_ms)s), intDiv(ve, %(bucket_ms)s) + 1) AS b
+        SELECT person_id, premises_id, v.1 AS vs, v.2 AS ve, b
+        FROM (
+            SELECT person_id, premises_id, arraySort(groupArray((t, k, dwell))) AS a,
+                   {_array_visits("a")} AS visits
+            FROM near
+            GROUP BY person_id, premises_id
+        )
+        ARRAY JOIN visits AS v
+        ARRAY JOIN range(intDiv(v.1, %(bucket_ms)s), intDiv(v.2, %(bucket_ms)s) + 1) AS b
     )
-SELECT person_id, premises_id, via, case_from, case_to, contact_from, contact_to,
-       overlap_ms, premises_name, district, category
+SELECT r.person_id, r.premises_id, r.via, r.case_from, r.case_to, r.contact_from,
+       r.contact_to, r.overlap_ms, n.premises_name, n.district, n.category
 FROM (
     SELECT x.person_id AS person_id, x.premises_id AS premises_id, c.seed AS via,
            min(c.vs) AS case_from, max(c.ve) AS case_to,
            min(x.vs) AS contact_from, max(x.ve) AS contact_to,
            toNullable(max(least(x.ve, c.ve + %(buffer_ms)s)
-                          - greatest(x.vs, c.vs - %(buffer_ms)s))) AS overlap_ms,
-           any(c.premises_name) AS premises_name, any(c.district) AS district,
-           any(c.category) AS category
+                          - greatest(x.vs, c.vs - %(buffer_ms)s))) AS overlap_ms
     FROM near_visits AS x
     INNER JOIN case_buckets AS c ON x.premises_id = c.premises_id AND x.b = c.b
     WHERE least(x.ve, c.ve + %(buffer_ms)s) - greatest(x.vs, c.vs - %(buffer_ms)s)
               >= %(min_overlap_ms)s
       AND x.person_id != c.seed
-    GROUP BY person_id, premises_id, via
-){_PICK_ONE_SEED}"""
+    GROUP BY person_id, premises_id, via{_PICK_ONE_SEED}
+) AS r
+INNER JOIN (
+    SELECT premises_id, any(premises_name) AS premises_name, any(district) AS district,
+           any(category) AS category
+    FROM case_visits
+    GROUP BY premises_id
+) AS n ON r.premises_id = n.premises_id"""
     return sql, params
 
 

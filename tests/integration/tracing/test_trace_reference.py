@@ -123,6 +123,14 @@ def test_both_degrees_match_the_reference(
             # and the times included.
             assert got_rows == want_rows, (case, frm, to)
             assert len(got.contacts) == len(got_rows), "one row per person and premises"
+            # Every row names its premises as stored (at degree 2 joined after the grouping).
+            for c in got.contacts:
+                pr = province.premises[c.premises_id]
+                assert (c.premises_name, c.district, c.category) == (
+                    pr.name,
+                    pr.district,
+                    pr.category,
+                ), (case, c)
             assert case not in {c.person_id for c in got.contacts}
             f1 = {c.person_id for c in got.contacts if c.degree == 1}
             assert not f1 & {c.person_id for c in got.contacts if c.degree == 2}
