@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from sinks.clickhouse_settings import ClickHouseSettings
 from sinks.schema import (
@@ -237,3 +238,21 @@ def test_keyed_sets_migration_on_one_node_and_on_a_cluster() -> None:
     assert "name = 'premises_daily_sets_local'" in cluster[5][1]
     assert "ReplicatedAggregatingMergeTree('/clickhouse/tables/{shard}/{database}/" in csql[7]
     assert "ALTER TABLE `scantrace`.audit_log_local ON CLUSTER `scantrace` MODIFY TTL" in csql[-1]
+
+
+def test_the_sink_refuses_to_start_without_a_person_hash_key() -> None:
+    from click.testing import CliRunner
+
+    from scantrace.commands.sink import sink
+
+    env = {
+        "SCANTRACE_KAFKA__BOOTSTRAP": "127.0.0.1:9",
+        "SCANTRACE_CLICKHOUSE__URL": "clickhouse://127.0.0.1:9/x",
+    }
+    for key in (None, "too short"):
+        result = CliRunner().invoke(
+            sink, [], env={**env, "SCANTRACE_CLICKHOUSE__PERSON_HASH_KEY": key}
+        )
+        assert result.exit_code == 2, result.output
+        assert result.output.startswith("error: SCANTRACE_CLICKHOUSE__PERSON_HASH_KEY must be set")
+    assert SINGLE.model_copy(update={"person_hash_key": SecretStr("x" * 16)}).person_hash_key_pair()
