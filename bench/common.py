@@ -14,6 +14,9 @@ from ingest.kafka_settings import KafkaSettings
 from ingest.premises import CATEGORIES, Premises
 from sinks.clickhouse_settings import ClickHouseSettings
 
+# The person hash key of the benchmarks' sinks (their databases are dropped afterwards).
+BENCH_PERSON_HASH_KEY = "bench-person-hash-key-not-secret"
+
 
 def services_status() -> dict[str, object]:
     """`scantrace services status --json`; exits with a hint when nothing runs."""

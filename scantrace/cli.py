@@ -146,14 +146,22 @@ def db_migrate() -> None:
 @click.option("--cluster", default="", help="ON CLUSTER name; empty = single node")
 @click.option("--database", default="scantrace", help="Database name")
 @click.option("--retention-days", type=click.IntRange(1, 3650), default=28, help="Scans TTL")
+@click.option(
+    "--audit-retention-days", type=click.IntRange(1, 36500), default=730, help="Audit log TTL"
+)
 @click.option("--out", type=click.Path(dir_okay=False, writable=True), default=None)
-def db_schema(cluster: str, database: str, retention_days: int, out: str | None) -> None:
+def db_schema(
+    cluster: str, database: str, retention_days: int, audit_retention_days: int, out: str | None
+) -> None:
     """Print the schema as SQL (the statements `migrate` applies), for deploy/clickhouse/."""
     from sinks.clickhouse_settings import ClickHouseSettings
     from sinks.schema import render_script
 
     settings = ClickHouseSettings(
-        url=f"clickhouse://127.0.0.1/{database}", cluster=cluster, retention_days=retention_days
+        url=f"clickhouse://127.0.0.1/{database}",
+        cluster=cluster,
+        retention_days=retention_days,
+        audit_retention_days=audit_retention_days,
     )
     sql = render_script(settings)
     if out:

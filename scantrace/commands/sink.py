@@ -63,7 +63,8 @@ def sink(
 
     Stops on SIGTERM or Ctrl-C after flushing and committing what it holds.
     Kafka and ClickHouse from SCANTRACE_KAFKA__BOOTSTRAP and SCANTRACE_CLICKHOUSE__URL
-    (or the running local services).
+    (or the running local services); the secret of the keyed person hashes of the report
+    from SCANTRACE_CLICKHOUSE__PERSON_HASH_KEY (required; the local services make one).
     """
     from ingest.admin import ensure_topics
     from sinks.consumer import SinkFatal, serve
@@ -85,6 +86,7 @@ def sink(
         settings = SinkSettings().with_options(**changes)
         settings.kafka.servers()
         settings.clickhouse.parts()
+        settings.clickhouse.person_hash_key_pair()  # no key: no rollup, so no start
     except (ValidationError, RuntimeError, ValueError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

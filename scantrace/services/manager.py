@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,9 @@ from sinks.migrations import migrate
 from sinks.settings import SinkSettings
 
 STATE_FILE = "services.json"
+# The local services' own person hash key (SCANTRACE_CLICKHOUSE__PERSON_HASH_KEY), made
+# once and kept beside the state, readable by its owner only.
+PERSON_HASH_KEY_FILE = "person_hash_key"
 
 
 @dataclass(frozen=True)
@@ -244,11 +248,31 @@ def down(settings: ServicesSettings) -> list[str]:
     return stopped
 
 
+def local_person_hash_key(settings: ServicesSettings) -> str:
+    """The local services' person hash key, made at the first call."""
+    path = settings.state_dir / PERSON_HASH_KEY_FILE
+    try:
+        return path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        pass
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(key + "\n")
+    return key
+
+
 def apply_environment(settings: ServicesSettings | None = None) -> Endpoints | None:
     """Point every component at the running local services, unless the environment
-    already names a broker (SCANTRACE_KAFKA__BOOTSTRAP) or a ClickHouse URL."""
-    ends = endpoints(settings or ServicesSettings())
+    already names a broker (SCANTRACE_KAFKA__BOOTSTRAP) or a ClickHouse URL. The local
+    person hash key goes with the local ClickHouse only."""
+    settings = settings or ServicesSettings()
+    ends = endpoints(settings)
     if ends is not None:
         os.environ.setdefault("SCANTRACE_KAFKA__BOOTSTRAP", ends.kafka_bootstrap)
-        os.environ.setdefault("SCANTRACE_CLICKHOUSE__URL", ends.clickhouse_url)
+        url = os.environ.setdefault("SCANTRACE_CLICKHOUSE__URL", ends.clickhouse_url)
+        if url.startswith(ends.clickhouse_native):
+            key = local_person_hash_key(settings)
+            os.environ.setdefault("SCANTRACE_CLICKHOUSE__PERSON_HASH_KEY", key)
     return ends
