@@ -520,3 +520,14 @@ def test_the_library_code_we_copied_has_not_changed(function: str, digest: str, 
         f"{function} changed upstream (sha256 {now}): port the change into {copy}, "
         "then pin the new digest here"
     )
+
+
+def test_the_key_hashes_kept_in_changelogs_have_not_changed() -> None:
+    """`seen` and `last_kept` keep mmh3 hashes of their keys in their changelogs: another
+    hash after an mmh3 upgrade would make a restarted worker forget its dedup memory."""
+    from processors.horizon import hash_keys
+
+    assert hash_keys(["e-0001", "NT-0042|p-7f3a|checkin"]).tolist() == [
+        [1085290743147078495, -4744222780185733009],
+        [-574381915631647529, 8828512320604599777],
+    ]
