@@ -457,7 +457,7 @@ def create_app(settings: WorkerSettings, registry: CollectorRegistry) -> WorkerA
         broker=brokers,
         store="memory://",
         processing_guarantee=options.processing_guarantee,
-        datadir=str(options.data_dir),
+        datadir=options.data_dir,  # None: Faust's default, or its CLI's --datadir
         autodiscover=False,
         web_enabled=False,
         topic_partitions=kafka.partitions,

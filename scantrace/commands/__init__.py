@@ -7,6 +7,16 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+# Where commands put the files they make when not told where: one folder, ignored by git
+# (`.gitignore`), so that running them from a checkout leaves its root clean.
+OUT_DIR = Path("out")
+
+
+def made_parent(path: Path) -> Path:
+    """`path`, after making the folder it goes in."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
 
 def setup_logging(level: str) -> None:
     logging.basicConfig(

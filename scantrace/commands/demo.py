@@ -24,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from ingest.contract import now_ms
 from ingest.registry import plan_import, publish_registry, read_registry
 from scantrace import synth
+from scantrace.commands import OUT_DIR
 from scantrace.loader import load_http
 from scantrace.pipeline import Pipeline
 from scantrace.services.process import free_port
@@ -78,7 +79,7 @@ def _wait(pipeline: Pipeline, check: object, timeout: float, what: str) -> None:
     "--out",
     "out_dir",
     type=click.Path(file_okay=False),
-    default="out",
+    default=str(OUT_DIR),
     show_default=True,
     help="Where the data, the trace and the report go",
 )
