@@ -26,6 +26,7 @@ from ingest.registry import plan_import, publish_registry, read_registry
 from scantrace import synth
 from scantrace.loader import load_http
 from scantrace.pipeline import Pipeline
+from scantrace.services.manager import local_kafka
 from scantrace.services.process import free_port
 from scantrace.settings import ServicesSettings
 from sinks.client import connect
@@ -99,8 +100,11 @@ def demo(seed: int, count: int | None, out_dir: str) -> None:
         f"({truth.persons} persons) in {out}/"
     )
 
-    plan = plan_import(premises, read_registry(settings.kafka), now_ms())
-    published = publish_registry(settings.kafka, plan.changes)
+    # The registry import is the admin's job; gateway, worker and sink log in as
+    # themselves (each child of the pipeline picks its own user).
+    registry_kafka = local_kafka("premises", settings.kafka)
+    plan = plan_import(premises, read_registry(registry_kafka), now_ms())
+    published = publish_registry(registry_kafka, plan.changes)
     click.echo(
         f"premises import: {published} new or changed, {len(premises) - published} unchanged"
     )

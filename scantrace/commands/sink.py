@@ -11,7 +11,7 @@ from types import FrameType
 import click
 from pydantic import ValidationError
 
-from scantrace.commands import setup_logging
+from scantrace.commands import one_line, setup_logging
 
 
 @click.command()
@@ -66,6 +66,7 @@ def sink(
     (or the running local services).
     """
     from ingest.admin import ensure_topics
+    from ingest.kafka_probe import KafkaStartupError, check_kafka
     from sinks.consumer import SinkFatal, serve
     from sinks.settings import SinkSettings
 
@@ -83,10 +84,11 @@ def sink(
     }
     try:
         settings = SinkSettings().with_options(**changes)
-        settings.kafka.servers()
         settings.clickhouse.parts()
-    except (ValidationError, RuntimeError, ValueError) as exc:
-        click.echo(f"error: {exc}", err=True)
+        kafka = settings.kafka
+        check_kafka(kafka, [kafka.enriched, kafka.premises, kafka.dlq])
+    except (ValidationError, KafkaStartupError, RuntimeError, ValueError) as exc:
+        click.echo(f"error: {one_line(exc)}", err=True)
         sys.exit(2)
 
     stop = threading.Event()
