@@ -143,14 +143,15 @@ def classify(kafka: KafkaSettings, server: str, exc: BaseException) -> KafkaStar
         )
     if isinstance(exc, ssl.SSLCertVerificationError):
         return KafkaStartupError(
-            f"Kafka at {server}: TLS certificate not trusted ({exc.verify_message}): "
+            f"Kafka at {server}: TLS certificate not trusted "
+            f"({getattr(exc, 'verify_message', None) or exc.strerror}): "
             f"check {ENV}SSL_CAFILE"
             + (f" ({kafka.ssl_cafile})" if kafka.ssl_cafile else " (unset: system CAs)"),
             terminal=True,
         )
     if isinstance(exc, ssl.SSLError):
         return KafkaStartupError(
-            f"Kafka at {server}: TLS handshake failed ({exc.reason or exc}): check "
+            f"Kafka at {server}: TLS handshake failed ({getattr(exc, 'reason', None) or exc.strerror}): check "
             f"{ENV}SECURITY_PROTOCOL ({protocol}) and the TLS files",
             terminal=True,
         )
