@@ -151,7 +151,8 @@ def classify(kafka: KafkaSettings, server: str, exc: BaseException) -> KafkaStar
         )
     if isinstance(exc, ssl.SSLError):
         return KafkaStartupError(
-            f"Kafka at {server}: TLS handshake failed ({getattr(exc, 'reason', None) or exc.strerror}): check "
+            f"Kafka at {server}: TLS handshake failed "
+            f"({getattr(exc, 'reason', None) or exc.strerror}): check "
             f"{ENV}SECURITY_PROTOCOL ({protocol}) and the TLS files",
             terminal=True,
         )

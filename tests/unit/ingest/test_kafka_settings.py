@@ -29,7 +29,7 @@ from scantrace.services.kafka_security import make_certificates
 from scantrace.services.process import free_port
 from sinks.settings import SinkSettings
 
-PASSWORD = "pw-Zq8-secret"  # noqa: S105 - a test value
+PASSWORD = "pw-Zq8-secret"
 
 
 @pytest.fixture(scope="module")
@@ -139,14 +139,14 @@ def test_password_file_must_exist_and_hold_a_password(tls: Path, tmp_path: Path)
     base = {"sasl_password": SecretStr("")}
     with pytest.raises(ValidationError, match="SASL_PASSWORD_FILE unreadable"):
         sasl_ssl(tls, **base, sasl_password_file=tmp_path / "missing")
-    with pytest.raises(ValidationError, match="SASL_PASSWORD_FILE .* is empty"):
+    with pytest.raises(ValidationError, match=r"SASL_PASSWORD_FILE .* is empty"):
         sasl_ssl(tls, **base, sasl_password_file=empty)
 
 
 def test_tls_files_need_a_tls_protocol(tls: Path) -> None:
-    with pytest.raises(ValidationError, match="SSL_CAFILE is set but .* PLAINTEXT"):
+    with pytest.raises(ValidationError, match=r"SSL_CAFILE is set but .* PLAINTEXT"):
         KafkaSettings(bootstrap="k:1", ssl_cafile=tls / "ca.pem")
-    with pytest.raises(ValidationError, match="SSL_CAFILE is set but .* SASL_PLAINTEXT"):
+    with pytest.raises(ValidationError, match=r"SSL_CAFILE is set but .* SASL_PLAINTEXT"):
         KafkaSettings(
             bootstrap="k:1",
             security_protocol="SASL_PLAINTEXT",

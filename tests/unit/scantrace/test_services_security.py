@@ -185,7 +185,7 @@ def test_status_shows_the_users_not_the_broker(state: ServicesSettings) -> None:
 
 def test_secure_needs_the_apache_broker(tmp_path: Path) -> None:
     settings = ServicesSettings(state_dir=tmp_path / "s", kafka="noida")
-    with pytest.raises(ServiceError, match="--secure needs the local Apache Kafka .* not noida"):
+    with pytest.raises(ServiceError, match=r"--secure needs the local Apache Kafka .* not noida"):
         manager.up(settings, "noida", secure=True)
     with pytest.raises(ServiceError, match="external broker set SCANTRACE_KAFKA__SECURITY"):
         manager.up(settings, "external", secure=True)
