@@ -9,6 +9,7 @@ import shlex
 import sys
 
 import click
+from pydantic import ValidationError
 
 from ingest.kafka_probe import KafkaStartupError
 from scantrace.services import manager
@@ -99,8 +100,10 @@ def services_up(kafka_kind: str | None, clickhouse_kind: str | None, secure: boo
     """Start the services (if not running), create the topics, apply the migrations."""
     try:
         result = manager.up(ServicesSettings(), kafka_kind, clickhouse_kind, secure=secure)
-    except (ServiceError, KafkaStartupError) as exc:
-        click.echo(f"error: {exc}", err=True)
+    except (ServiceError, KafkaStartupError, ValidationError) as exc:
+        from scantrace.commands import one_line
+
+        click.echo(f"error: {one_line(exc)}", err=True)
         sys.exit(1)
     started = ", ".join(result["started"]) or "nothing (already running)"
     click.echo(f"started: {started}")

@@ -148,7 +148,10 @@ def demo(seed: int, count: int | None, out_dir: str) -> None:
         )
 
         def worker_done() -> bool:
-            m = _metric_sums(worker_port)
+            try:
+                m = _metric_sums(worker_port)
+            except OSError:  # its metrics are served once it has joined its group
+                return False
             return m.get("scantrace_worker_events_in_total", 0) >= report.accepted
 
         _wait(pipeline, worker_done, 600, "the worker")
