@@ -191,14 +191,16 @@ def test_topics_have_retention_and_min_insync_replicas(secure: Secure) -> None:
     assert configs[f"{PREFIX}premises"]["cleanup.policy"] == "compact"
 
 
+@pytest.mark.parametrize(("guarantee", "seed"), [("at_least_once", 11), ("exactly_once", 12)])
 def test_pipeline_runs_end_to_end_with_a_user_per_component(
-    secure: Secure, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    secure: Secure, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, guarantee: str, seed: int
 ) -> None:
     """`scantrace run` unchanged: no Kafka settings in the environment, only the state
-    folder; each child logs in as its own user."""
-    premises = synth.generate_premises(11, 60)
+    folder; each child logs in as its own user. Under exactly_once the worker also uses
+    its transactional ids."""
+    premises = synth.generate_premises(seed, 60)
     date = datetime.now(tz=synth.TZ).date() - timedelta(days=1)
-    day = synth.generate_scans(11, premises, date, persons=200, scans=800)
+    day = synth.generate_scans(seed, premises, date, persons=200, scans=800)
     truth = day.truth
     # The registry import is the admin's.
     publish_registry(secure.kafka("admin"), premises)
@@ -208,6 +210,7 @@ def test_pipeline_runs_end_to_end_with_a_user_per_component(
         "SCANTRACE_GATEWAY__TOKENS": json.dumps({PIPELINE_TOKEN: "gw-secure"}),
         "SCANTRACE_SINK__BATCH_SECONDS": "0.3",
         "SCANTRACE_WORKER__DATA_DIR": str(tmp_path / "worker"),
+        "SCANTRACE_WORKER__PROCESSING_GUARANTEE": guarantee,
     }
     p = Pipeline(
         gateway_port=free_port(),
@@ -237,15 +240,22 @@ def test_pipeline_runs_end_to_end_with_a_user_per_component(
         assert report.http_errors == {}
         assert report.accepted == truth.valid
         expected = truth.stored - truth.repeats
+        ids = tuple({str(s["event_id"]) for s in day.scans if "event_id" in s})
 
         def stored() -> int:
             client = connect(ch)
             try:
-                return int(client.execute("SELECT uniqExact(event_id) FROM scans")[0][0])
+                return int(
+                    client.execute(
+                        "SELECT uniqExact(event_id) FROM scans WHERE event_id IN %(ids)s",
+                        {"ids": ids},
+                    )[0][0]
+                )
             finally:
                 client.disconnect()
 
         wait_for(lambda: stored() >= expected, 180, "stored scans", p)
+        assert stored() == expected
     finally:
         p.stop()
     for component in ("gateway", "worker", "sink"):
