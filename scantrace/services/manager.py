@@ -175,7 +175,8 @@ def endpoints(settings: ServicesSettings, state: dict[str, Any] | None = None) -
 # -- who logs in as whom ---------------------------------------------------------------
 
 # The Kafka user of each command that `services env` and the CLI know; None: no Kafka.
-# `premises` (the registry import) and `demo` publish the registry: the admin's job.
+# Publishing the premises registry (`premises import`; `demo` through `local_kafka`) is
+# the admin's job. `demo` and `run` themselves take no user: their children take theirs.
 KAFKA_USERS: dict[str, str | None] = {
     "gateway": "gateway",
     "worker": "worker",
