@@ -91,7 +91,7 @@ def delete_topics(kafka: KafkaSettings) -> None:
     from kafka.admin import KafkaAdminClient
 
     try:
-        admin = KafkaAdminClient(bootstrap_servers=kafka.servers())
+        admin = KafkaAdminClient(**kafka.kafka_python_config())
         try:
             names = [t for t in admin.list_topics() if t.startswith(kafka.topic_prefix)]
             if names:

@@ -11,7 +11,7 @@ from types import FrameType
 import click
 from pydantic import ValidationError
 
-from scantrace.commands import setup_logging
+from scantrace.commands import one_line, setup_logging
 
 
 @click.command()
@@ -67,6 +67,7 @@ def sink(
     from SCANTRACE_CLICKHOUSE__PERSON_HASH_KEY (required; the local services make one).
     """
     from ingest.admin import ensure_topics
+    from ingest.kafka_probe import KafkaStartupError, check_kafka
     from sinks.consumer import SinkFatal, serve
     from sinks.settings import SinkSettings
 
@@ -84,11 +85,12 @@ def sink(
     }
     try:
         settings = SinkSettings().with_options(**changes)
-        settings.kafka.servers()
         settings.clickhouse.parts()
         settings.clickhouse.person_hash_key_pair()  # no key: no rollup, so no start
-    except (ValidationError, RuntimeError, ValueError) as exc:
-        click.echo(f"error: {exc}", err=True)
+        kafka = settings.kafka
+        check_kafka(kafka, [kafka.enriched, kafka.premises, kafka.dlq])
+    except (ValidationError, KafkaStartupError, RuntimeError, ValueError) as exc:
+        click.echo(f"error: {one_line(exc)}", err=True)
         sys.exit(2)
 
     stop = threading.Event()

@@ -78,7 +78,9 @@ def worker(
     """
     from prometheus_client import CollectorRegistry
 
+    from ingest.kafka_probe import KafkaStartupError, check_kafka
     from processors.worker_settings import WorkerSettings
+    from scantrace.commands import one_line
 
     changes = {
         k: v
@@ -97,9 +99,10 @@ def worker(
         settings = WorkerSettings().with_options(**changes)
         if settings.worker.data_dir is None:
             settings = settings.with_options(data_dir=default_data_dir())
-        settings.kafka.servers()
-    except (ValidationError, RuntimeError, ValueError) as exc:
-        click.echo(f"error: {exc}", err=True)
+        kafka = settings.kafka
+        check_kafka(kafka, [kafka.raw, kafka.premises, kafka.enriched, kafka.dlq])
+    except (ValidationError, KafkaStartupError, RuntimeError, ValueError) as exc:
+        click.echo(f"error: {one_line(exc)}", err=True)
         sys.exit(2)
     run(settings, CollectorRegistry())
 
