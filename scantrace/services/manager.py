@@ -248,6 +248,9 @@ def component_env(settings: ServicesSettings, component: str) -> dict[str, str]:
             env.update(kafka_security.env_lines(security, user))
     if component in CLICKHOUSE_USERS:
         env["SCANTRACE_CLICKHOUSE__URL"] = clickhouse_url_for(component, ends)
+    if component == "sink":
+        # The only writer of the report's keyed person hashes needs their key.
+        env["SCANTRACE_CLICKHOUSE__PERSON_HASH_KEY"] = local_person_hash_key(settings)
     return env
 
 

@@ -85,6 +85,35 @@ INTERNALS: dict[str, Internal] = {
     "faust.tables.table:Table": Internal("faust.tables.table", VALUE),
     "aiokafka.consumer:fetcher": Internal("aiokafka.consumer", VALUE, why="lean records"),
     "aiokafka.partitioner:murmur2": Internal("aiokafka.partitioner", VALUE, ("data",)),
+    # the start-up probe (ingest/kafka_probe.py): one connection with the client's own
+    # security settings, and one metadata request on it
+    "aiokafka.conn:create_conn": Internal(
+        "aiokafka.conn",
+        VALUE,
+        (
+            "host",
+            "port",
+            "client_id",
+            "request_timeout_ms",
+            "ssl_context",
+            "security_protocol",
+            "max_idle_ms",
+            "on_close",
+            "sasl_mechanism",
+            "sasl_plain_username",
+            "sasl_plain_password",
+            "sasl_kerberos_service_name",
+            "sasl_kerberos_domain_name",
+            "sasl_oauth_token_provider",
+        ),
+        why="the start-up probe",
+    ),
+    "aiokafka.protocol.metadata:MetadataRequest": Internal(
+        "aiokafka.protocol.metadata", VALUE, why="the start-up probe"
+    ),
+    "faust.types.auth:CredentialsT": Internal(
+        "faust.types.auth", VALUE, why="the worker's broker credentials"
+    ),
     # -- Faust's consumer (processors/faust_transport.py, processors/app.py) --------------
     "_stopped": Internal("mode.services:Service", ATTRIBUTE, why="consumer's and fetcher's"),
     "_read_offset": Internal(_FAUST_CONSUMER, ATTRIBUTE),
