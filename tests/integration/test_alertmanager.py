@@ -159,6 +159,17 @@ def status_of(url: str) -> int:
         return 0
 
 
+STALL_SECONDS = 10
+
+
+@pytest.fixture
+def short_stall(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Worker and sink declare themselves stalled after 10 s without a loop turn (set
+    before the `pipeline` fixture starts them)."""
+    monkeypatch.setenv("SCANTRACE_WORKER__STALL_SECONDS", str(STALL_SECONDS))
+    monkeypatch.setenv("SCANTRACE_SINK__STALL_SECONDS", str(STALL_SECONDS))
+
+
 @pytest.fixture
 def webhook() -> Iterator[Webhook]:
     hook = Webhook()
@@ -269,6 +280,7 @@ def firing(webhook: Webhook, alertname: str, **labels: str) -> list[tuple[str, d
 
 
 def test_a_stopped_sink_pages_the_webhook(
+    short_stall: None,
     pipeline: Pipeline,
     alerting: int,
     webhook: Webhook,
@@ -282,12 +294,19 @@ def test_a_stopped_sink_pages_the_webhook(
     gateway = f"http://127.0.0.1:{pipeline.gateway_port}/v1/scans"
     prom = alerting
 
-    # Worker and sink loops turn: their liveness endpoints answer 200.
-    for port in (pipeline.worker_metrics_port, pipeline.sink_metrics_port):
+    # Worker and sink loops turn, idle as they are: their liveness endpoints answer 200,
+    # and still do well past the stall time (each turn of the loop beats).
+    ports = {"worker": pipeline.worker_metrics_port, "sink": pipeline.sink_metrics_port}
+    for name, port in ports.items():
         deadline = time.monotonic() + 60
         while status_of(f"http://127.0.0.1:{port}/healthz") != 200:
-            assert time.monotonic() < deadline, f"/healthz on {port} never answered 200"
+            assert time.monotonic() < deadline, f"{name}: /healthz never answered 200"
             time.sleep(0.5)
+    until = time.monotonic() + 2.5 * STALL_SECONDS
+    while time.monotonic() < until:
+        for name, port in ports.items():
+            assert status_of(f"http://127.0.0.1:{port}/healthz") == 200, name
+        time.sleep(1)
 
     with Feeder(day.scans, gateway):
         # The pipeline stores scans, as Prometheus sees it, and nothing pages meanwhile.
