@@ -46,11 +46,12 @@ import faust
 from faust.exceptions import ImproperlyConfigured
 from faust.types import TP
 from faust.types.auth import CredentialsT
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from ingest.admin import ensure_topics, partition_counts
 from ingest.kafka_settings import KafkaSettings
 from ingest.lean_records import install as install_lean_records
+from ingest.telemetry import Heartbeat, MetricsServer
 from processors.faust_transport import (
     BulkConsumer,
     BulkProducer,
@@ -148,7 +149,8 @@ class Pipeline:
         # At least once: the publications in flight, oldest first (each awaits the one
         # before it, so changelog records reach Kafka in the order they were made).
         self._in_flight: list[asyncio.Future[None]] = []
-        self._metrics_server: Any = None
+        self._metrics_server: MetricsServer | None = None
+        self.heartbeat = Heartbeat()  # every turn of the fetch loop (`/healthz`)
         self._announced: tuple[int, ...] | None = None
         # Partitions whose premises registry has been read since the last rebalance, and
         # since when the others have been waiting.
@@ -247,6 +249,7 @@ class Pipeline:
         completion = await self.publish(outboxes)
         done = perf_counter()
         self.metrics.batch_duration.observe(done - started)
+        self.metrics.last_progress.set(time.time())
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "batch of %d records: processed in %.1f ms, published in %.1f ms",
@@ -396,16 +399,23 @@ class Pipeline:
     def start_metrics_server(self) -> None:
         options = self.settings.worker
         if options.metrics_port and self._metrics_server is None:
-            server, _thread = start_http_server(
-                options.metrics_port, addr=options.metrics_host, registry=self.registry
+            self._metrics_server = MetricsServer(
+                options.metrics_host,
+                options.metrics_port,
+                self.registry,
+                self.heartbeat,
+                options.stall_seconds,
             )
-            self._metrics_server = server
-            log.info("metrics on http://%s:%d/metrics", options.metrics_host, options.metrics_port)
+            log.info(
+                "metrics on http://%s:%d/metrics, liveness on /healthz",
+                options.metrics_host,
+                options.metrics_port,
+            )
 
     def stop_metrics_server(self) -> None:
         server, self._metrics_server = self._metrics_server, None
         if server is not None:
-            threading.Thread(target=server.shutdown, daemon=True).start()
+            threading.Thread(target=server.stop, daemon=True).start()
 
 
 def _log_failed_delivery(fut: asyncio.Future[Any]) -> None:
@@ -514,7 +524,10 @@ def create_app(settings: WorkerSettings, registry: CollectorRegistry) -> WorkerA
     # (about 8 % of the worker's CPU): the bulk path needs only offsets and values.
     install_lean_records([kafka.raw])
     app.bulk = BulkRouting(
-        topics=frozenset(sources), handler=pipeline.on_records, hold=pipeline.hold
+        topics=frozenset(sources),
+        handler=pipeline.on_records,
+        hold=pipeline.hold,
+        beat=pipeline.heartbeat.beat,
     )
     app.timer(interval=options.expire_interval_seconds, name="scantrace.expire")(pipeline.expire)
     app.timer(interval=GAUGE_INTERVAL_S, name="scantrace.gauges")(pipeline.gauges)

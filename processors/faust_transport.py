@@ -75,12 +75,15 @@ class BulkRouting:
     `hold(tp)`, when given, says a partition's records must wait (the worker holds scans
     until the premises registry of their partition is loaded): they are left unprocessed,
     the partition is paused and rewound, and resumed once `hold` says so.
+    `beat()`, when given, is called on every turn of the fetch loop, records or not (the
+    worker's liveness).
     """
 
     topics: frozenset[str]
     handler: BulkHandler
     gate: asyncio.Lock = field(default_factory=asyncio.Lock)
     hold: Callable[[TP], bool] | None = None
+    beat: Callable[[], None] | None = None
 
 
 class BulkConsumer(faust_aiokafka.Consumer):
@@ -154,8 +157,11 @@ class BulkConsumer(faust_aiokafka.Consumer):
         commit_every = self._commit_every
         acks_enabled_for = self.app.topics.acks_enabled_for
         monitor = self.app.monitor
+        beat = routing.beat
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
+                if beat is not None:
+                    beat()
                 self.diag.set_flag(CONSUMER_FETCHING)
                 records, active = await self._wait_next_records(1.0)
                 await self.sleep(0)

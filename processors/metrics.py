@@ -28,6 +28,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ingest.telemetry import build_info
+
 PREFIX: Final = "scantrace_worker_"
 BATCH_BUCKETS_S: Final = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # From a scan (or its arrival at the gateway) to the worker: seconds when live, hours or
@@ -88,6 +90,7 @@ class BulkHistogram(Collector):
 class WorkerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        self.build_info = build_info(registry, PREFIX)
         self.events_in = Counter(
             f"{PREFIX}events_in_total",
             "Records read from scans.raw (every one ends enriched, dropped, dead-lettered "
@@ -163,6 +166,13 @@ class WorkerMetrics:
             "Keys held in the worker's state tables (this worker's partitions; for seen and "
             "last_kept, also keys past the dedup horizon until their slots are reused)",
             ["table"],
+            registry=registry,
+        )
+        # With the consumer lag, tells a worker that is alive but stuck from an idle one
+        # (alerts.yml, ScantraceWorkerNoProgress); 0 until the first batch.
+        self.last_progress = Gauge(
+            f"{PREFIX}last_progress_timestamp_seconds",
+            "Unix time at which the last fetched batch was processed and handed to Kafka",
             registry=registry,
         )
         self._lag_labels: set[tuple[str, str]] = set()

@@ -34,6 +34,9 @@ class WorkerOptions(BaseModel):
       their changelog topics on start). None: the caller picks it (`scantrace worker`:
       `worker-data` in the local state directory; Faust's own CLI: its `--datadir`).
     - `metrics_host`, `metrics_port`: serve /metrics there; port 0 = off.
+    - `stall_seconds`: `/healthz` on the metrics port answers 503 once the fetch loop has
+      not turned for this long (it turns at least every second, idle or busy, during
+      rebalances and table recovery too).
     - `session_timeout_seconds`: a worker that stops heartbeating (killed, partitioned)
       leaves the consumer group after this long and its partitions move; a restarted one
       waits at most this long to get them back. Heartbeats run in the consumer's own
@@ -57,6 +60,7 @@ class WorkerOptions(BaseModel):
     data_dir: Path | None = None
     metrics_host: str = "0.0.0.0"  # noqa: S104  # scraped from other hosts (deploy/)
     metrics_port: int = Field(default=0, ge=0, le=65535)
+    stall_seconds: float = Field(default=120.0, gt=0)
     max_record_bytes: int = Field(default=1_000_000, ge=10_000)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

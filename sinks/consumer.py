@@ -47,9 +47,10 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from ingest.lean_records import LEAN, install
+from ingest.telemetry import Heartbeat, MetricsServer
 from sinks.batch import (
     DEAD_LETTER_COLUMNS,
     RECEIVED_AT,
@@ -109,6 +110,7 @@ class Sink:
         self.metrics = metrics
         self.clock = clock
         self.wall_ms = wall_ms
+        self.heartbeat = Heartbeat(clock)  # every round of the loop (`/healthz`)
         kafka = settings.kafka
         self.routes: dict[str, Kind] = {
             kafka.enriched: "scans",
@@ -226,15 +228,21 @@ class Sink:
     async def _update_lag(self) -> None:
         if self._consumer is None:
             return
+        pending = {(s.topic, s.partition) for s in chain(self._queue, self._inflight_slices)}
         for tp in self._consumer.assignment():
             high = self._consumer.highwater(tp)
             if high is None:
                 continue
             key = (tp.topic, tp.partition)
             stored = self._stored.get(key)
+            first = self.batcher.first_offset(*key)
             if stored is None:
-                first = self.batcher.first_offset(*key)
                 stored = first if first is not None else await self._consumer.position(tp)
+            elif first is None and key not in pending:
+                # Everything fetched is stored: the position is past what follows the last
+                # record but holds nothing to store (a transaction's commit marker), else
+                # an idle partition written under exactly_once shows a lag of 1 forever.
+                stored = max(stored, await self._consumer.position(tp))
             self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, high - stored))
 
     # -- ClickHouse (runs in a worker thread) ----------------------------------------------
@@ -432,6 +440,7 @@ class Sink:
                 dirty, self._dirty = self._dirty, set()
             days = sorted(d for d in dirty if refreshable(d, wall, retention))
             if not days:
+                self.metrics.rollup_last_success.set(time.time())
                 return
             start = time.perf_counter()
             await asyncio.to_thread(writer.refresh_rollup, days)
@@ -440,10 +449,12 @@ class Sink:
                 raise SinkFatal(str(exc)) from exc
             with self._dirty_lock:
                 self._dirty.update(days)
+            self.metrics.rollup_failures.inc()
             log.warning("rollup refresh failed, will retry: %s", exc)
             return
         self.metrics.rollup_duration.observe(time.perf_counter() - start)
         self.metrics.rollup_days.inc(len(days))
+        self.metrics.rollup_last_success.set(time.time())
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -466,6 +477,7 @@ class Sink:
         """One round: fetch and buffer, cut what is due, finish the flush in flight or
         start the next one, roll up, report lag. At most one flush is in flight: while
         ClickHouse stores one batch, the next records are fetched and buffered."""
+        self.heartbeat.beat()
         busy = self._inflight is not None
         batches = await self._consumer.getmany(
             timeout_ms=20 if busy else 100 if self._failing else 200,
@@ -567,19 +579,23 @@ def serve(
     serving /metrics on `settings.sink.metrics_port` unless it is 0."""
     registry = registry if registry is not None else CollectorRegistry()
     metrics = SinkMetrics(registry)
-    server = None
-    if settings.sink.metrics_port:
-        server, _ = start_http_server(
-            settings.sink.metrics_port, addr=settings.sink.metrics_host, registry=registry
-        )
     # Two connections of our own, so that the rollup runs beside the inserts.
     rollups = ClickHouseWriter(settings.clickhouse) if writer is None else None
     sink = Sink(
         settings, writer or ClickHouseWriter(settings.clickhouse), metrics, rollup_writer=rollups
     )
+    options = settings.sink
+    server = None
+    if options.metrics_port:
+        server = MetricsServer(
+            options.metrics_host,
+            options.metrics_port,
+            registry,
+            sink.heartbeat,
+            options.stall_seconds,
+        )
     try:
         asyncio.run(sink.run(stop if stop is not None else threading.Event()))
     finally:
         if server is not None:
-            server.shutdown()
-            server.server_close()
+            server.stop()

@@ -22,6 +22,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ingest.telemetry import build_info
+
 PREFIX: Final = "scantrace_sink_"
 BATCH_BUCKETS: Final = (1, 10, 100, 1000, 5000, 10_000, 25_000, 50_000, 100_000)
 INSERT_BUCKETS_S: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -85,6 +87,7 @@ class BulkHistogram(Collector):
 class SinkMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        self.build_info = build_info(registry, PREFIX)
         self.records_consumed = Counter(
             f"{PREFIX}records_consumed_total",
             "Kafka records read, by topic",
@@ -170,6 +173,17 @@ class SinkMetrics:
             f"{PREFIX}rollup_refresh_duration_seconds",
             "Time to recompute the rollup of the dirty days",
             buckets=INSERT_BUCKETS_S,
+            registry=registry,
+        )
+        # A pass that found nothing to recompute counts: the reports are then up to date.
+        self.rollup_last_success = Gauge(
+            f"{PREFIX}rollup_last_success_timestamp_seconds",
+            "Unix time at which the last rollup pass ended with every touched day recomputed",
+            registry=registry,
+        )
+        self.rollup_failures = Counter(
+            f"{PREFIX}rollup_failures_total",
+            "Rollup passes that failed (the days stay dirty and are tried again)",
             registry=registry,
         )
         self.end_to_end = BulkHistogram(

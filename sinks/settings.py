@@ -31,6 +31,8 @@ class SinkOptions(BaseModel):
       report is weekly, so every 5 minutes (it was every minute: in `python -m bench e2e`
       that was five growing refreshes competing with the stream for the 2 cores).
     - `metrics_port`: serve /metrics on `metrics_host:metrics_port`; 0 = off.
+    - `stall_seconds`: `/healthz` on the metrics port answers 503 once the consumer loop
+      has not turned for this long (a round takes well under a second, idle or busy).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -50,6 +52,7 @@ class SinkOptions(BaseModel):
     # Prometheus scrapes it from other hosts (deploy/); it is off unless a port is set.
     metrics_host: str = "0.0.0.0"  # noqa: S104
     metrics_port: int = Field(default=0, ge=0, le=65535)
+    stall_seconds: float = Field(default=120.0, gt=0)
     # On SIGTERM: how long the last flush may take before the sink gives up (uncommitted
     # records are then read again by whoever owns the partition next).
     shutdown_timeout_seconds: float = Field(default=30.0, ge=0)

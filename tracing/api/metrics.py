@@ -10,6 +10,8 @@ from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from ingest.telemetry import build_info
+
 PREFIX: Final = "scantrace_api_"
 LATENCY_BUCKETS_S: Final = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -20,6 +22,7 @@ ROWS_BUCKETS: Final = (0, 1, 10, 100, 1000, 10_000, 100_000)
 class ApiMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        self.build_info = build_info(registry, PREFIX)
         self.requests = Counter(
             f"{PREFIX}requests_total",
             "Requests by endpoint and HTTP status",

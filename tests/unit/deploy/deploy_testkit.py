@@ -21,6 +21,8 @@ REPO = Path(__file__).resolve().parents[3]
 DEPLOY = REPO / "deploy"
 COMPOSE_FILE = REPO / "docker-compose.yml"
 PROMETHEUS_DIR = DEPLOY / "prometheus"
+ALERTMANAGER_DIR = DEPLOY / "alertmanager"
+RUNBOOKS_DIR = DEPLOY / "runbooks"
 METRICS_FILE = DEPLOY / "metrics.txt"
 
 # The components built from the Dockerfile, and the one-shot provisioning service.
@@ -154,6 +156,32 @@ def promtool_or_skip() -> str:
     if os.environ.get("CI"):
         pytest.fail("promtool is missing and CI is set: install Debian's `prometheus` package")
     pytest.skip("promtool is not installed (Debian package `prometheus`); CI installs it")
+
+
+def amtool_or_skip() -> str:
+    """amtool (Debian's `prometheus-alertmanager`), like `promtool_or_skip`."""
+    path = shutil.which("amtool")
+    if path:
+        return path
+    if os.environ.get("CI"):
+        pytest.fail("amtool is missing and CI is set: install `prometheus-alertmanager`")
+    pytest.skip("amtool is not installed (Debian package `prometheus-alertmanager`)")
+
+
+def run_amtool(*args: str, cwd: Path = ALERTMANAGER_DIR) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [amtool_or_skip(), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    rules = load_yaml(PROMETHEUS_DIR / "alerts.yml")
+    return [r for g in rules["groups"] for r in g["rules"] if "alert" in r]
 
 
 def run_promtool(*args: str, cwd: Path = PROMETHEUS_DIR) -> subprocess.CompletedProcess[str]:

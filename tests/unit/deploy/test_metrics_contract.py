@@ -66,12 +66,43 @@ def test_dashboard_is_valid_json_with_unique_panel_ids(path: Path) -> None:
     panels = walk_panels(dash["panels"])
     ids = [p["id"] for p in panels]
     assert len(ids) == len(set(ids)), "panel ids must be unique"
-    datasource = load_yaml(DEPLOY / "grafana/provisioning/datasources/prometheus.yml")
-    uid = datasource["datasources"][0]["uid"]
     for p in panels:
         for t in p.get("targets") or []:
-            assert t["datasource"]["uid"] == uid, p["title"]
+            assert t["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, p["title"]
             assert t["expr"].strip(), p["title"]
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_dashboard_picks_its_datasource_from_a_variable(path: Path) -> None:
+    """Any Prometheus the viewer picks (a cluster's own, not only compose's); by default
+    the provisioned one."""
+    dash = json.loads(path.read_text(encoding="utf-8"))
+    (var,) = [v for v in dash["templating"]["list"] if v["name"] == "datasource"]
+    assert (var["type"], var["query"]) == ("datasource", "prometheus")
+    provisioned = load_yaml(DEPLOY / "grafana/provisioning/datasources/prometheus.yml")
+    assert var["current"]["value"] == provisioned["datasources"][0]["uid"]
+    for p in walk_panels(dash["panels"]):
+        if "datasource" in p:
+            assert p["datasource"]["uid"] == "${datasource}", p["title"]
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_every_panel_has_one_unit(path: Path) -> None:
+    """One unit per axis: a panel's series share the unit of its defaults; no override
+    puts a second one on the same axis."""
+    dash = json.loads(path.read_text(encoding="utf-8"))
+    for p in walk_panels(dash["panels"]):
+        if not p.get("targets"):
+            continue
+        unit = p["fieldConfig"]["defaults"].get("unit")
+        assert unit, p["title"]
+        for override in p["fieldConfig"].get("overrides") or []:
+            ids = {prop["id"] for prop in override.get("properties") or []}
+            assert "unit" not in ids, p["title"]
+        # A panel of durations shows durations only, in seconds.
+        seconds = ["_seconds" in t["expr"] for t in p["targets"]]
+        if any(seconds):
+            assert all(seconds) and unit == "s", p["title"]
 
 
 def test_dashboard_covers_the_pipeline() -> None:

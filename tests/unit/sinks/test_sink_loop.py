@@ -399,6 +399,43 @@ def test_lag_is_reported_per_partition() -> None:
     assert sample(registry, "scantrace_sink_consumer_lag", topic=ENRICHED, partition="0") == 6
 
 
+def test_a_commit_marker_after_the_last_stored_record_is_no_lag() -> None:
+    """Under exactly_once the worker's commit marker follows its last record: the consumer's
+    position is past it, and nothing is left to store."""
+    sink, consumer, _, _clock, registry = make_sink(batch_rows=4)
+    consumer.feed(ENRICHED, 0, 0, values(4))
+    consumer.high[TopicPartition(ENRICHED, 0)] = 5  # the marker at offset 4
+    run(sink)
+    assert consumer.committed_offset(ENRICHED, 0) == 4
+    sink._next_lag = 0.0
+    run(sink)
+    assert sample(registry, "scantrace_sink_consumer_lag", topic=ENRICHED, partition="0") == 0
+
+
+def test_every_round_of_the_loop_beats_the_heartbeat_records_or_not() -> None:
+    sink, _, _, clock, _ = make_sink(batch_rows=4)
+    clock.t += 50
+    assert sink.heartbeat.age() == 50
+    run(sink)  # nothing to fetch
+    assert sink.heartbeat.age() == 0
+
+
+def test_rollup_passes_set_their_timestamp_and_failures_are_counted() -> None:
+    class Failing(MemoryWriter):
+        def refresh_rollup(self, days: Sequence[date]) -> None:
+            raise WriteError("transient", RuntimeError("timeout"), "rollup refresh")
+
+    sink, consumer, _, clock, registry = make_sink(Failing(), batch_rows=2, rollup_seconds=60)
+    run(sink)  # nothing dirty: the reports are up to date
+    first = sample(registry, "scantrace_sink_rollup_last_success_timestamp_seconds")
+    assert first > 0
+    consumer.feed(ENRICHED, 0, 0, values(2))
+    clock.t += 60
+    run(sink, 2)
+    assert sample(registry, "scantrace_sink_rollup_failures_total") == 1
+    assert sample(registry, "scantrace_sink_rollup_last_success_timestamp_seconds") == first
+
+
 class SlowWriter(MemoryWriter):
     """Holds every insert until `go` is set: ClickHouse busy with a batch."""
 
