@@ -56,11 +56,12 @@ def _module_exists(target: str) -> bool:
     context_settings={"help_option_names": ["-h", "--help"], "show_default": True},
 )
 @click.version_option(package_name="scantrace")
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """scantrace: QR check-in scans in, contact tracing and compliance reports out."""
     # Every command after this talks to the services `services up` started, unless the
-    # environment names a broker or a ClickHouse URL itself.
-    manager.apply_environment()
+    # environment names a broker or a ClickHouse URL itself; ClickHouse as its role's user.
+    manager.apply_environment(component=ctx.invoked_subcommand or "")
 
 
 @main.group()
@@ -156,6 +157,46 @@ def db_schema(cluster: str, database: str, retention_days: int, out: str | None)
         url=f"clickhouse://127.0.0.1/{database}", cluster=cluster, retention_days=retention_days
     )
     sql = render_script(settings)
+    if out:
+        with open(out, "w", encoding="utf-8") as f:
+            f.write(sql)
+    else:
+        click.echo(sql, nl=False)
+
+
+@db.command("users")
+@click.option("--cluster", default="", help="ON CLUSTER name; empty = single node")
+@click.option("--database", default="scantrace", help="Database name")
+@click.option(
+    "--password",
+    "passwords",
+    multiple=True,
+    metavar="ROLE=SECRET",
+    help="A role's password, printed as its SHA-256 hash; repeatable. Roles without one "
+    "get an envsubst placeholder ${SCANTRACE_CH_<ROLE>_PASSWORD}",
+)
+@click.option("--out", type=click.Path(dir_okay=False, writable=True), default=None)
+def db_users(cluster: str, database: str, passwords: tuple[str, ...], out: str | None) -> None:
+    """Print the ClickHouse roles, users and grants of every component as SQL (a real
+    server or cluster; the local services define the same in their users.xml)."""
+    import hashlib
+
+    from sinks.grants import ROLES, render_users_sql
+
+    hashes: dict[str, str] = {}
+    for item in passwords:
+        role, sep, secret = item.partition("=")
+        if not sep or role not in ROLES or not secret:
+            click.echo(
+                f"error: --password wants ROLE=SECRET, ROLE one of {', '.join(ROLES)}", err=True
+            )
+            sys.exit(2)
+        hashes[role] = hashlib.sha256(secret.encode()).hexdigest()
+    try:
+        sql = render_users_sql(database, cluster, hashes)
+    except ValueError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
     if out:
         with open(out, "w", encoding="utf-8") as f:
             f.write(sql)

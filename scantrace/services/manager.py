@@ -1,7 +1,11 @@
 """`services up|status|down`: start the local Kafka and ClickHouse, provision them, stop them.
 
-State (PIDs, ports, logs) lives in one JSON file in the state folder, so the CLI, the
-tests and a second shell all find the same set of services.
+State (PIDs, ports, logs, the local ClickHouse users' passwords) lives in one JSON file
+in the state folder (mode 0600), so the CLI, the tests and a second shell all find the
+same set of services.
+
+Each component reaches the local ClickHouse as the user of its role (`sinks.grants`):
+`clickhouse_environment` names the URLs a component gets, `apply_environment` sets them.
 """
 
 from __future__ import annotations
@@ -12,16 +16,18 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from clickhouse_driver import Client
+from typing import Any, Final
+from urllib.parse import quote
 
 from ingest.admin import ensure_topics
 from ingest.kafka_settings import KafkaSettings
 from scantrace.services import clickhouse_local, kafka_apache, kafka_noida
+from scantrace.services.clickhouse_local import new_users, write_private
 from scantrace.services.process import ServiceError, alive, stop, wait_until
 from scantrace.settings import ServicesSettings
 from sinks.clickhouse_settings import ClickHouseSettings
+from sinks.client import connect
+from sinks.grants import ROLES
 from sinks.migrations import migrate
 from sinks.settings import SinkSettings
 
@@ -50,10 +56,7 @@ def load_state(settings: ServicesSettings) -> dict[str, Any]:
 
 
 def _save_state(settings: ServicesSettings, state: dict[str, Any]) -> None:
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
-    tmp = state_path(settings).with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2))
-    tmp.replace(state_path(settings))
+    write_private(state_path(settings), json.dumps(state, indent=2))  # it holds passwords
 
 
 def _running(record: dict[str, Any] | None) -> bool:
@@ -85,7 +88,8 @@ def _kafka_ready(bootstrap: str) -> bool:
 def _clickhouse_ready(port: int) -> bool:
     # The driver logs every refused connection; while polling that is just noise.
     logging.getLogger("clickhouse_driver.connection").setLevel(logging.CRITICAL)
-    client = Client(host="127.0.0.1", port=port, connect_timeout=2)
+    probe = ClickHouseSettings(url=f"clickhouse://127.0.0.1:{port}/default")
+    client = connect(probe, connect_timeout=2)
     try:
         client.execute("SELECT 1")
         return True
@@ -125,7 +129,10 @@ def _start_clickhouse(settings: ServicesSettings, kind: str) -> dict[str, Any]:
         if not url:
             raise ServiceError("--clickhouse external needs SCANTRACE_CLICKHOUSE__URL")
         return {"kind": "external", "url": url}
-    record = clickhouse_local.start(settings.state_dir)
+    # Fresh passwords at every start: the server reads its users.xml only then.
+    users = new_users()
+    record = clickhouse_local.start(settings.state_dir, users=users, database=settings.database)
+    record["users"] = users
     wait_until(
         lambda: _clickhouse_ready(int(record["native_port"])),  # type: ignore[call-overload]
         pid=int(record["pid"]),  # type: ignore[call-overload]
@@ -152,13 +159,16 @@ def endpoints(settings: ServicesSettings, state: dict[str, Any] | None = None) -
     )
 
 
-def component_settings(ends: Endpoints) -> tuple[KafkaSettings, ClickHouseSettings]:
+def component_settings(
+    ends: Endpoints, clickhouse_url: str = ""
+) -> tuple[KafkaSettings, ClickHouseSettings]:
     """The Kafka and ClickHouse settings every component reads from the environment
-    (partitions, replication, retention, cluster, password...), pointed at `ends`."""
+    (partitions, replication, retention, cluster, password...), pointed at `ends` (at
+    `clickhouse_url`, a role's, when given)."""
     env = SinkSettings()
     kafka = env.kafka.model_copy(update={"bootstrap": env.kafka.bootstrap or ends.kafka_bootstrap})
     clickhouse = env.clickhouse.model_copy(
-        update={"url": env.clickhouse.url or ends.clickhouse_url}
+        update={"url": env.clickhouse.url or clickhouse_url or ends.clickhouse_url}
     )
     return kafka, clickhouse
 
@@ -197,7 +207,7 @@ def up(
         raise
     ends = endpoints(settings, state)
     assert ends is not None
-    report = provision(*component_settings(ends))
+    report = provision(*component_settings(ends, clickhouse_url_for(state, "migrator")))
     state["started_at"] = state.get("started_at") or time.time()
     _save_state(settings, state)
     return {"started": started, **report, **status(settings)}
@@ -212,7 +222,10 @@ def status(settings: ServicesSettings) -> dict[str, Any]:
         "kafka": {**state.get("kafka", {}), "alive": _running(state.get("kafka"))}
         if state.get("kafka")
         else None,
-        "clickhouse": {**state.get("clickhouse", {}), "alive": _running(state.get("clickhouse"))}
+        "clickhouse": {
+            **{k: v for k, v in state.get("clickhouse", {}).items() if k != "users"},
+            "alive": _running(state.get("clickhouse")),
+        }
         if state.get("clickhouse")
         else None,
     }
@@ -223,6 +236,9 @@ def status(settings: ServicesSettings) -> dict[str, Any]:
             clickhouse_http=ends.clickhouse_http,
             clickhouse_url=ends.clickhouse_url,
         )
+        users = clickhouse_users(state)
+        if users:
+            out["clickhouse_users"] = users
     return out
 
 
@@ -244,11 +260,107 @@ def down(settings: ServicesSettings) -> list[str]:
     return stopped
 
 
-def apply_environment(settings: ServicesSettings | None = None) -> Endpoints | None:
-    """Point every component at the running local services, unless the environment
-    already names a broker (SCANTRACE_KAFKA__BOOTSTRAP) or a ClickHouse URL."""
-    ends = endpoints(settings or ServicesSettings())
-    if ends is not None:
-        os.environ.setdefault("SCANTRACE_KAFKA__BOOTSTRAP", ends.kafka_bootstrap)
-        os.environ.setdefault("SCANTRACE_CLICKHOUSE__URL", ends.clickhouse_url)
+# The ClickHouse URLs a command gets from the local services: {command: {variable: role}}.
+# `api` and `audit` read the audit log on a connection of their own (role auditor); their
+# tracer connection writes the audit rows. Commands not named here get no ClickHouse URL.
+CLICKHOUSE_URL: Final = "SCANTRACE_CLICKHOUSE__URL"
+AUDIT_CLICKHOUSE_URL: Final = "SCANTRACE_AUDIT_CLICKHOUSE__URL"
+_TRACER_AND_AUDITOR: Final = {CLICKHOUSE_URL: "tracer", AUDIT_CLICKHOUSE_URL: "auditor"}
+COMPONENT_ROLES: Final[dict[str, dict[str, str]]] = {
+    "sink": {CLICKHOUSE_URL: "sink"},
+    "trace": {CLICKHOUSE_URL: "tracer"},
+    "trace-premises": {CLICKHOUSE_URL: "tracer"},
+    "api": _TRACER_AND_AUDITOR,
+    "tracer": _TRACER_AND_AUDITOR,
+    "audit": _TRACER_AND_AUDITOR,
+    "report": {CLICKHOUSE_URL: "report"},
+    "db": {CLICKHOUSE_URL: "migrator"},
+    "migrator": {CLICKHOUSE_URL: "migrator"},
+    # The demo counts what reached `scans` (the tracer may read it) and starts the rest.
+    "demo": {CLICKHOUSE_URL: "tracer"},
+}
+
+
+def _state_of(settings_or_state: ServicesSettings | dict[str, Any]) -> dict[str, Any]:
+    if isinstance(settings_or_state, ServicesSettings):
+        return load_state(settings_or_state)
+    return settings_or_state
+
+
+def clickhouse_users(
+    settings_or_state: ServicesSettings | dict[str, Any],
+) -> dict[str, dict[str, str]]:
+    """`{role: {"username", "password", "url"}}` of the running local ClickHouse; empty
+    when it is external, not running, or was started without users."""
+    state = _state_of(settings_or_state)
+    ch = state.get("clickhouse") or {}
+    users = ch.get("users") or {}
+    if ch.get("kind") != "local" or not users or not _running(ch):
+        return {}
+    database = state.get("database", "scantrace")
+    out: dict[str, dict[str, str]] = {}
+    for role, user in users.items():
+        auth = f"{quote(user['username'], safe='')}:{quote(user['password'], safe='')}"
+        url = f"clickhouse://{auth}@127.0.0.1:{ch['native_port']}/{database}"
+        out[role] = {"username": user["username"], "password": user["password"], "url": url}
+    return out
+
+
+def clickhouse_url_for(settings_or_state: ServicesSettings | dict[str, Any], role: str) -> str:
+    """The URL a component of `role` (`sinks.grants.ROLES`) uses on the running services:
+    its own user's on the local ClickHouse; the one URL given for an external ClickHouse
+    (its users are the operator's); the admin URL of a local server without users."""
+    if role not in ROLES:
+        raise ValueError(f"unknown ClickHouse role {role!r}; roles: {', '.join(ROLES)}")
+    state = _state_of(settings_or_state)
+    users = clickhouse_users(state)
+    if role in users:
+        return users[role]["url"]
+    ch = state.get("clickhouse")
+    if not _running(ch):
+        raise ServiceError("ClickHouse is not running: scantrace services up")
+    assert ch is not None
+    if ch["kind"] == "external":
+        return str(ch["url"])
+    return f"clickhouse://127.0.0.1:{ch['native_port']}/{state.get('database', 'scantrace')}"
+
+
+def clickhouse_environment(
+    settings_or_state: ServicesSettings | dict[str, Any], component: str
+) -> dict[str, str]:
+    """`{variable: url}` for a command (`COMPONENT_ROLES`): what it needs to reach the
+    running ClickHouse as its role's user; empty for a command that needs none."""
+    state = _state_of(settings_or_state)
+    return {
+        var: clickhouse_url_for(state, role)
+        for var, role in COMPONENT_ROLES.get(component, {}).items()
+    }
+
+
+def apply_environment(
+    settings: ServicesSettings | None = None, component: str | None = None
+) -> Endpoints | None:
+    """Point a command at the running local services, unless the environment already names
+    a broker (SCANTRACE_KAFKA__BOOTSTRAP) or a ClickHouse URL. `component` (a command
+    name) picks its role's ClickHouse URLs (`COMPONENT_ROLES`); without it, the admin URL.
+
+    A URL that is one of these services' role URLs was set by another command (a parent
+    such as `scantrace run` or `demo`, or `services env`): it is replaced by this
+    command's own, so every child of `run` connects as its role."""
+    settings = settings or ServicesSettings()
+    state = load_state(settings)
+    ends = endpoints(settings, state)
+    if ends is None:
+        return None
+    os.environ.setdefault("SCANTRACE_KAFKA__BOOTSTRAP", ends.kafka_bootstrap)
+    if component is None:
+        os.environ.setdefault(CLICKHOUSE_URL, ends.clickhouse_url)
+        return ends
+    ours = {u["url"] for u in clickhouse_users(state).values()}
+    current = os.environ.get(CLICKHOUSE_URL)
+    if current and current not in ours:
+        return ends  # the user's own ClickHouse (and its users): leave every URL alone
+    for var, url in clickhouse_environment(state, component).items():
+        if os.environ.get(var, "") in ours | {""}:
+            os.environ[var] = url
     return ends
