@@ -8,8 +8,8 @@ one line of `TABLE_ACCESS`; a test fails while a table of the schema has none.
 - `sink` writes what it consumes (scans, premises, dead letters) and recomputes
   `premises_daily` from `scans` (`sinks.rollup`: it reads `scans` and `premises_daily`).
   It may also insert into the tables the materialized views on `scans` feed: a view
-  created with `SQL SECURITY DEFINER` (the server's default since 24.4) writes as its
-  creator, the migrator, but one created by an older server writes as the inserting user.
+  made with `SQL SECURITY DEFINER` (ClickHouse 26.9's default) writes as its creator, the
+  migrator, but one made with `SQL SECURITY INVOKER` writes as the inserting user.
 - `tracer` reads the detail rows and the registry, writes `audit_log` and reads
   `schema_migrations` (the API refuses an old schema): it cannot read, alter or delete
   the audit log.
