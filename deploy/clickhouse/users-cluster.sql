@@ -64,6 +64,5 @@ GRANT ON CLUSTER `scantrace` TABLE ENGINE ON ReplicatedMergeTree TO `scantrace_m
 GRANT ON CLUSTER `scantrace` TABLE ENGINE ON ReplicatedReplacingMergeTree TO `scantrace_migrator_role`;
 GRANT ON CLUSTER `scantrace` TABLE ENGINE ON Distributed TO `scantrace_migrator_role`;
 GRANT ON CLUSTER `scantrace` CLUSTER ON *.* TO `scantrace_migrator_role`;
-GRANT ON CLUSTER `scantrace` REMOTE ON *.* TO `scantrace_migrator_role`;
 CREATE USER IF NOT EXISTS `scantrace_migrator` ON CLUSTER `scantrace` IDENTIFIED WITH sha256_password BY '${SCANTRACE_CH_MIGRATOR_PASSWORD}' DEFAULT DATABASE `scantrace`;
 GRANT ON CLUSTER `scantrace` `scantrace_migrator_role` TO `scantrace_migrator`;

@@ -29,9 +29,12 @@ def new_users() -> dict[str, dict[str, str]]:
     return {r: {"username": username(r), "password": secrets.token_urlsafe(24)} for r in ROLES}
 
 
-def render_users_xml(users: Mapping[str, Mapping[str, str]], database: str) -> str:
+def render_users_xml(
+    users: Mapping[str, Mapping[str, str]], database: str, cluster: str = ""
+) -> str:
     """users.xml: `default` (no password, loopback) and one user per role of `users`, its
-    password as a SHA-256 hash and its grants on `database` from `sinks.grants`."""
+    password as a SHA-256 hash and its grants on `database` (as a node of `cluster`, when
+    given) from `sinks.grants`."""
     parts = [
         "<clickhouse>",
         "  <profiles><default/></profiles>",
@@ -43,7 +46,8 @@ def render_users_xml(users: Mapping[str, Mapping[str, str]], database: str) -> s
     for role, user in users.items():
         digest = hashlib.sha256(user["password"].encode()).hexdigest()
         queries = "".join(
-            f"<query>{escape(f'GRANT {g.clause()}')}</query>" for g in grants(role, database)
+            f"<query>{escape(f'GRANT {g.clause()}')}</query>"
+            for g in grants(role, database, cluster)
         )
         name = user["username"]
         parts.append(
@@ -72,6 +76,7 @@ def start(
     *,
     users: Mapping[str, Mapping[str, str]] | None = None,
     database: str = "scantrace",
+    cluster: str = "",
 ) -> dict[str, object]:
     """Start the server; `ports` (native, http) keeps an address across a restart. With
     `users`, the server's users.xml is written first (else the one already there, if any,
@@ -80,7 +85,7 @@ def start(
         raise ServiceError("chdb-core is not installed: pip install 'scantrace[local]'")
     home = state_dir / "clickhouse"
     if users is not None:
-        write_private(home / "users.xml", render_users_xml(users, database))
+        write_private(home / "users.xml", render_users_xml(users, database, cluster))
     tcp, http = ports if ports else (free_port(), free_port())
     log = state_dir / "logs" / "clickhouse.log"
     pid = spawn(
