@@ -4,11 +4,14 @@ migrator), each component's user doing its job and refused everything else."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import aiohttp
 import pytest
 from click.testing import CliRunner
 from clickhouse_driver import errors
@@ -27,10 +30,12 @@ from sinks.client import connect
 from sinks.grants import ROLES, render_users_sql, username
 from sinks.rollup import DAY_MS, local_day, now_ms
 from sinks.writer import ClickHouseWriter
+from tracing.api.server import serve
 from tracing.audit import Actor, AuditWriter, read_audit
 from tracing.models import iso_utc
 from tracing.rules import Rule
 from tracing.runner import ClickHouseRunner
+from tracing.settings import ApiOptions, TracerSettings
 from tracing.trace import Tracer
 
 NOT_ENOUGH_PRIVILEGES = 497
@@ -301,7 +306,8 @@ def test_the_trace_and_audit_commands_use_their_users(
     secured: Secured, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for var in ("SCANTRACE_CLICKHOUSE__URL", "SCANTRACE_AUDIT_CLICKHOUSE__URL"):
-        monkeypatch.delenv(var, raising=False)  # restored (removed) after the test
+        monkeypatch.setenv(var, "")  # recorded, so the value the command sets is undone
+        monkeypatch.delenv(var)
     monkeypatch.setenv("SCANTRACE_SERVICES__STATE_DIR", str(secured.settings.state_dir))
     from scantrace.cli import main
 
@@ -317,3 +323,51 @@ def test_the_trace_and_audit_commands_use_their_users(
     assert '"subject_id": "NOBODY"' in r.output
     auditor_url = manager.clickhouse_url_for(secured.state, "auditor")
     assert os.environ["SCANTRACE_AUDIT_CLICKHOUSE__URL"] == auditor_url
+
+
+def test_the_api_reads_the_audit_log_as_the_auditor_and_traces_as_the_tracer(
+    secured: Secured,
+) -> None:
+    tokens = {
+        "tt": {"name": "Tracer T", "role": "tracer"},
+        "ta": {"name": "Aud A", "role": "auditor"},
+    }
+    options = ApiOptions(port=0, tokens=json.dumps(tokens))  # type: ignore[arg-type]
+    now = now_ms()
+    period = {"from": iso_utc(now - DAY_MS), "to": iso_utc(now)}
+
+    async def ask(settings: TracerSettings) -> tuple[int, int, Any]:
+        stop = asyncio.Event()
+        port: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        server = asyncio.create_task(serve(settings, stop=stop, on_listening=port.set_result))
+        try:
+            base = f"http://127.0.0.1:{await asyncio.wait_for(port, 60)}"
+            async with aiohttp.ClientSession() as http:
+                async with http.get(
+                    f"{base}/v1/trace/API-CASE",
+                    params=period,
+                    headers={"Authorization": "Bearer tt"},
+                ) as r:
+                    traced = r.status
+                async with http.get(
+                    f"{base}/v1/audit",
+                    params={"since": period["from"], "actor": "Tracer T"},
+                    headers={"Authorization": "Bearer ta"},
+                ) as r:
+                    return traced, r.status, await r.json()
+        finally:
+            stop.set()
+            await server
+
+    both = TracerSettings(
+        clickhouse=secured.role("tracer"), audit_clickhouse=secured.role("auditor"), api=options
+    )
+    traced, status, body = asyncio.run(ask(both))
+    assert (traced, status) == (200, 200), body
+    assert "API-CASE" in [e["subject_id"] for e in body["entries"]]
+    # Without the auditor's connection the audit log is read as the tracer: refused.
+    alone = TracerSettings(
+        clickhouse=secured.role("tracer"), audit_clickhouse=ClickHouseSettings(), api=options
+    )
+    traced, status, body = asyncio.run(ask(alone))
+    assert (traced, status) == (200, 503), body

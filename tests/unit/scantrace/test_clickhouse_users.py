@@ -109,7 +109,8 @@ def test_status_lists_the_users_once(tmp_path: Path) -> None:
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     for var in ("SCANTRACE_KAFKA__BOOTSTRAP", manager.CLICKHOUSE_URL, manager.AUDIT_CLICKHOUSE_URL):
-        monkeypatch.delenv(var, raising=False)
+        monkeypatch.setenv(var, "")  # recorded, so what apply_environment sets is undone
+        monkeypatch.delenv(var)
     return monkeypatch
 
 
