@@ -127,7 +127,7 @@ def services_down() -> None:
 
 @main.group()
 def db() -> None:
-    """ClickHouse schema."""
+    """ClickHouse schema and users."""
 
 
 @db.command("migrate")

@@ -43,6 +43,8 @@ def api(host: str | None, port: int | None, tokens_file: Path | None, log_level:
     """Tracer HTTP API: GET /v1/trace/{person}, /v1/premises/{id}/visitors, /v1/audit.
 
     Also /openapi.json, /healthz, /metrics. Every query is audited. Stops on SIGTERM.
+    ClickHouse: SCANTRACE_CLICKHOUSE__URL (the tracer's user) and, for /v1/audit,
+    SCANTRACE_AUDIT_CLICKHOUSE__URL (the auditor's).
     """
     from tracing.api.server import serve
 
