@@ -2,7 +2,8 @@
 
 `clickhouses://` is the native protocol over TLS (default port 9440): the server's
 certificate is verified against `ca_file` (`SCANTRACE_CLICKHOUSE__CA_FILE`, a PEM bundle),
-or against the system's trust store when it is empty, and must name the host.
+or when it is empty against clickhouse-driver's default (certifi's bundle when installed,
+else the system's), and must name the host.
 """
 
 from __future__ import annotations
