@@ -63,9 +63,10 @@ def _module_exists(target: str) -> bool:
 def main(ctx: click.Context) -> None:
     """scantrace: QR check-in scans in, contact tracing and compliance reports out."""
     # Every command after this talks to the services `services up` started, unless the
-    # environment names a broker or a ClickHouse URL itself; on a secured local broker
-    # each command logs in as its own user (the children of `run` each as theirs).
-    manager.apply_environment(component=ctx.invoked_subcommand)
+    # environment names a broker or a ClickHouse URL itself: on a secured local broker each
+    # command logs in as its own user (the children of `run` each as theirs), and ClickHouse
+    # as its role's user.
+    manager.apply_environment(component=ctx.invoked_subcommand or "")
 
 
 @main.group()
@@ -141,7 +142,7 @@ def _kafka_kind(result: dict[str, object]) -> str:
 
 
 @services.command("env")
-@click.argument("component", type=click.Choice(sorted(manager.KAFKA_USERS)))
+@click.argument("component", type=click.Choice(manager.ENV_COMPONENTS))
 def services_env(component: str) -> None:
     """Print the SCANTRACE_...= lines COMPONENT needs to use the running services, shell
     quoted: `eval "$(scantrace services env worker)"`. On a secured broker they log in
@@ -166,7 +167,7 @@ def services_down() -> None:
 
 @main.group()
 def db() -> None:
-    """ClickHouse schema."""
+    """ClickHouse schema and users."""
 
 
 @db.command("migrate")
@@ -204,6 +205,46 @@ def db_schema(
         audit_retention_days=audit_retention_days,
     )
     sql = render_script(settings)
+    if out:
+        with open(out, "w", encoding="utf-8") as f:
+            f.write(sql)
+    else:
+        click.echo(sql, nl=False)
+
+
+@db.command("users")
+@click.option("--cluster", default="", help="ON CLUSTER name; empty = single node")
+@click.option("--database", default="scantrace", help="Database name")
+@click.option(
+    "--password",
+    "passwords",
+    multiple=True,
+    metavar="ROLE=SECRET",
+    help="A role's password, printed as its SHA-256 hash; repeatable. Roles without one "
+    "get an envsubst placeholder ${SCANTRACE_CH_<ROLE>_PASSWORD}",
+)
+@click.option("--out", type=click.Path(dir_okay=False, writable=True), default=None)
+def db_users(cluster: str, database: str, passwords: tuple[str, ...], out: str | None) -> None:
+    """Print the ClickHouse roles, users and grants of every component as SQL (a real
+    server or cluster; the local services define the same in their users.xml)."""
+    import hashlib
+
+    from sinks.grants import ROLES, render_users_sql
+
+    hashes: dict[str, str] = {}
+    for item in passwords:
+        role, sep, secret = item.partition("=")
+        if not sep or role not in ROLES or not secret:
+            click.echo(
+                f"error: --password wants ROLE=SECRET, ROLE one of {', '.join(ROLES)}", err=True
+            )
+            sys.exit(2)
+        hashes[role] = hashlib.sha256(secret.encode()).hexdigest()
+    try:
+        sql = render_users_sql(database, cluster, hashes)
+    except ValueError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
     if out:
         with open(out, "w", encoding="utf-8") as f:
             f.write(sql)

@@ -1,12 +1,21 @@
-"""ClickHouse connection settings: one URL, `clickhouse://[user[:password]@]host:port/db`."""
+"""ClickHouse connection settings: one URL, `clickhouse[s]://[user[:password]@]host:port/db`.
+
+`clickhouses://` is the native protocol over TLS (default port 9440): the server's
+certificate is verified against `ca_file` (`SCANTRACE_CLICKHOUSE__CA_FILE`, a PEM bundle),
+or when it is empty against clickhouse-driver's default (certifi's bundle when installed,
+else the system's), and must name the host.
+"""
 
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import Final
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+SCHEMES = {"clickhouse": 9000, "clickhouses": 9440}  # scheme -> default native port
 
 # A key shorter than this is refused: it could be guessed along with the candidate ids.
 MIN_PERSON_HASH_KEY_CHARS: Final = 16
@@ -15,8 +24,12 @@ MIN_PERSON_HASH_KEY_CHARS: Final = 16
 class ClickHouseSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    url: str = Field(default="", description="clickhouse://host:port/db; empty = local services")
+    url: str = Field(
+        default="", description="clickhouse[s]://user:password@host:port/db; empty = local services"
+    )
     password: SecretStr = SecretStr("")
+    # PEM file of the CA(s) that signed the server's certificate (clickhouses:// only).
+    ca_file: str = ""
     # A retention of the detail rows (DESIGN.md principle 5); used by the TTL migration.
     retention_days: int = Field(default=28, ge=1, le=3650)
     # `ON CLUSTER` name for the cluster variant of the schema; empty = single node.
@@ -30,6 +43,13 @@ class ClickHouseSettings(BaseModel):
     # must stay answerable after the data it read has expired.
     audit_retention_days: int = Field(default=730, ge=1, le=36500)
 
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_file_exists(cls, value: str) -> str:
+        if value and not Path(value).is_file():
+            raise ValueError(f"SCANTRACE_CLICKHOUSE__CA_FILE: no such file: {value}")
+        return value
+
     def parts(self) -> tuple[str, int, str, str, str]:
         """(host, port, database, user, password) from the URL."""
         if not self.url:
@@ -37,15 +57,16 @@ class ClickHouseSettings(BaseModel):
                 "no ClickHouse URL: run `scantrace services up` or set SCANTRACE_CLICKHOUSE__URL"
             )
         u = urlsplit(self.url)
-        if u.scheme != "clickhouse":
+        if u.scheme not in SCHEMES:
             raise ValueError(
-                f"SCANTRACE_CLICKHOUSE__URL must start with clickhouse://, got {u.scheme}"
+                "SCANTRACE_CLICKHOUSE__URL must start with clickhouse:// or clickhouses:// (TLS),"
+                f" got {u.scheme or self.url!r}"
             )
         database = u.path.lstrip("/") or "scantrace"
         password = unquote(u.password) if u.password else self.password.get_secret_value()
         return (
             u.hostname or "127.0.0.1",
-            u.port or 9000,
+            u.port or SCHEMES[u.scheme],
             database,
             unquote(u.username or "default"),
             password,
@@ -65,9 +86,16 @@ class ClickHouseSettings(BaseModel):
         return int.from_bytes(digest[:8], "little"), int.from_bytes(digest[8:16], "little")
 
     @property
+    def secure(self) -> bool:
+        """True for `clickhouses://`: TLS, the server's certificate verified."""
+        return urlsplit(self.url).scheme == "clickhouses"
+
+    @property
     def database(self) -> str:
         return self.parts()[2]
 
     def with_database(self, database: str) -> ClickHouseSettings:
-        host, port, _, user, _ = self.parts()
-        return self.model_copy(update={"url": f"clickhouse://{user}@{host}:{port}/{database}"})
+        """The same server, scheme and credentials, another database."""
+        self.parts()  # the URL is checked first
+        url = urlsplit(self.url)._replace(path=f"/{database}", query="", fragment="").geturl()
+        return self.model_copy(update={"url": url})

@@ -13,19 +13,26 @@ def connect(
     database: str | None = None,
     send_receive_timeout: float = 300,
     server_side_params: bool = False,
+    connect_timeout: float = 5,
     **kwargs: object,
 ) -> Client:
     """`server_side_params`: bind `{name:Type}` parameters on the server, sent apart from
     the query text (for a secret such as the person hash key), instead of `%(name)s`
     substituted into the text by the client."""
     host, port, db, user, password = settings.parts()
+    if settings.secure:
+        # verify=True: the certificate must chain to the CA and name the host.
+        tls: dict[str, object] = {"secure": True, "verify": True}
+        if settings.ca_file:
+            tls["ca_certs"] = settings.ca_file
+        kwargs = {**tls, **kwargs}
     return Client(
         host=host,
         port=port,
         database=database if database is not None else db,
         user=user,
         password=password,
-        connect_timeout=5,
+        connect_timeout=connect_timeout,
         send_receive_timeout=send_receive_timeout,
         settings={"use_numpy": False, "server_side_params": server_side_params},
         **kwargs,

@@ -7,8 +7,9 @@ Every failure is labelled where it enters our code (STYLE.md 4):
   by clickhouse-driver while encoding the block or by the server while parsing it). The
   sink bisects the chunk down to the refused rows and dead-letters only those.
 - `fatal`: the schema or the credentials are wrong (unknown table or column, access
-  denied). Retrying cannot help and dead-lettering would empty the stream into the dead
-  letters: the sink stops without committing, and an operator fixes it.
+  denied, a server certificate the CA file does not verify). Retrying cannot help and
+  dead-lettering would empty the stream into the dead letters: the sink stops without
+  committing, and an operator fixes it.
 A server error code not listed is taken as transient: the sink keeps the data and
 retries, and `scantrace_sink_insert_failures_total{kind="transient"}` raises the alarm.
 """
@@ -102,6 +103,9 @@ _NETWORK_ERRORS: Final = (
     OSError,  # ConnectionError, socket.timeout, ...
     socket.timeout,
 )
+# In clickhouse-driver's NetworkError text when the TLS handshake refused the server's
+# certificate: a configuration error (CA file, host name), not a passing outage.
+_TLS_REFUSED: Final = "CERTIFICATE_VERIFY_FAILED"
 
 INSERT_SETTINGS: Final[dict[str, Any]] = {
     # The confirmation must mean "stored": no server-side buffering of our inserts.
@@ -144,6 +148,8 @@ def classify(exc: BaseException) -> ErrorKind:
         if exc.code in FATAL_CODES:
             return "fatal"
         return "transient"
+    if isinstance(exc, errors.NetworkError) and _TLS_REFUSED in str(exc):
+        return "fatal"
     if isinstance(exc, _NETWORK_ERRORS):
         return "transient"
     if isinstance(exc, _DATA_ERRORS):

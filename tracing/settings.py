@@ -1,6 +1,9 @@
 """Settings of the tracer (CLI and HTTP API), from SCANTRACE_* environment variables.
 
-`SCANTRACE_CLICKHOUSE__URL` like every component; `SCANTRACE_API__TOKENS='{"TOKEN":
+`SCANTRACE_CLICKHOUSE__URL` like every component (as ClickHouse's `tracer` user: it may
+read the scans and write the audit log, not read it); `SCANTRACE_AUDIT_CLICKHOUSE__URL`
+(and `__CA_FILE`) for reading the audit log (`/v1/audit`, `scantrace audit`) as the
+`auditor` user, the tracer's connection when empty; `SCANTRACE_API__TOKENS='{"TOKEN":
 {"name": "Nguyen Van A", "role": "tracer"}}'` (or `--tokens-file`), `SCANTRACE_API__PORT`,
 `SCANTRACE_API__PAGE_SIZE`, ...
 """
@@ -81,7 +84,19 @@ class TracerSettings(BaseSettings):
     )
 
     clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)
+    # The audit log's readers connect as another ClickHouse user (role auditor).
+    audit_clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)
     api: ApiOptions = Field(default_factory=ApiOptions)
+
+    def auditor_clickhouse(self) -> ClickHouseSettings:
+        """Where the audit log is read: `audit_clickhouse` when it has a URL (its CA file
+        defaulting to the main one's), else the main connection."""
+        audit = self.audit_clickhouse
+        if not audit.url:
+            return self.clickhouse
+        if not audit.ca_file and self.clickhouse.ca_file:
+            return audit.model_copy(update={"ca_file": self.clickhouse.ca_file})
+        return audit
 
     def with_api(self, **changes: object) -> TracerSettings:
         options = ApiOptions.model_validate({**self.api.model_dump(), **changes})

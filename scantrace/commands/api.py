@@ -43,6 +43,8 @@ def api(host: str | None, port: int | None, tokens_file: Path | None, log_level:
     """Tracer HTTP API: GET /v1/trace/{person}, /v1/premises/{id}/visitors, /v1/audit.
 
     Also /openapi.json, /healthz, /metrics. Every query is audited. Stops on SIGTERM.
+    ClickHouse: SCANTRACE_CLICKHOUSE__URL (the tracer's user) and, for /v1/audit,
+    SCANTRACE_AUDIT_CLICKHOUSE__URL (the auditor's).
     """
     from tracing.api.server import serve
 
@@ -52,6 +54,7 @@ def api(host: str | None, port: int | None, tokens_file: Path | None, log_level:
         settings = settings.with_api(**server_overrides(host, port, tokens_file))
         settings.api.token_map()
         settings.clickhouse.parts()
+        settings.auditor_clickhouse().parts()
     except (ValidationError, TokensError, RuntimeError, ValueError, OSError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -72,7 +75,7 @@ def audit(since: str, limit: int, actor: str | None, as_json: bool) -> None:
         sys.exit(2)
     settings = TracerSettings()
     try:
-        runner = ClickHouseRunner(settings.clickhouse)
+        runner = ClickHouseRunner(settings.auditor_clickhouse())
     except RuntimeError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)

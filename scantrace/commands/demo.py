@@ -61,7 +61,11 @@ def _wait(pipeline: Pipeline, check: object, timeout: float, what: str) -> None:
         dead = pipeline.failed()
         if dead:
             raise click.ClickException(f"{dead} exited:\n{pipeline.log_tail(dead)}")
-        if check():  # type: ignore[operator]
+        try:
+            done = check()  # type: ignore[operator]
+        except OSError:  # a component not listening yet (the worker takes seconds to start)
+            done = False
+        if done:
             return
         time.sleep(1)
     raise click.ClickException(f"timed out waiting for {what}; logs in {pipeline.log_dir}")

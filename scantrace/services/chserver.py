@@ -3,6 +3,10 @@
 clickhouse-local (inside chdb) opens the native and HTTP listeners on `SYSTEM START
 LISTEN` and keeps them while a query runs; the never-ending `sleepEachRow` query is
 that lifetime. One server per process; stop it with SIGTERM.
+
+A `users.xml` in the home folder (`clickhouse_local.render_users_xml`) defines the users
+and their grants; clickhouse-local reads it once, at start (it has no writable access
+storage: `CREATE USER` is refused). Without it there is only `default`, with every right.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 _KEEPALIVE = (
     "SYSTEM START LISTEN TCP; SYSTEM START LISTEN HTTP; "
@@ -21,10 +26,17 @@ _KEEPALIVE = (
 def main(home: str, tcp_port: int, http_port: int) -> None:
     root = Path(home)
     root.mkdir(parents=True, exist_ok=True)
+    users = root / "users.xml"
+    directories = (
+        f"<user_directories><users_xml><path>{escape(str(users.resolve()))}</path></users_xml>"
+        "</user_directories>"
+        if users.is_file()
+        else ""
+    )
     (root / "config.xml").write_text(
         "<clickhouse><listen_host>127.0.0.1</listen_host>"
         f"<tcp_port>{tcp_port}</tcp_port><http_port>{http_port}</http_port>"
-        "</clickhouse>"
+        f"{directories}</clickhouse>"
     )
     os.chdir(root)  # clickhouse-local reads ./config.xml
     from chdb import _chdb  # imported late: the extension loads the whole engine

@@ -1,9 +1,15 @@
 """`services up|status|down|env`: start the local Kafka and ClickHouse, provision them,
 stop them, and tell each component how to reach them.
 
-State (PIDs, ports, logs, and with `--secure` the Kafka users' passwords) lives in one
-JSON file in the state folder (0600, the folder 0700), so the CLI, the tests and a
-second shell all find the same set of services.
+State (PIDs, ports, logs, the local ClickHouse users' passwords and with `--secure`
+the Kafka users' passwords) lives in one JSON file in the state folder (0600, the
+folder 0700), so the CLI, the tests and a second shell all find the same set of
+services.
+
+Each component reaches the local services as its own user: Kafka as its component's
+(`KAFKA_USERS`, on a secured broker), ClickHouse as its role's (`COMPONENT_ROLES`,
+`sinks.grants`); `component_env` names what a component gets, `apply_environment`
+sets it.
 """
 
 from __future__ import annotations
@@ -15,18 +21,20 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from clickhouse_driver import Client
+from typing import Any, Final
+from urllib.parse import quote
 
 from ingest.admin import ensure_topics
 from ingest.kafka_probe import check_kafka
 from ingest.kafka_settings import KafkaSettings
 from processors.worker_settings import WorkerSettings
 from scantrace.services import clickhouse_local, kafka_apache, kafka_noida, kafka_security
+from scantrace.services.clickhouse_local import new_users, write_private
 from scantrace.services.process import ServiceError, alive, stop, wait_until
 from scantrace.settings import ServicesSettings
 from sinks.clickhouse_settings import ClickHouseSettings
+from sinks.client import connect
+from sinks.grants import ROLES
 from sinks.migrations import migrate
 from sinks.settings import SinkSettings
 
@@ -60,12 +68,7 @@ def load_state(settings: ServicesSettings) -> dict[str, Any]:
 def _save_state(settings: ServicesSettings, state: dict[str, Any]) -> None:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     settings.state_dir.chmod(0o700)
-    tmp = state_path(settings).with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(state, indent=2))
-    tmp.chmod(0o600)  # an older file may have been made with wider rights
-    tmp.replace(state_path(settings))
+    write_private(state_path(settings), json.dumps(state, indent=2))  # it holds passwords
 
 
 def _running(record: dict[str, Any] | None) -> bool:
@@ -97,7 +100,8 @@ def _kafka_ready(kafka: KafkaSettings) -> bool:
 def _clickhouse_ready(port: int) -> bool:
     # The driver logs every refused connection; while polling that is just noise.
     logging.getLogger("clickhouse_driver.connection").setLevel(logging.CRITICAL)
-    client = Client(host="127.0.0.1", port=port, connect_timeout=2)
+    probe = ClickHouseSettings(url=f"clickhouse://127.0.0.1:{port}/default")
+    client = connect(probe, connect_timeout=2)
     try:
         client.execute("SELECT 1")
         return True
@@ -149,7 +153,10 @@ def _start_clickhouse(settings: ServicesSettings, kind: str) -> dict[str, Any]:
         if not url:
             raise ServiceError("--clickhouse external needs SCANTRACE_CLICKHOUSE__URL")
         return {"kind": "external", "url": url}
-    record = clickhouse_local.start(settings.state_dir)
+    # Fresh passwords at every start: the server reads its users.xml only then.
+    users = new_users()
+    record = clickhouse_local.start(settings.state_dir, users=users, database=settings.database)
+    record["users"] = users
     wait_until(
         lambda: _clickhouse_ready(int(record["native_port"])),  # type: ignore[call-overload]
         pid=int(record["pid"]),  # type: ignore[call-overload]
@@ -194,10 +201,6 @@ KAFKA_USERS: dict[str, str | None] = {
     "audit": None,
     "report": None,
 }
-# Commands that need ClickHouse (the rest talk to Kafka only).
-CLICKHOUSE_USERS = frozenset(
-    {"sink", "admin", "tracer", "api", "trace", "trace-premises", "audit", "report"}
-)
 _KAFKA_SECURITY_ENV = tuple(
     f"SCANTRACE_KAFKA__{name}"
     for name in ("SECURITY_PROTOCOL", "SASL_USERNAME", "SASL_PASSWORD", "SASL_PASSWORD_FILE")
@@ -221,46 +224,16 @@ def admin_kafka(record: dict[str, Any], base: KafkaSettings | None = None) -> Ka
     return kafka_security.user_settings(security, "admin", base, str(record["bootstrap"]))
 
 
-def clickhouse_url_for(component: str, ends: Endpoints) -> str:
-    """The ClickHouse URL a component uses: one URL for every component today; where
-    each role gets a user of its own, this is the one place that chooses it."""
-    del component
-    return ends.clickhouse_url
-
-
-def component_env(settings: ServicesSettings, component: str) -> dict[str, str]:
-    """The SCANTRACE_... variables `component` needs to use the running services
-    (`scantrace services env COMPONENT`)."""
-    if component not in KAFKA_USERS:
-        raise ServiceError(
-            f"unknown component {component!r}: one of {', '.join(sorted(KAFKA_USERS))}"
-        )
-    state = load_state(settings)
-    ends = endpoints(settings, state)
-    if ends is None:
-        raise ServiceError("the services are not running (scantrace services up)")
-    env: dict[str, str] = {}
-    user = KAFKA_USERS[component]
-    if user is not None:
-        env["SCANTRACE_KAFKA__BOOTSTRAP"] = ends.kafka_bootstrap
-        security = security_record(state)
-        if security is not None:
-            env.update(kafka_security.env_lines(security, user))
-    if component in CLICKHOUSE_USERS:
-        env["SCANTRACE_CLICKHOUSE__URL"] = clickhouse_url_for(component, ends)
-    if component == "sink":
-        # The only writer of the report's keyed person hashes needs their key.
-        env["SCANTRACE_CLICKHOUSE__PERSON_HASH_KEY"] = local_person_hash_key(settings)
-    return env
-
-
-def component_settings(ends: Endpoints) -> tuple[KafkaSettings, ClickHouseSettings]:
+def component_settings(
+    ends: Endpoints, clickhouse_url: str = ""
+) -> tuple[KafkaSettings, ClickHouseSettings]:
     """The Kafka and ClickHouse settings every component reads from the environment
-    (partitions, replication, retention, cluster, password...), pointed at `ends`."""
+    (partitions, replication, retention, cluster, password...), pointed at `ends` (at
+    `clickhouse_url`, a role's, when given)."""
     env = SinkSettings()
     kafka = env.kafka.model_copy(update={"bootstrap": env.kafka.bootstrap or ends.kafka_bootstrap})
     clickhouse = env.clickhouse.model_copy(
-        update={"url": env.clickhouse.url or ends.clickhouse_url}
+        update={"url": env.clickhouse.url or clickhouse_url or ends.clickhouse_url}
     )
     return kafka, clickhouse
 
@@ -319,7 +292,7 @@ def up(
         raise
     ends = endpoints(settings, state)
     assert ends is not None
-    kafka, clickhouse = component_settings(ends)
+    kafka, clickhouse = component_settings(ends, clickhouse_url_for(state, "migrator"))
     if state["kafka"].get("kind") != "external":
         kafka = admin_kafka(state["kafka"], kafka)
     report = provision(kafka, clickhouse, state["kafka"].get("security"))
@@ -338,7 +311,10 @@ def status(settings: ServicesSettings) -> dict[str, Any]:
         "state_dir": str(settings.state_dir),
         "kafka": {**kafka, "alive": _running(state.get("kafka"))} if kafka else None,
         "kafka_security": kafka_security.public(security) if security else None,
-        "clickhouse": {**state.get("clickhouse", {}), "alive": _running(state.get("clickhouse"))}
+        "clickhouse": {
+            **{k: v for k, v in state.get("clickhouse", {}).items() if k != "users"},
+            "alive": _running(state.get("clickhouse")),
+        }
         if state.get("clickhouse")
         else None,
     }
@@ -349,6 +325,9 @@ def status(settings: ServicesSettings) -> dict[str, Any]:
             clickhouse_http=ends.clickhouse_http,
             clickhouse_url=ends.clickhouse_url,
         )
+        users = clickhouse_users(state)
+        if users:
+            out["clickhouse_users"] = users
     return out
 
 
@@ -418,27 +397,130 @@ def local_kafka(
     return kafka_security.user_settings(*login, base, ends.kafka_bootstrap)
 
 
+# The ClickHouse URLs a command gets from the local services: {command: {variable: role}}.
+# `api` and `audit` read the audit log on a connection of their own (role auditor); their
+# tracer connection writes the audit rows. Commands not named here get no ClickHouse URL.
+CLICKHOUSE_URL: Final = "SCANTRACE_CLICKHOUSE__URL"
+AUDIT_CLICKHOUSE_URL: Final = "SCANTRACE_AUDIT_CLICKHOUSE__URL"
+_TRACER_AND_AUDITOR: Final = {CLICKHOUSE_URL: "tracer", AUDIT_CLICKHOUSE_URL: "auditor"}
+COMPONENT_ROLES: Final[dict[str, dict[str, str]]] = {
+    "sink": {CLICKHOUSE_URL: "sink"},
+    "trace": {CLICKHOUSE_URL: "tracer"},
+    "trace-premises": {CLICKHOUSE_URL: "tracer"},
+    "api": _TRACER_AND_AUDITOR,
+    "tracer": _TRACER_AND_AUDITOR,
+    "audit": _TRACER_AND_AUDITOR,
+    "report": {CLICKHOUSE_URL: "report"},
+    "db": {CLICKHOUSE_URL: "migrator"},
+    "migrator": {CLICKHOUSE_URL: "migrator"},
+    # The demo counts what reached `scans` (the tracer may read it) and starts the rest.
+    "demo": {CLICKHOUSE_URL: "tracer"},
+}
+
+
+def _state_of(settings_or_state: ServicesSettings | dict[str, Any]) -> dict[str, Any]:
+    if isinstance(settings_or_state, ServicesSettings):
+        return load_state(settings_or_state)
+    return settings_or_state
+
+
+def clickhouse_users(
+    settings_or_state: ServicesSettings | dict[str, Any],
+) -> dict[str, dict[str, str]]:
+    """`{role: {"username", "password", "url"}}` of the running local ClickHouse; empty
+    when it is external, not running, or was started without users."""
+    state = _state_of(settings_or_state)
+    ch = state.get("clickhouse") or {}
+    users = ch.get("users") or {}
+    if ch.get("kind") != "local" or not users or not _running(ch):
+        return {}
+    database = state.get("database", "scantrace")
+    out: dict[str, dict[str, str]] = {}
+    for role, user in users.items():
+        auth = f"{quote(user['username'], safe='')}:{quote(user['password'], safe='')}"
+        url = f"clickhouse://{auth}@127.0.0.1:{ch['native_port']}/{database}"
+        out[role] = {"username": user["username"], "password": user["password"], "url": url}
+    return out
+
+
+def clickhouse_url_for(settings_or_state: ServicesSettings | dict[str, Any], role: str) -> str:
+    """The URL a component of `role` (`sinks.grants.ROLES`) uses on the running services:
+    its own user's on the local ClickHouse; the one URL given for an external ClickHouse
+    (its users are the operator's); the admin URL of a local server without users."""
+    if role not in ROLES:
+        raise ValueError(f"unknown ClickHouse role {role!r}; roles: {', '.join(ROLES)}")
+    state = _state_of(settings_or_state)
+    users = clickhouse_users(state)
+    if role in users:
+        return users[role]["url"]
+    ch = state.get("clickhouse")
+    if not _running(ch):
+        raise ServiceError("ClickHouse is not running: scantrace services up")
+    assert ch is not None
+    if ch["kind"] == "external":
+        return str(ch["url"])
+    return f"clickhouse://127.0.0.1:{ch['native_port']}/{state.get('database', 'scantrace')}"
+
+
+def clickhouse_environment(
+    settings_or_state: ServicesSettings | dict[str, Any], component: str
+) -> dict[str, str]:
+    """`{variable: url}` for a command (`COMPONENT_ROLES`): what it needs to reach the
+    running ClickHouse as its role's user; empty for a command that needs none."""
+    state = _state_of(settings_or_state)
+    return {
+        var: clickhouse_url_for(state, role)
+        for var, role in COMPONENT_ROLES.get(component, {}).items()
+    }
+
+
+# Every component `services env` knows: Kafka users and ClickHouse roles.
+ENV_COMPONENTS: Final = tuple(sorted(set(KAFKA_USERS) | set(COMPONENT_ROLES)))
+# Who gets the key of the keyed person hashes: their only writer, the sink.
+PERSON_HASH_KEY: Final = "SCANTRACE_CLICKHOUSE__PERSON_HASH_KEY"
+PERSON_HASH_KEY_COMPONENTS: Final = frozenset({"sink"})
+
+
+def component_env(settings: ServicesSettings, component: str) -> dict[str, str]:
+    """The SCANTRACE_... variables `component` needs to use the running services
+    (`scantrace services env COMPONENT`)."""
+    if component not in ENV_COMPONENTS:
+        raise ServiceError(f"unknown component {component!r}: one of {', '.join(ENV_COMPONENTS)}")
+    state = load_state(settings)
+    ends = endpoints(settings, state)
+    if ends is None:
+        raise ServiceError("the services are not running (scantrace services up)")
+    env: dict[str, str] = {}
+    user = KAFKA_USERS.get(component)
+    if user is not None:
+        env["SCANTRACE_KAFKA__BOOTSTRAP"] = ends.kafka_bootstrap
+        security = security_record(state)
+        if security is not None:
+            env.update(kafka_security.env_lines(security, user))
+    env.update(clickhouse_environment(state, component))
+    if component in PERSON_HASH_KEY_COMPONENTS:
+        env[PERSON_HASH_KEY] = local_person_hash_key(settings)
+    return env
+
+
 def apply_environment(
     settings: ServicesSettings | None = None, component: str | None = None
 ) -> Endpoints | None:
-    """Point every component at the running local services, unless the environment
-    already names a broker (SCANTRACE_KAFKA__BOOTSTRAP) or a ClickHouse URL. On a secured
-    local broker `component` (a command name) logs in as its own user, unless the
-    environment sets Kafka credentials itself."""
+    """Point a command at the running local services, unless the environment already names
+    a broker (SCANTRACE_KAFKA__BOOTSTRAP) or a ClickHouse URL. `component` (a command
+    name) logs in to a secured local broker as its own user, unless the environment sets
+    Kafka credentials itself, and picks its role's ClickHouse URLs (`COMPONENT_ROLES`);
+    without it, the admin URL.
+
+    A URL that is one of these services' role URLs was set by another command (a parent
+    such as `scantrace run` or `demo`, or `services env`): it is replaced by this
+    command's own, so every child of `run` connects as its role."""
     settings = settings or ServicesSettings()
     state = load_state(settings)
     ends = endpoints(settings, state)
     if ends is None:
         return None
     os.environ.setdefault("SCANTRACE_KAFKA__BOOTSTRAP", ends.kafka_bootstrap)
-    url = os.environ.setdefault(
-        "SCANTRACE_CLICKHOUSE__URL", clickhouse_url_for(component or "", ends)
-    )
-    if url.startswith(ends.clickhouse_native):
-        # The local person hash key goes with the local ClickHouse only.
-        os.environ.setdefault(
-            "SCANTRACE_CLICKHOUSE__PERSON_HASH_KEY", local_person_hash_key(settings)
-        )
     login = _local_login(
         state,
         ends,
@@ -448,4 +530,17 @@ def apply_environment(
     )
     if login is not None:
         os.environ.update(kafka_security.env_lines(*login))
+    if component is None:
+        os.environ.setdefault(CLICKHOUSE_URL, ends.clickhouse_url)
+        return ends
+    ours = {u["url"] for u in clickhouse_users(state).values()}
+    current = os.environ.get(CLICKHOUSE_URL)
+    if current and current not in ours:
+        return ends  # the user's own ClickHouse (and its users): leave every URL alone
+    for var, url in clickhouse_environment(state, component).items():
+        if os.environ.get(var, "") in ours | {""}:
+            os.environ[var] = url
+    if component in PERSON_HASH_KEY_COMPONENTS:
+        # The key of the keyed person hashes goes to their writer on the local ClickHouse.
+        os.environ.setdefault(PERSON_HASH_KEY, local_person_hash_key(settings))
     return ends

@@ -130,8 +130,12 @@ class TracerApi:
         *,
         retention_days: int,
         tables: TraceTables | None = None,
+        audit_pool: RunnerPool | None = None,
     ) -> None:
         self.pool = pool
+        # The audit log is read as another ClickHouse user than the one tracing (which
+        # may not read it); None: the same connections.
+        self.audit_pool = audit_pool or pool
         self.options = options
         self.auth = auth
         self.metrics = metrics
@@ -243,10 +247,11 @@ class TracerApi:
         limit = _int(request.query, "limit", 1000, 1, 100_000)
         actor = request.query.get("actor") or None
 
-        def run(t: Tracer) -> list[dict[str, object]]:
-            return read_audit(t.runner, since, limit=limit, actor=actor, tables=self.tables)
+        def run() -> list[dict[str, object]]:
+            with self.audit_pool.runner() as runner:
+                return read_audit(runner, since, limit=limit, actor=actor, tables=self.tables)
 
-        rows = await self._in_thread(run)
+        rows = await asyncio.to_thread(run)
         from tracing.models import iso_utc
 
         for r in rows:
@@ -306,10 +311,19 @@ def build_app(
     retention_days: int,
     tokens: Mapping[str, Principal] | None = None,
     tables: TraceTables | None = None,
+    audit_pool: RunnerPool | None = None,
 ) -> web.Application:
-    """The API application; the caller owns (and closes) the runner pool."""
+    """The API application; the caller owns (and closes) the runner pools."""
     auth = TokenAuth(options.token_map() if tokens is None else tokens)
-    api = TracerApi(pool, options, auth, metrics, retention_days=retention_days, tables=tables)
+    api = TracerApi(
+        pool,
+        options,
+        auth,
+        metrics,
+        retention_days=retention_days,
+        tables=tables,
+        audit_pool=audit_pool,
+    )
     app = web.Application(middlewares=[_errors(metrics)])
     app[METRICS_KEY] = metrics
     document = openapi_document(retention_days, options)

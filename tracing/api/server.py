@@ -33,6 +33,12 @@ async def serve(
     if not tokens:
         log.warning("no API tokens configured: every query will get 401")
     pool = RunnerPool(lambda: ClickHouseRunner(settings.clickhouse), size=options.pool_size)
+    auditor = settings.auditor_clickhouse()
+    audit_pool = (
+        RunnerPool(lambda: ClickHouseRunner(auditor), size=1)
+        if auditor != settings.clickhouse
+        else None
+    )
     with pool.runner() as runner:  # refuse to serve from a schema without the by-person table
         await asyncio.to_thread(check_schema, runner)
     app = build_app(
@@ -41,6 +47,7 @@ async def serve(
         ApiMetrics(registry or CollectorRegistry()),
         retention_days=settings.clickhouse.retention_days,
         tokens=tokens,
+        audit_pool=audit_pool,
     )
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -65,5 +72,7 @@ async def serve(
     finally:
         await runner_.cleanup()
         pool.close()
+        if audit_pool is not None:
+            audit_pool.close()
         for signum in handled:
             loop.remove_signal_handler(signum)

@@ -19,11 +19,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from clickhouse_driver import Client
 from tracegen import INSERT_COLUMNS, Province, generate, reference_trace, rows_for_insert
 
 from scantrace.services.process import free_port, spawn, stop, wait_until
 from sinks.clickhouse_settings import ClickHouseSettings
+from sinks.client import connect
 from sinks.migrations import migrate
 from tracing.rules import Rule
 from tracing.runner import ClickHouseRunner
@@ -40,7 +40,9 @@ def _cluster_xml(ports: list[int]) -> str:
 
 
 def _ready(port: int) -> bool:
-    client = Client(host="127.0.0.1", port=port, connect_timeout=2)
+    client = connect(
+        ClickHouseSettings(url=f"clickhouse://127.0.0.1:{port}/default"), connect_timeout=2
+    )
     try:
         client.execute("SELECT 1")
         return True
@@ -83,11 +85,15 @@ def province() -> Province:
 @pytest.fixture(scope="module")
 def distributed(two_shards: list[int], province: Province) -> Iterator[ClickHouseRunner]:
     db = f"t_{uuid.uuid4().hex[:12]}"
+
+    def shard(port: int) -> ClickHouseSettings:
+        return ClickHouseSettings(url=f"clickhouse://127.0.0.1:{port}/{db}")
+
     for port in two_shards:  # the shards' own tables, single-node schema
-        migrate(ClickHouseSettings(url=f"clickhouse://127.0.0.1:{port}/{db}"))
+        migrate(shard(port))
     front = ClickHouseSettings(url=f"clickhouse://127.0.0.1:{two_shards[0]}/{db}_front")
     migrate(front)  # audit_log and the rest, local to the front server
-    client = Client(host="127.0.0.1", port=two_shards[0], database=f"{db}_front")
+    client = connect(front)
     try:
         # both access paths Distributed; the shards' own views fill their by-person tables
         for table in ("scans_by_person_mv", "scans_by_person", "scans"):
@@ -103,14 +109,11 @@ def distributed(two_shards: list[int], province: Province) -> Iterator[ClickHous
             settings={"distributed_foreground_insert": 1},
         )
         per_shard = [
-            Client(host="127.0.0.1", port=p, database=db).execute("SELECT count() FROM scans")[0][0]
-            for p in two_shards
+            connect(shard(p)).execute("SELECT count() FROM scans")[0][0] for p in two_shards
         ]
         assert sum(per_shard) == len(province.scans) and min(per_shard) > 0, per_shard
         by_person = [
-            Client(host="127.0.0.1", port=p, database=db).execute(
-                "SELECT count() FROM scans_by_person"
-            )[0][0]
+            connect(shard(p)).execute("SELECT count() FROM scans_by_person")[0][0]
             for p in two_shards
         ]
         assert by_person == per_shard

@@ -121,7 +121,10 @@ def test_services_env_per_component(state: ServicesSettings, record: dict[str, A
     key = (state.state_dir / manager.PERSON_HASH_KEY_FILE).read_text().strip()
     assert sink["SCANTRACE_CLICKHOUSE__PERSON_HASH_KEY"] == key  # the sets' writer only
     assert manager.component_env(state, "premises")["SCANTRACE_KAFKA__SASL_USERNAME"] == "admin"
-    assert set(manager.component_env(state, "tracer")) == {"SCANTRACE_CLICKHOUSE__URL"}
+    assert set(manager.component_env(state, "tracer")) == {
+        "SCANTRACE_CLICKHOUSE__URL",
+        "SCANTRACE_AUDIT_CLICKHOUSE__URL",
+    }
     with pytest.raises(ServiceError, match="unknown component"):
         manager.component_env(state, "nobody")
 
