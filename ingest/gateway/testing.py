@@ -10,7 +10,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from ingest.deadletter import DeadLetter
-from ingest.gateway.app import RUNNER_KWARGS
+from ingest.gateway.app import OPTIONS_KEY, runner_kwargs
 from ingest.gateway.base import PublishUnavailable
 from ingest.wire import AnyScan, encode_scan
 
@@ -20,9 +20,9 @@ async def app_client(
     app: web.Application,
 ) -> AsyncIterator[TestClient[web.Request, web.Application]]:
     """An aiohttp test client for the gateway app, served as in production (we decode
-    gzip ourselves: aiohttp's own decoding is off)."""
+    gzip ourselves: aiohttp's own decoding is off; the header timeout holds)."""
     server = TestServer(app)
-    await server.start_server(**RUNNER_KWARGS)
+    await server.start_server(**runner_kwargs(app[OPTIONS_KEY]))
     async with TestClient(server) as client:
         yield client
 
