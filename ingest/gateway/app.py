@@ -206,6 +206,12 @@ def _cut(raw: bytes, note: str) -> tuple[bytes, str]:
     return raw, note
 
 
+def _raw_element(items: MsgpackItems, index: int) -> tuple[bytes, str]:
+    size = items.size(index)
+    note = f" (raw cut from {size} bytes)" if size > MAX_DEAD_LETTER_RAW else ""
+    return items.raw(index, MAX_DEAD_LETTER_RAW), note
+
+
 def _event_id(item: object) -> str:
     if isinstance(item, dict):
         value = item.get("event_id")
@@ -241,7 +247,7 @@ def validate_batch(
             )
         except ScanRejected as exc:
             rejected.append({"index": index, **exc.as_dict()})
-            raw, note = _cut(lazy.raw(index), "") if lazy is not None else _raw_item(item)
+            raw, note = _raw_element(lazy, index) if lazy is not None else _raw_item(item)
             dead.append(
                 DeadLetter(
                     stage="gateway",

@@ -269,9 +269,14 @@ class MsgpackItems:
         ends = self._spans()
         return (ends[index - 1] if index else self._start), ends[index]
 
-    def raw(self, index: int) -> bytes:
+    def size(self, index: int) -> int:
         start, end = self._bounds(index)
-        return self._body[start:end]
+        return end - start
+
+    def raw(self, index: int, limit: int | None = None) -> bytes:
+        """Element `index` as received (its first `limit` bytes)."""
+        start, end = self._bounds(index)
+        return self._body[start : end if limit is None else min(end, start + limit)]
 
     def item(self, index: int) -> Any:
         start, end = self._bounds(index)

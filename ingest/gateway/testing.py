@@ -37,6 +37,7 @@ class FakePublisher:
         self.records: list[tuple[bytes, bytes]] = []
         self.dead_letters: list[DeadLetter] = []
         self.calls = 0
+        self.ready_calls = 0
         self.fail = fail
         self.is_ready = is_ready
         self.hold: asyncio.Event | None = None
@@ -59,6 +60,7 @@ class FakePublisher:
         self.dead_letters.extend(dead_letters)
 
     async def ready(self) -> bool:
+        self.ready_calls += 1
         return self.is_ready and not self.closed
 
     async def close(self) -> None:
