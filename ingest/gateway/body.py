@@ -12,10 +12,10 @@
 - msgpack: `MsgpackItems` reads the top-level headers first (an array, or a map whose only
   key is `scans`), so an array that claims more than `max_batch` elements is refused
   before one is decoded. The slow path then walks the elements without building them
-  (`Unpacker.skip`) and decodes each one only when it is validated, one at a time, with a
-  cap on every container inside; an element too large to be a scan is read shallowly (its
-  map's keys and scalar values; nested containers as empty ones) so that an element of
-  millions of tiny nested objects costs nothing. A rejected element's dead letter keeps
+  (`Unpacker.skip`) and decodes each one only when it is validated, one at a time; an
+  element too large to be a scan is read shallowly (its map's keys and scalar values;
+  nested containers as empty ones) so that an element of millions of tiny nested objects
+  costs nothing. A rejected element's dead letter keeps
   its bytes as received.
 """
 
@@ -29,7 +29,7 @@ from typing import Any, Final
 import msgpack
 
 from ingest.codec import unpack_json
-from ingest.contract import ScanRejected
+from ingest.contract import FIELDS, ScanRejected
 
 # The first window fed to a member's decoder (a gzip member is at least 18 bytes), doubled
 # while the member goes on, up to the largest window.
@@ -39,9 +39,10 @@ GZIP_MAX_FEED: Final = 1 << 20
 # with all eight fields has about 25 (ISO times add colons); ids with commas or colons
 # add theirs.
 JSON_VALUES_PER_SCAN: Final = 64
-# An element up to this size is decoded whole; a valid scan is far smaller (under 2 KiB).
+# An element up to this size is decoded whole (one at a time, so at most this many objects
+# exist at once); a valid scan is far smaller (under 2 KiB).
 ITEM_DECODE_BYTES: Final = 64 * 1024
-# Entries of any map or array inside one element; a scan has at most eight fields.
+# Entries read from a larger element's map; a scan has at most eight fields.
 ITEM_MAX_ENTRIES: Final = 64
 
 _ARRAY_HEADERS: Final = frozenset([*range(0x90, 0xA0), 0xDC, 0xDD])
@@ -283,12 +284,7 @@ class MsgpackItems:
         try:
             if end - start <= ITEM_DECODE_BYTES:
                 return msgpack.unpackb(
-                    memoryview(self._body)[start:end],
-                    raw=False,
-                    strict_map_key=True,
-                    timestamp=0,
-                    max_array_len=ITEM_MAX_ENTRIES,
-                    max_map_len=ITEM_MAX_ENTRIES,
+                    memoryview(self._body)[start:end], raw=False, strict_map_key=True, timestamp=0
                 )
             return self._shallow(start, end)
         except ScanRejected:
@@ -298,7 +294,10 @@ class MsgpackItems:
 
     def _shallow(self, start: int, end: int) -> Any:
         """A large element without its nested containers: they cannot be a scan's fields,
-        so an empty one of the same kind stands for each (the contract names it the same)."""
+        so an empty one of the same kind stands for each (the contract names it the same).
+        A map is read up to its first key the contract does not know, which is all the
+        contract looks at then; a map of more than `ITEM_MAX_ENTRIES` known keys (repeated,
+        since there are eight) is undecodable."""
         body = self._body
         first = body[start]
         if first in _ARRAY_HEADERS:
@@ -307,12 +306,14 @@ class MsgpackItems:
         if first not in _MAP_HEADERS:
             return unpacker.unpack()  # one scalar: costs what its bytes cost
         entries = unpacker.read_map_header()
-        if entries > ITEM_MAX_ENTRIES:
-            raise ScanRejected(
-                "undecodable", None, f"msgpack: a map of {entries} > {ITEM_MAX_ENTRIES} entries"
-            )
         obj: dict[Any, Any] = {}
-        for _ in range(entries):
+        for n in range(entries):
+            if n == ITEM_MAX_ENTRIES:
+                raise ScanRejected(
+                    "undecodable",
+                    None,
+                    f"msgpack: a map of {entries} > {ITEM_MAX_ENTRIES} entries",
+                )
             if body[start + unpacker.tell()] in _ARRAY_HEADERS | _MAP_HEADERS:
                 raise ScanRejected("undecodable", None, "msgpack: a map key that is a container")
             key = unpacker.unpack()
@@ -327,4 +328,6 @@ class MsgpackItems:
                 obj[key] = {}
             else:
                 obj[key] = unpacker.unpack()
+            if key not in FIELDS:
+                break
         return obj

@@ -219,15 +219,27 @@ def test_malformed_msgpack_bodies(body: bytes, code: str) -> None:
 
 def test_elements_are_decoded_one_at_a_time_with_their_raw_bytes() -> None:
     elements = [scan(0), "not a map", scan(2, kind="bogus"), {"a": [1] * 100}]
-    body = msgpack.packb(elements)
-    items = MsgpackItems(body, 10)
+    raws = [msgpack.packb(e) for e in elements] + [b"\x81\xa1a\xa2\xff\xfe"]  # not UTF-8
+    items = MsgpackItems(b"\x95" + b"".join(raws), 10)
     items.check()
-    assert len(items) == 4
-    assert [items.raw(i) for i in range(4)] == [msgpack.packb(e) for e in elements]
-    assert items.item(0) == scan(0) and items.item(1) == "not a map"
+    assert len(items) == 5
+    assert [items.raw(i) for i in range(5)] == raws
+    assert [items.item(i) for i in range(4)] == elements
     with pytest.raises(ValueError, match="undecodable"):
-        items.item(3)  # a container of more than ITEM_MAX_ENTRIES inside an element
-    assert ITEM_MAX_ENTRIES < 100
+        items.item(4)
+
+
+def test_a_large_map_is_read_up_to_its_first_unknown_key() -> None:
+    pad = b"\xdb" + (ITEM_DECODE_BYTES).to_bytes(4, "big") + b"p" * ITEM_DECODE_BYTES
+    many = 1_000_000
+    element = b"\xdf" + many.to_bytes(4, "big") + b"\xa8event_id\xa1e\xa5extra" + pad
+    items = MsgpackItems(b"\x91" + element + b"\xa1k\x00" * (many - 2), 10)
+    assert items.item(0) == {"event_id": "e", "extra": "p" * ITEM_DECODE_BYTES}
+    repeated = b"\xa4kind\xa7checkin" * (ITEM_MAX_ENTRIES + 1)
+    element = b"\xde" + (ITEM_MAX_ENTRIES + 2).to_bytes(2, "big") + repeated + b"\xa1x" + pad
+    items = MsgpackItems(b"\x91" + element, 10)
+    with pytest.raises(ValueError, match="undecodable"):
+        items.item(0)  # known keys repeated past the cap
 
 
 def test_a_nested_bomb_inside_one_element_is_never_built() -> None:
