@@ -128,13 +128,15 @@ def gunzip(data: bytes, limit: int, max_members: int) -> bytes:
 def json_values_bound(body: bytes) -> int:
     """At least the number of values and keys a JSON text holds: each one but the first is
     preceded by one of `[ { , :` (those inside strings only make it larger)."""
-    return body.count(b",") + body.count(b":") + body.count(b"[") + body.count(b"{") + 1
+    return len(body) - len(body.translate(None, b"[{,:")) + 1
 
 
 def check_json_size(body: bytes, max_batch: int) -> None:
-    """Refuse (413) a JSON body that could hold more values than `max_batch` scans bring."""
+    """Refuse (413) a JSON body that could hold more values than `max_batch` scans bring.
+    A value and what separates it from the next take two bytes at least, so a body of up
+    to twice the cap needs no counting."""
     cap = max_batch * JSON_VALUES_PER_SCAN + 8
-    if json_values_bound(body) > cap:
+    if (len(body) + 1) // 2 > cap and json_values_bound(body) > cap:
         raise BodyError(
             413,
             "batch_too_large",
