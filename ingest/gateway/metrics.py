@@ -57,6 +57,17 @@ class GatewayMetrics:
             "Request body bytes received (as sent, before gzip decoding)",
             registry=registry,
         )
+        self.refused = Counter(
+            f"{PREFIX}requests_refused_total",
+            "POST /v1/scans requests refused as a whole (nothing of them published), by reason",
+            ["reason"],
+            registry=registry,
+        )
+        self.bytes_in_flight = Gauge(
+            f"{PREFIX}bytes_in_flight",
+            "Request bytes held: bodies as received plus what gzip decoding produced",
+            registry=registry,
+        )
         self.in_flight = Gauge(
             f"{PREFIX}requests_in_flight",
             "POST /v1/scans requests being processed",

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from ingest.gateway.app import RUNNER_KWARGS, build_app
+from ingest.gateway.app import build_app, build_metrics_app, runner_kwargs
 from ingest.gateway.base import Publisher
 from ingest.gateway.kafka_publish import KafkaBatchPublisher
 from ingest.gateway.metrics import GatewayMetrics
@@ -50,12 +50,22 @@ async def serve(
             loop.add_signal_handler(signum, stop.set)
             handled.append(signum)
     await publisher.start()
-    runner = web.AppRunner(app, shutdown_timeout=options.shutdown_timeout_s, **RUNNER_KWARGS)
+    runner = web.AppRunner(
+        app, shutdown_timeout=options.shutdown_timeout_s, **runner_kwargs(options)
+    )
     await runner.setup()
+    metrics_runner: web.AppRunner | None = None
     try:
         site = web.TCPSite(runner, options.host, options.port, backlog=1024)
         await site.start()
         port = _bound_port(runner, options.port)
+        if options.metrics_port:
+            metrics_runner = web.AppRunner(
+                build_metrics_app(metrics), access_log=None, keepalive_timeout=15.0
+            )
+            await metrics_runner.setup()
+            await web.TCPSite(metrics_runner, options.metrics_host, options.metrics_port).start()
+            log.info("metrics on http://%s:%d/metrics", options.metrics_host, options.metrics_port)
         log.info(
             "gateway listening on http://%s:%d (%d tokens, Kafka %s, topic %s)",
             options.host,
@@ -70,6 +80,8 @@ async def serve(
         log.info("stopping: no new requests; finishing those in progress")
     finally:
         await runner.cleanup()  # closes the listener, waits for requests in progress
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
         await publisher.close()  # delivers what it still holds
         for signum in handled:
             loop.remove_signal_handler(signum)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ingest.contract import DEFAULT_MAX_SKEW_MS, MAX_ID_LEN
@@ -33,6 +33,25 @@ class GatewayOptions(BaseModel):
     # Limit on the request body after gzip decoding, so a small gzip bomb is a 413 too.
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     max_batch: int = Field(default=10_000, ge=1)
+    # Concatenated gzip members are legal but rare; each one costs a zlib decoder.
+    max_gzip_members: int = Field(default=16, ge=1)
+    # Requests (POST /v1/scans) and request bytes (bodies as received plus what gzip
+    # decoding produced) being processed at once; beyond either, 503 with Retry-After.
+    max_in_flight_requests: int = Field(default=64, ge=1)
+    max_in_flight_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
+    # A connection that has not sent a whole request head this long after it opened (or
+    # after its previous answer) is closed; so is an idle keep-alive connection.
+    header_timeout_s: float = Field(default=15.0, gt=0)
+    # The whole body must arrive within this; a slower client gets 408 and is cut off.
+    body_timeout_s: float = Field(default=30.0, gt=0)
+    # Bodies larger than this, and every gzip body, are decoded in a worker thread so that
+    # the event loop (health checks, other requests) keeps answering.
+    offload_bytes: int = Field(default=256 * 1024, ge=0)
+    # /metrics on its own listener (an internal interface); 0 = on the main port.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    # /readyz asks the broker at most this often; answers in between are the last one.
+    ready_cache_s: float = Field(default=1.0, ge=0)
     max_skew_ms: int = Field(default=DEFAULT_MAX_SKEW_MS, ge=0)
     # Kafka producer compression. zstd (cramjam here, zstandard in kafka-python consumers,
     # both dependencies): gzip, which aiokafka runs at level 9, cost ~14 us a scan, zstd ~1.2.
@@ -46,6 +65,16 @@ class GatewayOptions(BaseModel):
     retry_after_s: int = Field(default=2, ge=1)
     # On SIGTERM: how long requests in progress may take to finish.
     shutdown_timeout_s: float = Field(default=30.0, ge=0)
+
+    @model_validator(mode="after")
+    def _room_for_one_body(self) -> GatewayOptions:
+        # A gzip body of max_body_bytes that decodes to as much holds twice that.
+        if self.max_in_flight_bytes < 2 * self.max_body_bytes:
+            raise ValueError(
+                "max_in_flight_bytes must be at least twice max_body_bytes "
+                "(or a full gzip body does not fit)"
+            )
+        return self
 
     def token_map(self) -> dict[str, str]:
         """`{token: gateway_id}`, checked. Raises `TokensError` (never quoting a token)."""

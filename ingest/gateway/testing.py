@@ -10,7 +10,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from ingest.deadletter import DeadLetter
-from ingest.gateway.app import RUNNER_KWARGS
+from ingest.gateway.app import OPTIONS_KEY, runner_kwargs
 from ingest.gateway.base import PublishUnavailable
 from ingest.wire import AnyScan, encode_scan
 
@@ -20,9 +20,9 @@ async def app_client(
     app: web.Application,
 ) -> AsyncIterator[TestClient[web.Request, web.Application]]:
     """An aiohttp test client for the gateway app, served as in production (we decode
-    gzip ourselves: aiohttp's own decoding is off)."""
+    gzip ourselves: aiohttp's own decoding is off; the header timeout holds)."""
     server = TestServer(app)
-    await server.start_server(**RUNNER_KWARGS)
+    await server.start_server(**runner_kwargs(app[OPTIONS_KEY]))
     async with TestClient(server) as client:
         yield client
 
@@ -37,6 +37,7 @@ class FakePublisher:
         self.records: list[tuple[bytes, bytes]] = []
         self.dead_letters: list[DeadLetter] = []
         self.calls = 0
+        self.ready_calls = 0
         self.fail = fail
         self.is_ready = is_ready
         self.hold: asyncio.Event | None = None
@@ -59,6 +60,7 @@ class FakePublisher:
         self.dead_letters.extend(dead_letters)
 
     async def ready(self) -> bool:
+        self.ready_calls += 1
         return self.is_ready and not self.closed
 
     async def close(self) -> None:

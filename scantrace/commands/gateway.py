@@ -34,21 +34,47 @@ from scantrace.commands import one_line, server_overrides, setup_logging
     help='JSON {"TOKEN": "GATEWAY_ID", ...} [env: SCANTRACE_GATEWAY__TOKENS holds the same JSON]',
 )
 @click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve /metrics on this port only, not on --port "
+    "[env: SCANTRACE_GATEWAY__METRICS_PORT; default 0: on --port]",
+)
+@click.option(
+    "--metrics-host",
+    default=None,
+    help="Interface for --metrics-port [env: SCANTRACE_GATEWAY__METRICS_HOST; default 127.0.0.1]",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
     help="Logging level",
 )
-def gateway(host: str | None, port: int | None, tokens_file: Path | None, log_level: str) -> None:
+def gateway(
+    host: str | None,
+    port: int | None,
+    tokens_file: Path | None,
+    metrics_port: int | None,
+    metrics_host: str | None,
+    log_level: str,
+) -> None:
     """HTTP ingest gateway: POST /v1/scans (JSON or msgpack, gzip ok) to Kafka scans.raw.
 
-    Also GET /healthz, /readyz and /metrics. Stops gracefully on SIGTERM.
+    Also GET /healthz, /readyz and /metrics (or /metrics on --metrics-port only).
+    Limits (body size, scans per request, requests and bytes in flight, timeouts) from
+    SCANTRACE_GATEWAY__*. Stops gracefully on SIGTERM.
     Kafka from SCANTRACE_KAFKA__BOOTSTRAP (or the running local services).
     """
     setup_logging(log_level)
     try:
         settings = GatewaySettings()
-        settings = settings.with_options(**server_overrides(host, port, tokens_file))
+        changes = server_overrides(host, port, tokens_file)
+        if metrics_port is not None:
+            changes["metrics_port"] = metrics_port
+        if metrics_host is not None:
+            changes["metrics_host"] = metrics_host
+        settings = settings.with_options(**changes)
         settings.gateway.token_map()
         check_kafka(settings.kafka, [settings.kafka.raw, settings.kafka.dlq])
     except (ValidationError, TokensError, KafkaStartupError, RuntimeError, OSError) as exc:

@@ -328,7 +328,9 @@ def test_cli_gateway_serves_and_stops_on_sigterm(
     assert len(consume(kafka_settings, kafka_settings.raw, 25)) == 25
 
 
-@pytest.mark.parametrize("flag", ["--host", "--port", "--tokens-file"])
+@pytest.mark.parametrize(
+    "flag", ["--host", "--port", "--tokens-file", "--metrics-port", "--metrics-host"]
+)
 def test_cli_help_names_env_fallbacks(flag: str) -> None:
     from click.testing import CliRunner
 

@@ -13,12 +13,13 @@ from typing import Any
 
 import msgpack
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
 from ingest.codec import encode_msgpack
 from ingest.contract import DEFAULT_MAX_SKEW_MS
-from ingest.gateway.app import build_app, validate_batch
+from ingest.gateway.app import ReadyCache, build_app, build_metrics_app, validate_batch
 from ingest.gateway.metrics import GatewayMetrics
 from ingest.gateway.settings import GatewayOptions
 from ingest.gateway.testing import FakePublisher, app_client
@@ -506,3 +507,215 @@ def test_metrics_exposition() -> None:
         assert env.sample("scantrace_gateway_requests_in_flight") == 0
 
     run(test)
+
+
+# -- limits: in flight, timeouts, refusals counted -----------------------------------
+
+
+async def _post_task(env: Env, body: bytes) -> asyncio.Task[Any]:
+    return asyncio.create_task(
+        env.client.post(
+            "/v1/scans", data=body, headers={**AUTH, "Content-Type": "application/json"}
+        )
+    )
+
+
+async def _until(check: Callable[[], bool]) -> None:
+    for _ in range(500):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached in 5 s")
+
+
+def test_requests_in_flight_beyond_the_limit_are_503_with_retry_after() -> None:
+    publisher = FakePublisher()
+    publisher.hold = asyncio.Event()
+
+    async def test(env: Env) -> None:
+        held = [await _post_task(env, as_json([scan(i)])) for i in range(2)]
+        await _until(lambda: env.publisher.calls == 2)
+        status, payload, headers = await env.post(as_json([scan(9)]))
+        assert (status, payload["error"], headers["Retry-After"]) == (
+            503,
+            "in_flight_requests",
+            "7",
+        )
+        assert env.sample("scantrace_gateway_requests_refused_total", reason="in_flight_requests")
+        assert (await env.client.get("/healthz")).status == 200  # not counted, not refused
+        assert publisher.hold is not None
+        publisher.hold.set()
+        assert [(await t).status for t in held] == [200, 200]
+        status, _, _ = await env.post(as_json([scan(10)]))
+        assert status == 200
+        assert [s.event_id for s in env.publisher.scans] == ["evt-0", "evt-1", "evt-10"]
+
+    run(test, publisher=publisher, max_in_flight_requests=2, retry_after_s=7)
+
+
+def test_bytes_in_flight_beyond_the_limit_are_503_and_released_after() -> None:
+    publisher = FakePublisher()
+    publisher.hold = asyncio.Event()
+    pad = " " * 2900  # three such bodies exceed 8192 bytes, two do not
+
+    async def test(env: Env) -> None:
+        body = as_json([scan(0)]) + pad.encode()
+        held = [await _post_task(env, body) for _ in range(2)]
+        await _until(lambda: env.publisher.calls == 2)
+        assert env.sample("scantrace_gateway_bytes_in_flight") == 2 * len(body)
+        status, payload, headers = await env.post(body)
+        assert (status, payload["error"], headers["Retry-After"]) == (503, "in_flight_bytes", "2")
+        assert publisher.hold is not None
+        publisher.hold.set()
+        assert [(await t).status for t in held] == [200, 200]
+        assert env.sample("scantrace_gateway_bytes_in_flight") == 0
+        assert (await env.post(body))[0] == 200
+
+    run(test, publisher=publisher, max_body_bytes=4096, max_in_flight_bytes=8192)
+
+
+def test_gzip_output_counts_against_the_bytes_in_flight() -> None:
+    publisher = FakePublisher()
+    publisher.hold = asyncio.Event()
+
+    def padded(i: int) -> bytes:
+        body = as_json([scan(i)])
+        return body + b" " * (16_380 - len(body))
+
+    async def test(env: Env) -> None:
+        held = await _post_task(env, padded(0))
+        await _until(lambda: env.publisher.calls == 1)
+        small = gzip.compress(padded(1))  # fits as sent, not once decoded
+        status, payload, headers = await env.post(small, headers={"Content-Encoding": "gzip"})
+        assert (status, payload["error"], headers["Retry-After"]) == (503, "in_flight_bytes", "2")
+        assert env.sample("scantrace_gateway_bytes_in_flight") == 16_380
+        assert publisher.hold is not None
+        publisher.hold.set()
+        assert (await held).status == 200
+        status, _, _ = await env.post(small, headers={"Content-Encoding": "gzip"})
+        assert status == 200
+        assert env.sample("scantrace_gateway_bytes_in_flight") == 0
+
+    run(test, publisher=publisher, max_body_bytes=16_384, max_in_flight_bytes=32_768)
+
+
+def test_a_body_slower_than_the_timeout_is_408_and_the_connection_closed() -> None:
+    async def test(env: Env) -> None:
+        async def trickle() -> Any:
+            yield b'{"scans": ['
+            await asyncio.sleep(30)
+            yield b"]}"
+
+        resp = await env.client.post(
+            "/v1/scans", data=trickle(), headers={**AUTH, "Content-Type": "application/json"}
+        )
+        assert resp.status == 408
+        assert (await resp.json())["error"] == "body_timeout"
+        assert resp.headers.get("Connection", "").lower() == "close"
+        assert env.sample("scantrace_gateway_requests_refused_total", reason="body_timeout") == 1
+        assert env.publisher.calls == 0
+
+    run(test, body_timeout_s=0.3)
+
+
+@pytest.mark.parametrize("offload_bytes", [0, 1 << 30])
+def test_decoding_in_a_thread_or_inline_gives_the_same_answer(offload_bytes: int) -> None:
+    items = [scan(0), scan(1, kind="bogus"), scan(2)]
+
+    async def test(env: Env) -> None:
+        status, payload, _ = await env.post(msgpack.packb(items), "application/msgpack")
+        assert (status, payload["accepted"], len(payload["rejected"])) == (200, 2, 1)
+        assert msgpack.unpackb(env.publisher.dead_letters[0].raw) == items[1]
+
+    run(test, offload_bytes=offload_bytes)
+
+
+def test_million_empty_maps_are_413_before_decoding() -> None:
+    body = b"\xdd\x00\x0f\x42\x40" + b"\x80" * 1_000_000
+
+    async def test(env: Env) -> None:
+        status, payload, _ = await env.post(body, "application/msgpack")
+        assert (status, payload["error"]) == (413, "batch_too_large")
+        assert env.sample("scantrace_gateway_requests_refused_total", reason="batch_too_large")
+        assert env.publisher.calls == 0
+
+    run(test)
+
+
+def test_many_gzip_members_are_400() -> None:
+    body = gzip.compress(b"") * 100_000
+
+    async def test(env: Env) -> None:
+        status, payload, _ = await env.post(body, headers={"Content-Encoding": "gzip"})
+        assert (status, payload["error"]) == (400, "too_many_gzip_members")
+
+    run(test, max_gzip_members=4)
+
+
+def test_every_refusal_is_counted_by_reason() -> None:
+    async def test(env: Env) -> None:
+        await env.post(b"{", headers={"Authorization": "Bearer nope"})
+        await env.post(b"{")
+        await env.post(b"x", "text/plain")
+        await env.post(as_json([scan(i) for i in range(11)]))
+        for reason in ("unauthorized", "undecodable", "unsupported_media_type"):
+            assert env.sample("scantrace_gateway_requests_refused_total", reason=reason) == 1
+        assert env.sample("scantrace_gateway_requests_refused_total", reason="batch_too_large")
+
+    run(test, max_batch=10)
+
+
+@pytest.mark.parametrize(("ttl", "calls"), [(60.0, 1), (0.0, 5)])
+def test_readyz_asks_the_publisher_at_most_once_per_ttl(ttl: float, calls: int) -> None:
+    async def test(env: Env) -> None:
+        for _ in range(5):
+            assert (await env.client.get("/readyz")).status == 200
+        assert env.publisher.ready_calls == calls
+
+    run(test, ready_cache_s=ttl)
+
+
+def test_ready_cache_shares_one_check_between_concurrent_callers() -> None:
+    async def main() -> None:
+        started = 0
+        gate = asyncio.Event()
+
+        async def check() -> bool:
+            nonlocal started
+            started += 1
+            await gate.wait()
+            return True
+
+        now = [100.0]
+        cache = ReadyCache(check, 1.0, clock=lambda: now[0])
+        waiting = [asyncio.create_task(cache()) for _ in range(3)]
+        await asyncio.sleep(0.01)
+        gate.set()
+        assert await asyncio.gather(*waiting) == [True, True, True]
+        assert started == 1
+        now[0] += 0.5
+        assert await cache() and started == 1
+        now[0] += 1.0
+        assert await cache() and started == 2
+
+    asyncio.run(main())
+
+
+def test_metrics_port_takes_metrics_off_the_main_app() -> None:
+    async def main() -> None:
+        metrics = GatewayMetrics(CollectorRegistry())
+        opts = GatewayOptions(tokens=SecretStr(json.dumps(TOKENS)), metrics_port=9999)
+        app = build_app(FakePublisher(), opts, metrics)
+        async with app_client(app) as client:
+            await client.post(
+                "/v1/scans", data=b"{", headers={**AUTH, "Content-Type": "application/json"}
+            )
+            assert (await client.get("/metrics")).status == 404
+        async with TestClient(TestServer(build_metrics_app(metrics))) as client:
+            resp = await client.get("/metrics")
+            assert resp.status == 200
+            text = await resp.text()
+            assert 'scantrace_gateway_requests_total{status="400"} 1.0' in text
+            assert 'scantrace_gateway_requests_refused_total{reason="undecodable"} 1.0' in text
+
+    asyncio.run(main())

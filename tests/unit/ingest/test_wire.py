@@ -56,7 +56,7 @@ def body(scans: object, content_type: str, *, as_map: bool = True) -> bytes:
 
 def slow(data: bytes, content_type: str) -> tuple[list[ScanEvent], list[dict[str, object]]]:
     events, rejected, _ = validate_batch(
-        decode_batch(data, content_type),
+        decode_batch(data, content_type, max_batch=10_000),
         gateway_id="gw-1",
         received_at=NOW,
         max_skew_ms=DEFAULT_MAX_SKEW_MS,
