@@ -2,7 +2,10 @@
 
 `SCANTRACE_CLICKHOUSE__URL` like every component; `SCANTRACE_API__TOKENS='{"TOKEN":
 {"name": "Nguyen Van A", "role": "tracer"}}'` (or `--tokens-file`), `SCANTRACE_API__PORT`,
-`SCANTRACE_API__PAGE_SIZE`, ...
+`SCANTRACE_API__PAGE_SIZE`, ... Every tracer query runs under a time and a memory limit:
+`SCANTRACE_API__MAX_EXECUTION_S` and `SCANTRACE_API__MAX_MEMORY_BYTES` for the API,
+`SCANTRACE_CLI__MAX_EXECUTION_S` and `SCANTRACE_CLI__MAX_MEMORY_BYTES` for `scantrace trace`
+(larger: a depth-2 trace of a large case from a shell may take minutes).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sinks.clickhouse_settings import ClickHouseSettings
+from tracing.runner import QueryLimits
 
 ROLES: Final = frozenset({"tracer", "auditor"})
 
@@ -32,9 +36,31 @@ class Principal:
     role: str
 
 
-class ApiOptions(BaseModel):
+GIB: Final = 2**30
+
+
+class Limits(BaseModel):
+    """The limits of every tracer query (ClickHouse `max_execution_time`,
+    `max_memory_usage`; 0: none). A query that hits one fails with the limit named."""
+
     model_config = ConfigDict(frozen=True)
 
+    max_execution_s: float = Field(default=120.0, ge=0)
+    max_memory_bytes: int = Field(default=4 * GIB, ge=0)
+
+    def limits(self) -> QueryLimits:
+        return QueryLimits(self.max_execution_s, self.max_memory_bytes)
+
+
+class CliOptions(Limits):
+    """`scantrace trace`: one question at a time, so larger limits than the API's (the
+    slowest depth-2 traces measured took a few minutes)."""
+
+    max_execution_s: float = Field(default=900.0, ge=0)
+    max_memory_bytes: int = Field(default=8 * GIB, ge=0)
+
+
+class ApiOptions(Limits):
     host: str = "127.0.0.1"
     port: int = Field(default=8090, ge=0, le=65535)
     # JSON {"TOKEN": {"name": "...", "role": "tracer"}}; masked whenever printed.
@@ -45,6 +71,13 @@ class ApiOptions(BaseModel):
     # ClickHouse connections, i.e. queries running at once.
     pool_size: int = Field(default=4, ge=1, le=64)
     shutdown_timeout_s: float = Field(default=30.0, ge=0)
+    # Whole answers kept for paging (JSON), by question: at most this many rows in all
+    # (a contact row costs about 1 KiB of memory), each for at most `answer_ttl_s`.
+    answer_cache_rows: int = Field(default=200_000, ge=0)
+    answer_ttl_s: float = Field(default=300.0, ge=0)
+    # The largest answer served as JSON pages; a larger one is refused (422) with a
+    # pointer to `format=csv`, which streams any size.
+    max_json_rows: int = Field(default=100_000, ge=1)
 
     def token_map(self) -> dict[str, Principal]:
         """`{token: Principal}`, checked. Raises `TokensError` (never quoting a token)."""
@@ -82,6 +115,7 @@ class TracerSettings(BaseSettings):
 
     clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)
     api: ApiOptions = Field(default_factory=ApiOptions)
+    cli: CliOptions = Field(default_factory=CliOptions)
 
     def with_api(self, **changes: object) -> TracerSettings:
         options = ApiOptions.model_validate({**self.api.model_dump(), **changes})

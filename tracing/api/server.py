@@ -32,7 +32,10 @@ async def serve(
     tokens = options.token_map()  # fails fast on a bad table
     if not tokens:
         log.warning("no API tokens configured: every query will get 401")
-    pool = RunnerPool(lambda: ClickHouseRunner(settings.clickhouse), size=options.pool_size)
+    limits = options.limits()
+    pool = RunnerPool(
+        lambda: ClickHouseRunner(settings.clickhouse, limits=limits), size=options.pool_size
+    )
     with pool.runner() as runner:  # refuse to serve from a schema without the by-person table
         await asyncio.to_thread(check_schema, runner)
     app = build_app(

@@ -1,12 +1,14 @@
 """`scantrace trace`, `trace-premises` and `audit` against the real ClickHouse: formats,
-exit codes, and the audit row with the OS user, for answered and refused questions."""
+exit codes, and the audit row with the OS user (from the user id, whatever USER and
+LOGNAME say), for answered and refused questions and for reading the log."""
 
 from __future__ import annotations
 
 import csv
-import getpass
 import io
 import json
+import os
+import pwd
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -52,8 +54,13 @@ def _audit(settings: ClickHouseSettings) -> list[dict[str, object]]:
 
 
 def test_trace_formats_and_audit(
-    env: dict[str, str], clickhouse_settings: ClickHouseSettings, tmp_path: Path
+    env: dict[str, str],
+    clickhouse_settings: ClickHouseSettings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    for name in ("USER", "LOGNAME", "LNAME", "USERNAME"):
+        monkeypatch.setenv(name, "mallory")
     cli = CliRunner()
     period = ["--from", env["from"], "--to", env["to"]]
     r = cli.invoke(main, ["trace", "CASE", *period, "--format", "json"])
@@ -99,12 +106,20 @@ def test_trace_formats_and_audit(
         ("trace", False),
         ("trace", False),
     ]
-    assert {a["actor"] for a in rows_} == {getpass.getuser()}
+    me = f"{pwd.getpwuid(os.getuid()).pw_name} (uid {os.getuid()})"
+    assert {a["actor"] for a in rows_} == {me}
     assert {a["channel"] for a in rows_} == {"cli"}
     assert [a["rows"] for a in rows_[:4]] == [1, 1, 1, 3]
     r = cli.invoke(main, ["audit", "--since", "2020-01-01T00:00:00Z", "--json"])
     assert r.exit_code == 0
     assert len(r.output.splitlines()) == 6
+    read = _audit(clickhouse_settings)[-1]  # reading the log left a row of its own
+    assert (read["action"], read["actor"], read["role"], read["rows"]) == (
+        "read_audit",
+        me,
+        "auditor",
+        6,
+    )
 
 
 def test_bad_input_exits_2(env: dict[str, str]) -> None:
