@@ -16,9 +16,10 @@ parameter: unknown, repeated, empty, not ASCII digits, out of range, a bad time)
 or limited query (503), a client that leaves. The row of an answer sent whole (JSON, an
 error) is written before the answer leaves, and a failure to write it turns the answer
 into 503: no personal data leaves unaudited. The row of a streamed answer (CSV) is
-written when the stream ends, so that it says how many rows left and how the stream
-ended (completed, cut by a failure, or the client left); if that write fails the rows
-have left, which is logged and counted (`scantrace_api_audit_failures_total`).
+written when its rows have been sent, before the final chunk, so that it says how many
+rows left and how the stream ended (completed, cut by a failure, or the client left); if
+that write fails the response is cut before its final chunk (the client sees an
+incomplete answer), and it is logged and counted (`scantrace_api_audit_failures_total`).
 
 Bounds: every query runs under the runner's time and memory limits (503 `query_limit`
 with the limit named). Answers are read from ClickHouse as they come (`iter_query`):
@@ -139,6 +140,7 @@ class AuditScope:
     rows: int = 0
     # The reason of a failure; for a streamed answer, set when the stream was cut.
     error: str = ""
+    written: bool = False  # the row was written (or its one attempt failed)
 
     def record(self) -> AuditRecord:
         return AuditRecord(
@@ -352,9 +354,18 @@ class TracerApi:
             AuditWriter(runner, self.tables).write(record)
 
     async def write_audit(self, scope: AuditScope) -> None:
-        """Write the scope's row in a worker thread; shielded, so that a request
-        cancelled meanwhile (its client left) still leaves its row."""
-        await asyncio.shield(asyncio.to_thread(self._write_audit, scope.record()))
+        """Write the scope's row in a worker thread, once (a second call does nothing);
+        shielded, so that a request cancelled meanwhile (its client left) still leaves
+        its row. Raises when the row could not be written."""
+        if scope.written:
+            return
+        scope.written = True
+        try:
+            await asyncio.shield(asyncio.to_thread(self._write_audit, scope.record()))
+        except Exception as exc:
+            self.metrics.audit_failures.inc()
+            log.error("audit row not written: %s", error_text(exc, 2000))
+            raise
 
     def read_audit(self, since_ms: int, limit: int, actor: str | None) -> list[dict[str, object]]:
         """The audit log's rows (blocking): the one place that reads them."""
@@ -564,6 +575,11 @@ class TracerApi:
                 await response.write(text.encode("utf-8"))
                 scope.rows += n
                 item = await channel.get()
+            try:  # before the final chunk: a complete answer has its audit row
+                await self.write_audit(scope)
+            except Exception:
+                _cut(request)
+                return response
             await response.write_eof()
         except ConnectionError:
             scope.error = f"{CLIENT_LEFT} the client left after {scope.rows} rows"
@@ -639,9 +655,7 @@ def _middleware(api: TracerApi) -> Callable[..., Awaitable[web.StreamResponse]]:
         if scope is not None:
             try:
                 await api.write_audit(scope)
-            except Exception as exc:
-                api.metrics.audit_failures.inc()
-                log.error("audit row not written: %s", error_text(exc, 2000))
+            except Exception:
                 if not response.prepared:
                     response = _json(
                         503,
