@@ -65,8 +65,8 @@ def _contact_row(i: int, via: str) -> Row:
 class FakeClickHouse:
     """The shared state of the fake server. `contacts` rows answer each contact query
     (degree 1 and 2 alike), `visitors` rows a premises query. `fail` maps a query kind to
-    the exception its next queries raise; `fail_after_rows` makes a streamed answer raise
-    that exception after so many rows instead (a failure mid-stream). `delay_s` slows
+    the exception its next queries raise; `fail_after_rows` makes an answer raise that
+    exception after so many rows instead (a failure mid-stream; an insert fails whole). `delay_s` slows
     every query (a client can leave meanwhile)."""
 
     version: int = SCHEMA_VERSION
@@ -123,7 +123,7 @@ class FakeClickHouse:
         if self.delay_s:
             time.sleep(self.delay_s)
         exc = self.fail.get(kind)
-        if exc is not None and self.fail_after_rows is None:
+        if exc is not None and (self.fail_after_rows is None or kind == "audit_insert"):
             raise exc
         if kind == "audit_insert":
             row = {c: params[c] for c in AUDIT_COLUMNS}
