@@ -66,8 +66,8 @@ class FakeClickHouse:
     """The shared state of the fake server. `contacts` rows answer each contact query
     (degree 1 and 2 alike), `visitors` rows a premises query. `fail` maps a query kind to
     the exception its next queries raise; `fail_after_rows` makes an answer raise that
-    exception after so many rows instead (a failure mid-stream; an insert fails whole). `delay_s` slows
-    every query (a client can leave meanwhile)."""
+    exception after so many rows instead (a failure mid-stream; an insert fails whole).
+    `delay_s` slows every query (a client can leave meanwhile)."""
 
     version: int = SCHEMA_VERSION
     contacts: int = 3
