@@ -30,7 +30,8 @@ with the limit named). Answers are read from ClickHouse as they come (`iter_quer
 - JSON is paged (`limit`, `offset`). The whole answer of a question (person or premises,
   period, rule) is read once, at most `max_json_rows` rows (a larger one is refused with a
   pointer to CSV), and kept in a small cache bounded by rows and age (`AnswerCache`), so
-  that the following pages are cut from it instead of running the query again. SQL
+  that the following pages are cut from it instead of running the query again (shared by
+  the tracers: an answer does not depend on who asks, and every page is audited). SQL
   `LIMIT/OFFSET` was not chosen: ClickHouse would still group every row of a depth-2
   answer for every page, and the page's total needs them all.
 """
@@ -287,6 +288,10 @@ class _Channel:
     def abandon(self) -> None:
         self._abandoned.set()
 
+    @property
+    def abandoned(self) -> bool:
+        return self._abandoned.is_set()
+
 
 def _csv_chunks(
     rows: Iterator[T], lines: Callable[[list[T], bool], str]
@@ -537,6 +542,8 @@ class TracerApi:
         def read() -> None:
             try:
                 with self.pool.runner() as runner:
+                    if channel.abandoned:  # the client left while this waited for a runner
+                        raise _Abandoned
                     for item in chunks(runner):
                         if not channel.put(item):
                             raise _Abandoned
