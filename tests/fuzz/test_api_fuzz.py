@@ -219,13 +219,16 @@ class _Errors(logging.Handler):
             self.records.append(record)
 
 
-@dataclass
+@dataclass(repr=False)
 class Campaign:
     loop: asyncio.AbstractEventLoop
     client: TestClient[Any, Any]
     db: FakeClickHouse
     errors: _Errors
     statuses: dict[int, int]
+
+    def __repr__(self) -> str:  # Hypothesis prints it with a failing example
+        return f"Campaign(after {sum(self.statuses.values())} requests)"
 
 
 @pytest.fixture(scope="module")

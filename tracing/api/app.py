@@ -718,9 +718,12 @@ def build_app(
         response.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return response
 
-    app.router.add_get("/v1/trace/{person_id}", api.trace, name="trace")
-    app.router.add_get("/v1/premises/{premises_id}/visitors", api.premises, name="premises")
-    app.router.add_get("/v1/audit", api.audit, name="audit")
+    # No HEAD on the questions: it would run (and audit) a query to send no answer.
+    app.router.add_get("/v1/trace/{person_id}", api.trace, name="trace", allow_head=False)
+    app.router.add_get(
+        "/v1/premises/{premises_id}/visitors", api.premises, name="premises", allow_head=False
+    )
+    app.router.add_get("/v1/audit", api.audit, name="audit", allow_head=False)
     app.router.add_get("/openapi.json", openapi, name="openapi")
     app.router.add_get("/healthz", healthz, name="healthz")
     app.router.add_get("/metrics", metrics_view, name="metrics")

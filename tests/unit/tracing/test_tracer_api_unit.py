@@ -159,3 +159,19 @@ def test_a_client_that_leaves_mid_query_leaves_one_row(fmt: str) -> None:
     serve(db, body)
     (row,) = db.audit_rows()
     assert not row["ok"] and str(row["error"]).startswith("499 the client left")
+
+
+def test_head_runs_no_question() -> None:
+    """HEAD would run and audit a query to send no answer (and the client would be gone
+    before its row): 405, audited like any refused request."""
+    db = FakeClickHouse()
+
+    async def body(c: TestClient[Any, Any], registry: CollectorRegistry) -> None:
+        for path in (f"/v1/trace/C?{PERIOD}&format=csv", f"/v1/premises/P/visitors?{PERIOD}"):
+            r = await c.head(path, headers=AUTH)
+            assert r.status == 405
+        assert (await c.head("/healthz")).status == 200
+
+    serve(db, body)
+    assert [r["error"] for r in db.audit_rows()] == ["405 Method Not Allowed"] * 2
+    assert "visitors" not in db.asked and "timeline" not in db.asked
