@@ -576,6 +576,8 @@ class TracerApi:
                         f"503 the answer was cut after {scope.rows} rows: {error_text(item.exc)}"
                     )
                     log.warning("streamed answer cut: %s", error_text(item.exc))
+                    with contextlib.suppress(Exception):  # its row first, as for a whole one
+                        await self.write_audit(scope)
                     _cut(request)
                     return response
                 text, n = cast(tuple[str, int], item)
