@@ -219,15 +219,21 @@ class _Errors(logging.Handler):
             self.records.append(record)
 
 
-@dataclass(repr=False)
 class Campaign:
-    loop: asyncio.AbstractEventLoop
-    client: TestClient[Any, Any]
-    db: FakeClickHouse
-    errors: _Errors
-    statuses: dict[int, int]
+    """The server of the campaign (not a dataclass: Hypothesis prints a dataclass field
+    by field with a failing example, and the fake's audit rows grow all along)."""
 
-    def __repr__(self) -> str:  # Hypothesis prints it with a failing example
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        client: TestClient[Any, Any],
+        db: FakeClickHouse,
+        errors: _Errors,
+    ) -> None:
+        self.loop, self.client, self.db, self.errors = loop, client, db, errors
+        self.statuses: dict[int, int] = {}
+
+    def __repr__(self) -> str:
         return f"Campaign(after {sum(self.statuses.values())} requests)"
 
 
@@ -246,7 +252,7 @@ def campaign() -> Iterator[Campaign]:
     client: TestClient[Any, Any] = TestClient(TestServer(app), loop=loop)
     loop.run_until_complete(client.start_server())
     try:
-        yield Campaign(loop, client, db, errors, {})
+        yield Campaign(loop, client, db, errors)
     finally:
         loop.run_until_complete(client.close())
         loop.close()
@@ -267,6 +273,9 @@ async def _send(c: Campaign, method: str, target: str, token: str | None) -> tup
         return r.status, True
 
 
+# The suite's 300 s per test would stop a big campaign: 0.1 s an example is ten times what
+# a request takes on a loaded 2-core machine.
+@pytest.mark.timeout(max(300, EXAMPLES // 10))
 @settings(
     max_examples=EXAMPLES,
     deadline=None,
