@@ -3,7 +3,7 @@
 One row per query in the `audit_log` table (sinks migration `audit_log`): who (the
 tracer's name from the API token, or the OS user for the CLI), through which channel,
 when, what (person or premises), the rule, the period, how many rows were returned, and
-the error when it failed.
+the error when it failed. Reading the audit log leaves a row too.
 """
 
 # The table name is `_ident`-checked by TraceTables; every value is a bound parameter.
@@ -22,7 +22,9 @@ from tracing.runner import QueryRunner
 from tracing.sql import TraceTables
 
 Channel = Literal["cli", "api"]
-Action = Literal["trace", "trace_premises"]
+# `read_audit`: the audit log read (API or CLI); `other`: an authenticated API request
+# that names no endpoint (404, 405), its method and path as the subject.
+Action = Literal["trace", "trace_premises", "read_audit", "other"]
 
 AUDIT_COLUMNS: Final = (
     "audit_id",

@@ -104,22 +104,32 @@ def premises_json(
     }
 
 
-def _csv(fields: Sequence[str], rows: Iterable[dict[str, object]]) -> str:
+def _csv(fields: Sequence[str], rows: Iterable[dict[str, object]], *, header: bool = True) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(fields)
+    if header:
+        writer.writerow(fields)
     for row in rows:
         writer.writerow([safe_cell(row[f]) for f in fields])
     return out.getvalue()
 
 
+def contacts_csv(contacts: Iterable[Contact], *, header: bool = True) -> str:
+    """Contacts as CSV lines (a streamed answer is these, a chunk at a time)."""
+    return _csv(CONTACT_FIELDS, (_contact_dict(c) for c in contacts), header=header)
+
+
+def visitors_csv(visitors: Iterable[Visitor], *, header: bool = True) -> str:
+    return _csv(VISITOR_FIELDS, (_visitor_dict(v) for v in visitors), header=header)
+
+
 def trace_csv(r: TraceResult) -> str:
     """The contacts, one row per person and premises (times ISO-8601 UTC)."""
-    return _csv(CONTACT_FIELDS, (_contact_dict(c) for c in r.contacts))
+    return contacts_csv(r.contacts)
 
 
 def premises_csv(r: PremisesResult) -> str:
-    return _csv(VISITOR_FIELDS, (_visitor_dict(v) for v in r.visitors))
+    return visitors_csv(r.visitors)
 
 
 def local_time(ms: int) -> str:

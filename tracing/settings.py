@@ -5,7 +5,10 @@ read the scans and write the audit log, not read it); `SCANTRACE_AUDIT_CLICKHOUS
 (and `__CA_FILE`) for reading the audit log (`/v1/audit`, `scantrace audit`) as the
 `auditor` user, the tracer's connection when empty; `SCANTRACE_API__TOKENS='{"TOKEN":
 {"name": "Nguyen Van A", "role": "tracer"}}'` (or `--tokens-file`), `SCANTRACE_API__PORT`,
-`SCANTRACE_API__PAGE_SIZE`, ...
+`SCANTRACE_API__PAGE_SIZE`, ... Every tracer query runs under a time and a memory limit:
+`SCANTRACE_API__MAX_EXECUTION_S` and `SCANTRACE_API__MAX_MEMORY_BYTES` for the API,
+`SCANTRACE_CLI__MAX_EXECUTION_S` and `SCANTRACE_CLI__MAX_MEMORY_BYTES` for `scantrace trace`
+(larger: a depth-2 trace of a large case from a shell may take minutes).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sinks.clickhouse_settings import ClickHouseSettings
+from tracing.runner import QueryLimits
 
 ROLES: Final = frozenset({"tracer", "auditor"})
 
@@ -35,9 +39,31 @@ class Principal:
     role: str
 
 
-class ApiOptions(BaseModel):
+GIB: Final = 2**30
+
+
+class Limits(BaseModel):
+    """The limits of every tracer query (ClickHouse `max_execution_time`,
+    `max_memory_usage`; 0: none). A query that hits one fails with the limit named."""
+
     model_config = ConfigDict(frozen=True)
 
+    max_execution_s: float = Field(default=120.0, ge=0)
+    max_memory_bytes: int = Field(default=4 * GIB, ge=0)
+
+    def limits(self) -> QueryLimits:
+        return QueryLimits(self.max_execution_s, self.max_memory_bytes)
+
+
+class CliOptions(Limits):
+    """`scantrace trace`: one question at a time, so larger limits than the API's (the
+    slowest depth-2 traces measured took a few minutes)."""
+
+    max_execution_s: float = Field(default=900.0, ge=0)
+    max_memory_bytes: int = Field(default=8 * GIB, ge=0)
+
+
+class ApiOptions(Limits):
     host: str = "127.0.0.1"
     port: int = Field(default=8090, ge=0, le=65535)
     # JSON {"TOKEN": {"name": "...", "role": "tracer"}}; masked whenever printed.
@@ -48,6 +74,13 @@ class ApiOptions(BaseModel):
     # ClickHouse connections, i.e. queries running at once.
     pool_size: int = Field(default=4, ge=1, le=64)
     shutdown_timeout_s: float = Field(default=30.0, ge=0)
+    # Whole answers kept for paging (JSON), by question: at most this many rows in all
+    # (a contact row costs about 1 KiB of memory), each for at most `answer_ttl_s`.
+    answer_cache_rows: int = Field(default=200_000, ge=0)
+    answer_ttl_s: float = Field(default=300.0, ge=0)
+    # The largest answer served as JSON pages; a larger one is refused (422) with a
+    # pointer to `format=csv`, which streams any size.
+    max_json_rows: int = Field(default=100_000, ge=1)
 
     def token_map(self) -> dict[str, Principal]:
         """`{token: Principal}`, checked. Raises `TokensError` (never quoting a token)."""
@@ -87,6 +120,7 @@ class TracerSettings(BaseSettings):
     # The audit log's readers connect as another ClickHouse user (role auditor).
     audit_clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)
     api: ApiOptions = Field(default_factory=ApiOptions)
+    cli: CliOptions = Field(default_factory=CliOptions)
 
     def auditor_clickhouse(self) -> ClickHouseSettings:
         """Where the audit log is read: `audit_clickhouse` when it has a URL (its CA file

@@ -63,6 +63,27 @@ QUERY_SETTINGS: Final[dict[str, object]] = {
 }
 
 
+def query_settings(
+    max_execution_s: float | None = None, max_memory_bytes: int | None = None
+) -> dict[str, object]:
+    """`QUERY_SETTINGS` with a query's limits (None or 0: none): `max_execution_time`
+    (the server stops the query and answers TIMEOUT_EXCEEDED) and `max_memory_usage`
+    (MEMORY_LIMIT_EXCEEDED). Grouping and sorting then spill to disk from half the memory
+    limit (ClickHouse's advice), never later than `_SPILL_BYTES`: a spill threshold above
+    the limit would fail a query that could have spilled. The per-query `SETTINGS`
+    clauses of the queries below name other settings, which the server adds to these."""
+    out = dict(QUERY_SETTINGS)
+    if max_execution_s:
+        out["max_execution_time"] = max_execution_s
+        out["timeout_overflow_mode"] = "throw"
+    if max_memory_bytes:
+        out["max_memory_usage"] = max_memory_bytes
+        spill = min(_SPILL_BYTES, max_memory_bytes // 2)
+        out["max_bytes_before_external_group_by"] = spill
+        out["max_bytes_before_external_sort"] = spill
+    return out
+
+
 def _ident(name: str) -> str:
     if not _IDENT.match(name):
         raise ValueError(f"not a plain table name: {name!r}")
@@ -198,6 +219,23 @@ CONTACT_COLUMNS: Final = (
     "district",
     "category",
 )
+
+# How answers list contacts after their degree: by contact start, then person, then
+# premises (one row per person and premises and degree: a total order).
+CONTACT_ORDER: Final = ("contact_from", "person_id", "premises_id")
+
+
+def in_contact_order(query: Query) -> Query:
+    """`query` (rows in `CONTACT_COLUMNS` order) sorted by `CONTACT_ORDER` in ClickHouse,
+    so that its rows can be streamed in the answer's order instead of sorted in memory.
+    Positional keys: the wrapped query's column names depend on its aliases."""
+    text, params = query
+    keys = ", ".join(str(CONTACT_COLUMNS.index(c) + 1) for c in CONTACT_ORDER)
+    return (
+        f"SELECT * FROM ({text}\n)\nORDER BY {keys}\nSETTINGS enable_positional_arguments = 1",
+        params,
+    )
+
 
 _PREMISES_COLS = "premises_name, district, category"
 _PREMISES_ANY = (

@@ -10,11 +10,13 @@ timeline runs beside it. Python only moves rows into models and parameters.
 
 from __future__ import annotations
 
+import itertools
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Final
+from typing import Final, TypeVar
 
 from ingest.contract import ScanRejected, now_ms, parse_timestamp
 from sinks.schema import MIGRATIONS
@@ -26,6 +28,7 @@ from tracing.runner import QueryRunner, Row
 from tracing.sql import TraceTables
 
 DAY_MS: Final = 86_400_000
+T = TypeVar("T")
 MAX_SUBJECT_LEN: Final = 64
 
 
@@ -33,10 +36,46 @@ class TraceInputError(ValueError):
     """The question cannot be asked (bad period, id or rule): HTTP 422, CLI exit 2."""
 
 
+# An optional sign and ASCII digits only: `int()` also takes other scripts' digits
+# (Arabic-Indic, fullwidth), blanks and underscores, and raises past 4,300 digits.
+_INTEGER: Final = re.compile(r"[+-]?[0-9]+", re.ASCII)
+MAX_INT_DIGITS: Final = 18  # every bound of the tracer fits; longer is out of range
+
+
+def _ascii_int(value: str) -> int | None:
+    """`value` as an int if it is a plain ASCII integer of at most MAX_INT_DIGITS digits
+    (leading zeros aside), else None. Never raises."""
+    if _INTEGER.fullmatch(value) is None:
+        return None
+    if len(value.lstrip("+-").lstrip("0")) > MAX_INT_DIGITS:
+        return None
+    return int(value)
+
+
+def parse_int(value: str, name: str, lo: int, hi: int) -> int:
+    """A query parameter as an integer in [lo, hi], or `TraceInputError` with the reason:
+    the one integer rule of the API and of `parse_time`."""
+    if _INTEGER.fullmatch(value) is None:
+        raise TraceInputError(f"{name} must be an integer (ASCII digits) from {lo} to {hi}")
+    number = _ascii_int(value)
+    if number is None or not lo <= number <= hi:
+        raise TraceInputError(f"{name} must be from {lo} to {hi}")
+    return number
+
+
 def parse_time(value: str, name: str) -> int:
     """ISO-8601 with an offset (or epoch ms digits) to epoch ms, or `TraceInputError`."""
+    if _INTEGER.fullmatch(value) is not None and value[0] not in "+-":
+        ms = _ascii_int(value)
+        if ms is None:
+            raise TraceInputError(f"{name}: out of range")
+        return _timestamp(ms, name)
+    return _timestamp(value, name)
+
+
+def _timestamp(value: int | str, name: str) -> int:
     try:
-        return parse_timestamp(int(value) if value.isdigit() else value, name)
+        return parse_timestamp(value, name)
     except ScanRejected as exc:
         raise TraceInputError(f"{name}: {exc.detail or exc.reason}") from None
 
@@ -78,11 +117,11 @@ def check_schema(runner: QueryRunner) -> None:
         )
 
 
-def _contacts(rows: list[Row], degree: int) -> list[Contact]:
+def _contact_rows(rows: Iterable[Row], degree: int) -> Iterator[Contact]:
     # Positional, from rows in sql.CONTACT_COLUMNS order: a large answer is thousands of
     # rows, and the named tuple's positional constructor is its cheapest path.
-    return [
-        Contact(
+    for person, premises, via, c_from, c_to, x_from, x_to, overlap, name, district, cat in rows:
+        yield Contact(
             person,
             degree,
             via if degree > 1 else None,
@@ -96,8 +135,15 @@ def _contacts(rows: list[Row], degree: int) -> list[Contact]:
             x_to,
             overlap,
         )
-        for person, premises, via, c_from, c_to, x_from, x_to, overlap, name, district, cat in rows
-    ]
+
+
+def _contacts(rows: list[Row], degree: int) -> list[Contact]:
+    return list(_contact_rows(rows, degree))
+
+
+def _answer_order(c: Contact) -> tuple[int, int, str, str]:
+    """The order of an answer's contacts: by degree, then as `sql.CONTACT_ORDER`."""
+    return (c.degree, c.contact_time_from, c.person_id, c.premises_id)
 
 
 def _timeline(
@@ -186,17 +232,43 @@ def _degree1(
         return timeline.result()[1], f1
 
 
-def trace_person(
+def primed(items: Iterator[T]) -> Iterator[T]:
+    """`items` with its first item already read: a streamed query has run when this
+    returns (ClickHouse sends the first block of a grouped or sorted answer once the
+    grouping is done), so its failures, limits included, come before any row is sent."""
+    for first in items:
+        return itertools.chain((first,), items)
+    return iter(())
+
+
+@dataclass(frozen=True, slots=True)
+class TraceStream:
+    """A trace whose contacts are read as ClickHouse sends them, in the answer's order.
+    The timeline and the degree-1 contacts are read whole: a case's visits are few, and
+    the degree-1 contacts are the degree-2 query's seeds. The degree-2 contacts (up to
+    millions of rows) stream from the runner's `iter_query`, sorted by ClickHouse
+    (`sql.in_contact_order`): read them to the end or close the runner."""
+
+    case: str
+    period_from: int
+    period_to: int
+    rule: Rule
+    visits: list[Visit]
+    contacts: Iterator[Contact]
+
+
+def stream_trace(
     runner: QueryRunner,
     person_id: str,
     from_ms: int,
     to_ms: int,
     rule: Rule,
     tables: TraceTables | None = None,
-) -> TraceResult:
+) -> TraceStream:
     tables = tables or TraceTables()
     visits, f1 = _degree1(runner, person_id, from_ms, to_ms, rule, tables)
-    contacts = list(f1)
+    f1.sort(key=_answer_order)
+    contacts: Iterator[Contact] = iter(f1)
     if rule.depth >= 2 and f1:
         earliest: dict[str, int] = {}
         for c in f1:
@@ -205,19 +277,35 @@ def trace_person(
             )
         seeds = sorted(earliest.items())
         exclude = [person_id, *earliest]
-        contacts += _contacts(runner.query(*sql.contacts(rule, seeds, to_ms, exclude, tables)), 2)
-    contacts.sort(key=lambda c: (c.degree, c.contact_time_from, c.person_id, c.premises_id))
-    return TraceResult(person_id, from_ms, to_ms, rule, visits, contacts)
+        degree2 = sql.in_contact_order(sql.contacts(rule, seeds, to_ms, exclude, tables))
+        f2 = primed(_contact_rows(runner.iter_query(*degree2), 2))
+        contacts = itertools.chain(f1, f2)
+    return TraceStream(person_id, from_ms, to_ms, rule, visits, contacts)
 
 
-def trace_premises(
+def trace_person(
+    runner: QueryRunner,
+    person_id: str,
+    from_ms: int,
+    to_ms: int,
+    rule: Rule,
+    tables: TraceTables | None = None,
+) -> TraceResult:
+    s = stream_trace(runner, person_id, from_ms, to_ms, rule, tables)
+    return TraceResult(s.case, s.period_from, s.period_to, s.rule, s.visits, list(s.contacts))
+
+
+def stream_premises(
     runner: QueryRunner,
     premises_id: str,
     from_ms: int,
     to_ms: int,
     tables: TraceTables | None = None,
-) -> PremisesResult:
-    visitors = [
+) -> Iterator[Visitor]:
+    """The visitors of a premises as ClickHouse sends them (ordered by first scan, then
+    person), the query run: read them to the end or close the runner."""
+    rows = runner.iter_query(*sql.premises_visitors(premises_id, from_ms, to_ms, tables))
+    return primed(
         Visitor(
             person_id=person,
             premises_id=premises_id,
@@ -228,10 +316,18 @@ def trace_premises(
             time_to=int(t1),
             scans=int(n),
         )
-        for person, t0, t1, n, name, district, cat in runner.query(
-            *sql.premises_visitors(premises_id, from_ms, to_ms, tables)
-        )
-    ]
+        for person, t0, t1, n, name, district, cat in rows
+    )
+
+
+def trace_premises(
+    runner: QueryRunner,
+    premises_id: str,
+    from_ms: int,
+    to_ms: int,
+    tables: TraceTables | None = None,
+) -> PremisesResult:
+    visitors = list(stream_premises(runner, premises_id, from_ms, to_ms, tables))
     return PremisesResult(premises_id, from_ms, to_ms, visitors)
 
 
@@ -267,21 +363,6 @@ class Tracer:
             raise
         self.audit.write(_replace(record, rows=result.rows, started=started))
         return result
-
-    def refused(
-        self,
-        actor: Actor,
-        action: Action,
-        subject: str,
-        reason: str,
-        *,
-        from_ms: int = 0,
-        to_ms: int = 0,
-        rule: dict[str, object] | None = None,
-    ) -> None:
-        """Audit a question refused before it could run (bad input, forbidden role)."""
-        record = AuditRecord(actor, action, subject[:256], from_ms, to_ms, self.clock(), rule or {})
-        self.audit.write(_replace(record, ok=False, error=reason, started=time.perf_counter()))
 
     def trace(
         self, actor: Actor, person_id: str, from_ms: int, to_ms: int, rule: Rule

@@ -5,17 +5,21 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import click
 from pydantic import ValidationError
 
+from ingest.contract import now_ms
 from scantrace.commands import server_overrides, setup_logging
-from tracing.audit import read_audit
+from scantrace.commands.trace import cli_actor
+from tracing.audit import AuditRecord, AuditWriter, read_audit
 from tracing.models import iso_utc
 from tracing.runner import ClickHouseRunner
 from tracing.settings import TokensError, TracerSettings
-from tracing.trace import TraceInputError, parse_time
+from tracing.trace import TraceInputError, error_text, parse_time
 
 
 @click.command()
@@ -64,25 +68,55 @@ def api(host: str | None, port: int | None, tokens_file: Path | None, log_level:
 @click.command()
 @click.option("--since", required=True, help="ISO-8601 with offset: entries at or after it")
 @click.option("--limit", type=click.IntRange(1, 1_000_000), default=1000, help="Most entries")
-@click.option("--actor", default=None, help="Only this tracer (name or OS user)")
+@click.option(
+    "--actor", default=None, help="Only this tracer: an API name, or `user (uid N)` for the CLI"
+)
 @click.option("--json", "as_json", is_flag=True, help="JSON lines instead of a table")
 def audit(since: str, limit: int, actor: str | None, as_json: bool) -> None:
-    """Read the audit log of tracer queries (CLI and API), oldest first."""
+    """Read the audit log of tracer queries (CLI and API), oldest first (audited)."""
     try:
         since_ms = parse_time(since, "since")
     except TraceInputError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     settings = TracerSettings()
+    limits = settings.cli.limits()
     try:
-        runner = ClickHouseRunner(settings.auditor_clickhouse())
+        # The log is read as the auditor and the reading written as the tracer: the
+        # auditor may only read it, the tracer only append to it.
+        reader = ClickHouseRunner(settings.auditor_clickhouse(), limits=limits)
+        writer = (
+            ClickHouseRunner(settings.clickhouse, limits=limits)
+            if settings.auditor_clickhouse() != settings.clickhouse
+            else reader
+        )
     except RuntimeError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
+    # Reading the log is audited like any question: who read whose trail, since when.
+    record = AuditRecord(
+        cli_actor("auditor"), "read_audit", actor or "", since_ms, now_ms(), now_ms(),
+        {"limit": limit},
+    )  # fmt: skip
+    started = time.perf_counter()
     try:
-        rows = read_audit(runner, since_ms, limit=limit, actor=actor)
+        rows = read_audit(reader, since_ms, limit=limit, actor=actor)
+        record = replace(record, rows=len(rows))
+    except Exception as exc:
+        record = replace(record, ok=False, error=error_text(exc))
+        click.echo(f"error: reading the audit log failed: {error_text(exc)}", err=True)
+        sys.exit(1)
     finally:
-        runner.close()
+        record = replace(record, duration_ms=round((time.perf_counter() - started) * 1000))
+        try:
+            AuditWriter(writer).write(record)
+        except Exception as exc:
+            click.echo(f"error: the audit log cannot be written: {error_text(exc)}", err=True)
+            sys.exit(1)
+        finally:
+            reader.close()
+            if writer is not reader:
+                writer.close()
     for r in rows:
         for k in ("at", "period_from", "period_to"):
             r[k] = iso_utc(int(r[k]))  # type: ignore[call-overload]

@@ -1,13 +1,17 @@
 """`scantrace trace` and `scantrace trace-premises`: the tracer's questions from a shell.
 
-Every question is written to the audit log with the OS user as the tracer, failed ones
-too. Exit status: 0 answered, 2 the question cannot be asked, 1 the query failed.
+Every question is written to the audit log with the OS user as the tracer (from the
+process's user id, not from USER or LOGNAME, which anyone can set), failed ones too. Every
+query runs under the CLI's limits (`SCANTRACE_CLI__MAX_EXECUTION_S`,
+`SCANTRACE_CLI__MAX_MEMORY_BYTES`). Exit status: 0 answered, 2 the question cannot be
+asked, 1 the query failed (a limit hit included).
 """
 
 from __future__ import annotations
 
-import getpass
 import json
+import os
+import pwd
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +30,7 @@ from tracing.formatting import (
     trace_table,
 )
 from tracing.rules import RULES, Rule, RuleError
-from tracing.runner import ClickHouseRunner
+from tracing.runner import ClickHouseRunner, QueryLimitExceeded
 from tracing.settings import TracerSettings
 from tracing.sql import TraceTables
 from tracing.trace import SchemaTooOld, TraceInputError, Tracer, check_schema, parse_time
@@ -56,18 +60,24 @@ def _with_period(f: Callable[..., None]) -> Callable[..., None]:
     return f
 
 
-def cli_actor() -> Actor:
+def os_user() -> str:
+    """The user this process runs as, from its real user id: `name (uid N)`, or
+    `uid N` for an id without a passwd entry (a container's)."""
+    uid = os.getuid()
     try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    return Actor(name=user, role="tracer", channel="cli")
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def cli_actor(role: str = "tracer") -> Actor:
+    return Actor(name=os_user(), role=role, channel="cli")
 
 
 def _ask(run: Callable[[Tracer], T]) -> T:
     settings = TracerSettings()
     try:
-        runner = ClickHouseRunner(settings.clickhouse)
+        runner = ClickHouseRunner(settings.clickhouse, limits=settings.cli.limits())
     except RuntimeError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
@@ -86,6 +96,13 @@ def _ask(run: Callable[[Tracer], T]) -> T:
     except TraceInputError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except QueryLimitExceeded as exc:  # audited too
+        click.echo(
+            f"error: {exc}: ask a narrower question, or raise SCANTRACE_CLI__MAX_EXECUTION_S"
+            " / SCANTRACE_CLI__MAX_MEMORY_BYTES",
+            err=True,
+        )
+        sys.exit(1)
     except Exception as exc:  # the failure is audited; the user gets one line
         click.echo(f"error: query failed: {type(exc).__name__}: {exc}", err=True)
         sys.exit(1)

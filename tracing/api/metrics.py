@@ -48,3 +48,15 @@ class ApiMetrics:
             "Tracer queries being answered",
             registry=registry,
         )
+        self.audit_failures = Counter(
+            f"{PREFIX}audit_failures_total",
+            "Audit rows that could not be written (a streamed answer had left already;"
+            " any other answer was replaced by 503)",
+            registry=registry,
+        )
+        self.answer_cache = Counter(
+            f"{PREFIX}answer_cache_total",
+            "Lookups of whole answers kept for paging, by result (hit, miss)",
+            ["result"],
+            registry=registry,
+        )

@@ -89,14 +89,29 @@ def openapi_document(retention_days: int, options: ApiOptions) -> dict[str, obje
             "next_offset": {"type": ["integer", "null"]},
         },
     }
+    error_body = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
     errors: dict[str, object] = {
-        "401": {"description": "missing or unknown bearer token"},
-        "403": {"description": "the token's role may not do this"},
+        "401": {"description": "missing or unknown bearer token (not audited: no identity)"},
+        "403": {"description": "the token's role may not do this (audited)", "content": error_body},
         "422": {
-            "description": "invalid input: the reason is in `detail`",
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+            "description": (
+                "`invalid`: a parameter is unknown, repeated, empty, not an integer in ASCII"
+                " digits, out of range, or not an ISO-8601 time with an offset, or the period"
+                " is wrong; `too_large`: a JSON answer larger than"
+                f" {options.max_json_rows} rows (ask for format=csv). The reason is in"
+                " `detail`; audited"
+            ),
+            "content": error_body,
         },
-        "503": {"description": "the query failed (audited)"},
+        "503": {
+            "description": (
+                "`query_limit`: the query hit its time or memory limit"
+                f" ({options.max_execution_s:g} s, {options.max_memory_bytes} bytes), named in"
+                " `detail`; `query_failed`: ClickHouse failed; `audit_failed`: the audit row"
+                " could not be written, so nothing is answered. Audited, but for audit_failed"
+            ),
+            "content": error_body,
+        },
     }
     return {
         "openapi": "3.1.0",
@@ -104,8 +119,13 @@ def openapi_document(retention_days: int, options: ApiOptions) -> dict[str, obje
             "title": "scantrace tracer API",
             "version": "1",
             "description": (
-                "Exposure queries over QR check-in scans. Every query is audited. Periods"
-                f" may not be longer than the {retention_days}-day retention."
+                "Exposure queries over QR check-in scans. Every request with a known token"
+                " leaves exactly one audit row, refused ones (403, 404, 405, 422) and failed"
+                " ones (503) included, and reads of the audit log too. Periods may not be"
+                f" longer than the {retention_days}-day retention. Every query runs under a"
+                " time and a memory limit. JSON answers are paged from the whole answer,"
+                " kept for a while; format=csv streams the whole answer: a response that"
+                " ends without its final chunk was cut (a failure) and is incomplete."
             ),
         },
         "components": {
@@ -205,7 +225,13 @@ def openapi_document(retention_days: int, options: ApiOptions) -> dict[str, obje
                             "since", _string("ISO-8601 with offset", "date-time"), required=True
                         ),
                         _param("limit", _int(1, 100_000, 1000, "rows")),
-                        _param("actor", {"type": "string"}),
+                        _param(
+                            "actor",
+                            {
+                                "type": "string",
+                                "description": "only this tracer (the CLI's: `user (uid N)`)",
+                            },
+                        ),
                     ],
                     "responses": _responses({"description": "audit entries, oldest first"}, errors),
                 }

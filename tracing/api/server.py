@@ -32,10 +32,13 @@ async def serve(
     tokens = options.token_map()  # fails fast on a bad table
     if not tokens:
         log.warning("no API tokens configured: every query will get 401")
-    pool = RunnerPool(lambda: ClickHouseRunner(settings.clickhouse), size=options.pool_size)
+    limits = options.limits()
+    pool = RunnerPool(
+        lambda: ClickHouseRunner(settings.clickhouse, limits=limits), size=options.pool_size
+    )
     auditor = settings.auditor_clickhouse()
     audit_pool = (
-        RunnerPool(lambda: ClickHouseRunner(auditor), size=1)
+        RunnerPool(lambda: ClickHouseRunner(auditor, limits=limits), size=1)
         if auditor != settings.clickhouse
         else None
     )

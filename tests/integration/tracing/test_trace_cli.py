@@ -1,12 +1,14 @@
 """`scantrace trace`, `trace-premises` and `audit` against the real ClickHouse: formats,
-exit codes, and the audit row with the OS user, for answered and refused questions."""
+exit codes, and the audit row with the OS user (from the user id, whatever USER and
+LOGNAME say), for answered and refused questions and for reading the log."""
 
 from __future__ import annotations
 
 import csv
-import getpass
 import io
 import json
+import os
+import pwd
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from tracegen import insert_scans
 
 from scantrace.cli import main
 from sinks.clickhouse_settings import ClickHouseSettings
+from sinks.client import connect
 from tracing.audit import read_audit
 from tracing.models import iso_utc
 from tracing.runner import ClickHouseRunner
@@ -52,8 +55,13 @@ def _audit(settings: ClickHouseSettings) -> list[dict[str, object]]:
 
 
 def test_trace_formats_and_audit(
-    env: dict[str, str], clickhouse_settings: ClickHouseSettings, tmp_path: Path
+    env: dict[str, str],
+    clickhouse_settings: ClickHouseSettings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    for name in ("USER", "LOGNAME", "LNAME", "USERNAME"):
+        monkeypatch.setenv(name, "mallory")
     cli = CliRunner()
     period = ["--from", env["from"], "--to", env["to"]]
     r = cli.invoke(main, ["trace", "CASE", *period, "--format", "json"])
@@ -99,12 +107,20 @@ def test_trace_formats_and_audit(
         ("trace", False),
         ("trace", False),
     ]
-    assert {a["actor"] for a in rows_} == {getpass.getuser()}
+    me = f"{pwd.getpwuid(os.getuid()).pw_name} (uid {os.getuid()})"
+    assert {a["actor"] for a in rows_} == {me}
     assert {a["channel"] for a in rows_} == {"cli"}
     assert [a["rows"] for a in rows_[:4]] == [1, 1, 1, 3]
     r = cli.invoke(main, ["audit", "--since", "2020-01-01T00:00:00Z", "--json"])
     assert r.exit_code == 0
     assert len(r.output.splitlines()) == 6
+    read = _audit(clickhouse_settings)[-1]  # reading the log left a row of its own
+    assert (read["action"], read["actor"], read["role"], read["rows"]) == (
+        "read_audit",
+        me,
+        "auditor",
+        6,
+    )
 
 
 def test_bad_input_exits_2(env: dict[str, str]) -> None:
@@ -115,3 +131,30 @@ def test_bad_input_exits_2(env: dict[str, str]) -> None:
         main, ["trace", "CASE", "--from", env["from"], "--to", env["to"], "--window-min", "-1"]
     )
     assert r.exit_code == 2 and "window_min" in r.output
+
+
+def test_a_query_stopped_at_its_limit_is_one_error_line(
+    env: dict[str, str], clickhouse_settings: ClickHouseSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """300,000 visitors at one premises, the CLI's queries limited to 64 MiB: the
+    grouping needs more; one `error:` line naming the limit, exit 1, audited."""
+    at = (int(datetime.now(tz=UTC).timestamp()) - 86_400) * 1000
+    client = connect(clickhouse_settings)
+    try:
+        client.execute(
+            "INSERT INTO scans (event_id, person_id, premises_id, scanned_at, kind, gateway_id,"
+            " processed_at, premises_name, category, district, ward, agency, dwell_minutes)"
+            " SELECT concat('b', toString(number)), concat('P', toString(number)), 'BIG',"
+            f" toDateTime64({at // 1000} + number % 3600, 3, 'UTC'), 'checkin', 'gw', now64(3),"
+            " 'Chợ lớn', 'market', 'd', 'w', 'a', 45 FROM numbers(300000)"
+        )
+    finally:
+        client.disconnect()
+    monkeypatch.setenv("SCANTRACE_CLI__MAX_MEMORY_BYTES", str(64 * 2**20))
+    period = ["--from", iso_utc(at - 3_600_000), "--to", iso_utc(at + 7_200_000)]
+    r = CliRunner().invoke(main, ["trace-premises", "BIG", *period, "--format", "csv"])
+    assert r.exit_code == 1
+    (line,) = r.output.splitlines()
+    assert line.startswith("error: the query was stopped at its memory limit of 64 MiB")
+    (row,) = _audit(clickhouse_settings)
+    assert not row["ok"] and "memory limit of 64 MiB" in str(row["error"])

@@ -156,6 +156,9 @@ class _OneConnection:
     def query(self, sql: str, params: Mapping[str, object]) -> list[Row]:
         return self.runner.query(sql, params)
 
+    def iter_query(self, sql: str, params: Mapping[str, object]) -> Iterator[Row]:
+        return self.runner.iter_query(sql, params)
+
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Row]) -> None:
         self.runner.insert(table, columns, rows)
 

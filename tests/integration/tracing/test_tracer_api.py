@@ -219,12 +219,14 @@ def test_401_403_422_and_audit(api_env: dict[str, Any]) -> None:
 
     run(env, body)
     rows = env["audit"]()
-    # 401s have no identity to audit; every 403 and 422 on a query is one failed row.
-    assert len(rows) == 2 + 10 + 1
+    # 401s have no identity to audit; every 403 and 422 is one failed row, the refused
+    # reads of the audit log included.
+    assert len(rows) == 2 + 2 + 10 + 1
     assert not any(r["ok"] for r in rows)
     assert {r["actor"] for r in rows} == {"Tran Thi B", "Le Van C", "Nguyen Van A"}
     assert all(r["error"] for r in rows)
-    assert sum(r["error"].startswith("403") for r in rows) == 2
+    assert sum(r["error"].startswith("403") for r in rows) == 4
+    assert [r["action"] for r in rows].count("read_audit") == 2
 
 
 def test_failed_query_is_audited(api_env: dict[str, Any], clickhouse_settings: Any) -> None:

@@ -3,7 +3,7 @@ connection fails the trace (never an answer without its timeline)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import pytest
 
@@ -34,6 +34,9 @@ class Fake:
         if kind == self.fail:
             raise RuntimeError(f"{kind} failed")
         return list(CASE_SCANS) if kind == "scans" else []
+
+    def iter_query(self, sql: str, params: Mapping[str, object]) -> Iterator[Row]:
+        return iter(self.query(sql, params))
 
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Row]) -> None:
         raise AssertionError("no inserts")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import pytest
 
@@ -21,6 +21,9 @@ class Versions:
         if self.version is None:
             raise RuntimeError("Code: 60. Unknown table expression identifier 'schema_migrations'")
         return [(self.version,)]
+
+    def iter_query(self, sql: str, params: Mapping[str, object]) -> Iterator[Row]:
+        return iter(self.query(sql, params))
 
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Row]) -> None:
         raise AssertionError("no inserts")
