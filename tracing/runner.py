@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import uuid
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -87,11 +88,19 @@ class ClickHouseRunner:
         self._client = client or connect(settings, send_receive_timeout=timeout)
         self._sibling: ClickHouseRunner | None = None
         self._open: object | None = None  # the token of a streamed answer not read to its end
+        # A prefix of the ids of this runner's queries (and its sibling's), so that another
+        # connection can stop them by id (`KILL QUERY`): set by a depth-2 job.
+        self.query_tag = ""
+
+    def _query_id(self) -> str:
+        return f"{self.query_tag}{uuid.uuid4().hex}" if self.query_tag else ""
 
     def query(self, sql: str, params: Mapping[str, object]) -> list[Row]:
         self._end_open()
         try:
-            rows = self._client.execute(sql, dict(params), settings=self._settings)
+            rows = self._client.execute(
+                sql, dict(params), settings=self._settings, query_id=self._query_id()
+            )
         except errors.ServerException as exc:
             raise self._limit_error(exc) from exc
         return [tuple(r) for r in rows]
@@ -100,7 +109,9 @@ class ClickHouseRunner:
         self._end_open()
         settings = {**self._settings, "max_block_size": STREAM_BLOCK_ROWS}
         try:
-            rows = self._client.execute_iter(sql, dict(params), settings=settings)
+            rows = self._client.execute_iter(
+                sql, dict(params), settings=settings, query_id=self._query_id()
+            )
         except errors.ServerException as exc:
             raise self._limit_error(exc) from exc
         token = self._open = object()
@@ -142,6 +153,7 @@ class ClickHouseRunner:
     def sibling(self) -> ClickHouseRunner:
         if self._sibling is None:
             self._sibling = ClickHouseRunner(self.settings, limits=self.limits)
+        self._sibling.query_tag = self.query_tag
         return self._sibling
 
     def close(self) -> None:
