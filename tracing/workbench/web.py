@@ -141,6 +141,9 @@ class Workbench:
             return await handler(request)
         except PageError as exc:
             return self.error_page(request, exc)
+        except Exception as exc:
+            log.error("workbench page failed: %s", error_text(exc, 2000))
+            return self.error_page(request, PageError(503, "failed", type(exc).__name__))
 
     async def _signed_in(
         self, request: web.Request, handler: Handler, route: Route
