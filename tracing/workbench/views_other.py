@@ -244,7 +244,9 @@ async def public_list(wb: Workbench) -> tuple[list[dict[str, object]], str]:
 async def public_page(wb: Workbench, request: web.Request) -> web.StreamResponse:
     found, _ = await public_list(wb)
     response = wb.render(request, "public_sites.html", sites=found)
+    # the same page for everyone (no session shown), but in the reader's language
     response.headers["Cache-Control"] = f"public, max-age={int(wb.options.public_cache_s)}"
+    response.headers["Vary"] = "Cookie"
     return response
 
 
