@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import queue
 import threading
-import uuid
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -88,19 +87,11 @@ class ClickHouseRunner:
         self._client = client or connect(settings, send_receive_timeout=timeout)
         self._sibling: ClickHouseRunner | None = None
         self._open: object | None = None  # the token of a streamed answer not read to its end
-        # A prefix of the ids of this runner's queries (and its sibling's), so that another
-        # connection can stop them by id (`KILL QUERY`): set by a depth-2 job.
-        self.query_tag = ""
-
-    def _query_id(self) -> str:
-        return f"{self.query_tag}{uuid.uuid4().hex}" if self.query_tag else ""
 
     def query(self, sql: str, params: Mapping[str, object]) -> list[Row]:
         self._end_open()
         try:
-            rows = self._client.execute(
-                sql, dict(params), settings=self._settings, query_id=self._query_id()
-            )
+            rows = self._client.execute(sql, dict(params), settings=self._settings)
         except errors.ServerException as exc:
             raise self._limit_error(exc) from exc
         return [tuple(r) for r in rows]
@@ -109,9 +100,7 @@ class ClickHouseRunner:
         self._end_open()
         settings = {**self._settings, "max_block_size": STREAM_BLOCK_ROWS}
         try:
-            rows = self._client.execute_iter(
-                sql, dict(params), settings=settings, query_id=self._query_id()
-            )
+            rows = self._client.execute_iter(sql, dict(params), settings=settings)
         except errors.ServerException as exc:
             raise self._limit_error(exc) from exc
         token = self._open = object()
@@ -150,10 +139,22 @@ class ClickHouseRunner:
         cols = ", ".join(f"`{c}`" for c in columns)
         self._client.execute(f"INSERT INTO {table} ({cols}) VALUES", list(rows))
 
+    def cancel(self) -> None:
+        """From another thread: ask the server to stop the query this runner (or its
+        sibling) is running, with a Cancel packet on its own connection: no privilege is
+        needed, where `KILL QUERY` needs to read `system.processes`. The running call then
+        ends early, with an error or with the rows read so far: the caller must know that
+        it cancelled."""
+        for runner in (self, self._sibling):
+            if runner is None:
+                continue
+            connection = runner._client.connection
+            if connection.connected and connection.is_query_executing:
+                connection.send_cancel()
+
     def sibling(self) -> ClickHouseRunner:
         if self._sibling is None:
             self._sibling = ClickHouseRunner(self.settings, limits=self.limits)
-        self._sibling.query_tag = self.query_tag
         return self._sibling
 
     def close(self) -> None:

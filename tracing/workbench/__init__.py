@@ -46,7 +46,6 @@ def add_workbench(
 ) -> Workbench:
     jobs = Jobs(
         job_pool,
-        api.pool,
         max_jobs=options.max_jobs,
         max_rows=options.job_max_rows,
         tables=api.tables,

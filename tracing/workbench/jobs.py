@@ -2,11 +2,12 @@
 that shows their progress, cancellable, their answer kept while the session lives (and
 paged from memory), so that no request waits on one.
 
-A job's queries carry ids that start with the job's tag: cancelling sets the job's flag
-(checked between queries and between blocks of rows) and stops what ClickHouse runs with
-`KILL QUERY WHERE startsWith(query_id, tag)` from another connection (a user may stop its
-own queries without any grant). A job runs under the workbench's job limits, larger than
-a request's: nobody waits on it.
+Cancelling sets the job's flag (checked between queries, between blocks of rows and once
+more at the end, so that a query cut short never looks like a complete answer) and asks
+ClickHouse to stop the query running on the job's connection (`ClickHouseRunner.cancel`:
+a Cancel packet on that connection; `KILL QUERY` would need the tracer's user to read
+`system.processes`, everyone's queries included). A job runs under the workbench's job
+limits, larger than a request's: nobody waits on it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -60,7 +60,7 @@ class Job:
     error: str = ""
     result: TraceResult | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
-    tag: str = field(default_factory=lambda: f"wbjob-{uuid.uuid4().hex[:12]}-")
+    runner: QueryRunner | None = None  # the connection while it runs
 
     @property
     def question(self) -> tuple[str, int, int, Rule]:
@@ -121,14 +121,12 @@ class Jobs:
     def __init__(
         self,
         pool: RunnerPool,
-        kill_pool: RunnerPool,
         *,
         max_jobs: int,
         max_rows: int,
         tables: TraceTables | None = None,
     ) -> None:
         self.pool = pool
-        self.kill_pool = kill_pool
         self.max_rows = max_rows
         self.tables = tables or TraceTables()
         self._executor = ThreadPoolExecutor(max_workers=max_jobs, thread_name_prefix="wbjob")
@@ -155,14 +153,11 @@ class Jobs:
         job.state, job.started = "running", time.monotonic()
         try:
             with self.pool.runner() as runner:
-                tagged = hasattr(runner, "query_tag")
-                if tagged:
-                    runner.query_tag = job.tag  # type: ignore[attr-defined]
+                job.runner = runner
                 try:
                     job.result = self._trace(_Watched(runner, job), job)
                 finally:
-                    if tagged:
-                        runner.query_tag = ""  # type: ignore[attr-defined]
+                    job.runner = None
             job.state = "done"
         except Exception as exc:
             if job.cancel.is_set():
@@ -178,6 +173,8 @@ class Jobs:
 
     def _trace(self, runner: QueryRunner, job: Job) -> TraceResult:
         s = stream_trace(runner, job.person_id, job.from_ms, job.to_ms, job.rule, self.tables)
+        if job.cancel.is_set():
+            raise JobCancelled
         job.stage = "reading"
         contacts: list[Contact] = []
         for c in s.contacts:
@@ -192,27 +189,28 @@ class Jobs:
             if c.degree == 1:
                 job.f1 += 1
         job.rows = len(contacts)
+        if job.cancel.is_set():  # a cancelled query may end as if it had no more rows
+            raise JobCancelled
         return TraceResult(s.case, s.period_from, s.period_to, s.rule, s.visits, contacts)
 
     def cancel(self, job: Job) -> None:
-        """Set the flag and stop the job's queries on the server (blocking: call it from
-        a worker thread)."""
+        """Set the flag and ask the server to stop the job's query."""
         job.cancel.set()
-        if job.state != "running":
+        runner = job.runner
+        stop = getattr(runner, "cancel", None)
+        if stop is None:
             return
         try:
-            with self.kill_pool.runner() as r:
-                r.query("KILL QUERY WHERE startsWith(query_id, %(tag)s) ASYNC", {"tag": job.tag})
+            stop()
         except Exception as exc:  # the flag stops it at its next block all the same
-            log.warning("KILL QUERY for a job failed: %s", error_text(exc))
+            log.warning("cancelling a job's query failed: %s", error_text(exc))
 
     def drop(self, jobs: dict[str, Job]) -> None:
-        """A session ended: its jobs stop and their answers go (called on the loop)."""
+        """A session ended: its jobs stop and their answers go."""
         running = [j for j in jobs.values() if j.state not in FINISHED]
         jobs.clear()
-        for j in running:  # not on the executor: its workers may all be busy with jobs
-            j.cancel.set()
-            threading.Thread(target=self.cancel, args=(j,), daemon=True).start()
+        for j in running:
+            self.cancel(j)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

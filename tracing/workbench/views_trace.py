@@ -240,7 +240,7 @@ async def job_cancel(wb: Workbench, request: web.Request) -> web.StreamResponse:
     scope = wb.scope(request)
     scope.subject = job.person_id
     scope.rule = {"job": job.job_id, "cancel": True}
-    await asyncio.to_thread(wb.jobs.cancel, job)
+    wb.jobs.cancel(job)
     return redirect(f"/jobs/{job.job_id}")
 
 
