@@ -23,6 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
+from sinks.schema import MIGRATIONS
 from tracing.api.app import TracerApi
 from tracing.runner import RunnerPool
 from tracing.settings import TRACING_ROLES, WorkbenchOptions
@@ -30,7 +31,10 @@ from tracing.workbench import sites_api, views_other, views_trace
 from tracing.workbench.jobs import Jobs
 from tracing.workbench.web import HERE, Route, Workbench
 
-__all__ = ["Workbench", "add_workbench"]
+__all__ = ["WORKBENCH_SCHEMA", "Workbench", "add_workbench"]
+
+# The migration that makes the workbench's tables: `scantrace api` refuses an older schema.
+WORKBENCH_SCHEMA = next(m.version for m in MIGRATIONS if m.name == "workbench")
 
 AUDITOR = frozenset({"auditor"})
 ANYONE = frozenset({"tracer", "supervisor", "auditor"})
