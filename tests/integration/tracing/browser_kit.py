@@ -63,6 +63,7 @@ def chromium(downloads: Path) -> Iterator[Any]:
             "intl.accept_languages": "vi,en",
         },
     )
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # CSP violations
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
     driver.set_page_load_timeout(120)
     try:
@@ -96,3 +97,8 @@ def wait_until(check: Callable[[], Any], what: str, timeout: float = 60.0) -> An
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.2)
+
+
+def console_errors(driver: Any) -> list[str]:
+    """The browser console's errors since the last call (a CSP violation is one)."""
+    return [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]

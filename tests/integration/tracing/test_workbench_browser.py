@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser_kit import chromium, screenshot_on_failure, serve, wait_until
+from browser_kit import chromium, console_errors, screenshot_on_failure, serve, wait_until
 from workbench_kit import Env, make_env
 
 from sinks.clickhouse_settings import ClickHouseSettings
@@ -154,6 +154,17 @@ def test_a_tracers_day_in_the_browser(env: Env, tmp_path: Path) -> None:
             chosen = Select(row.find_element(By.NAME, "status")).first_selected_option
             assert chosen.get_attribute("value") == "called"
             assert "Nguyen Van A" in row.text
+
+            # the premises of the first visit: registry, scans per hour, the case's map
+            link = driver.find_element(By.CSS_SELECTOR, "#timeline tbody a")
+            back = driver.current_url
+            link.click()
+            wait_until(lambda: "/premises/" in driver.current_url, "the premises page")
+            assert driver.find_elements(By.CSS_SELECTOR, ".map svg .dot.current")
+            assert driver.find_elements(By.CSS_SELECTOR, "#visitors tbody tr")
+            assert driver.find_elements(By.CSS_SELECTOR, "svg.chart rect.bar")
+            driver.get(back)
+            assert console_errors(driver) == []  # no CSP violation, no script error
 
             # propose the first visit as an exposure site
             first = driver.find_element(By.ID, "visit-1")
