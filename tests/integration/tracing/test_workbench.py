@@ -120,6 +120,20 @@ def test_without_a_session_every_page_redirects_to_login(env: Env) -> None:
             assert r.status == 200, path
         r = await c.get("/v1/exposure-sites")
         assert r.status == 200 and (await r.json())["sites"] == []
+        # the OpenAPI document covers the new endpoints, and its page renders it locally
+        doc = await (await c.get("/openapi.json")).json()
+        assert {"get", "post"} <= set(doc["paths"]["/v1/exposure-sites"])
+        assert doc["paths"]["/v1/exposure-sites"]["get"]["security"] == []
+        assert "post" in doc["paths"]["/v1/exposure-sites/{id}/{decision}"]
+        page = await (await c.get("/docs/api")).text()
+        assert "POST /v1/exposure-sites/{id}/{decision}" in page and "//" not in page.replace(
+            "http://", ""
+        ).replace("https://", "")  # nothing loaded from elsewhere
+        # Vietnamese by default, English on request (remembered)
+        assert "Địa điểm có nguy cơ phơi nhiễm" in await (await c.get("/exposure-sites")).text()
+        r = await c.get("/exposure-sites", params={"lang": "en"})
+        assert "<h1>Exposure sites</h1>" in await r.text()
+        assert 'lang="en"' in await (await c.get("/login")).text()
 
     run(env, body)
     assert env.audit() == []  # nobody signed in: nothing to audit
