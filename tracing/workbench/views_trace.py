@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -102,7 +103,7 @@ async def trace(wb: Workbench, request: web.Request) -> web.StreamResponse:
 def _start_job(wb: Workbench, request: web.Request, form: TraceForm) -> Job:
     session = request[SESSION_KEY]
     job = Job(
-        job_id=f"{len(session.jobs) + 1}-{now_ms() % 100000:05d}",
+        job_id=secrets.token_hex(6),
         person_id=form.person,
         from_ms=form.from_ms,
         to_ms=form.to_ms,
