@@ -213,7 +213,7 @@ def collect(runner: QueryRunner, period: Period, trend_weeks: int = 8) -> Report
         found = _by_day(runner.query(*daily(min(rest), max(rest))))
         days |= {d: a for d, a in found.items() if d in rest}
     # A week with no scan at all is no data, not a week of zeros.
-    weeks = {m: w for m, w in weeks.items() if w}
+    weeks = {m: w for m, w in weeks.items() if w.get(TOTAL, Activity()).scans}
     [(cut,)] = runner.query(*cutoff())
     return ReportData(
         registered=reg,
