@@ -41,6 +41,7 @@ from typing import Any, Final, Literal
 import msgpack
 import msgspec
 
+from ingest.contract import ScanRejected, parse_timestamp
 from ingest.deadletter import DeadLetter
 from ingest.premises import Premises
 from processors.records import (
@@ -78,6 +79,10 @@ DEAD_LETTER_COLUMNS: Final = (
     "offset",
     "at",
     "event_id",
+    # read from the raw bytes when they are a scan (`scan_fields`): the report's columns
+    "premises_id",
+    "gateway_id",
+    "scanned_at",
 )
 COLUMNS: Final[dict[Kind, tuple[str, ...]]] = {
     "scans": SCAN_COLUMNS,
@@ -126,7 +131,7 @@ def insert_sql(table: str, columns: Sequence[str]) -> str:
     return f"INSERT INTO `{table}` ({names}) VALUES"
 
 
-_dead_row: Final = operator.itemgetter(*DEAD_LETTER_COLUMNS)
+_dead_row: Final = operator.itemgetter(*DEAD_LETTER_COLUMNS[:-3])
 _premises_fields: Final = frozenset(Premises.__dataclass_fields__)
 _dead_letter_fields: Final = frozenset(DeadLetter.__dataclass_fields__)
 
@@ -261,7 +266,36 @@ def dead_row(
         offset,
         at_ms,
         event_id,
+        *scan_fields(raw),
     )
+
+
+# A scan's map is small; bigger bytes (a whole frame, a request body) are not looked into.
+MAX_SCAN_BYTES: Final = 4096
+
+
+def scan_fields(raw: bytes | None) -> tuple[str, str, int | None]:
+    """(premises_id, gateway_id, scanned_at in epoch ms) of the scan in a dead letter's raw
+    bytes, as far as they can be read; ("", "", None) when they are no scan map. Only
+    these leave the raw bytes: the person id never does."""
+    if not raw or len(raw) > MAX_SCAN_BYTES:
+        return "", "", None
+    try:
+        obj = _unpackb(raw)
+    except Exception:  # msgpack raises a family of unrelated types on bad input
+        return "", "", None
+    if not isinstance(obj, dict):
+        return "", "", None
+
+    def text(name: str) -> str:
+        value = obj.get(name)
+        return value[:64] if isinstance(value, str) and value.isprintable() else ""
+
+    try:
+        at: int | None = parse_timestamp(obj.get("scanned_at"), "scanned_at")
+    except ScanRejected:
+        at = None
+    return text("premises_id"), text("gateway_id"), at
 
 
 def _event_id(value: bytes | None) -> str:
@@ -376,7 +410,7 @@ def _dead_letter(value: bytes | None) -> Row:
         dl = DeadLetter(**_checked(_map(value), _dead_letter_fields))
     except TypeError as exc:
         raise ValueError(str(exc)) from None
-    return _dead_row(dl.to_wire())  # type: ignore[no-any-return]
+    return (*_dead_row(dl.to_wire()), *scan_fields(dl.raw))
 
 
 def _slow(

@@ -304,15 +304,45 @@ REPORT_COUNTS = Table(
     dedup_window=False,  # a recount must land even when its numbers are unchanged
 )
 
-# The report's groups: every premises in one agency, one district, one category, and the
-# province; `grouping()` names the set a row belongs to. Shared with `tracing.report`.
+# The report's groups: every premises in one agency, one district, one ward, one category,
+# and the province; and two cross groups: agency by district (the cross table) and agency
+# by category (an agency's own `office` premises: its staff). `grouping()` names the set a
+# row belongs to; a cross group's key is its two keys joined by GROUP_SEP. Shared with
+# `tracing.report`.
+GROUPINGS: Final = (
+    ("agency", "district"),
+    ("agency", "category"),
+    ("agency",),
+    ("district",),
+    ("ward",),
+    ("category",),
+)
+GROUP_SEP: Final = "\x1f"  # never in a registry's names (a control character)
+
+
+def group_sets(prefix: str = "") -> str:
+    """GROUPING SETS over `p` (the registry), each set led by `prefix` ("f, ") if any."""
+    sets = [f"({prefix}{', '.join(f'p.{c}' for c in cols)})" for cols in GROUPINGS]
+    return f"GROUPING SETS ({', '.join(sets)}, ({prefix.rstrip(', ')}))"
+
+
+def _in_set(cols: tuple[str, ...]) -> str:
+    return " AND ".join(f"grouping(p.{c}) = 0" for c in cols)
+
+
 GROUP_DIMENSION: Final = (
-    "multiIf(grouping(p.agency) = 0, 'agency', grouping(p.district) = 0, 'district', "
-    "grouping(p.category) = 0, 'category', 'total')"
+    "multiIf("
+    + ", ".join(f"{_in_set(cols)}, '{'_'.join(cols)}'" for cols in GROUPINGS)
+    + ", 'total')"
 )
 GROUP_KEY: Final = (
-    "multiIf(grouping(p.agency) = 0, p.agency, grouping(p.district) = 0, p.district, "
-    "grouping(p.category) = 0, p.category, '')"
+    "multiIf("
+    + ", ".join(
+        f"{_in_set(cols)}, "
+        + (f"concat(p.{cols[0]}, '\\x1f', p.{cols[1]})" if len(cols) == 2 else f"p.{cols[0]}")
+        for cols in GROUPINGS
+    )
+    + ", '')"
 )
 
 
@@ -329,10 +359,10 @@ def counts_insert(period: str, where: str, db: str = "") -> str:
         "       uniqExact(d.premises_id), uniqExactMerge(d.scans), uniqExactMerge(d.scanners),"
         " now64(3)\n"
         f"FROM {db}premises_daily_sets AS d\n"
-        "GLOBAL INNER JOIN (SELECT premises_id, category, district, agency"
+        "GLOBAL INNER JOIN (SELECT premises_id, category, district, ward, agency"
         f" FROM {db}premises FINAL) AS p ON d.premises_id = p.premises_id\n"
         f"WHERE {where}\n"
-        "GROUP BY GROUPING SETS ((f, p.agency), (f, p.district), (f, p.category), (f))"
+        f"GROUP BY {group_sets('f, ')}"
     )
 
 
@@ -502,6 +532,37 @@ KEYED_SETS: Final = (
     " MODIFY TTL toDateTime(at) + INTERVAL {audit_retention_days} DAY",
 )
 
+# The groups added to the counts (ward, agency by district, agency by category), counted
+# for the complete days and weeks whose sets are all still there (the sink counts the
+# later ones): a period counted before had only agency, district and category.
+_SETS_WHOLE: Final = f"{_LOCAL_TODAY} - {{retention_days}}"
+REPORT_GROUPS: Final = (
+    counts_insert("day", f"d.day < {_LOCAL_TODAY} AND d.day > {_SETS_WHOLE}", "{db}.")
+    + "\nSETTINGS distributed_foreground_insert = 1",
+    counts_insert(
+        "week",
+        f"toMonday(d.day) < toMonday({_LOCAL_TODAY}) AND toMonday(d.day) > {_SETS_WHOLE}",
+        "{db}.",
+    )
+    + "\nSETTINGS distributed_foreground_insert = 1",
+)
+
+# What the report may know of a dead letter without its raw bytes or ids: the premises id
+# and gateway of the scan, and its time, read from the raw bytes by the sink when it
+# stores the dead letter (`sinks.batch.scan_fields`); empty when the bytes are no scan.
+# The `report` role reads these columns only (`sinks.grants`): the unregistered QR codes
+# and the rejected scans per reason and gateway. The Distributed table takes them too.
+DEAD_LETTER_SCAN_COLUMNS: Final = (
+    "premises_id String DEFAULT ''",
+    "gateway_id LowCardinality(String) DEFAULT ''",
+    "scanned_at Nullable(DateTime64(3, 'UTC'))",
+)
+DEAD_LETTER_FIELDS: Final = tuple(
+    f"ALTER TABLE {{db}}.dead_letters{suffix} {{on_cluster}} "
+    + ", ".join(f"ADD COLUMN IF NOT EXISTS {c}" for c in DEAD_LETTER_SCAN_COLUMNS)
+    for suffix in ("{local}", "")
+)
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "scans", (SCANS,)),
     # tracing: one row per tracer query (CLI or API), kept beyond the scans' TTL.
@@ -516,6 +577,8 @@ MIGRATIONS: list[Migration] = [
     Migration(8, "scans_by_person", BY_PERSON_TABLE),
     Migration(9, "scans_by_week", SCANS_BY_WEEK),
     Migration(10, "keyed_sets_and_retention", KEYED_SETS),
+    Migration(11, "report_groups", REPORT_GROUPS),
+    Migration(12, "dead_letter_scan_fields", DEAD_LETTER_FIELDS),
 ]
 
 
