@@ -98,6 +98,17 @@ def _time(query: Mapping[str, str], name: str) -> int:
         raise ApiError(422, "invalid", str(exc)) from None
 
 
+def _bool(query: Mapping[str, str], name: str) -> bool | None:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return None
+    if raw.lower() in ("true", "1"):
+        return True
+    if raw.lower() in ("false", "0"):
+        return False
+    raise ApiError(422, "invalid", f"{name} must be true or false")
+
+
 def _rule(query: Mapping[str, str]) -> Rule:
     d = Rule()
     try:
@@ -108,6 +119,7 @@ def _rule(query: Mapping[str, str]) -> Rule:
             min_overlap_min=_int(query, "min_overlap_min", d.min_overlap_min, 0, 1440),
             merge_gap_min=_int(query, "merge_gap_min", d.merge_gap_min, 0, 1440),
             depth=_int(query, "depth", d.depth, 1, 2),
+            cap_at_next_scan=_bool(query, "cap_at_next_scan"),
         )
     except RuleError as exc:
         raise ApiError(422, "invalid", str(exc)) from None
