@@ -730,7 +730,12 @@ def _degree1_overlap(
         WHERE person_id NOT IN %(exclude)s AND person_id != %(case)s"""
     cte, settings = "", _DEGREE1
     if rule.capped:
-        cte, visits, settings = _capped_degree1(visits, tables, params)
+        # the candidates start within the reach before the case's first visit and end by
+        # a scan within the reach after its last plus the longest dwell time
+        before, after = overlap_reach(rule)
+        lo = min(v.time_from for v in case) - before
+        hi = max(v.time_to for v in case) + after + MAX_DWELL_MIN * MINUTE_MS
+        cte, visits, settings = _capped_degree1(visits, tables, params, lo, hi)
     sql = f"""
 WITH CAST(%(cv_from)s AS Array(Array(Int64))) AS cv_from,
      CAST(%(cv_to)s AS Array(Array(Int64))) AS cv_to{cte}
@@ -760,7 +765,7 @@ _MATERIALIZED: Final = "enable_materialized_cte = 1"
 
 
 def _capped_degree1(
-    visits: str, tables: TraceTables, params: dict[str, object]
+    visits: str, tables: TraceTables, params: dict[str, object], lo: int, hi: int
 ) -> tuple[str, str, str]:
     """Degree 1 under overlap with the cap: (a WITH entry, the co-visitor visits, the
     SETTINGS). Capping only shortens a visit, so the uncapped visits that overlap a case's
@@ -769,7 +774,17 @@ def _capped_degree1(
     within the reach, a last scan plus the longest dwell time), and each candidate's end
     is capped (`_capped_end`; the premises as the query's index, 0 for any premises not
     the case's); the caller's overlap test then runs on the capped visits."""
-    params["cap_hi_ms"] = MAX_DWELL_MIN * MINUTE_MS
+    reads = []
+    for n, (w_lo, w_hi) in enumerate(_weeks(lo, hi)):
+        params[f"cw{n}_lo"], params[f"cw{n}_hi"] = w_lo, w_hi
+        reads.append(f"""
+                SELECT person_id, {_ms("scanned_at")} AS t, {_PREMISES_INDEX} AS j
+                FROM {tables.q("by_person")}
+                WHERE person_id GLOBAL IN (
+                        SELECT person_id FROM cand
+                        WHERE vs <= %(cw{n}_hi)s AND ue >= %(cw{n}_lo)s)
+                  AND scanned_at >= {_at(f"%(cw{n}_lo)s")}
+                  AND scanned_at <= {_at(f"%(cw{n}_hi)s")}""")
     cte = f""",
     cand AS MATERIALIZED (
         SELECT person_id, i, vs, ve AS ue
@@ -780,22 +795,37 @@ def _capped_degree1(
                 >= %(min_overlap_ms)s,
             cv_from[i], cv_to[i])
     )"""
+    union = "\n                UNION ALL".join(reads)
     capped = f"""
         SELECT c.person_id AS person_id, c.i AS i, c.vs AS vs,
                {_capped_end("c.vs", "c.ue", "c.i", "p.everywhere")} AS ve
         FROM cand AS c
         LEFT JOIN (
             SELECT person_id, arraySort(groupArray((t, j))) AS everywhere
-            FROM (
-                SELECT person_id, {_ms("scanned_at")} AS t, {_PREMISES_INDEX} AS j
-                FROM {tables.q("by_person")}
-                WHERE person_id GLOBAL IN (SELECT person_id FROM cand)
-                  AND scanned_at >= {_at("%(c_lo)s - %(before_ms)s")}
-                  AND scanned_at <= {_at("%(c_hi)s + %(after_ms)s + %(cap_hi_ms)s")}
+            FROM ({union}
             )
             GROUP BY person_id
         ) AS p ON c.person_id = p.person_id"""
     return cte, capped, f"{_DEGREE1}, {_MATERIALIZED}"
+
+
+# The by-person path's partitions: weeks from Monday 00:00 UTC (`toMonday(scanned_at)`,
+# sinks.schema); 1970-01-05 was a Monday.
+_WEEK_MS: Final = 7 * 86_400_000
+_MONDAY_MS: Final = 4 * 86_400_000
+
+
+def _weeks(lo: int, hi: int) -> list[tuple[int, int]]:
+    """[lo, hi] cut at the by-person path's week partitions: one read a week, each with
+    the persons whose visits reach into it, so a person costs the granules of the weeks
+    their visits touch, not of every week of the span."""
+    out = []
+    start = lo
+    while start <= hi:
+        end = min(hi, (start - _MONDAY_MS) // _WEEK_MS * _WEEK_MS + _MONDAY_MS + _WEEK_MS - 1)
+        out.append((start, end))
+        start = end + 1
+    return out
 
 
 VISIT_COLUMNS: Final = (
