@@ -43,7 +43,13 @@ from pathlib import Path
 import aiohttp
 import msgspec
 
-from bench.common import cpu_seconds, delete_topics, endpoints, quantile
+from bench.common import (
+    BENCH_PERSON_HASH_KEY,
+    cpu_seconds,
+    delete_topics,
+    endpoints,
+    quantile,
+)
 from ingest.admin import ensure_topics
 from ingest.kafka_settings import KafkaSettings
 from ingest.premises import Premises, encode_premises
@@ -311,6 +317,7 @@ def main() -> None:  # one linear script
         "SCANTRACE_KAFKA__TOPIC_PREFIX": kafka.topic_prefix,
         "SCANTRACE_KAFKA__PARTITIONS": str(kafka.partitions),
         "SCANTRACE_CLICKHOUSE__URL": clickhouse.url,
+        "SCANTRACE_CLICKHOUSE__PERSON_HASH_KEY": BENCH_PERSON_HASH_KEY,
         "SCANTRACE_GATEWAY__TOKENS": json.dumps({TOKEN: "gw-bench"}),
         "SCANTRACE_SINK__GROUP_ID": f"e2e-sink-{tag}",
         "SCANTRACE_WORKER__DATA_DIR": str(work / "worker"),

@@ -32,7 +32,12 @@ from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
 
-from bench.common import cpu_seconds, delete_topics, endpoints
+from bench.common import (
+    BENCH_PERSON_HASH_KEY,
+    cpu_seconds,
+    delete_topics,
+    endpoints,
+)
 from ingest.admin import ensure_topics
 from ingest.kafka_settings import KafkaSettings
 from ingest.partitioning import partition_for
@@ -143,6 +148,7 @@ def one_run(
         "SCANTRACE_KAFKA__TOPIC_PREFIX": kafka.topic_prefix,
         "SCANTRACE_KAFKA__PARTITIONS": str(kafka.partitions),
         "SCANTRACE_CLICKHOUSE__URL": clickhouse.url,
+        "SCANTRACE_CLICKHOUSE__PERSON_HASH_KEY": BENCH_PERSON_HASH_KEY,
         "SCANTRACE_SINK__GROUP_ID": f"bench-sink-{tag}",
         "SCANTRACE_SINK__BATCH_ROWS": str(batch_rows),
     }

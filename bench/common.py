@@ -14,6 +14,9 @@ from ingest.kafka_settings import KafkaSettings
 from ingest.premises import CATEGORIES, Premises
 from sinks.clickhouse_settings import ClickHouseSettings
 
+# The person hash key of the benchmarks' sinks (their databases are dropped afterwards).
+BENCH_PERSON_HASH_KEY = "bench-person-hash-key-not-secret"
+
 
 def services_status() -> dict[str, object]:
     """`scantrace services status --json`; exits with a hint when nothing runs."""
@@ -88,7 +91,7 @@ def delete_topics(kafka: KafkaSettings) -> None:
     from kafka.admin import KafkaAdminClient
 
     try:
-        admin = KafkaAdminClient(bootstrap_servers=kafka.servers())
+        admin = KafkaAdminClient(**kafka.kafka_python_config())
         try:
             names = [t for t in admin.list_topics() if t.startswith(kafka.topic_prefix)]
             if names:

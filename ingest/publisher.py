@@ -76,7 +76,7 @@ class ScanPublisher:
         self._first_error: BaseException | None = None
         self._mark = (0, 0)  # (sent, acked) at the last flush
         self._producer = producer or KafkaProducer(
-            bootstrap_servers=kafka.servers(),
+            **kafka.kafka_python_config(),
             client_id=f"scantrace-publisher-{gateway_id}",
             acks="all",
             enable_idempotence=True,

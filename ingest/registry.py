@@ -299,7 +299,7 @@ def plan_import(
 def read_registry(kafka: KafkaSettings, timeout_s: float = 60.0) -> dict[str, Premises]:
     """The registry as of now: the premises topic read to its end, latest record per key."""
     consumer = KafkaConsumer(
-        bootstrap_servers=kafka.servers(),
+        **kafka.kafka_python_config(),
         client_id="scantrace-registry",
         group_id=None,
         enable_auto_commit=False,
@@ -361,7 +361,7 @@ def publish_registry(
     if not records:
         return 0
     producer = KafkaProducer(
-        bootstrap_servers=kafka.servers(),
+        **kafka.kafka_python_config(),
         client_id="scantrace-registry",
         acks="all",
         enable_idempotence=True,

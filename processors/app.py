@@ -45,9 +45,11 @@ from typing import Any, Final, cast
 import faust
 from faust.exceptions import ImproperlyConfigured
 from faust.types import TP
+from faust.types.auth import CredentialsT
 from prometheus_client import CollectorRegistry, start_http_server
 
 from ingest.admin import ensure_topics, partition_counts
+from ingest.kafka_settings import KafkaSettings
 from ingest.lean_records import install as install_lean_records
 from processors.faust_transport import (
     BulkConsumer,
@@ -433,18 +435,37 @@ class WorkerApp(faust.App):
         pipeline.start_metrics_server()
         options = pipeline.settings.worker
         log.info(
-            "worker %s: %s -> %s, %s, %d partitions, %s",
+            "worker %s: %s -> %s, %s, %d partitions, %s, Kafka %s",
             self.conf.id,
             pipeline.raw_topic,
             pipeline.settings.kafka.enriched,
             pipeline.settings.kafka.dlq,
             pipeline.settings.kafka.partitions,
             options.processing_guarantee,
+            pipeline.settings.kafka.login(),
         )
 
     async def on_stop(self) -> None:
         await super().on_stop()
         self.pipeline.stop_metrics_server()
+
+
+def broker_credentials(kafka: KafkaSettings) -> CredentialsT | None:
+    """Faust's form of `kafka.security_config()`: Faust builds its aiokafka clients from
+    credential objects, not keywords. None for PLAINTEXT."""
+    config = kafka.security_config()
+    protocol = config["security_protocol"]
+    if protocol == "PLAINTEXT":
+        return None
+    if protocol == "SSL":
+        return faust.SSLCredentials(config["ssl_context"])
+    # SASL_PLAINTEXT without a context, SASL_SSL with one (Faust picks the protocol so).
+    return faust.SASLCredentials(
+        username=config["sasl_plain_username"],
+        password=config["sasl_plain_password"],
+        mechanism=config["sasl_mechanism"],
+        ssl_context=config.get("ssl_context"),
+    )
 
 
 def create_app(settings: WorkerSettings, registry: CollectorRegistry) -> WorkerApp:
@@ -455,9 +476,10 @@ def create_app(settings: WorkerSettings, registry: CollectorRegistry) -> WorkerA
     app = WorkerApp(
         settings.app_id,
         broker=brokers,
+        broker_credentials=broker_credentials(kafka),
         store="memory://",
         processing_guarantee=options.processing_guarantee,
-        datadir=str(options.data_dir),
+        datadir=options.data_dir,  # None: Faust's default, or its CLI's --datadir
         autodiscover=False,
         web_enabled=False,
         topic_partitions=kafka.partitions,

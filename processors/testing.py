@@ -52,7 +52,7 @@ async def _publish(
     kafka: KafkaSettings, topic: str, records: Sequence[tuple[bytes | None, bytes | None]]
 ) -> int:
     producer = AIOKafkaProducer(
-        bootstrap_servers=kafka.servers(), acks="all", max_batch_size=512 * 1024, linger_ms=5
+        **kafka.aiokafka_config(), acks="all", max_batch_size=512 * 1024, linger_ms=5
     )
     await producer.start()
     try:
@@ -84,7 +84,7 @@ def end_offsets(kafka: KafkaSettings, topic: str, *, committed_only: bool = Fals
 
 async def _end_offsets(kafka: KafkaSettings, topic: str, committed_only: bool) -> int:
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=kafka.servers(),
+        **kafka.aiokafka_config(),
         isolation_level="read_committed" if committed_only else "read_uncommitted",
         enable_auto_commit=False,
     )
@@ -109,7 +109,7 @@ class RowWatcher:
         from kafka import TopicPartition as KTopicPartition
 
         self._consumer = KafkaConsumer(
-            bootstrap_servers=kafka.servers(),
+            **kafka.kafka_python_config(),
             isolation_level="read_committed" if committed_only else "read_uncommitted",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -141,7 +141,7 @@ async def _read_topic(
     kafka: KafkaSettings, topic: str, read_committed: bool, timeout_s: float
 ) -> list[Record]:
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=kafka.servers(),
+        **kafka.aiokafka_config(),
         isolation_level="read_committed" if read_committed else "read_uncommitted",
         enable_auto_commit=False,
         auto_offset_reset="earliest",

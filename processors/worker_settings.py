@@ -31,7 +31,8 @@ class WorkerOptions(BaseModel):
     - `expire_interval_seconds`: how often parked scans past their timeout are
       dead-lettered and old dedup memory dropped.
     - `data_dir`: Faust's working folder (its tables are in memory and come back from
-      their changelog topics on start).
+      their changelog topics on start). None: the caller picks it (`scantrace worker`:
+      `worker-data` in the local state directory; Faust's own CLI: its `--datadir`).
     - `metrics_host`, `metrics_port`: serve /metrics there; port 0 = off.
     - `session_timeout_seconds`: a worker that stops heartbeating (killed, partitioned)
       leaves the consumer group after this long and its partitions move; a restarted one
@@ -53,7 +54,7 @@ class WorkerOptions(BaseModel):
     commit_interval_seconds: float = Field(default=2.8, gt=0)
     session_timeout_seconds: float = Field(default=10.0, ge=6.0, le=300.0)
     produce_timeout_seconds: float = Field(default=30.0, ge=1.0)
-    data_dir: Path = Path("worker-data")
+    data_dir: Path | None = None
     metrics_host: str = "0.0.0.0"  # noqa: S104  # scraped from other hosts (deploy/)
     metrics_port: int = Field(default=0, ge=0, le=65535)
     max_record_bytes: int = Field(default=1_000_000, ge=10_000)

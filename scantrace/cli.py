@@ -5,10 +5,13 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import shlex
 import sys
 
 import click
+from pydantic import ValidationError
 
+from ingest.kafka_probe import KafkaStartupError
 from scantrace.services import manager
 from scantrace.services.process import ServiceError
 from scantrace.settings import ServicesSettings
@@ -56,11 +59,13 @@ def _module_exists(target: str) -> bool:
     context_settings={"help_option_names": ["-h", "--help"], "show_default": True},
 )
 @click.version_option(package_name="scantrace")
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """scantrace: QR check-in scans in, contact tracing and compliance reports out."""
     # Every command after this talks to the services `services up` started, unless the
-    # environment names a broker or a ClickHouse URL itself.
-    manager.apply_environment()
+    # environment names a broker or a ClickHouse URL itself; on a secured local broker
+    # each command logs in as its own user (the children of `run` each as theirs).
+    manager.apply_environment(component=ctx.invoked_subcommand)
 
 
 @main.group()
@@ -84,16 +89,25 @@ def services() -> None:
     default=None,
     help="ClickHouse to use [env: SCANTRACE_SERVICES__CLICKHOUSE; default local]",
 )
-def services_up(kafka_kind: str | None, clickhouse_kind: str | None) -> None:
+@click.option(
+    "--secure",
+    is_flag=True,
+    default=None,
+    help="Apache Kafka with a SASL_SSL listener only, a SCRAM user per component and "
+    "ACLs [env: SCANTRACE_SERVICES__SECURE]; `services env COMPONENT` prints a login",
+)
+def services_up(kafka_kind: str | None, clickhouse_kind: str | None, secure: bool | None) -> None:
     """Start the services (if not running), create the topics, apply the migrations."""
     try:
-        result = manager.up(ServicesSettings(), kafka_kind, clickhouse_kind)
-    except ServiceError as exc:
-        click.echo(f"error: {exc}", err=True)
+        result = manager.up(ServicesSettings(), kafka_kind, clickhouse_kind, secure=secure)
+    except (ServiceError, KafkaStartupError, ValidationError) as exc:
+        from scantrace.commands import one_line
+
+        click.echo(f"error: {one_line(exc)}", err=True)
         sys.exit(1)
     started = ", ".join(result["started"]) or "nothing (already running)"
     click.echo(f"started: {started}")
-    click.echo(f"kafka:      {result['kafka_bootstrap']} ({result['kafka']['kind']})")
+    click.echo(f"kafka:      {result['kafka_bootstrap']} ({_kafka_kind(result)})")
     click.echo(f"clickhouse: {result['clickhouse_native']}  {result['clickhouse_http']}")
     if result["topics_created"]:
         click.echo(f"topics created: {', '.join(result['topics_created'])}")
@@ -109,12 +123,38 @@ def services_status(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(result, indent=2))
     elif result["running"]:
-        click.echo(f"kafka:      {result['kafka_bootstrap']} ({result['kafka']['kind']})")
+        click.echo(f"kafka:      {result['kafka_bootstrap']} ({_kafka_kind(result)})")
         click.echo(f"clickhouse: {result['clickhouse_native']}  {result['clickhouse_http']}")
         click.echo(f"state:      {result['state_dir']}")
     else:
         click.echo("not running (scantrace services up)")
     sys.exit(0 if result["running"] else 1)
+
+
+def _kafka_kind(result: dict[str, object]) -> str:
+    kafka = result["kafka"]
+    security = result.get("kafka_security")
+    kind = str(kafka["kind"]) if isinstance(kafka, dict) else "?"
+    if isinstance(security, dict):
+        return f"{kind}, {security['protocol']} {security['mechanism']}, CA {security['cafile']}"
+    return kind
+
+
+@services.command("env")
+@click.argument("component", type=click.Choice(sorted(manager.KAFKA_USERS)))
+def services_env(component: str) -> None:
+    """Print the SCANTRACE_...= lines COMPONENT needs to use the running services, shell
+    quoted: `eval "$(scantrace services env worker)"`. On a secured broker they log in
+    as the component's own user."""
+    try:
+        env = manager.component_env(ServicesSettings(), component)
+    except ServiceError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    for name, value in env.items():
+        click.echo(f"{name}={shlex.quote(value)}")
+    if env:
+        click.echo(f"export {' '.join(env)}")
 
 
 @services.command("down")
@@ -146,14 +186,22 @@ def db_migrate() -> None:
 @click.option("--cluster", default="", help="ON CLUSTER name; empty = single node")
 @click.option("--database", default="scantrace", help="Database name")
 @click.option("--retention-days", type=click.IntRange(1, 3650), default=28, help="Scans TTL")
+@click.option(
+    "--audit-retention-days", type=click.IntRange(1, 36500), default=730, help="Audit log TTL"
+)
 @click.option("--out", type=click.Path(dir_okay=False, writable=True), default=None)
-def db_schema(cluster: str, database: str, retention_days: int, out: str | None) -> None:
+def db_schema(
+    cluster: str, database: str, retention_days: int, audit_retention_days: int, out: str | None
+) -> None:
     """Print the schema as SQL (the statements `migrate` applies), for deploy/clickhouse/."""
     from sinks.clickhouse_settings import ClickHouseSettings
     from sinks.schema import render_script
 
     settings = ClickHouseSettings(
-        url=f"clickhouse://127.0.0.1/{database}", cluster=cluster, retention_days=retention_days
+        url=f"clickhouse://127.0.0.1/{database}",
+        cluster=cluster,
+        retention_days=retention_days,
+        audit_retention_days=audit_retention_days,
     )
     sql = render_script(settings)
     if out:

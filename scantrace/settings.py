@@ -1,8 +1,9 @@
 """Settings of the shell: where the local services live and which ones to start.
 
 `SCANTRACE_SERVICES__KAFKA=apache|noida|external|auto`, `SCANTRACE_SERVICES__CLICKHOUSE`,
-`SCANTRACE_SERVICES__STATE_DIR`, `SCANTRACE_SERVICES__CACHE_DIR`. (The Makefile maps the
-short `SCANTRACE_KAFKA=apache` of the README onto the first.)
+`SCANTRACE_SERVICES__SECURE`, `SCANTRACE_SERVICES__STATE_DIR`,
+`SCANTRACE_SERVICES__CACHE_DIR`. (The Makefile maps the short `SCANTRACE_KAFKA=apache` of
+the README onto the first.)
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ class ServicesSettings(BaseSettings):
 
     kafka: Literal["auto", "apache", "noida", "external"] = "auto"
     clickhouse: Literal["local", "external"] = "local"
+    # The local Apache Kafka with TLS, SCRAM users and ACLs (`services up --secure`).
+    secure: bool = False
     state_dir: Path = Field(
         default_factory=lambda: _xdg("XDG_STATE_HOME", ".local/state") / "scantrace"
     )

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+from typing import Final
 from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+# A key shorter than this is refused: it could be guessed along with the candidate ids.
+MIN_PERSON_HASH_KEY_CHARS: Final = 16
 
 
 class ClickHouseSettings(BaseModel):
@@ -16,6 +21,14 @@ class ClickHouseSettings(BaseModel):
     retention_days: int = Field(default=28, ge=1, le=3650)
     # `ON CLUSTER` name for the cluster variant of the schema; empty = single node.
     cluster: str = ""
+    # The secret of the keyed hashes of person ids in the report's sets
+    # (`premises_daily_sets`): without it nobody can test a candidate id against them.
+    # Empty = the sink refuses to start; changing it makes the sets of the days still
+    # refreshable mix two keys until they are recomputed (README "Security and privacy").
+    person_hash_key: SecretStr = SecretStr("")
+    # How long the audit log is kept (its TTL); longer than `retention_days`: an access
+    # must stay answerable after the data it read has expired.
+    audit_retention_days: int = Field(default=730, ge=1, le=36500)
 
     def parts(self) -> tuple[str, int, str, str, str]:
         """(host, port, database, user, password) from the URL."""
@@ -37,6 +50,19 @@ class ClickHouseSettings(BaseModel):
             unquote(u.username or "default"),
             password,
         )
+
+    def person_hash_key_pair(self) -> tuple[int, int]:
+        """The (k0, k1) UInt64 pair of `sipHash64Keyed` from `person_hash_key`: the first
+        16 bytes of its SHA-256, so that any string of enough characters is a full key."""
+        key = self.person_hash_key.get_secret_value()
+        if len(key) < MIN_PERSON_HASH_KEY_CHARS:
+            raise ValueError(
+                "SCANTRACE_CLICKHOUSE__PERSON_HASH_KEY must be set to a secret of at least "
+                f"{MIN_PERSON_HASH_KEY_CHARS} characters"
+                + (" (it is empty)" if not key else f" (it has {len(key)})")
+            )
+        digest = hashlib.sha256(key.encode("utf-8")).digest()
+        return int.from_bytes(digest[:8], "little"), int.from_bytes(digest[8:16], "little")
 
     @property
     def database(self) -> str:

@@ -12,8 +12,12 @@ def connect(
     *,
     database: str | None = None,
     send_receive_timeout: float = 300,
+    server_side_params: bool = False,
     **kwargs: object,
 ) -> Client:
+    """`server_side_params`: bind `{name:Type}` parameters on the server, sent apart from
+    the query text (for a secret such as the person hash key), instead of `%(name)s`
+    substituted into the text by the client."""
     host, port, db, user, password = settings.parts()
     return Client(
         host=host,
@@ -23,6 +27,6 @@ def connect(
         password=password,
         connect_timeout=5,
         send_receive_timeout=send_receive_timeout,
-        settings={"use_numpy": False},
+        settings={"use_numpy": False, "server_side_params": server_side_params},
         **kwargs,
     )

@@ -143,7 +143,7 @@ class Sink:
         o = self.options
         install()
         return AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka.servers(),
+            **self.settings.kafka.aiokafka_config(),
             key_deserializer=LEAN,  # records without ConsumerRecord objects (lean_records)
             group_id=o.group_id,
             client_id="scantrace-sink",
@@ -534,9 +534,10 @@ class Sink:
         await consumer.start()
         self.attach(consumer)
         log.info(
-            "sink started: %s -> ClickHouse %s",
+            "sink started: %s -> ClickHouse %s, Kafka %s",
             ", ".join(self.routes),
             self.settings.clickhouse.database,
+            self.settings.kafka.login(),
         )
         try:
             while not stop.is_set():

@@ -85,6 +85,9 @@ class Table:
     settings: tuple[tuple[str, str], ...] = ()
     shard_key: str = "rand()"  # of the Distributed table on a cluster
     dedup_window: bool = True  # keep insert-dedup hashes on a single node too
+    # Holds person ids or hashes of them: it must have a TTL (the retention, or the audit
+    # retention for the audit log), checked by the tests on the live server.
+    person_data: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +107,7 @@ Statement = str | Table | Once
 class Migration:
     """A version of the schema. A `str` statement is a template with {db}, {db_name} (the
     same, unquoted, for string literals), {on_cluster}, {local} (the `_local` suffix on a
-    cluster, empty on one node) and {retention_days}."""
+    cluster, empty on one node), {retention_days} and {audit_retention_days}."""
 
     version: int
     name: str
@@ -138,6 +141,7 @@ SCANS = Table(
     projections=("by_person (SELECT * ORDER BY (person_id, scanned_at))",),
     settings=(("deduplicate_merge_projection_mode", "'rebuild'"), ("ttl_only_drop_parts", "1")),
     shard_key="cityHash64(premises_id)",
+    person_data=True,
 )
 
 AUDIT_LOG = Table(
@@ -160,8 +164,11 @@ AUDIT_LOG = Table(
     ),
     partition_by="toYYYYMM(at)",
     order_by="(at, audit_id)",
+    # subject_id is the person asked for: kept for the audit retention, not for ever.
+    ttl="toDateTime(at) + INTERVAL {audit_retention_days} DAY",
     shard_key="cityHash64(audit_id)",
     dedup_window=False,  # every tracer query is one row of its own, duplicates included
+    person_data=True,
 )
 
 PREMISES = Table(
@@ -206,6 +213,7 @@ DEAD_LETTERS = Table(
     order_by="(stage, reason, topic, partition, offset, at, event_id, cityHash64(raw))",
     ttl="toDateTime(at) + INTERVAL {retention_days} DAY",
     shard_key="cityHash64(raw)",
+    person_data=True,
 )
 
 PREMISES_DAILY = Table(
@@ -229,44 +237,104 @@ PREMISES_DAILY = Table(
     dedup_window=False,  # a recomputation must land even when its numbers are unchanged
 )
 
-# The weekly report's exact distinct counts (issue 7). `premises_daily` holds plain numbers
-# per premises and day, which cannot be added up into the distinct scanners of a week and a
-# district, agency or category: a person scanning on two days or at two premises would
-# count twice. This table keeps, per local day and premises, the sets of hashed event ids
-# and hashed person ids as uniqExact states; `uniqExactMerge` over any days and premises is
-# the exact size of the union (`tracing.report.queries`). Hashes only, no person ids; a
-# 64-bit collision among 10^7 persons is about 3e-6 likely. Fed by a materialized view on
-# the inserts into `scans` (on a cluster: on each shard's `scans_local`): a set union is
-# idempotent, so a retried or replayed insert adds nothing whatever its batch boundaries,
-# and a late upload lands in its own day. The INSERT fills it from the scans already stored
-# (run once by the migration; overlapping the view is harmless for the same reason).
+# The report's exact distinct counts. `premises_daily` holds plain numbers per premises and
+# day, which cannot be added up into the distinct scanners of a week and a district, agency
+# or category: a person scanning on two days or at two premises would count twice. This
+# table keeps, per local day and premises, the sets of keyed hashes of the event ids and
+# person ids as uniqExact states; `uniqExactMerge` over any days and premises is the exact
+# size of the union (`tracing.report.queries`). A 64-bit collision among 10^7 persons is
+# about 3e-6 likely.
+#
+# Keyed hashes (`sipHash64Keyed`, the key from `ClickHouseSettings.person_hash_key`): a
+# plain hash of a person id is recomputed by anyone holding a list of candidate ids, who
+# could then test who was where. The key must not enter DDL (a view's SELECT is readable
+# in SHOW CREATE and system.tables), so no materialized view fills this table: the sink's
+# rollup refresh recomputes the sets of the days its inserts touched from `scans`
+# (`sinks.rollup.sets_sql`), the key travelling as a server-side query parameter, not in
+# the query text. A set union is idempotent: a recomputation, a retried or a replayed
+# insert adds nothing. (A view reading the key from a custom setting of the inserting
+# query, `getSetting('custom_...')`, would have kept it out of DDL too; the chdb-core
+# 26.9 server knows no custom setting whatever `custom_settings_prefixes` says, so that
+# design could not be tested here.) Event ids are keyed too: the scanning device sets them,
+# and nothing forbids one derived from the person and the time.
+#
+# TTL: a day's sets go when that day's first scans expire (local midnight + retention),
+# never after any scan they were computed from. Before that the refresh has written the
+# counts of the complete days and weeks to `report_counts`, which outlive them.
 PREMISES_DAILY_SETS = Table(
     name="premises_daily_sets",
     columns=(
         "day Date",  # local day in REPORT_TZ
         "premises_id String",
-        "scans AggregateFunction(uniqExact, UInt64)",  # cityHash64(event_id)
-        "scanners AggregateFunction(uniqExact, UInt64)",  # cityHash64(person_id)
+        "scans AggregateFunction(uniqExact, UInt64)",  # sipHash64Keyed(key, event_id)
+        "scanners AggregateFunction(uniqExact, UInt64)",  # sipHash64Keyed(key, person_id)
     ),
     engine="AggregatingMergeTree",
     partition_by="toYYYYMM(day)",
     order_by="(day, premises_id)",
+    ttl=f"toDateTime(day, '{REPORT_TZ}') + INTERVAL {{retention_days}} DAY",
     shard_key="cityHash64(premises_id)",
     dedup_window=False,  # a set union needs no insert dedup
+    person_data=True,
 )
-_DAILY_SETS_SELECT = (
-    f"SELECT toDate(scanned_at, '{REPORT_TZ}') AS day, premises_id,\n"
-    "       uniqExactState(cityHash64(event_id)) AS scans,\n"
-    "       uniqExactState(cityHash64(person_id)) AS scanners\n"
-    "FROM {db}.scans{src} GROUP BY day, premises_id"
+
+# What the report shows of a complete local day or ISO week, per group, as plain numbers:
+# the sets expire with the retention, the report of a past week must not. Written by the
+# sink's rollup refresh once the day or week is over (`sinks.rollup`), recomputed while a
+# late upload can still change it (while every day of it still has its sets), and by
+# migration 10 for the periods complete before it. The groups are those of the registry
+# when the period was counted. ReplacingMergeTree(computed_at): the latest count wins.
+REPORT_COUNTS = Table(
+    name="report_counts",
+    columns=(
+        "period Enum8('day' = 1, 'week' = 2)",
+        "first_day Date",  # the day, or the Monday of the week (local, REPORT_TZ)
+        "dimension LowCardinality(String)",  # agency, district, category or total
+        "key String",  # the agency, district or category; '' for the total
+        "active UInt64",  # premises with a scan
+        "scans UInt64",  # distinct scans
+        "scanners UInt64",  # distinct persons: a number, no id or hash of one
+        "computed_at DateTime64(3, 'UTC')",
+    ),
+    engine="ReplacingMergeTree",
+    engine_args="computed_at",
+    partition_by="toYear(first_day)",
+    order_by="(period, first_day, dimension, key)",
+    shard_key="cityHash64(first_day)",
+    dedup_window=False,  # a recount must land even when its numbers are unchanged
 )
-DAILY_SETS_VIEW: Final = (
-    "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.premises_daily_sets_mv{local} {on_cluster}"
-    " TO {db}.premises_daily_sets{local} AS\n" + _DAILY_SETS_SELECT.replace("{src}", "{local}")
+
+# The report's groups: every premises in one agency, one district, one category, and the
+# province; `grouping()` names the set a row belongs to. Shared with `tracing.report`.
+GROUP_DIMENSION: Final = (
+    "multiIf(grouping(p.agency) = 0, 'agency', grouping(p.district) = 0, 'district', "
+    "grouping(p.category) = 0, 'category', 'total')"
 )
-DAILY_SETS_BACKFILL: Final = "INSERT INTO {db}.premises_daily_sets\n" + _DAILY_SETS_SELECT.replace(
-    "{src}", ""
+GROUP_KEY: Final = (
+    "multiIf(grouping(p.agency) = 0, p.agency, grouping(p.district) = 0, p.district, "
+    "grouping(p.category) = 0, p.category, '')"
 )
+
+
+def counts_insert(period: str, where: str, db: str = "") -> str:
+    """INSERT of `report_counts` rows of `period` ('day' or 'week') for the sets' rows
+    matching `where` (over `d`, the sets): every group of the registry as it stands.
+    `db` prefixes the table names ("{db}." in a migration template)."""
+    first = {"day": "d.day", "week": "toMonday(d.day)"}[period]
+    # Constants and the caller's own SQL only, never a value.
+    return (
+        f"INSERT INTO {db}report_counts\n"  # noqa: S608
+        "    (period, first_day, dimension, key, active, scans, scanners, computed_at)\n"
+        f"SELECT '{period}', {first} AS f, {GROUP_DIMENSION}, {GROUP_KEY},\n"
+        "       uniqExact(d.premises_id), uniqExactMerge(d.scans), uniqExactMerge(d.scanners),"
+        " now64(3)\n"
+        f"FROM {db}premises_daily_sets AS d\n"
+        "GLOBAL INNER JOIN (SELECT premises_id, category, district, agency"
+        f" FROM {db}premises FINAL) AS p ON d.premises_id = p.premises_id\n"
+        f"WHERE {where}\n"
+        "GROUP BY GROUPING SETS ((f, p.agency), (f, p.district), (f, p.category), (f))"
+    )
+
 
 # The by-person path at a finer granularity (issue 6, bench/RESULTS.md "Trace latency"): a
 # person's scans of one day are a few rows of one granule of the projection, so 1,024-row
@@ -308,6 +376,7 @@ SCANS_BY_PERSON = Table(
     ),
     # Writes come from the view on each shard's own inserts; reads go to every shard.
     shard_key="cityHash64(premises_id)",
+    person_data=True,
 )
 TABLES: Final = (
     SCANS,
@@ -317,6 +386,7 @@ TABLES: Final = (
     PREMISES_DAILY,
     PREMISES_DAILY_SETS,
     SCANS_BY_PERSON,
+    REPORT_COUNTS,
 )
 
 BY_PERSON_TABLE: Final = (
@@ -398,6 +468,40 @@ SCANS_BY_WEEK: Final = (
     "DROP TABLE IF EXISTS {db}.scans_weekly{local} {on_cluster} SYNC",
 )
 
+# Keyed sets, counts that outlive them, and the audit log's retention (see
+# PREMISES_DAILY_SETS and REPORT_COUNTS). A deployment that ran migration 6 in its first
+# form holds `premises_daily_sets` with plain cityHash64 hashes of the person ids, fed by
+# a view, without TTL: the complete days and weeks are counted from it, then the view and
+# the table go and the keyed table takes the name. The sink refills the keyed sets of every
+# day still within the retention at its start (`sinks.rollup.dirty_days_sql`: days of
+# `scans` without sets): the migration has no key, and needs none. Until then the report of
+# the current week shows no scan. The old table is told apart by its lack of a TTL, so a
+# re-run after the swap neither counts from nor drops the keyed table.
+_OLD_SETS_GONE: Final = (
+    "SELECT count() = 0 FROM system.tables WHERE database = '{db_name}'"
+    " AND name = 'premises_daily_sets{local}' AND position(create_table_query, ' TTL ') = 0"
+)
+_LOCAL_TODAY: Final = f"toDate(now(), '{REPORT_TZ}')"
+KEYED_SETS: Final = (
+    REPORT_COUNTS,
+    Once(
+        counts_insert("day", f"d.day < {_LOCAL_TODAY}", "{db}.")
+        + "\nSETTINGS distributed_foreground_insert = 1",
+        _OLD_SETS_GONE,
+    ),
+    Once(
+        counts_insert("week", f"toMonday(d.day) < toMonday({_LOCAL_TODAY})", "{db}.")
+        + "\nSETTINGS distributed_foreground_insert = 1",
+        _OLD_SETS_GONE,
+    ),
+    "DROP VIEW IF EXISTS {db}.premises_daily_sets_mv{local} {on_cluster} SYNC",
+    Once("DROP TABLE IF EXISTS {db}.premises_daily_sets {on_cluster} SYNC", _OLD_SETS_GONE),
+    Once("DROP TABLE IF EXISTS {db}.premises_daily_sets{local} {on_cluster} SYNC", _OLD_SETS_GONE),
+    PREMISES_DAILY_SETS,
+    "ALTER TABLE {db}.audit_log{local} {on_cluster}"
+    " MODIFY TTL toDateTime(at) + INTERVAL {audit_retention_days} DAY",
+)
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "scans", (SCANS,)),
     # tracing: one row per tracer query (CLI or API), kept beyond the scans' TTL.
@@ -405,14 +509,13 @@ MIGRATIONS: list[Migration] = [
     Migration(3, "premises", (PREMISES,)),
     Migration(4, "dead_letters", (DEAD_LETTERS,)),
     Migration(5, "premises_daily", (PREMISES_DAILY,)),
-    Migration(
-        6,
-        "premises_daily_sets",
-        (PREMISES_DAILY_SETS, DAILY_SETS_VIEW, DAILY_SETS_BACKFILL),
-    ),
+    # Its first form made sets of plain person-id hashes; migration 10 replaces them and
+    # makes the keyed table, so that no installation creates the plain form again.
+    Migration(6, "premises_daily_sets", ()),
     Migration(7, "scans_by_person_1k", BY_PERSON_FINE),
     Migration(8, "scans_by_person", BY_PERSON_TABLE),
     Migration(9, "scans_by_week", SCANS_BY_WEEK),
+    Migration(10, "keyed_sets_and_retention", KEYED_SETS),
 ]
 
 
@@ -441,7 +544,11 @@ def render_table(t: Table, settings: ClickHouseSettings) -> list[str]:
         lines.append(f"PARTITION BY {t.partition_by}")
     lines.append(f"ORDER BY {t.order_by}")
     if t.ttl:
-        lines.append(f"TTL {t.ttl.format(retention_days=settings.retention_days)}")
+        ttl = t.ttl.format(
+            retention_days=settings.retention_days,
+            audit_retention_days=settings.audit_retention_days,
+        )
+        lines.append(f"TTL {ttl}")
     table_settings = list(t.settings)
     if t.dedup_window and not cluster:
         table_settings.insert(0, ("non_replicated_deduplication_window", str(DEDUP_WINDOW)))
@@ -469,6 +576,7 @@ def render_steps(m: Migration, settings: ClickHouseSettings) -> list[tuple[str, 
             on_cluster=f"ON CLUSTER {ident(settings.cluster)}" if settings.cluster else "",
             local="_local" if settings.cluster else "",
             retention_days=settings.retention_days,
+            audit_retention_days=settings.audit_retention_days,
         )
 
     def sql_of(s: str | Table) -> list[str]:
@@ -495,16 +603,22 @@ def render_script(settings: ClickHouseSettings, migrations: list[Migration] | No
     shape = f"cluster {settings.cluster}" if settings.cluster else "single node"
     header = (
         f"-- scantrace ClickHouse schema, {shape}, database {settings.database}, "
-        f"retention {settings.retention_days} days.\n"
+        f"retention {settings.retention_days} days, audit log {settings.audit_retention_days}"
+        " days.\n"
         "-- Generated by `scantrace db schema` from sinks/schema.py; do not edit.\n"
         "-- `scantrace db migrate` applies the same statements and records each version.\n\n"
     )
     parts = [f"CREATE DATABASE IF NOT EXISTS {db}{on_cluster}"]
+    # A migration with no statement left (superseded) is named above the next statement.
+    heading = ""
     for m in sorted(migrations if migrations is not None else MIGRATIONS, key=lambda m: m.version):
         statements = [
             f"-- once: `migrate` skips it when this returns 1: {done_if}\n{sql}" if done_if else sql
             for sql, done_if in render_steps(m, settings)
         ]
-        parts.append(f"-- {m.version:03d} {m.name}\n{statements[0]}")
-        parts.extend(statements[1:])
+        heading += f"-- {m.version:03d} {m.name}" + ("" if statements else ": nothing") + "\n"
+        if statements:
+            parts.append(f"{heading}{statements[0]}")
+            parts.extend(statements[1:])
+            heading = ""
     return header + ";\n\n".join(parts) + ";\n"

@@ -27,7 +27,17 @@ from clickhouse_driver import Client, errors
 from sinks.batch import insert_sql
 from sinks.clickhouse_settings import ClickHouseSettings
 from sinks.client import connect
-from sinks.rollup import dirty_days_sql, refresh_sql
+from sinks.rollup import (
+    PeriodKind,
+    counted_periods,
+    counts_sql,
+    dirty_days_sql,
+    local_day,
+    now_ms,
+    refresh_sql,
+    sets_sql,
+    uncounted_sql,
+)
 
 ErrorKind = Literal["transient", "terminal", "fatal"]
 
@@ -97,8 +107,7 @@ INSERT_SETTINGS: Final[dict[str, Any]] = {
     # The confirmation must mean "stored": no server-side buffering of our inserts.
     "async_insert": 0,
     "insert_deduplicate": 1,
-    # Materialized views on these tables (scans_by_person_mv, premises_daily_sets_mv)
-    # deduplicate with the same tokens.
+    # The materialized view on scans (scans_by_person_mv) deduplicates with the same tokens.
     "deduplicate_blocks_in_dependent_materialized_views": 1,
     # On a cluster, the Distributed table writes to the shards before answering.
     "distributed_foreground_insert": 1,
@@ -149,7 +158,8 @@ class ScanWriter(Protocol):
         """Insert columnar `data` into `table`; a repeated `token` adds nothing."""
 
     def refresh_rollup(self, days: Sequence[date]) -> None:
-        """Recompute the report rollup (`premises_daily`) of these local days."""
+        """Recompute the report rollups (`premises_daily`, the keyed sets) of these local
+        days, and count the complete days and weeks (`report_counts`)."""
 
     def dirty_days(self) -> list[date]:
         """Local days whose scans changed after their rollup was computed."""
@@ -168,7 +178,10 @@ class ClickHouseWriter:
     @property
     def client(self) -> Client:
         if self._client is None:
-            self._client = connect(self.settings, send_receive_timeout=self.timeout_s)
+            # Server-side parameters: the person hash key never enters a query's text.
+            self._client = connect(
+                self.settings, send_receive_timeout=self.timeout_s, server_side_params=True
+            )
         return self._client
 
     def _connected(self) -> Client:
@@ -203,12 +216,31 @@ class ClickHouseWriter:
         )
 
     def refresh_rollup(self, days: Sequence[date]) -> None:
-        if days:
-            sql, params = refresh_sql(days)
-            # Background work over whole days: one thread, so that it never takes both
-            # cores from the inserts behind it, and one set of hash tables, not one a thread.
-            settings = {"async_insert": 0, "max_threads": 1}
-            self._run("rollup refresh", sql, params=params, settings=settings)
+        if not days:
+            return
+        try:
+            key = self.settings.person_hash_key_pair()
+        except ValueError as exc:  # no key: never sets of unkeyed hashes, and a loud stop
+            raise WriteError("fatal", exc, "rollup refresh") from exc
+        now = now_ms()
+        # Background work over whole days: one thread, so that it never takes both
+        # cores from the inserts behind it, and one set of hash tables, not one a thread.
+        settings = {"async_insert": 0, "max_threads": 1}
+        for what, (sql, params) in (
+            ("rollup refresh", refresh_sql(days)),
+            ("rollup sets", sets_sql(days, key)),
+        ):
+            self._run(what, sql, params=params, settings=settings)
+        sql, params = uncounted_sql(local_day(now))
+        uncounted: list[tuple[PeriodKind, date]] = [
+            (r[0], r[1]) for r in self._run("rollup uncounted", sql, params=params)
+        ]
+        periods = counted_periods(days, uncounted, now, self.settings.retention_days)
+        for kind in ("day", "week"):
+            firsts = sorted(first for k, first in periods if k == kind)
+            if firsts:
+                sql, params = counts_sql(kind, firsts)
+                self._run(f"rollup {kind} counts", sql, params=params, settings=settings)
 
     def dirty_days(self) -> list[date]:
         rows = self._run("rollup dirty days", dirty_days_sql())

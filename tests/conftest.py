@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from ingest.admin import ensure_topics
 from ingest.kafka_settings import KafkaSettings
@@ -61,10 +62,17 @@ def kafka_settings(services: Endpoints) -> KafkaSettings:
     return settings
 
 
+# The secret of the keyed person hashes in the tests (SCANTRACE_CLICKHOUSE__PERSON_HASH_KEY).
+TEST_PERSON_HASH_KEY = "test-person-hash-key-not-secret"
+
+
 @pytest.fixture
 def clickhouse_settings(services: Endpoints) -> Iterator[ClickHouseSettings]:
     """A database of its own for each test, migrated, dropped afterwards."""
-    settings = ClickHouseSettings(url=f"{services.clickhouse_native}/t_{uuid.uuid4().hex[:12]}")
+    settings = ClickHouseSettings(
+        url=f"{services.clickhouse_native}/t_{uuid.uuid4().hex[:12]}",
+        person_hash_key=SecretStr(TEST_PERSON_HASH_KEY),
+    )
     migrate(settings)
     yield settings
     client = connect(settings, database="default")

@@ -112,7 +112,7 @@ class KafkaBatchPublisher:
     def _new_producer(self) -> AIOKafkaProducer:
         options = self._options
         return AIOKafkaProducer(
-            bootstrap_servers=self._kafka.servers(),
+            **self._kafka.aiokafka_config(),
             client_id=self._client_id,
             acks="all",
             enable_idempotence=True,
@@ -146,7 +146,7 @@ class KafkaBatchPublisher:
             self._producer = producer
             self.last_error = ""
             self._connected.set()
-            log.info("connected to Kafka at %s", self._kafka.bootstrap)
+            log.info("connected to Kafka at %s (%s)", self._kafka.bootstrap, self._kafka.login())
             return
 
     def _restart(self, producer: AIOKafkaProducer, reason: str) -> None:

@@ -24,8 +24,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from ingest.contract import now_ms
 from ingest.registry import plan_import, publish_registry, read_registry
 from scantrace import synth
+from scantrace.commands import OUT_DIR
 from scantrace.loader import load_http
 from scantrace.pipeline import Pipeline
+from scantrace.services.manager import local_kafka
 from scantrace.services.process import free_port
 from scantrace.settings import ServicesSettings
 from sinks.client import connect
@@ -78,7 +80,7 @@ def _wait(pipeline: Pipeline, check: object, timeout: float, what: str) -> None:
     "--out",
     "out_dir",
     type=click.Path(file_okay=False),
-    default="out",
+    default=str(OUT_DIR),
     show_default=True,
     help="Where the data, the trace and the report go",
 )
@@ -99,8 +101,11 @@ def demo(seed: int, count: int | None, out_dir: str) -> None:
         f"({truth.persons} persons) in {out}/"
     )
 
-    plan = plan_import(premises, read_registry(settings.kafka), now_ms())
-    published = publish_registry(settings.kafka, plan.changes)
+    # The registry import is the admin's job; gateway, worker and sink log in as
+    # themselves (each child of the pipeline picks its own user).
+    registry_kafka = local_kafka("premises", settings.kafka)
+    plan = plan_import(premises, read_registry(registry_kafka), now_ms())
+    published = publish_registry(registry_kafka, plan.changes)
     click.echo(
         f"premises import: {published} new or changed, {len(premises) - published} unchanged"
     )
@@ -144,7 +149,10 @@ def demo(seed: int, count: int | None, out_dir: str) -> None:
         )
 
         def worker_done() -> bool:
-            m = _metric_sums(worker_port)
+            try:
+                m = _metric_sums(worker_port)
+            except OSError:  # its metrics are served once it has joined its group
+                return False
             return m.get("scantrace_worker_events_in_total", 0) >= report.accepted
 
         _wait(pipeline, worker_done, 600, "the worker")

@@ -11,7 +11,8 @@ from pydantic import ValidationError
 
 from ingest.gateway.server import serve
 from ingest.gateway.settings import GatewaySettings, TokensError
-from scantrace.commands import server_overrides, setup_logging
+from ingest.kafka_probe import KafkaStartupError, check_kafka
+from scantrace.commands import one_line, server_overrides, setup_logging
 
 
 @click.command()
@@ -49,8 +50,8 @@ def gateway(host: str | None, port: int | None, tokens_file: Path | None, log_le
         settings = GatewaySettings()
         settings = settings.with_options(**server_overrides(host, port, tokens_file))
         settings.gateway.token_map()
-        settings.kafka.servers()
-    except (ValidationError, TokensError, RuntimeError, OSError) as exc:
-        click.echo(f"error: {exc}", err=True)
+        check_kafka(settings.kafka, [settings.kafka.raw, settings.kafka.dlq])
+    except (ValidationError, TokensError, KafkaStartupError, RuntimeError, OSError) as exc:
+        click.echo(f"error: {one_line(exc)}", err=True)
         sys.exit(2)
     asyncio.run(serve(settings))

@@ -16,6 +16,7 @@ from typing import Final
 
 import click
 
+from scantrace.commands import OUT_DIR, made_parent
 from tracing.report.extras import MissingExtra, require
 from tracing.report.i18n import Lang
 from tracing.report.model import Period, Report
@@ -52,7 +53,7 @@ def _options(f: Callable[..., None]) -> Callable[..., None]:
                 "--out",
                 type=click.Path(dir_okay=False, path_type=Path),
                 default=None,
-                help="Output file [default: scantrace-report-<period>.<format>; csv also "
+                help="Output file [default: out/scantrace-report-<period>.<format>; csv also "
                 "writes <name>-inactive.csv]",
             ),
             click.option(
@@ -136,7 +137,7 @@ def _run(period: Period, fmt: str, out: Path | None, lang: str, population: Path
         population=people,
         generated_at_ms=now_ms(),
     )
-    target = out or Path(f"scantrace-report-{period.label}.{fmt}")
+    target = made_parent(out or OUT_DIR / f"scantrace-report-{period.label}.{fmt}")
     for path in write(result, fmt, target, lang):
         click.echo(f"wrote {path}")
 

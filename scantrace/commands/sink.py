@@ -11,7 +11,7 @@ from types import FrameType
 import click
 from pydantic import ValidationError
 
-from scantrace.commands import setup_logging
+from scantrace.commands import one_line, setup_logging
 
 
 @click.command()
@@ -63,9 +63,11 @@ def sink(
 
     Stops on SIGTERM or Ctrl-C after flushing and committing what it holds.
     Kafka and ClickHouse from SCANTRACE_KAFKA__BOOTSTRAP and SCANTRACE_CLICKHOUSE__URL
-    (or the running local services).
+    (or the running local services); the secret of the keyed person hashes of the report
+    from SCANTRACE_CLICKHOUSE__PERSON_HASH_KEY (required; the local services make one).
     """
     from ingest.admin import ensure_topics
+    from ingest.kafka_probe import KafkaStartupError, check_kafka
     from sinks.consumer import SinkFatal, serve
     from sinks.settings import SinkSettings
 
@@ -83,10 +85,12 @@ def sink(
     }
     try:
         settings = SinkSettings().with_options(**changes)
-        settings.kafka.servers()
         settings.clickhouse.parts()
-    except (ValidationError, RuntimeError, ValueError) as exc:
-        click.echo(f"error: {exc}", err=True)
+        settings.clickhouse.person_hash_key_pair()  # no key: no rollup, so no start
+        kafka = settings.kafka
+        check_kafka(kafka, [kafka.enriched, kafka.premises, kafka.dlq])
+    except (ValidationError, KafkaStartupError, RuntimeError, ValueError) as exc:
+        click.echo(f"error: {one_line(exc)}", err=True)
         sys.exit(2)
 
     stop = threading.Event()

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
+from pathlib import Path
 
 import click
 
 from scantrace import synth as gen
+from scantrace.commands import OUT_DIR, made_parent
+
+PREMISES_CSV = str(OUT_DIR / "premises.csv")
 
 
 def _yesterday() -> date:
@@ -21,18 +25,23 @@ def synth() -> None:
 @synth.command("premises")
 @click.option("--seed", default=1, show_default=True)
 @click.option("-n", "--count", default=3000, show_default=True, help="Number of premises")
-@click.option("--out", type=click.Path(dir_okay=False), default="premises.csv", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), default=PREMISES_CSV, show_default=True)
 def synth_premises(seed: int, count: int, out: str) -> None:
     """A premises registry CSV (the registry import format)."""
-    n = gen.write_premises_csv(gen.generate_premises(seed, count), out)
+    n = gen.write_premises_csv(gen.generate_premises(seed, count), made_parent(Path(out)))
     click.echo(f"wrote {n} premises to {out}")
 
 
 @synth.command("population")
-@click.option("--out", type=click.Path(dir_okay=False), default="population.csv", show_default=True)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default=str(OUT_DIR / "population.csv"),
+    show_default=True,
+)
 def synth_population(out: str) -> None:
     """District populations (for the report's uptake rate)."""
-    gen.write_population_csv(out)
+    gen.write_population_csv(made_parent(Path(out)))
     click.echo(f"wrote {len(gen.DISTRICT_POPULATION)} districts to {out}")
 
 
@@ -42,7 +51,7 @@ def synth_population(out: str) -> None:
     "--premises",
     "premises_csv",
     type=click.Path(exists=True, dir_okay=False),
-    default="premises.csv",
+    default=PREMISES_CSV,
     show_default=True,
 )
 @click.option(
@@ -56,7 +65,7 @@ def synth_population(out: str) -> None:
 @click.option(
     "--out",
     type=click.Path(dir_okay=False),
-    default="scans.msgpack",
+    default=str(OUT_DIR / "scans.msgpack"),
     show_default=True,
     help=".msgpack or .jsonl",
 )
@@ -68,7 +77,7 @@ def synth_scans(
     scan_day = gen.generate_scans(
         seed, premises, day.date() if day else _yesterday(), persons=persons, scans=count
     )
-    n = gen.write_scans(out, scan_day.scans)
+    n = gen.write_scans(made_parent(Path(out)), scan_day.scans)
     t = scan_day.truth
     click.echo(
         f"wrote {n} scans for {scan_day.day} to {out}: {t.stored} to store, "

@@ -44,7 +44,8 @@ if TYPE_CHECKING:
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Faust's working folder [env: SCANTRACE_WORKER__DATA_DIR; default ./worker-data]",
+    help="Faust's working folder [env: SCANTRACE_WORKER__DATA_DIR; default worker-data in "
+    "the local state directory, SCANTRACE_SERVICES__STATE_DIR]",
 )
 @click.option(
     "--batch-max-records",
@@ -77,7 +78,9 @@ def worker(
     """
     from prometheus_client import CollectorRegistry
 
+    from ingest.kafka_probe import KafkaStartupError, check_kafka
     from processors.worker_settings import WorkerSettings
+    from scantrace.commands import one_line
 
     changes = {
         k: v
@@ -94,11 +97,23 @@ def worker(
     }
     try:
         settings = WorkerSettings().with_options(**changes)
-        settings.kafka.servers()
-    except (ValidationError, RuntimeError, ValueError) as exc:
-        click.echo(f"error: {exc}", err=True)
+        if settings.worker.data_dir is None:
+            settings = settings.with_options(data_dir=default_data_dir())
+        kafka = settings.kafka
+        check_kafka(kafka, [kafka.raw, kafka.premises, kafka.enriched, kafka.dlq])
+    except (ValidationError, KafkaStartupError, RuntimeError, ValueError) as exc:
+        click.echo(f"error: {one_line(exc)}", err=True)
         sys.exit(2)
     run(settings, CollectorRegistry())
+
+
+def default_data_dir() -> Path:
+    """Faust's working folder when none is set: local state, never the current folder."""
+    from scantrace.settings import ServicesSettings
+
+    path = ServicesSettings().state_dir / "worker-data"
+    path.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
+    return path
 
 
 def run(settings: WorkerSettings, registry: CollectorRegistry) -> None:

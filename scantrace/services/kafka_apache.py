@@ -10,7 +10,9 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
+from scantrace.services import kafka_security
 from scantrace.services.process import ServiceError, free_port, spawn
 
 KAFKA_VERSION = "4.4.0"
@@ -97,16 +99,25 @@ def ensure_jars(cache_dir: Path) -> Path:
     return lib
 
 
-def _properties(port: int, cport: int, data: Path, partitions: int) -> str:
+def _properties(
+    port: int, cport: int, data: Path, partitions: int, security: dict[str, Any] | None
+) -> str:
+    listeners = (
+        kafka_security.properties(security, port, cport)
+        if security
+        else [
+            f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        ]
+    )
     return "\n".join(
         [
             "process.roles=broker,controller",
             "node.id=1",
             f"controller.quorum.bootstrap.servers=127.0.0.1:{cport}",
-            f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+            *listeners,
             "controller.listener.names=CONTROLLER",
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             f"log.dirs={data}",
             "offsets.topic.replication.factor=1",
             "offsets.topic.num.partitions=8",
@@ -123,8 +134,14 @@ def _properties(port: int, cport: int, data: Path, partitions: int) -> str:
     )
 
 
-def start(state_dir: Path, cache_dir: Path, partitions: int) -> dict[str, object]:
-    """Format (first start only) and start the broker; returns its state record."""
+def start(
+    state_dir: Path, cache_dir: Path, partitions: int, *, secure: bool = False
+) -> dict[str, object]:
+    """Format (first start only) and start the broker; returns its state record.
+
+    `secure` (`kafka_security`) is decided at the first start: a broker formatted with
+    security restarts with it, and one formatted without cannot be secured later (its
+    data would have no users)."""
     lib = ensure_jars(cache_dir)
     home = state_dir / "kafka"
     data = home / "data"
@@ -137,9 +154,20 @@ def start(state_dir: Path, cache_dir: Path, partitions: int) -> dict[str, object
         # The standalone controller's own address is stored in its metadata log at
         # format time, so a restart keeps the first ports.
         port, cport = (int(x) for x in ports_file.read_text().split())
+        security = kafka_security.load(home)
+        if secure and security is None:
+            raise ServiceError(
+                f"the local Kafka in {home} was formatted without security; to start it "
+                f"secured, remove that folder (its topics are lost) or use another "
+                f"SCANTRACE_SERVICES__STATE_DIR"
+            )
     else:
         port, cport = free_port(), free_port()
-        props.write_text(_properties(port, cport, data, partitions))
+        security = kafka_security.create(home) if secure else None
+        if security is None:
+            shutil.rmtree(kafka_security.folder(home), ignore_errors=True)
+        props.write_text(_properties(port, cport, data, partitions, security))
+        props.chmod(0o600)  # holds the broker's own password when secured
         cluster_id = (
             subprocess.run(
                 [java, "-cp", classpath, "kafka.tools.StorageTool", "random-uuid"],
@@ -162,13 +190,15 @@ def start(state_dir: Path, cache_dir: Path, partitions: int) -> dict[str, object
                 cluster_id,
                 "-c",
                 str(props),
+                *(kafka_security.format_args(security) if security else []),
             ],
             capture_output=True,
             text=True,
             check=False,
         )
         if fmt.returncode != 0:
-            raise ServiceError(f"Kafka storage format failed:\n{fmt.stdout}\n{fmt.stderr}")
+            # stdout lists the bootstrap records, SCRAM salts and keys among them
+            raise ServiceError(f"Kafka storage format failed:\n{fmt.stderr}")
         ports_file.write_text(f"{port} {cport}")
     (home / "log4j2.properties").write_text(_LOG4J2)
     log = state_dir / "logs" / "kafka.log"
@@ -192,4 +222,5 @@ def start(state_dir: Path, cache_dir: Path, partitions: int) -> dict[str, object
         "bootstrap": f"127.0.0.1:{port}",
         "log": str(log),
         "marker": str(props),
+        **({"security": security} if security else {}),
     }

@@ -28,6 +28,9 @@ def pipeline(
         "SCANTRACE_KAFKA__TOPIC_PREFIX": kafka_settings.topic_prefix,
         "SCANTRACE_KAFKA__PARTITIONS": str(kafka_settings.partitions),
         "SCANTRACE_CLICKHOUSE__URL": clickhouse_settings.url,
+        "SCANTRACE_CLICKHOUSE__PERSON_HASH_KEY": (
+            clickhouse_settings.person_hash_key.get_secret_value()
+        ),
         "SCANTRACE_GATEWAY__TOKENS": json.dumps({PIPELINE_TOKEN: "gw-test"}),
         "SCANTRACE_SINK__GROUP_ID": f"sink-{uuid.uuid4().hex[:8]}",
         "SCANTRACE_SINK__BATCH_SECONDS": "0.3",

@@ -36,7 +36,7 @@ def ready(port: int) -> bool:
 
 def committed(kafka: KafkaSettings, group: str) -> dict[tuple[str, int], int]:
     """The offsets `group` has committed, per (topic, partition)."""
-    admin = KafkaAdminClient(bootstrap_servers=kafka.servers())
+    admin = KafkaAdminClient(**kafka.kafka_python_config())
     try:
         offsets = admin.list_group_offsets(group).get(group, {})
         return {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items()}
@@ -46,7 +46,7 @@ def committed(kafka: KafkaSettings, group: str) -> dict[tuple[str, int], int]:
 
 def end_offsets(kafka: KafkaSettings) -> dict[tuple[str, int], int]:
     """The end offsets of the sink's topics, per non-empty (topic, partition)."""
-    consumer = KafkaConsumer(bootstrap_servers=kafka.servers())
+    consumer = KafkaConsumer(**kafka.kafka_python_config())
     try:
         tps = [
             TopicPartition(t, p)

@@ -41,7 +41,8 @@ from sinks.batch import PREMISES_COLUMNS, SCAN_COLUMNS
 from sinks.clickhouse_settings import ClickHouseSettings
 from sinks.client import connect
 from sinks.migrations import migrate
-from sinks.schema import MIGRATIONS
+from sinks.rollup import refresh_sql
+from sinks.schema import MIGRATIONS, REPORT_COUNTS, Migration
 from sinks.writer import ClickHouseWriter
 
 SEED = 46
@@ -172,9 +173,10 @@ def _scan_columns(rows: Sequence[Row], registry: Mapping[str, Premises]) -> list
     return [list(c) for c in zip(*out, strict=True)]
 
 
-def load(settings: ClickHouseSettings, p: Province) -> None:
+def load(settings: ClickHouseSettings, p: Province, *, refresh: bool = True) -> None:
     """Through the sink's writer: premises, then scans in chunks with tokens, one chunk
-    retried (same token) and a stretch replayed with other boundaries (other tokens)."""
+    retried (same token) and a stretch replayed with other boundaries (other tokens); then
+    the sink's rollup refresh, unless `refresh` is False."""
     writer = ClickHouseWriter(settings)
     try:
         premises_rows = [[getattr(x, c) for c in PREMISES_COLUMNS] for x in p.registry]
@@ -196,7 +198,14 @@ def load(settings: ClickHouseSettings, p: Province) -> None:
         )
         replay = p.rows[size + 130 : 3 * size + 70]
         writer.insert("scans", SCAN_COLUMNS, _scan_columns(replay, v1), "scans.enriched:0:replay")
-        writer.refresh_rollup(DAYS)  # the sink's own rollup, for the cross-check
+        if refresh:  # the sink's own rollups: premises_daily, the sets, the counts
+            writer.refresh_rollup(DAYS)
+        else:  # as the sink before migration 10 did: premises_daily only
+            client = connect(settings, server_side_params=True)
+            try:
+                client.execute(*refresh_sql(DAYS))
+            finally:
+                client.disconnect()
     finally:
         writer.close()
 
@@ -493,43 +502,129 @@ def test_rollups_agree_and_replays_add_nothing(
         client.disconnect()
 
 
-def test_the_report_outlives_the_detail_rows(loaded: ClickHouseSettings, tmp_path: Path) -> None:
-    """Detail rows expire by TTL (28 days by default; 2021 is long gone in production):
-    the report reads the rollup only, so emptying `scans` changes nothing."""
-    args = ["weekly", "--week", "2021-W46", "--format", "json"]
-    docs = []
-    for name in ("with-scans.json", "without-scans.json"):
-        out, _ = run_report(loaded, args, tmp_path, name)
-        doc = json.loads(out.read_text(encoding="utf-8"))
-        del doc["generated_at"], doc["notes"]
-        docs.append(doc)
-        client = connect(loaded)
-        try:
-            client.execute("TRUNCATE TABLE scans")
-            assert client.execute("SELECT count() FROM scans") == [(0,)]
-        finally:
-            client.disconnect()
-    assert docs[0] == docs[1]
+def _report_doc(settings: ClickHouseSettings, args: list[str], tmp_path: Path, name: str) -> Any:
+    out, _ = run_report(settings, args, tmp_path, name)
+    doc = json.loads(out.read_text(encoding="utf-8"))
+    del doc["generated_at"], doc["notes"]
+    return doc
 
 
-def test_migration_backfills_scans_stored_before_it(
-    clickhouse_settings: ClickHouseSettings, province: Province
-) -> None:
-    fresh = clickhouse_settings.with_database(f"{clickhouse_settings.database}_bf")
-    fresh = fresh.model_copy(update={"retention_days": 3650})  # keep the 2021 scans
+def _rows(client: Any, table: str) -> int:
+    return int(client.execute(f"SELECT count() FROM {table}")[0][0])
+
+
+def test_the_report_outlives_the_retention(loaded: ClickHouseSettings, tmp_path: Path) -> None:
+    """Past the retention the scans and the keyed sets are gone (deleted here by their own
+    TTL, made 28 days again and merged): the report of a week and of a day reads the
+    counts the sink kept, and every number equals the one computed from the sets while
+    they existed."""
+    weekly = ["weekly", "--week", "2021-W46", "--format", "json"]
+    daily = ["daily", "--date", "2021-11-21", "--format", "json"]
+    client = connect(loaded)
     try:
-        migrate(fresh, [m for m in MIGRATIONS if m.name != "premises_daily_sets"])
-        load(fresh, province)
-        assert [a.name for a in migrate(fresh)] == ["premises_daily_sets"]
+        counted_sql = (
+            "SELECT toString(period), first_day FROM report_counts FINAL "
+            "WHERE dimension = 'total' ORDER BY period, first_day"
+        )
+        counted = client.execute(counted_sql)
+        assert counted == [("day", d) for d in DAYS] + [
+            ("week", date(2021, 11, 8)),
+            ("week", date(2021, 11, 15)),
+        ]
+        client.execute("TRUNCATE TABLE report_counts")  # the sets alone, as before counting
+        from_sets = [
+            _report_doc(loaded, a, tmp_path, f"s{i}.json") for i, a in enumerate((weekly, daily))
+        ]
+        writer = ClickHouseWriter(loaded)
+        try:
+            writer.refresh_rollup(DAYS[-1:])  # the sink's next refresh counts them again
+        finally:
+            writer.close()
+        assert client.execute(counted_sql) == counted
+        for table, ttl in (
+            ("scans", "toDateTime(scanned_at) + INTERVAL 28 DAY"),
+            ("scans_by_person", "toDateTime(scanned_at) + INTERVAL 28 DAY"),
+            ("premises_daily_sets", "toDateTime(day, 'Asia/Ho_Chi_Minh') + INTERVAL 28 DAY"),
+        ):
+            client.execute(f"ALTER TABLE {table} MODIFY TTL {ttl} SETTINGS mutations_sync = 2")
+            client.execute(f"OPTIMIZE TABLE {table} FINAL")
+            assert _rows(client, table) == 0, table
+    finally:
+        client.disconnect()
+    from_counts = [
+        _report_doc(loaded, a, tmp_path, f"c{i}.json") for i, a in enumerate((weekly, daily))
+    ]
+    assert from_counts == from_sets
+    assert from_counts[0]["total"]["scanners"] > 0
+
+
+# The first form of migration 6, as deployments that ran it still hold it: plain hashes of
+# the person ids, fed by a view, no TTL.
+_PLAIN_SETS = (
+    "CREATE TABLE IF NOT EXISTS {db}.premises_daily_sets (day Date, premises_id String,"
+    " scans AggregateFunction(uniqExact, UInt64), scanners AggregateFunction(uniqExact,"
+    " UInt64)) ENGINE = AggregatingMergeTree PARTITION BY toYYYYMM(day)"
+    " ORDER BY (day, premises_id)",
+    "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.premises_daily_sets_mv"
+    " TO {db}.premises_daily_sets AS SELECT toDate(scanned_at, 'Asia/Ho_Chi_Minh') AS day,"
+    " premises_id, uniqExactState(cityHash64(event_id)) AS scans,"
+    " uniqExactState(cityHash64(person_id)) AS scanners FROM {db}.scans"
+    " GROUP BY day, premises_id",
+)
+
+
+def test_migration_turns_plain_sets_into_counts_and_keyed_sets(
+    clickhouse_settings: ClickHouseSettings, province: Province, tmp_path: Path
+) -> None:
+    fresh = clickhouse_settings.with_database(f"{clickhouse_settings.database}_old")
+    fresh = fresh.model_copy(update={"retention_days": 3650})  # keep the 2021 scans
+    old = [
+        Migration(6, "premises_daily_sets", _PLAIN_SETS) if m.version == 6 else m
+        for m in MIGRATIONS
+        if m.version < 10
+    ]
+    weekly = ["weekly", "--week", "2021-W46", "--format", "json"]
+    try:
+        migrate(fresh, old)
+        load(fresh, province, refresh=False)  # by the sink of that time: the view only
+        # The report as it was: from the sets (this code reads them when nothing is
+        # counted, so it needs the empty table of counts).
+        migrate(fresh, [Migration(0, "counts_only", (REPORT_COUNTS,))])
+        before = _report_doc(fresh, weekly, tmp_path, "before.json")
+        assert [a.name for a in migrate(fresh)] == ["keyed_sets_and_retention"]
         client = connect(fresh)
         try:
+            tables = dict(
+                client.execute(
+                    "SELECT name, create_table_query FROM system.tables"
+                    " WHERE database = currentDatabase()"
+                )
+            )
+            assert "premises_daily_sets_mv" not in tables
+            assert " TTL toDateTime(day, 'Asia/Ho_Chi_Minh')" in tables["premises_daily_sets"]
+            assert "cityHash64(person_id)" not in "".join(tables.values())
+            assert _rows(client, "premises_daily_sets") == 0  # the plain hashes are gone
+            assert _rows(client, "report_counts") > 0
+            after = _report_doc(fresh, weekly, tmp_path, "after.json")  # from the counts
+            assert after == before
+            # the sink refills the keyed sets of every day of `scans` at its start
+            writer = ClickHouseWriter(fresh)
+            try:
+                dirty = writer.dirty_days()
+                assert set(DAYS) <= set(dirty)
+                writer.refresh_rollup(dirty)
+            finally:
+                writer.close()
             [(scans, persons)] = client.execute(
                 "SELECT uniqExactMerge(scans), uniqExactMerge(scanners) FROM premises_daily_sets"
             )
+            assert scans == len({r.event_id for r in province.rows})
+            assert persons == len({r.person_id for r in province.rows})
+            client.execute("TRUNCATE TABLE report_counts")
+            assert _report_doc(fresh, weekly, tmp_path, "keyed.json") == before
+            assert migrate(fresh) == []  # a re-run neither counts from nor drops the keyed
         finally:
             client.disconnect()
-        assert scans == len({r.event_id for r in province.rows})
-        assert persons == len({r.person_id for r in province.rows})
     finally:
         client = connect(fresh, database="default")
         client.execute(f"DROP DATABASE IF EXISTS `{fresh.database}`")

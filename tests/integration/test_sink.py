@@ -329,7 +329,9 @@ def test_clickhouse_unreachable_pauses_retries_and_resumes(
 ) -> None:
     host, real_port, database, _, _ = clickhouse_settings.parts()
     proxy = Proxy(free_port(), (host, real_port))
-    away = ClickHouseSettings(url=f"clickhouse://{host}:{proxy.port}/{database}")
+    away = clickhouse_settings.model_copy(
+        update={"url": f"clickhouse://{host}:{proxy.port}/{database}"}
+    )
     scans = make_scans(1500, now_ms())
     produce(kafka_settings, scan_records(kafka_settings, scans))
     sink = Running(sink_settings(kafka_settings, away))

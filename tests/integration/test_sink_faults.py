@@ -16,6 +16,7 @@ from pathlib import Path
 import msgpack
 import pytest
 from kafka import KafkaProducer
+from pydantic import SecretStr
 
 from ingest.kafka_settings import KafkaSettings
 from scantrace.services import clickhouse_local
@@ -27,6 +28,8 @@ from sinks.testing import enriched
 
 NOW = int(time.time() * 1000)
 
+PERSON_HASH_KEY = "sink-faults-person-hash-key"
+
 
 class OwnClickHouse:
     """A ClickHouse server of this test's own, stopped and started again on its ports."""
@@ -37,7 +40,10 @@ class OwnClickHouse:
 
     @property
     def settings(self) -> ClickHouseSettings:
-        return ClickHouseSettings(url=f"clickhouse://127.0.0.1:{self.record['native_port']}/faults")
+        return ClickHouseSettings(
+            url=f"clickhouse://127.0.0.1:{self.record['native_port']}/faults",
+            person_hash_key=SecretStr(PERSON_HASH_KEY),
+        )
 
     def start(self) -> None:
         old = self.record
@@ -128,6 +134,7 @@ def test_clickhouse_down_30s_and_sink_sigkill_lose_nothing_and_double_nothing(
         "SCANTRACE_KAFKA__BOOTSTRAP": kafka_settings.bootstrap,
         "SCANTRACE_KAFKA__TOPIC_PREFIX": kafka_settings.topic_prefix,
         "SCANTRACE_CLICKHOUSE__URL": own_clickhouse.settings.url,
+        "SCANTRACE_CLICKHOUSE__PERSON_HASH_KEY": PERSON_HASH_KEY,
         "SCANTRACE_SINK__GROUP_ID": f"sink-faults-{uuid.uuid4().hex[:8]}",
         "SCANTRACE_SINK__BATCH_SECONDS": "0.5",
         "SCANTRACE_SINK__RETRY_MAX_SECONDS": "2",

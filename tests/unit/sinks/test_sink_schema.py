@@ -6,9 +6,19 @@ import re
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from sinks.clickhouse_settings import ClickHouseSettings
-from sinks.schema import MIGRATIONS, TABLES, ident, render, render_script
+from sinks.schema import (
+    MIGRATIONS,
+    PREMISES_DAILY_SETS,
+    TABLES,
+    ident,
+    render,
+    render_script,
+    render_steps,
+    render_table,
+)
 
 DEPLOY = Path(__file__).parents[3] / "deploy" / "clickhouse"
 SINGLE = ClickHouseSettings(url="clickhouse://h:9000/scantrace")
@@ -153,3 +163,96 @@ def test_sink_help_names_the_environment() -> None:
     assert result.exit_code == 0, result.output
     for env in ("SCANTRACE_SINK__BATCH_ROWS", "SCANTRACE_SINK__METRICS_PORT"):
         assert env in result.output
+
+
+# An unkeyed hash (or digest) of a person id anywhere in the DDL: `cityHash64(person_id)`,
+# `sipHash64(person_id)`, `MD5(person_id)`, ... (a `...Keyed` function is not one).
+_HASH_OF_PERSON = re.compile(
+    r"\b(\w*(?:hash|md5|sha|farm|murmur|xxh)\w*)\s*\(([^()]|\([^()]*\))*\bperson_id\b",
+    re.IGNORECASE,
+)
+
+
+@pytest.mark.parametrize("settings", [SINGLE, CLUSTER], ids=["single", "cluster"])
+def test_no_unkeyed_hash_of_a_person_id_in_any_statement(settings: ClickHouseSettings) -> None:
+    sql = statements(settings)
+    found = [m.group(0) for s in sql for m in _HASH_OF_PERSON.finditer(s)]
+    assert [f for f in found if not re.match(r"\w*Keyed\b", f)] == []
+    # the pattern does find one: the plain hash the first form of migration 6 used
+    assert _HASH_OF_PERSON.search("uniqExactState(cityHash64(person_id)) AS scanners")
+    assert _HASH_OF_PERSON.search("SELECT sipHash128( person_id, premises_id)")
+    # and nothing computes a keyed hash in DDL: the key would be readable in SHOW CREATE
+    assert not any("Keyed" in s for s in sql)
+
+
+def test_every_table_with_person_data_has_a_ttl_within_its_retention() -> None:
+    holding = {t.name for t in TABLES if t.person_data}
+    assert holding == {
+        "scans",
+        "scans_by_person",
+        "dead_letters",
+        "premises_daily_sets",
+        "audit_log",
+    }
+    short = SINGLE.model_copy(update={"retention_days": 7, "audit_retention_days": 400})
+    for t in TABLES:
+        if not t.person_data:
+            continue
+        [ddl] = render_table(t, short)
+        want = "INTERVAL 400 DAY" if t.name == "audit_log" else "INTERVAL 7 DAY"
+        assert "\nTTL " in ddl and want in ddl, t.name
+    # the sets of a local day go at local midnight + retention: with its first scans
+    [sets] = render_table(PREMISES_DAILY_SETS, short)
+    assert "TTL toDateTime(day, 'Asia/Ho_Chi_Minh') + INTERVAL 7 DAY" in sets
+
+
+def test_keyed_sets_migration_on_one_node_and_on_a_cluster() -> None:
+    [m] = [m for m in MIGRATIONS if m.name == "keyed_sets_and_retention"]
+    assert m.version == max(x.version for x in MIGRATIONS)
+    steps = render_steps(m, SINGLE)
+    sql = [s for s, _ in steps]
+    assert sql[0].startswith("CREATE TABLE IF NOT EXISTS `scantrace`.`report_counts` (")
+    # the complete days and weeks counted from the old sets, only while they are there
+    day_counts, week_counts = steps[1], steps[2]
+    assert "'day', d.day AS f" in day_counts[0] and "'week', toMonday(d.day)" in week_counts[0]
+    for s, done_if in (day_counts, week_counts):
+        assert s.startswith("INSERT INTO `scantrace`.report_counts")
+        assert "FROM `scantrace`.premises_daily_sets AS d" in s
+        assert "name = 'premises_daily_sets' AND position(create_table_query, ' TTL ') = 0" in (
+            done_if
+        )
+    assert sql[3] == "DROP VIEW IF EXISTS `scantrace`.premises_daily_sets_mv  SYNC"
+    assert all(done for _, done in steps[4:6])  # the old table is dropped once
+    assert sql[6].startswith("CREATE TABLE IF NOT EXISTS `scantrace`.`premises_daily_sets` (")
+    assert "TTL toDateTime(day" in sql[6]
+    assert sql[-1] == (
+        "ALTER TABLE `scantrace`.audit_log  MODIFY TTL toDateTime(at) + INTERVAL 730 DAY"
+    )
+
+    cluster = render_steps(m, CLUSTER)
+    csql = [s for s, _ in cluster]
+    assert all(" ON CLUSTER `scantrace`" in s for s in csql if not s.startswith("INSERT"))
+    assert "DROP VIEW IF EXISTS `scantrace`.premises_daily_sets_mv_local ON CLUSTER" in csql[4]
+    assert csql[5].startswith("DROP TABLE IF EXISTS `scantrace`.premises_daily_sets ON CLUSTER")
+    assert csql[6].startswith("DROP TABLE IF EXISTS `scantrace`.premises_daily_sets_local ON")
+    assert "name = 'premises_daily_sets_local'" in cluster[5][1]
+    assert "ReplicatedAggregatingMergeTree('/clickhouse/tables/{shard}/{database}/" in csql[7]
+    assert "ALTER TABLE `scantrace`.audit_log_local ON CLUSTER `scantrace` MODIFY TTL" in csql[-1]
+
+
+def test_the_sink_refuses_to_start_without_a_person_hash_key() -> None:
+    from click.testing import CliRunner
+
+    from scantrace.commands.sink import sink
+
+    env = {
+        "SCANTRACE_KAFKA__BOOTSTRAP": "127.0.0.1:9",
+        "SCANTRACE_CLICKHOUSE__URL": "clickhouse://127.0.0.1:9/x",
+    }
+    for key in (None, "too short"):
+        result = CliRunner().invoke(
+            sink, [], env={**env, "SCANTRACE_CLICKHOUSE__PERSON_HASH_KEY": key}
+        )
+        assert result.exit_code == 2, result.output
+        assert result.output.startswith("error: SCANTRACE_CLICKHOUSE__PERSON_HASH_KEY must be set")
+    assert SINGLE.model_copy(update={"person_hash_key": SecretStr("x" * 16)}).person_hash_key_pair()
