@@ -1,4 +1,4 @@
-"""The exposure rules (DESIGN.md "Exposure model") and their parameters.
+"""The exposure rules (docs/architecture.md "Exposure model") and their parameters.
 
 `scan-window` (PC-COVID's rule, the default): person X is a contact of case C if X
 scanned at a premises P within `window_min` minutes (inclusive) of a scan of C at P, C's

@@ -4,7 +4,7 @@ Every value from a caller is a bound parameter (`%(name)s`, substituted and esca
 clickhouse-driver); only table names from the operator's settings are formatted in,
 after `_ident` checked them.
 
-Shape of every query (PERFORMANCE.md "Exposure queries"):
+Shape of every query (docs/architecture.md "Exposure model"):
 1. the seeds' scans: for degree 2 the F1 contacts' through the by-person access path
    (`person_id IN ...`); for degree 1 the case's, already read by the timeline query
    (`case_visits`) or, under scan-window, by `case_scans`, passed back as bound arrays
