@@ -758,9 +758,11 @@ GROUP BY person_id, i{settings}"""
     return sql, params
 
 
-# The candidates of a capped degree-1 query are computed once and kept for the two places
-# that read them (`_capped_degree1`); with the setting off ClickHouse inlines the CTE at
-# both, the same rows at twice the cost of the candidates.
+# The candidates of a capped degree-1 query are computed once and kept for the places that
+# read them (`_capped_degree1`: the join, and each week's person set); with the setting
+# off ClickHouse inlines the CTE at each, the same rows at that many times the cost of the
+# candidates (100 M rows, 3 cases: the by-person read 1.0-2.1 s with it, 1.9-2.2 s
+# without, bench/RESULTS.md "Session 12").
 _MATERIALIZED: Final = "enable_materialized_cte = 1"
 
 
