@@ -17,7 +17,8 @@ and a check-out later than a scan elsewhere was a forgotten one, done afterwards
 at P itself (other visits there) and scans elsewhere at `start` exactly cap nothing.
 The cap applies to every visit of the rule: the case's (its timeline) and every
 co-visitor's, at both degrees; a capped visit is never longer than the uncapped one, so
-capping removes contacts and shortens their times, never adds any. Under `scan-window`
+capping removes F1 contacts and shortens their times, never adds one (a person who is no
+longer F1 may then be found as F2). Under `scan-window`
 contacts are scans, not visits, so the cap shapes only the timeline, and is off unless
 asked for.
 
