@@ -95,6 +95,7 @@ TRACE_PARAMS: Final = PERIOD_PARAMS | {
     "min_overlap_min",
     "merge_gap_min",
     "depth",
+    "cap_at_next_scan",
 }
 AUDIT_PARAMS: Final = frozenset({"since", "limit", "actor"})
 MAX_OFFSET: Final = 2**31
@@ -206,6 +207,16 @@ class Params:
         except TraceInputError as exc:
             raise ApiError(422, "invalid", str(exc)) from None
 
+    def boolean(self, name: str) -> bool | None:
+        raw = self.query.get(name)
+        if raw is None:
+            return None
+        if raw.lower() in ("true", "1"):
+            return True
+        if raw.lower() in ("false", "0"):
+            return False
+        raise ApiError(422, "invalid", f"{name} must be true or false")
+
     def time(self, name: str) -> int:
         raw = self.query.get(name)
         if raw is None:
@@ -226,6 +237,7 @@ class Params:
                 min_overlap_min=self.integer("min_overlap_min", d.min_overlap_min, 0, 1440),
                 merge_gap_min=self.integer("merge_gap_min", d.merge_gap_min, 0, 1440),
                 depth=self.integer("depth", d.depth, 1, 2),
+                cap_at_next_scan=self.boolean("cap_at_next_scan"),
             )
         except RuleError as exc:
             raise ApiError(422, "invalid", str(exc)) from None
