@@ -7,6 +7,7 @@ Every rejection is a `ScanRejected` carrying a machine-readable `reason` code an
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -101,7 +102,8 @@ class ScanEvent:
 
 
 def now_ms() -> int:
-    return int(datetime.now(tz=UTC).timestamp() * 1000)
+    """The wall clock in epoch milliseconds (UTC), the unit of every time in the contract."""
+    return time.time_ns() // 1_000_000
 
 
 def _int_text(value: int) -> str:

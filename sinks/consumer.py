@@ -49,6 +49,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
+from ingest.contract import now_ms
 from ingest.lean_records import LEAN, install
 from ingest.telemetry import Heartbeat, MetricsServer
 from sinks.batch import (
@@ -65,7 +66,7 @@ from sinks.batch import (
     dead_row,
 )
 from sinks.metrics import SinkMetrics
-from sinks.rollup import now_ms, refreshable, touched_days
+from sinks.rollup import refreshable, touched_days
 from sinks.settings import SinkSettings
 from sinks.writer import ClickHouseWriter, ScanWriter, WriteError
 

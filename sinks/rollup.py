@@ -31,7 +31,7 @@ the query text.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Final, Literal
 from zoneinfo import ZoneInfo
 
@@ -197,7 +197,3 @@ def counts_sql(kind: PeriodKind, firsts: Sequence[date]) -> tuple[str, dict[str,
         "firsts": ordered,
     }
     return counts_insert(kind, where), params
-
-
-def now_ms() -> int:
-    return int(datetime.now(tz=UTC).timestamp() * 1000)

@@ -25,6 +25,7 @@ from typing import Any, Final, Literal, Protocol
 
 from clickhouse_driver import Client, errors
 
+from ingest.contract import now_ms
 from sinks.batch import insert_sql
 from sinks.clickhouse_settings import ClickHouseSettings
 from sinks.client import connect
@@ -34,7 +35,6 @@ from sinks.rollup import (
     counts_sql,
     dirty_days_sql,
     local_day,
-    now_ms,
     refresh_sql,
     sets_sql,
     uncounted_sql,

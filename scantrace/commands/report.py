@@ -109,7 +109,7 @@ def _run(period: Period, fmt: str, out: Path | None, lang: str, population: Path
         except (ValueError, UnicodeDecodeError) as exc:
             raise click.BadParameter(str(exc), param_hint="--population") from None
 
-    from sinks.rollup import now_ms
+    from ingest.contract import now_ms
     from tracing.report.build import build_report
     from tracing.report.queries import collect
     from tracing.runner import ClickHouseRunner

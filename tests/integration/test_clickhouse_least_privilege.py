@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from clickhouse_driver import errors
 from test_sink import Running, make_scans, produce, scan_records, sink_settings, wait_for
 
+from ingest.contract import now_ms
 from ingest.deadletter import DeadLetter, encode_dead_letter
 from ingest.kafka_settings import KafkaSettings
 from ingest.premises import Premises, encode_premises
@@ -28,7 +29,7 @@ from sinks.batch import SCAN_COLUMNS
 from sinks.clickhouse_settings import ClickHouseSettings
 from sinks.client import connect
 from sinks.grants import ROLES, render_users_sql, username
-from sinks.rollup import DAY_MS, local_day, now_ms
+from sinks.rollup import DAY_MS, local_day
 from sinks.writer import ClickHouseWriter
 from tracing.api.server import serve
 from tracing.audit import Actor, AuditWriter, read_audit

@@ -19,6 +19,7 @@ from kafka import KafkaProducer
 from pipeline_kit import committed, end_offsets
 from prometheus_client import CollectorRegistry
 
+from ingest.contract import now_ms
 from ingest.deadletter import DeadLetter, encode_dead_letter
 from ingest.kafka_settings import KafkaSettings
 from ingest.premises import Premises, encode_premises
@@ -26,7 +27,7 @@ from sinks import queries
 from sinks.clickhouse_settings import ClickHouseSettings
 from sinks.client import connect
 from sinks.consumer import SinkFatal, serve
-from sinks.rollup import DAY_MS, local_day, now_ms
+from sinks.rollup import DAY_MS, local_day
 from sinks.settings import SinkOptions, SinkSettings
 from sinks.testing import FlakyWriter, enriched
 from sinks.writer import ClickHouseWriter, ScanWriter
