@@ -298,10 +298,10 @@ class Sink:
     def _after_scans(self, data: list[list[Any]], now: int) -> None:
         scanned = data[SCANNED_AT]
         done = self.wall_ms()
-        self.metrics.end_to_end.observe_since("scanned_at", scanned, done)
+        self.metrics.end_to_end.observe_since(scanned, done, "scanned_at")
         # clickhouse-driver replaced the NULLs of this Nullable column by 0 while encoding.
         self.metrics.end_to_end.observe_since(
-            "received_at", list(filter(None, data[RECEIVED_AT])), done
+            list(filter(None, data[RECEIVED_AT])), done, "received_at"
         )
         touched = touched_days(scanned, now, self.settings.clickhouse.retention_days)
         with self._dirty_lock:
