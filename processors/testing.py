@@ -19,6 +19,7 @@ from typing import IO, Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from ingest.batch_send import send_in_batches
 from ingest.kafka_settings import KafkaSettings
 from ingest.partitioning import partition_for
 from processors.records import frame_rows
@@ -57,20 +58,11 @@ async def _publish(
     await producer.start()
     try:
         partitions = sorted(await producer.partitions_for(topic))
-        by_partition: dict[int, list[tuple[bytes | None, bytes | None]]] = {}
+        by_partition: dict[tuple[str, int], list[tuple[bytes | None, bytes | None]]] = {}
         for key, value in records:
             p = partition_for(key, partitions) if key is not None else partitions[0]
-            by_partition.setdefault(p, []).append((key, value))
-        futures = []
-        for p, items in by_partition.items():
-            batch = producer.create_batch()
-            for key, value in items:
-                if batch.append(key=key, value=value, timestamp=None) is None:
-                    futures.append(await producer.send_batch(batch, topic, partition=p))
-                    batch = producer.create_batch()
-                    batch.append(key=key, value=value, timestamp=None)
-            futures.append(await producer.send_batch(batch, topic, partition=p))
-        await asyncio.gather(*futures)
+            by_partition.setdefault((topic, p), []).append((key, value))
+        await asyncio.gather(*await send_in_batches(producer, by_partition))
     finally:
         await producer.stop()
     return len(records)
