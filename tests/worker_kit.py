@@ -1,13 +1,13 @@
-"""Helpers for running the real worker against a real broker (integration tests, the
-benchmark, demos): publish keyed records fast, read a topic back, and drive a
-`scantrace worker` subprocess (start, wait on its /metrics, stop, kill)."""
+"""Helpers for running the real worker against a real broker (integration tests and the
+benchmarks, which import it as `tests.worker_kit`): publish keyed records fast, read a
+topic back, and drive a `scantrace worker` subprocess (start, wait on its /metrics, stop,
+kill)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +23,7 @@ from ingest.batch_send import send_in_batches
 from ingest.kafka_settings import KafkaSettings
 from ingest.partitioning import partition_for
 from processors.records import frame_rows
+from scantrace.services.process import free_port
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,12 +34,6 @@ class Record:
     offset: int
     key: bytes | None
     value: bytes | None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def publish(
