@@ -18,6 +18,7 @@ import pytest
 from kafka import KafkaProducer
 from pipeline_kit import committed, end_offsets
 from prometheus_client import CollectorRegistry
+from sink_kit import enriched
 
 from ingest.contract import now_ms
 from ingest.deadletter import DeadLetter, encode_dead_letter
@@ -29,7 +30,7 @@ from sinks.client import connect
 from sinks.consumer import SinkFatal, serve
 from sinks.rollup import DAY_MS, local_day
 from sinks.settings import SinkOptions, SinkSettings
-from sinks.testing import FlakyWriter, enriched
+from sinks.testing import FlakyWriter
 from sinks.writer import ClickHouseWriter, ScanWriter
 
 TIMEOUT_S = 90
