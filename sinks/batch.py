@@ -19,8 +19,9 @@ committed only after ClickHouse confirmed it. So:
   from the buffered records, from its first buffered offset to the end of the topic) is
   flushed by time (`batch_seconds`) with whatever it holds. A crash in that window
   replays a chunk whose boundaries may differ: its rows are stored twice until
-  ReplacingMergeTree merges them, and the read path (`sinks.queries`) never counts a
-  duplicate. Correctness does not rest on the tokens.
+  ReplacingMergeTree merges them, and no reader of `scans` counts rows (`tracing/sql.py`,
+  `tracing/report/queries.py`), so a duplicate is never counted. Correctness does not
+  rest on the tokens.
 
 Decoding is the hot path: msgspec decodes each record, a frame or a lone scan map, into
 typed structs in C and one `attrgetter` per column builds the columns (2.5 us a row

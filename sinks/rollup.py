@@ -8,7 +8,7 @@ days its inserts touched and, every `rollup_seconds`, recomputes those days from
 with `uniqExact(event_id)` and `uniqExact(person_id)`: exact whatever duplicates `scans`
 still holds, and the rollup keeps plain numbers only. `premises_daily` is a
 ReplacingMergeTree(computed_at): the latest computation of a (day, premises) wins; read it
-with FINAL (`sinks.queries.daily`).
+with FINAL.
 
 A crash between an insert and the next refresh loses the sink's memory of the days: at
 start the sink asks `dirty_days_sql` which days hold a scan stored after the day's last

@@ -13,9 +13,9 @@ Decisions (issue 5):
   (premises_id, scanned_at, event_id): the tracer's main path, and a replayed scan collapses
   into one row at merge time. Until then a duplicate row can exist, so the query path never
   counts rows: answers are sets, min/max, `uniqExact(event_id)` or `LIMIT 1 BY event_id`
-  (`sinks.queries`). FINAL is avoided: it costs a merge per query. Partitioned by week at
-  2,048-row granules since migration 9 (`SCANS_WEEKLY`; by day before, when a trace paid
-  at least a granule for each premises and day it touched).
+  (`tracing/sql.py`, `tracing/report/queries.py`). FINAL is avoided: it costs a merge per
+  query. Partitioned by week at 2,048-row granules since migration 9 (`SCANS_WEEKLY`; by day
+  before, when a trace paid at least a granule for each premises and day it touched).
 - By-person path: the table `scans_by_person` (migration 8), the same columns ordered by
   (person_id, scanned_at, event_id) at 1,024-row granules, partitioned by week, fed by a
   materialized view on the inserts into `scans`. It replaced the projection `by_person`

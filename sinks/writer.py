@@ -123,7 +123,7 @@ INSERT_SETTINGS: Final[dict[str, Any]] = {
     # dead_letters): it cost the server 2-3 us a row a table, about a third of its CPU an
     # inserted scan (14-17 against 9-13 us with merges, bench/RESULTS.md "Sink").
     # Duplicates inside a block then wait for a background merge like duplicates across
-    # blocks always did: no reader counts rows (`sinks.queries`), `premises` is read with
+    # blocks always did: no reader counts rows (`tracing/sql.py`), `premises` is read with
     # FINAL and `dead_letters` with DISTINCT.
     "optimize_on_insert": 0,
 }

@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import store_queries as queries
 from click.testing import CliRunner
 from clickhouse_driver import errors
 from test_sink import Running, make_scans, produce, scan_records, sink_settings, wait_for
@@ -24,7 +25,6 @@ from ingest.premises import Premises, encode_premises
 from scantrace.services import manager
 from scantrace.services.manager import Endpoints
 from scantrace.settings import ServicesSettings
-from sinks import queries
 from sinks.batch import SCAN_COLUMNS
 from sinks.clickhouse_settings import ClickHouseSettings
 from sinks.client import connect

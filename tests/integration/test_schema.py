@@ -10,11 +10,11 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+import store_queries as queries
 from clickhouse_driver import Client
 from pydantic import SecretStr
 
 from ingest.contract import now_ms
-from sinks import queries
 from sinks.batch import SCAN_COLUMNS
 from sinks.clickhouse_settings import ClickHouseSettings
 from sinks.client import connect

@@ -15,6 +15,7 @@ from typing import Any
 
 import msgpack
 import pytest
+import store_queries as queries
 from kafka import KafkaProducer
 from pipeline_kit import committed, end_offsets
 from prometheus_client import CollectorRegistry
@@ -24,7 +25,6 @@ from ingest.contract import now_ms
 from ingest.deadletter import DeadLetter, encode_dead_letter
 from ingest.kafka_settings import KafkaSettings
 from ingest.premises import Premises, encode_premises
-from sinks import queries
 from sinks.clickhouse_settings import ClickHouseSettings
 from sinks.client import connect
 from sinks.consumer import SinkFatal, serve
