@@ -25,6 +25,7 @@ from ingest.contract import now_ms
 from ingest.deadletter import DeadLetter, encode_dead_letter
 from ingest.kafka_settings import KafkaSettings
 from ingest.premises import Premises, encode_premises
+from scantrace.services.process import free_port
 from sinks.clickhouse_settings import ClickHouseSettings
 from sinks.client import connect
 from sinks.consumer import SinkFatal, serve
@@ -34,12 +35,6 @@ from sinks.testing import FlakyWriter
 from sinks.writer import ClickHouseWriter, ScanWriter
 
 TIMEOUT_S = 90
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Running:
