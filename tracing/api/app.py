@@ -19,7 +19,6 @@ the next offset), CSV is streamed in chunks, the whole answer.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -29,6 +28,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ingest.auth import BearerTokens
+from ingest.http import HttpError as ApiError
+from ingest.http import json_response as _json
 from tracing.api.metrics import ApiMetrics
 from tracing.api.openapi import openapi_document
 from tracing.audit import Action, Actor, read_audit
@@ -54,25 +55,6 @@ class TokenAuth(BearerTokens[Principal]):
 
     def principal(self, authorization: str | None) -> Principal | None:
         return self.lookup(authorization)
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.code = code
-        self.detail = detail
-
-
-def _json(
-    status: int, body: Mapping[str, object], headers: Mapping[str, str] | None = None
-) -> web.Response:
-    return web.Response(
-        status=status,
-        body=json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(),
-        content_type="application/json",
-        headers=headers,
-    )
 
 
 def _int(query: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
