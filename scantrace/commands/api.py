@@ -10,11 +10,12 @@ from pathlib import Path
 import click
 from pydantic import ValidationError
 
+from ingest.auth import TokensError
 from scantrace.commands import server_overrides, setup_logging
 from tracing.audit import read_audit
 from tracing.models import iso_utc
 from tracing.runner import ClickHouseRunner
-from tracing.settings import TokensError, TracerSettings
+from tracing.settings import TracerSettings
 from tracing.trace import TraceInputError, parse_time
 
 
