@@ -1,6 +1,6 @@
 """Pure batch building for the sink: Kafka records in, columnar inserts with tokens out.
 
-No I/O here; `sinks.consumer` feeds it records and hands its `Chunk`s to a `ScanWriter`.
+No I/O here; `sinks.consume_loop` feeds it records and hands its `Chunk`s to a `ScanWriter`.
 
 Batch boundaries and idempotency. Records are cut per topic partition, never across
 partitions, into chunks of `batch_rows` rows counted from the first offset not yet

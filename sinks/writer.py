@@ -138,6 +138,10 @@ class WriteError(Exception):
         super().__init__(f"{kind}{' ' + what if what else ''}: {type(cause).__name__}: {cause}")
 
 
+class SinkFatal(RuntimeError):
+    """ClickHouse refuses writes for a reason retrying cannot fix; nothing was committed."""
+
+
 def classify(exc: BaseException) -> ErrorKind:
     """Transient, terminal or fatal (module docstring)."""
     if isinstance(exc, WriteError):

@@ -28,7 +28,7 @@ from ingest.premises import Premises, encode_premises
 from scantrace.services.process import free_port
 from sinks.clickhouse_settings import ClickHouseSettings
 from sinks.client import connect
-from sinks.consumer import SinkFatal, serve
+from sinks.consume_loop import SinkFatal, serve
 from sinks.rollup import DAY_MS, local_day
 from sinks.settings import SinkOptions, SinkSettings
 from sinks.testing import FlakyWriter

@@ -11,7 +11,7 @@ from sink_kit import enriched
 
 from ingest.kafka_settings import KafkaSettings
 from sinks.clickhouse_settings import ClickHouseSettings
-from sinks.consumer import Sink
+from sinks.consume_loop import Sink
 from sinks.metrics import SinkMetrics
 from sinks.settings import SinkOptions, SinkSettings
 from sinks.testing import MemoryWriter
