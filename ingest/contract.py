@@ -83,10 +83,6 @@ class ScanEvent:
     received_at: int | None = None
     schema: int = SCHEMA_VERSION
 
-    @property
-    def scanned_at_dt(self) -> datetime:
-        return datetime.fromtimestamp(self.scanned_at / 1000, tz=UTC)
-
     def to_wire(self) -> dict[str, object]:
         """The wire map (msgpack and JSON share it)."""
         return {

@@ -500,16 +500,9 @@ class Batcher:
         rows = self._rows.get((topic, partition))
         return sum(rows) / len(rows) if rows else 1.0
 
-    def partitions(self) -> list[tuple[str, int]]:
-        return [tp for tp, o in self._offsets.items() if o]
-
     def first_offset(self, topic: str, partition: int) -> int | None:
         offsets = self._offsets.get((topic, partition))
         return offsets[0] if offsets else None
-
-    def last_offset(self, topic: str, partition: int) -> int | None:
-        offsets = self._offsets.get((topic, partition))
-        return offsets[-1] if offsets else None
 
     def cut(
         self,

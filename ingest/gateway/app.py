@@ -461,7 +461,6 @@ class ReadyCache:
         self._value = False
         self._at: float | None = None
         self._running: asyncio.Future[bool] | None = None
-        self.checks = 0
 
     async def __call__(self) -> bool:
         if self._at is not None and self._clock() - self._at < self._ttl_s:
@@ -472,7 +471,6 @@ class ReadyCache:
 
     async def _refresh(self) -> bool:
         try:
-            self.checks += 1
             self._value = bool(await self._check())
             self._at = self._clock()
             return self._value
