@@ -1,4 +1,5 @@
-"""The scan event, wire contract v1 (DESIGN.md), and its validation.
+"""The scan event, wire contract v1 (docs/architecture.md, "The wire contract v1"), and
+its validation.
 
 Every rejection is a `ScanRejected` carrying a machine-readable `reason` code and the
 `field` it concerns; nothing else is ever raised for bad input.

@@ -3,7 +3,7 @@
 Run it with `scantrace worker`, or `faust -A processors.app:app worker` (settings from the
 environment, see `processors.worker_settings`).
 
-Layout (DESIGN.md, issue 4):
+Layout:
 
 - Sources: `scans.raw` and the compacted `premises` topic, both keyed by premises_id with
   the same partition count, so Faust assigns partition p of both to the same worker.

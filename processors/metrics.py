@@ -1,4 +1,5 @@
-"""The worker's Prometheus metrics: one object, on a registry passed in (STYLE.md 9).
+"""The worker's Prometheus metrics: one object, on a registry passed in
+(several components and tests share a process, each with its own series).
 
 Names are the contract of `deploy/metrics.txt` (dashboards and alerts read them). Labels
 are bounded: a district, a dead-letter reason, a table, a topic and partition; never a

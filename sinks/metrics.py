@@ -1,4 +1,5 @@
-"""The sink's Prometheus metrics: one object, on a registry passed in (STYLE.md 9).
+"""The sink's Prometheus metrics: one object, on a registry passed in
+(several components and tests share a process, each with its own series).
 
 Labels are bounded sets only: a table, a topic and partition, an error kind, a reason
 code. `in = stored + dead-lettered + skipped` is checkable per topic from

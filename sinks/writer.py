@@ -1,6 +1,7 @@
 """The ClickHouse writer behind the `ScanWriter` seam, and error classification.
 
-Every failure is labelled where it enters our code (STYLE.md 4):
+Every failure is labelled where it enters our code, so that each layer above knows whether
+to retry, dead-letter or stop:
 - `transient`: ClickHouse unreachable, overloaded, timing out, a replica or Keeper away.
   The sink pauses its consumer, retries the same chunks with backoff, and resumes.
 - `terminal`: the data itself is refused (a value that does not fit its column, detected
