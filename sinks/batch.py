@@ -43,7 +43,7 @@ import msgpack
 import msgspec
 
 from ingest.deadletter import DeadLetter
-from ingest.premises import Premises
+from ingest.premises import CSV_COLUMNS, Premises
 from processors.records import (
     ENRICHED_FIELDS,
     EnrichedWire,
@@ -56,19 +56,7 @@ Kind = Literal["scans", "premises", "dead_letters"]
 
 # The scans table's columns in insert order: the enriched wire map minus `schema`.
 SCAN_COLUMNS: Final = tuple(f for f in ENRICHED_FIELDS if f != "schema")
-PREMISES_COLUMNS: Final = (
-    "premises_id",
-    "name",
-    "category",
-    "district",
-    "ward",
-    "agency",
-    "address",
-    "lat",
-    "lon",
-    "dwell_minutes",
-    "version",
-)
+PREMISES_COLUMNS: Final = (*CSV_COLUMNS, "dwell_minutes", "version")
 DEAD_LETTER_COLUMNS: Final = (
     "stage",
     "reason",
@@ -320,19 +308,7 @@ def _premises(value: bytes | None) -> Row | None:
         p = Premises(**_checked(_map(value), _premises_fields))
     except TypeError as exc:  # a missing field
         raise ValueError(str(exc)) from None
-    return (
-        p.premises_id,
-        p.name,
-        p.category,
-        p.district,
-        p.ward,
-        p.agency,
-        p.address,
-        p.lat,
-        p.lon,
-        p.dwell_minutes,
-        p.version,
-    )
+    return tuple(getattr(p, column) for column in PREMISES_COLUMNS)
 
 
 def _slow_scans(s: Slice, now_ms: int, chunk: Chunk) -> None:

@@ -12,6 +12,7 @@ from typing import Literal
 import msgpack
 
 from ingest.premises import CSV_COLUMNS, Premises
+from ingest.registry import write_registry_csv
 from scantrace.synth.province import DISTRICT_POPULATION
 from scantrace.synth.scans import Scan
 
@@ -26,27 +27,10 @@ __all__ = [
 
 
 def write_premises_csv(premises: Iterable[Premises], path: str | Path) -> int:
-    """The registry CSV (UTF-8, header `CSV_COLUMNS`); returns the number of rows."""
-    count = 0
+    """The registry CSV (UTF-8, header `CSV_COLUMNS`, as `scantrace premises export` writes
+    it: `ingest.registry.write_registry_csv`); returns the number of rows."""
     with Path(path).open("w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(CSV_COLUMNS)
-        for p in premises:
-            writer.writerow(
-                (
-                    p.premises_id,
-                    p.name,
-                    p.category,
-                    p.district,
-                    p.ward,
-                    p.agency,
-                    p.address,
-                    "" if p.lat is None else repr(p.lat),
-                    "" if p.lon is None else repr(p.lon),
-                )
-            )
-            count += 1
-    return count
+        return write_registry_csv(premises, f)
 
 
 def read_premises_csv(path: str | Path) -> list[Premises]:
