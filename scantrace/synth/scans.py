@@ -415,36 +415,31 @@ def _base_scans(
             mine.append(p)
             pid_p = ids[p]
             t = hour_table[getrandbits(12)] + int(random_() * hour_ms)
-            bits = getrandbits(128)
-            append(
-                {
-                    "event_id": f"{bits:032x}",
-                    "person_id": pid,
-                    "premises_id": pid_p,
-                    "scanned_at": t,
-                    "kind": "checkin",
-                }
-            )
-            arrive(t + (bits & 0x7FFF))
-            note(p)
-            n_checkins += 1
-            u = random_()
-            q = checkout_p[p]
-            if u < q:
+            kind = "checkin"
+            while True:  # the check-in, then maybe its check-out
+                bits = getrandbits(128)
+                append(
+                    {
+                        "event_id": f"{bits:032x}",
+                        "person_id": pid,
+                        "premises_id": pid_p,
+                        "scanned_at": t,
+                        "kind": kind,
+                    }
+                )
+                arrive(t + (bits & 0x7FFF))
+                note(p)
+                if kind == "checkout":
+                    break
+                n_checkins += 1
+                u = random_()
+                q = checkout_p[p]
+                if u >= q:
+                    break
                 t += 1_200_000 + int(u / q * 6_000_000)  # 20-120 min later
-                if t < day_end:
-                    bits = getrandbits(128)
-                    append(
-                        {
-                            "event_id": f"{bits:032x}",
-                            "person_id": pid,
-                            "premises_id": pid_p,
-                            "scanned_at": t,
-                            "kind": "checkout",
-                        }
-                    )
-                    arrive(t + (bits & 0x7FFF))
-                    note(p)
+                if t >= day_end:
+                    break
+                kind = "checkout"
         person += 1
     if 0 <= target < len(out):  # the last person is cut short
         n_checkins -= sum(1 for scan in out[target:] if scan["kind"] == "checkin")
