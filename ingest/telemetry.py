@@ -1,4 +1,5 @@
-"""What every component's metrics share: the build info series, and for the components
+"""What every component's metrics share: the build info series, a histogram fed whole
+batches of event times (`BulkHistogram`), and for the components
 without a web app of their own (worker, sink) a loop heartbeat and the HTTP server of
 `/metrics` and `/healthz`.
 
