@@ -13,23 +13,24 @@ from typing import Any
 
 import aiohttp
 import pytest
+import store_queries as queries
 from click.testing import CliRunner
 from clickhouse_driver import errors
 from pydantic import SecretStr
 from test_sink import Running, make_scans, produce, scan_records, sink_settings, wait_for
 
+from ingest.contract import now_ms
 from ingest.deadletter import DeadLetter, encode_dead_letter
 from ingest.kafka_settings import KafkaSettings
 from ingest.premises import Premises, encode_premises
 from scantrace.services import manager
 from scantrace.services.manager import Endpoints
 from scantrace.settings import ServicesSettings
-from sinks import queries
 from sinks.batch import SCAN_COLUMNS
 from sinks.clickhouse_settings import ClickHouseSettings
 from sinks.client import connect
 from sinks.grants import ROLES, render_users_sql, username
-from sinks.rollup import DAY_MS, local_day, now_ms
+from sinks.rollup import DAY_MS, local_day
 from sinks.writer import ClickHouseWriter
 from tracing.api.server import serve
 from tracing.audit import Actor, AuditWriter, read_audit

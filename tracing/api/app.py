@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import threading
 import time
@@ -54,6 +53,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ingest.auth import BearerTokens
 from ingest.contract import now_ms
+from ingest.http import HttpError as ApiError
+from ingest.http import json_response as _json
 from tracing.api.cache import AnswerCache
 from tracing.api.metrics import ApiMetrics
 from tracing.api.openapi import openapi_document
@@ -114,14 +115,6 @@ class TokenAuth(BearerTokens[Principal]):
         return self.lookup(authorization)
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.code = code
-        self.detail = detail
-
-
 class AnswerTooLarge(Exception):
     """More rows than a JSON answer may have."""
 
@@ -161,17 +154,6 @@ class AuditScope:
 
 
 AUDIT_KEY: Final = web.RequestKey("audit", AuditScope)
-
-
-def _json(
-    status: int, body: Mapping[str, object], headers: Mapping[str, str] | None = None
-) -> web.Response:
-    return web.Response(
-        status=status,
-        body=json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(),
-        content_type="application/json",
-        headers=headers,
-    )
 
 
 def _shown(name: str) -> str:
