@@ -14,10 +14,14 @@ COPY processors ./processors
 COPY sinks ./sinks
 COPY tracing ./tracing
 COPY scantrace ./scantrace
-RUN pip wheel --wheel-dir /wheels .
+RUN pip wheel --wheel-dir /wheels '.[report]'
 
-# -- runtime
+# -- runtime. The report's image (docker-compose.yml profile `report`, deploy/k8s
+#    report-cronjob.yaml) is the same with EXTRAS=[report] and APT_PACKAGES="chromium
+#    fonts-dejavu-core": charts, xlsx, and the browser that prints the PDF.
 FROM python:3.11-slim
+ARG EXTRAS=""
+ARG APT_PACKAGES=""
 # NUMBA_CACHE_DIR: the worker's compiled loops (processors/horizon.py) are cached here, a
 # writable place also under a read-only root file system (deploy/k8s mounts /tmp)
 ENV PYTHONUNBUFFERED=1 \
@@ -26,7 +30,11 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     NUMBA_CACHE_DIR=/tmp/numba
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install --no-index --find-links /wheels scantrace \
+    if [ -n "$APT_PACKAGES" ]; then \
+      apt-get update && apt-get install -y --no-install-recommends $APT_PACKAGES \
+      && rm -rf /var/lib/apt/lists/*; \
+    fi \
+    && pip install --no-index --find-links /wheels "scantrace$EXTRAS" \
     && useradd --system --uid 10001 --user-group --create-home --home-dir /home/scantrace scantrace \
     && install -d -o scantrace -g scantrace /var/lib/scantrace
 # The working folder is the components' state: Faust keeps its table stores here (the

@@ -17,7 +17,9 @@ per premises-day and a median depth-1 answer of about 54k contacts at 100 M rows
 Then it traces at least 50 random cases (persons with scans; period: the 14 days up to
 a random day) under both rules at depth 1 and 2, exactly as `scantrace trace` does
 (timeline + F1 [+ F2] queries), and prints p50 / p99 / max per rule and depth, the
-median and largest answer, and the load average over the run.
+median, p90 and largest answer, and the load average over the run. Under overlap every case
+is traced with and without the cap at the next scan elsewhere (`cap_at_next_scan`), in
+alternating order, and the two latencies are compared as ratios of the same run.
 
 Run it on a services instance of its own:
     SCANTRACE_SERVICES__STATE_DIR=/tmp/bench-trace2 scantrace services up
@@ -201,6 +203,11 @@ def main() -> None:
         "--resume-day", type=int, default=0, help="generate days N..28 into existing data"
     )
     ap.add_argument("--json", dest="json_out", default="", help="write the figures here")
+    ap.add_argument(
+        "--no-cap-compare",
+        action="store_true",
+        help="overlap only with the cap (the default rule), not also without it",
+    )
     args = ap.parse_args()
     shape = shape_for(args.rows, args.shape, args.persons)
     ends = manager.apply_environment(ServicesSettings())
@@ -265,38 +272,75 @@ def main() -> None:
     depths = [int(d) for d in args.depths.split(",")]
     for depth in depths:
         for rule_name in args.rules.split(","):
-            rule = Rule(rule_name, depth=depth)  # type: ignore[arg-type]
+            # Under overlap, with and without the cap at the next scan elsewhere, each
+            # case under both, in alternating order: the two latencies compare within one
+            # sitting on a shared machine.
+            variants = [Rule(rule_name, depth=depth)]  # type: ignore[arg-type]
+            if rule_name == "overlap" and not args.no_cap_compare:
+                variants = [Rule("overlap", depth=depth, cap_at_next_scan=c) for c in (True, False)]
             n = args.depth2_cases if depth == 2 and args.depth2_cases else len(cases)
             chosen = list(zip(cases, periods, strict=True))
             for case, (frm, to) in chosen[:3]:  # warm-up
                 if depth == 1:
-                    trace_person(runner, case, frm, to, rule, tables)
-            times, counts, load = [], [], []
-            for case, (frm, to) in chosen[:n]:
-                load.append(os.getloadavg()[0])
-                started = time.perf_counter()
-                result = trace_person(runner, case, frm, to, rule, tables)
-                times.append((time.perf_counter() - started) * 1000)
-                counts.append(len(result.contacts))
-            key = f"{rule_name} depth {depth}"
-            results[key] = {
-                "p50_ms": round(quantile(times, 0.5), 1),
-                "p99_ms": round(quantile(times, 0.99), 1),
-                "max_ms": round(max(times), 1),
-                "cases": len(times),
-                "contacts_median": statistics.median(counts),
-                "contacts_max": max(counts),
-                "load_median": round(statistics.median(load), 2),
-                "load_max": round(max(load), 2),
+                    for rule in variants:
+                        trace_person(runner, case, frm, to, rule, tables)
+            runs: dict[Rule, dict[str, list[float]]] = {
+                rule: {"times": [], "counts": [], "persons": [], "load": []} for rule in variants
             }
-            r = results[key]
-            print(
-                f"{stored:>12,} rows  {key:<22} p50 {r['p50_ms']:>9.1f} ms"
-                f"  p99 {r['p99_ms']:>9.1f} ms  max {r['max_ms']:>9.1f} ms  cases {len(times)}"
-                f"  contacts median {r['contacts_median']:.0f} max {r['contacts_max']}"
-                f"  load {r['load_median']:.1f} (max {r['load_max']:.1f})",
-                flush=True,
-            )
+            for k, (case, (frm, to)) in enumerate(chosen[:n]):
+                for rule in variants[::-1] if k % 2 else variants:
+                    got = runs[rule]
+                    got["load"].append(os.getloadavg()[0])
+                    started = time.perf_counter()
+                    result = trace_person(runner, case, frm, to, rule, tables)
+                    got["times"].append((time.perf_counter() - started) * 1000)
+                    got["counts"].append(len(result.contacts))
+                    got["persons"].append(
+                        len({c.person_id for c in result.contacts if c.degree == 1})
+                    )
+            for rule, got in runs.items():
+                key = f"{rule_name} depth {depth}"
+                if len(variants) > 1:
+                    key += " cap" if rule.capped else " no cap"
+                times, counts = got["times"], got["counts"]
+                results[key] = {
+                    "p50_ms": round(quantile(times, 0.5), 1),
+                    "p99_ms": round(quantile(times, 0.99), 1),
+                    "max_ms": round(max(times), 1),
+                    "cases": len(times),
+                    "contacts_median": statistics.median(counts),
+                    "contacts_p90": round(quantile(counts, 0.9), 1),
+                    "contacts_max": max(counts),
+                    "f1_persons_median": statistics.median(got["persons"]),
+                    "f1_persons_p90": round(quantile(got["persons"], 0.9), 1),
+                    "load_median": round(statistics.median(got["load"]), 2),
+                    "load_max": round(max(got["load"]), 2),
+                }
+                r = results[key]
+                print(
+                    f"{stored:>12,} rows  {key:<29} p50 {r['p50_ms']:>9.1f} ms"
+                    f"  p99 {r['p99_ms']:>9.1f} ms  max {r['max_ms']:>9.1f} ms  cases {len(times)}"
+                    f"  contacts median {r['contacts_median']:.0f} p90 {r['contacts_p90']:.0f}"
+                    f" max {r['contacts_max']}  F1 persons median {r['f1_persons_median']:.0f}"
+                    f" p90 {r['f1_persons_p90']:.0f}"
+                    f"  load {r['load_median']:.1f} (max {r['load_max']:.1f})",
+                    flush=True,
+                )
+            if len(variants) == 2:
+                cap, base = (runs[v]["times"] for v in variants)
+                ratios = [a / b for a, b in zip(cap, base, strict=True)]
+                key = f"{rule_name} depth {depth} cap / no cap"
+                results[key] = {
+                    "p50_ratio": round(quantile(cap, 0.5) / quantile(base, 0.5), 3),
+                    "p99_ratio": round(quantile(cap, 0.99) / quantile(base, 0.99), 3),
+                    "per_case_ratio_median": round(statistics.median(ratios), 3),
+                }
+                print(
+                    f"{stored:>12,} rows  {key:<29} p50 {results[key]['p50_ratio']:.3f}x"
+                    f"  p99 {results[key]['p99_ratio']:.3f}x"
+                    f"  per case (median) {results[key]['per_case_ratio_median']:.3f}x",
+                    flush=True,
+                )
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump(

@@ -16,7 +16,8 @@ one line of `TABLE_ACCESS`; a test fails while a table of the schema has none.
   the audit log. It appends to and reads the workbench's tables (cases, follow-ups,
   exposure sites): their changes are new versions of rows, never updates.
 - `auditor` reads `audit_log` and nothing else.
-- `report` reads the rollups and the registry, never the detail rows.
+- `report` reads the rollups and the registry, never the detail rows; of the dead letters
+  only the columns that hold no person data (a column-level grant).
 - `migrator` owns the database: creates, alters, fills (backfills copy rows) and drops
   its tables and views, and records versions in `schema_migrations`.
 """
@@ -43,7 +44,12 @@ TABLE_ACCESS: Final[Mapping[str, Mapping[str, str]]] = {
     "scans": {"sink": "INSERT, SELECT", "tracer": "SELECT"},
     "scans_by_person": {"sink": "INSERT", "tracer": "SELECT"},
     "premises": {"sink": "INSERT, SELECT", "tracer": "SELECT", "report": "SELECT"},
-    "dead_letters": {"sink": "INSERT"},
+    # the report reads the scan fields of dead letters (unregistered QR codes, rejected
+    # scans by reason and gateway), never their raw bytes, detail or event id
+    "dead_letters": {
+        "sink": "INSERT",
+        "report": "SELECT(stage, reason, premises_id, gateway_id, scanned_at, at)",
+    },
     "premises_daily": {"sink": "INSERT, SELECT", "report": "SELECT"},
     # the sink computes the keyed sets from `scans` and counts the complete periods from
     # them into `report_counts` (`sinks.rollup`)

@@ -6,23 +6,23 @@ Each table is declared once as a `Table`; `render` turns it into the DDL of eith
 - cluster (`ClickHouseSettings.cluster`): `db.t_local ON CLUSTER c` with the Replicated
   engine (`'/clickhouse/tables/{shard}/{database}/t', '{replica}'` from the node macros)
   and `db.t ON CLUSTER c AS db.t_local ENGINE = Distributed(c, db, t_local, shard_key)`.
-Every query names `t`, so it runs unchanged against either (DESIGN.md principle 8).
+Every query names `t`, so it runs unchanged against either (docs/architecture.md, "Schema
+and migrations").
 
-Decisions (issue 5):
+The tables:
 - `scans`: one row per scan, ReplacingMergeTree(processed_at) ordered by
   (premises_id, scanned_at, event_id): the tracer's main path, and a replayed scan collapses
   into one row at merge time. Until then a duplicate row can exist, so the query path never
   counts rows: answers are sets, min/max, `uniqExact(event_id)` or `LIMIT 1 BY event_id`
-  (`sinks.queries`). FINAL is avoided: it costs a merge per query. Partitioned by week at
-  2,048-row granules since migration 9 (`SCANS_WEEKLY`; by day before, when a trace paid
-  at least a granule for each premises and day it touched).
+  (`tracing/sql.py`, `tracing/report/queries.py`). FINAL is avoided: it costs a merge per
+  query. Partitioned by week at 2,048-row granules (`SCANS_WEEKLY`): by day, a trace
+  would pay at least a granule for each premises and day it touches.
 - By-person path: the table `scans_by_person` (migration 8), the same columns ordered by
   (person_id, scanned_at, event_id) at 1,024-row granules, partitioned by week, fed by a
-  materialized view on the inserts into `scans`. It replaced the projection `by_person`
-  (migration 1; `by_person_1k` from migration 7): a projection is partitioned like its
-  table, so a person's 14 days opened at least 14 day parts (25-37 ms for the read alone
-  at 10-100 M rows); three week partitions cost less than half (bench/RESULTS.md "Trace
-  latency"). A retried insert (same token) is deduplicated in it too (the sink's
+  materialized view on the inserts into `scans`. A table rather than a projection: a
+  projection is partitioned like its table, so with day partitions a person's 14 days
+  open at least 14 parts; three week partitions cost less than half (bench/RESULTS.md
+  "Trace latency"). A retried insert (same token) is deduplicated in it too (the sink's
   `deduplicate_blocks_in_dependent_materialized_views`); a replay cut differently leaves
   duplicates until a merge, as in `scans`: it is a ReplacingMergeTree too, and its
   readers obey the same dedup-proof rule.
@@ -31,9 +31,8 @@ Decisions (issue 5):
 - Idempotency: insert tokens (the sink) + ReplacingMergeTree + dedup-proof queries: two
   mechanisms at the store, on top of the stream's own event_id dedup.
 - TTL `scanned_at + retention_days`, rows deleted by TTL merges within hours of the
-  retention (`merge_with_ttl_timeout`), in `scans` as in `scans_by_person`. (Until
-  migration 9, `ttl_only_drop_parts` dropped each day partition whole once its last row
-  expired.)
+  retention (`merge_with_ttl_timeout`), in `scans` as in `scans_by_person`: dropping
+  only whole week partitions would keep rows up to 6 days past the retention.
 - `premises`: the registry as a dimension, ReplacingMergeTree(version): latest version wins
   (read with FINAL or argMax; it is small).
 - `premises_daily`: the report rollup per premises and local day (Asia/Ho_Chi_Minh), scans
@@ -54,7 +53,7 @@ from typing import Final
 
 from sinks.clickhouse_settings import ClickHouseSettings
 
-# Reports count local days; storage stays in UTC (DESIGN.md principle 4).
+# Reports count local days; storage stays in UTC (docs/architecture.md, "Time and privacy").
 REPORT_TZ: Final = "Asia/Ho_Chi_Minh"
 # Blocks remembered for insert deduplication (single node; Replicated tables default to
 # 10,000 blocks or one hour). At one insert per partition per second, hours of retries.
@@ -304,15 +303,45 @@ REPORT_COUNTS = Table(
     dedup_window=False,  # a recount must land even when its numbers are unchanged
 )
 
-# The report's groups: every premises in one agency, one district, one category, and the
-# province; `grouping()` names the set a row belongs to. Shared with `tracing.report`.
+# The report's groups: every premises in one agency, one district, one ward, one category,
+# and the province; and two cross groups: agency by district (the cross table) and agency
+# by category (an agency's own `office` premises: its staff). `grouping()` names the set a
+# row belongs to; a cross group's key is its two keys joined by GROUP_SEP. Shared with
+# `tracing.report`.
+GROUPINGS: Final = (
+    ("agency", "district"),
+    ("agency", "category"),
+    ("agency",),
+    ("district",),
+    ("ward",),
+    ("category",),
+)
+GROUP_SEP: Final = "\x1f"  # never in a registry's names (a control character)
+
+
+def group_sets(prefix: str = "") -> str:
+    """GROUPING SETS over `p` (the registry), each set led by `prefix` ("f, ") if any."""
+    sets = [f"({prefix}{', '.join(f'p.{c}' for c in cols)})" for cols in GROUPINGS]
+    return f"GROUPING SETS ({', '.join(sets)}, ({prefix.rstrip(', ')}))"
+
+
+def _in_set(cols: tuple[str, ...]) -> str:
+    return " AND ".join(f"grouping(p.{c}) = 0" for c in cols)
+
+
 GROUP_DIMENSION: Final = (
-    "multiIf(grouping(p.agency) = 0, 'agency', grouping(p.district) = 0, 'district', "
-    "grouping(p.category) = 0, 'category', 'total')"
+    "multiIf("
+    + ", ".join(f"{_in_set(cols)}, '{'_'.join(cols)}'" for cols in GROUPINGS)
+    + ", 'total')"
 )
 GROUP_KEY: Final = (
-    "multiIf(grouping(p.agency) = 0, p.agency, grouping(p.district) = 0, p.district, "
-    "grouping(p.category) = 0, p.category, '')"
+    "multiIf("
+    + ", ".join(
+        f"{_in_set(cols)}, "
+        + (f"concat(p.{cols[0]}, '\\x1f', p.{cols[1]})" if len(cols) == 2 else f"p.{cols[0]}")
+        for cols in GROUPINGS
+    )
+    + ", '')"
 )
 
 
@@ -329,14 +358,14 @@ def counts_insert(period: str, where: str, db: str = "") -> str:
         "       uniqExact(d.premises_id), uniqExactMerge(d.scans), uniqExactMerge(d.scanners),"
         " now64(3)\n"
         f"FROM {db}premises_daily_sets AS d\n"
-        "GLOBAL INNER JOIN (SELECT premises_id, category, district, agency"
+        "GLOBAL INNER JOIN (SELECT premises_id, category, district, ward, agency"
         f" FROM {db}premises FINAL) AS p ON d.premises_id = p.premises_id\n"
         f"WHERE {where}\n"
-        "GROUP BY GROUPING SETS ((f, p.agency), (f, p.district), (f, p.category), (f))"
+        f"GROUP BY {group_sets('f, ')}"
     )
 
 
-# The by-person path at a finer granularity (issue 6, bench/RESULTS.md "Trace latency"): a
+# The by-person path at a finer granularity (bench/RESULTS.md "Trace latency"): a
 # person's scans of one day are a few rows of one granule of the projection, so 1,024-row
 # granules read an eighth of the rows of 8,192-row ones (and the F2 query's thousands of
 # persons touch fewer granules). The projection is added and built before the old one is
@@ -497,12 +526,12 @@ BY_PERSON_TABLE: Final = (
     " SETTINGS mutations_sync = 2",
 )
 
-# `scans` by week, at 2,048-row granules (issue 6, bench/RESULTS.md "Session 10"). A
+# `scans` by week, at 2,048-row granules (bench/RESULTS.md "Trace latency"). A
 # premises holds about 115 scans a day at 100 M rows over 4 weeks, a sixtieth of an
 # 8,192-row granule: by day, every premises-day a trace touches cost at least one granule
 # and every day one more part for the key analysis. By week, a premises' rows of several
-# days are adjacent in one part: the overlap degree-1 query read 1.1 M -> 0.16 M rows, 105
-# -> 84 ms. A partition key cannot be altered, so the rows are copied into a new table that
+# days are adjacent in one part, and a trace reads several times fewer rows. A partition
+# key cannot be altered, so the rows are copied into a new table that
 # then takes the name `scans`; the materialized views on `scans` follow the name (checked
 # on 26.9), so they feed from the new table. The copy's snapshot misses an insert that
 # commits after it: the catch-up copies the rows stored since a margin before the copy's
@@ -591,6 +620,37 @@ KEYED_SETS: Final = (
     " MODIFY TTL toDateTime(at) + INTERVAL {audit_retention_days} DAY",
 )
 
+# The groups added to the counts (ward, agency by district, agency by category), counted
+# for the complete days and weeks whose sets are all still there (the sink counts the
+# later ones): a period counted before had only agency, district and category.
+_SETS_WHOLE: Final = f"{_LOCAL_TODAY} - {{retention_days}}"
+REPORT_GROUPS: Final = (
+    counts_insert("day", f"d.day < {_LOCAL_TODAY} AND d.day > {_SETS_WHOLE}", "{db}.")
+    + "\nSETTINGS distributed_foreground_insert = 1",
+    counts_insert(
+        "week",
+        f"toMonday(d.day) < toMonday({_LOCAL_TODAY}) AND toMonday(d.day) > {_SETS_WHOLE}",
+        "{db}.",
+    )
+    + "\nSETTINGS distributed_foreground_insert = 1",
+)
+
+# What the report may know of a dead letter without its raw bytes or ids: the premises id
+# and gateway of the scan, and its time, read from the raw bytes by the sink when it
+# stores the dead letter (`sinks.batch.scan_fields`); empty when the bytes are no scan.
+# The `report` role reads these columns only (`sinks.grants`): the unregistered QR codes
+# and the rejected scans per reason and gateway. The Distributed table takes them too.
+DEAD_LETTER_SCAN_COLUMNS: Final = (
+    "premises_id String DEFAULT ''",
+    "gateway_id LowCardinality(String) DEFAULT ''",
+    "scanned_at Nullable(DateTime64(3, 'UTC'))",
+)
+DEAD_LETTER_FIELDS: Final = tuple(
+    f"ALTER TABLE {{db}}.dead_letters{suffix} {{on_cluster}} "
+    + ", ".join(f"ADD COLUMN IF NOT EXISTS {c}" for c in DEAD_LETTER_SCAN_COLUMNS)
+    for suffix in ("{local}", "")
+)
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "scans", (SCANS,)),
     # tracing: one row per tracer query (CLI or API), kept beyond the scans' TTL.
@@ -605,8 +665,10 @@ MIGRATIONS: list[Migration] = [
     Migration(8, "scans_by_person", BY_PERSON_TABLE),
     Migration(9, "scans_by_week", SCANS_BY_WEEK),
     Migration(10, "keyed_sets_and_retention", KEYED_SETS),
+    Migration(11, "report_groups", REPORT_GROUPS),
+    Migration(12, "dead_letter_scan_fields", DEAD_LETTER_FIELDS),
     # The tracers' workbench: case follow-up and public exposure sites.
-    Migration(11, "workbench", WORKBENCH_TABLES),
+    Migration(13, "workbench", WORKBENCH_TABLES),
 ]
 
 

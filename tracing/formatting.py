@@ -1,5 +1,5 @@
 """Answers as JSON (ISO-8601 UTC), CSV (formula-injection safe) or a text table
-(Asia/Ho_Chi_Minh times, DESIGN.md principle 4)."""
+(Asia/Ho_Chi_Minh times: docs/architecture.md, "Time and privacy")."""
 
 from __future__ import annotations
 

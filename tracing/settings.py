@@ -14,13 +14,13 @@ case from a shell may take minutes).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Final
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ingest.auth import TokensError, parse_token_table
 from sinks.clickhouse_settings import ClickHouseSettings
 from tracing.runner import QueryLimits
 
@@ -28,10 +28,6 @@ ROLES: Final = frozenset({"tracer", "supervisor", "auditor"})
 # Who may trace and follow cases up: a supervisor does everything a tracer does and also
 # approves public exposure sites (someone other than the proposer: four eyes).
 TRACING_ROLES: Final = frozenset({"tracer", "supervisor"})
-
-
-class TokensError(ValueError):
-    """The token table is unusable. The message never contains a token."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,27 +89,18 @@ class ApiOptions(Limits):
 
 
 def parse_tokens(text: str) -> dict[str, Principal]:
-    text = text.strip()
-    if not text:
-        return {}
-    try:
-        obj = json.loads(text)
-    except ValueError:
-        raise TokensError("API tokens are not valid JSON") from None
-    if not isinstance(obj, dict):
-        raise TokensError('API tokens must be a JSON object {"TOKEN": {"name": ..., "role": ...}}')
-    out: dict[str, Principal] = {}
-    for n, (token, who) in enumerate(obj.items(), start=1):
-        if not token or not token.isprintable() or " " in token:
-            raise TokensError(f"API token #{n} is empty or has blanks/control characters")
-        if not isinstance(who, dict) or not isinstance(who.get("name"), str) or not who["name"]:
-            raise TokensError(f'API token #{n}: expected {{"name": "...", "role": "..."}}')
-        role = who.get("role")
-        if not isinstance(role, str):
-            raise TokensError(f"API token #{n}: role must be a string")
-        # Unknown roles are kept: their holders are authenticated but get 403 everywhere.
-        out[token] = Principal(name=str(who["name"])[:128], role=role)
-    return out
+    shape = '{"TOKEN": {"name": ..., "role": ...}}'
+    return parse_token_table(text, "API", shape, _principal)
+
+
+def _principal(n: int, who: object) -> Principal:
+    if not isinstance(who, dict) or not isinstance(who.get("name"), str) or not who["name"]:
+        raise TokensError(f'API token #{n}: expected {{"name": "...", "role": "..."}}')
+    role = who.get("role")
+    if not isinstance(role, str):
+        raise TokensError(f"API token #{n}: role must be a string")
+    # Unknown roles are kept: their holders are authenticated but get 403 everywhere.
+    return Principal(name=str(who["name"])[:128], role=role)
 
 
 class WorkbenchOptions(BaseModel):

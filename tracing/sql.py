@@ -4,7 +4,7 @@ Every value from a caller is a bound parameter (`%(name)s`, substituted and esca
 clickhouse-driver); only table names from the operator's settings are formatted in,
 after `_ident` checked them.
 
-Shape of every query (PERFORMANCE.md "Exposure queries"):
+Shape of every query (docs/architecture.md "Exposure model"):
 1. the seeds' scans: for degree 2 the F1 contacts' through the by-person access path
    (`person_id IN ...`); for degree 1 the case's, already read by the timeline query
    (`case_visits`) or, under scan-window, by `case_scans`, passed back as bound arrays
@@ -138,19 +138,36 @@ _NEW_VISIT: Final = (
 )
 
 
-def _array_visits(scans: str, extra: str = "") -> str:
+def _capped_end(start: str, end: str, premises: str, everywhere: str) -> str:
+    """One place at a time (`tracing.rules`), the one definition of the cap: the end of a
+    visit at `premises` from `start` to `end`, capped at the person's first scan at
+    another premises strictly after `start`. `everywhere` is the person's scans as
+    (time, premises) tuples, premises written as `premises` is (an id or an index), at
+    least those between the visit's start and end; a scan at or after `end` caps
+    nothing, so neither does an empty array."""
+    return (
+        f"arrayMin(arrayPushBack(arrayFilter(y -> y.1 > {start} AND y.2 != {premises},"
+        f" {everywhere}).1, {end}))"
+    )
+
+
+def _array_visits(scans: str, extra: str = "", cap: tuple[str, str] | None = None) -> str:
     """The visits of `scans`, one person's scans at one premises as an array of
     (t, k, dwell, ...) tuples in ascending order, as (start, end{extra}) tuples (the
     visits of the module docstring). `extra` adds elements computed from `x`,
     the visit's tuples. Scans equal in time and kind are interchangeable for every step
     (the split compares times and kinds, the end takes the last kind and the longest
-    dwell), so their order among themselves does not matter."""
+    dwell), so their order among themselves does not matter. `cap`: (the person's scans
+    everywhere, this premises) as `_capped_end` takes them, to end each visit there."""
     previous = (
         f"arrayPopBack(arrayPushFront({scans}.1, toInt64(0))),"
         f" arrayPopBack(arrayPushFront({scans}.2, toUInt8(0)))"
     )
-    return f"""arrayMap(x -> (x[1].1, x[-1].1 + if(x[-1].2 = 2 AND arrayExists(y -> y.2 = 1, x),
-                                         0, arrayMax(y -> y.3, x) * {MINUTE_MS}){extra}),
+    end = f"""x[-1].1 + if(x[-1].2 = 2 AND arrayExists(y -> y.2 = 1, x),
+                                 0, arrayMax(y -> y.3, x) * {MINUTE_MS})"""
+    if cap is not None:
+        end = _capped_end("x[1].1", end, cap[1], cap[0])
+    return f"""arrayMap(x -> (x[1].1, {end}{extra}),
                 arraySplit((x, n) -> n, {scans},
                            arrayMap((t, k, pt, pk) -> {_NEW_VISIT},
                                     {scans}.1, {scans}.2, {previous})))"""
@@ -461,24 +478,50 @@ GROUP BY person_id, premises_id, via{_PICK_ONE_SEED}"""
     # window functions and names in the grouping, the same rows, 15.5 -> 7.0 s (803 F1
     # persons), 42 -> 20 s (3,503), 218 -> 119 s (22,020; 10 M rows, bench/RESULTS.md
     # "Session 11"); the co-visitors' visits alone (7.1 M scans) 7.4 -> 2.0 s.
+    seed_scans = _seed_scans(
+        tables,
+        lo="%(min_since)s - %(horizon_ms)s",
+        hi="%(to_ms)s + %(horizon_ms)s",
+        extra=", " + _PREMISES_COLS,
+    )
+    in_period = ", arrayExists(y -> y.1 >= since AND y.1 <= %(to_ms)s, x)"
+    grouped = f"""person_id AS seed, premises_id, since, arraySort(groupArray((t, k, dwell))) AS a
+                   {_PREMISES_ANY}"""
+    if rule.capped:
+        # each seed's scans everywhere: its per-premises arrays gathered over its groups
+        seed_visits = f"""
+            SELECT seed, premises_id, since, premises_name, district, category,
+                   {_array_visits("a", in_period, cap=("everywhere", "premises_id"))} AS visits
+            FROM (
+                SELECT {grouped},
+                       arrayFlatten(groupArray(arrayMap(x -> (x.1, premises_id), a))
+                                    OVER (PARTITION BY seed)) AS everywhere
+                FROM ({seed_scans})
+                GROUP BY person_id, premises_id, since
+            )"""
+    else:
+        seed_visits = f"""
+            SELECT {grouped},
+                   {_array_visits("a", in_period)} AS visits
+            FROM ({seed_scans})
+            GROUP BY person_id, premises_id, since"""
     seed_rows = f"""
         SELECT seed, premises_id, v.1 AS vs, v.2 AS ve, premises_name, district, category
-        FROM (
-            SELECT person_id AS seed, premises_id, since, arraySort(groupArray((t, k, dwell))) AS a,
-                   {_array_visits("a", ", arrayExists(y -> y.1 >= since AND y.1 <= %(to_ms)s, x)")}
-                   AS visits{_PREMISES_ANY}
-            FROM ({
-        _seed_scans(
-            tables,
-            lo="%(min_since)s - %(horizon_ms)s",
-            hi="%(to_ms)s + %(horizon_ms)s",
-            extra=", " + _PREMISES_COLS,
-        )
-    })
-            GROUP BY person_id, premises_id, since
+        FROM ({seed_visits}
         )
         ARRAY JOIN visits AS v
         WHERE v.3"""
+    near_visits = f"""
+            SELECT person_id, premises_id, arraySort(groupArray((t, k, dwell))) AS a,
+                   {_array_visits("a")} AS visits
+            FROM near
+            GROUP BY person_id, premises_id"""
+    if rule.capped:
+        near_visits = _capped_degree2(
+            tables,
+            span[0],
+            _at(f"%(to_ms)s + %(horizon_ms)s + {2 * MAX_DWELL_MIN * MINUTE_MS} + {pad}"),
+        )
     sql = f"""
 WITH
     case_visits AS ({seed_rows}
@@ -500,11 +543,7 @@ WITH
     ),
     near_visits AS (
         SELECT person_id, premises_id, v.1 AS vs, v.2 AS ve, b
-        FROM (
-            SELECT person_id, premises_id, arraySort(groupArray((t, k, dwell))) AS a,
-                   {_array_visits("a")} AS visits
-            FROM near
-            GROUP BY person_id, premises_id
+        FROM ({near_visits}
         )
         ARRAY JOIN visits AS v
         ARRAY JOIN range(intDiv(v.1, %(bucket_ms)s), intDiv(v.2, %(bucket_ms)s) + 1) AS b
@@ -531,6 +570,35 @@ INNER JOIN (
     GROUP BY premises_id
 ) AS n ON r.premises_id = n.premises_id"""
     return sql, params
+
+
+def _capped_degree2(tables: TraceTables, lo: str, hi: str) -> str:
+    """The co-visitors' capped visits at the seeds' premises, one row per (person,
+    premises) with its `visits`, as the degree-2 query's `near_visits` reads them: the
+    capped end needs each person's scans everywhere, so the persons of `near` (everyone
+    at the seeds' premises in the span) are read whole from the by-person path, one
+    sorted array a person, and the visits at each of the seeds' premises are built from
+    it (`hi`: the span widened by the longest dwell time, where the scans that cap a
+    visit of the span can lie). One array a person, not a join of it to every (person,
+    premises) group: those are millions at this degree."""
+    return f"""
+            WITH (SELECT groupUniqArray(premises_id) FROM case_visits) AS seeds_at
+            SELECT person_id, p AS premises_id, arrayFilter(x -> x.4 = p, mine) AS a,
+                   {_array_visits("a", cap=("everywhere", "premises_id"))} AS visits
+            FROM (
+                SELECT person_id, arraySort(groupArray((t, k, dwell, premises_id))) AS mine,
+                       arrayMap(x -> (x.1, x.4), mine) AS everywhere
+                FROM (
+                    SELECT person_id, premises_id, {_ms("scanned_at")} AS t,
+                           toUInt8(kind) AS k, dwell_minutes AS dwell
+                    FROM {tables.q("by_person")}
+                    WHERE person_id GLOBAL IN (SELECT person_id FROM near)
+                      AND scanned_at >= {lo}
+                      AND scanned_at <= {hi}
+                )
+                GROUP BY person_id
+            )
+            ARRAY JOIN arrayFilter(q -> has(seeds_at, q), arrayDistinct(mine.4)) AS p"""
 
 
 def _premises_params(case: list[CaseVisit], premises: list[str]) -> dict[str, object]:
@@ -679,21 +747,7 @@ def _degree1_overlap(
     }
     params["before_ms"], params["after_ms"] = overlap_reach(rule)
     narrow = _windows_filter(windows, params, hint_only=True)
-    sql = f"""
-WITH CAST(%(cv_from)s AS Array(Array(Int64))) AS cv_from,
-     CAST(%(cv_to)s AS Array(Array(Int64))) AS cv_to
-SELECT person_id, CAST(%(k_premises)s AS Array(String))[i] AS premises_id, %(case)s AS via,
-       min(arrayMin(c_from)) AS case_from, max(arrayMax(c_to)) AS case_to,
-       min(vs) AS contact_from, max(ve) AS contact_to, toNullable(max(ov)) AS overlap_ms,
-       {_PREMISES_NAMES.format(i="i")}
-FROM (
-    SELECT person_id, i, vs, ve,
-           arrayMap((s, e) -> least(ve, e + %(buffer_ms)s) - greatest(vs, s - %(buffer_ms)s),
-                    cv_from[i], cv_to[i]) AS ovs,
-           arrayFilter((s, o) -> o >= %(min_overlap_ms)s, cv_from[i], ovs) AS c_from,
-           arrayFilter((e, o) -> o >= %(min_overlap_ms)s, cv_to[i], ovs) AS c_to,
-           arrayMax(ovs) AS ov
-    FROM (
+    visits = f"""
         SELECT person_id, i, v.1 AS vs, v.2 AS ve
         FROM (
             SELECT person_id, i, arraySort(groupArray((t, k, dwell))) AS a,
@@ -711,12 +765,107 @@ FROM (
             GROUP BY person_id, i
         )
         ARRAY JOIN visits AS v
+        WHERE person_id NOT IN %(exclude)s AND person_id != %(case)s"""
+    cte, settings = "", _DEGREE1
+    if rule.capped:
+        # the candidates start within the reach before the case's first visit and end by
+        # a scan within the reach after its last plus the longest dwell time
+        before, after = overlap_reach(rule)
+        lo = min(v.time_from for v in case) - before
+        hi = max(v.time_to for v in case) + after + MAX_DWELL_MIN * MINUTE_MS
+        cte, visits, settings = _capped_degree1(visits, tables, params, lo, hi)
+    sql = f"""
+WITH CAST(%(cv_from)s AS Array(Array(Int64))) AS cv_from,
+     CAST(%(cv_to)s AS Array(Array(Int64))) AS cv_to{cte}
+SELECT person_id, CAST(%(k_premises)s AS Array(String))[i] AS premises_id, %(case)s AS via,
+       min(arrayMin(c_from)) AS case_from, max(arrayMax(c_to)) AS case_to,
+       min(vs) AS contact_from, max(ve) AS contact_to, toNullable(max(ov)) AS overlap_ms,
+       {_PREMISES_NAMES.format(i="i")}
+FROM (
+    SELECT person_id, i, vs, ve,
+           arrayMap((s, e) -> least(ve, e + %(buffer_ms)s) - greatest(vs, s - %(buffer_ms)s),
+                    cv_from[i], cv_to[i]) AS ovs,
+           arrayFilter((s, o) -> o >= %(min_overlap_ms)s, cv_from[i], ovs) AS c_from,
+           arrayFilter((e, o) -> o >= %(min_overlap_ms)s, cv_to[i], ovs) AS c_to,
+           arrayMax(ovs) AS ov
+    FROM ({visits}
     )
-    WHERE person_id NOT IN %(exclude)s AND person_id != %(case)s
 )
 WHERE notEmpty(c_from)
-GROUP BY person_id, i{_DEGREE1}"""
+GROUP BY person_id, i{settings}"""
     return sql, params
+
+
+# The candidates of a capped degree-1 query are computed once and kept for the places that
+# read them (`_capped_degree1`: the join, and each week's person set); with the setting
+# off ClickHouse inlines the CTE at each, the same rows at that many times the cost of the
+# candidates (100 M rows, 3 cases: the by-person read 1.0-2.1 s with it, 1.9-2.2 s
+# without, bench/RESULTS.md "Session 12").
+_MATERIALIZED: Final = "enable_materialized_cte = 1"
+
+
+def _capped_degree1(
+    visits: str, tables: TraceTables, params: dict[str, object], lo: int, hi: int
+) -> tuple[str, str, str]:
+    """Degree 1 under overlap with the cap: (a WITH entry, the co-visitor visits, the
+    SETTINGS). Capping only shortens a visit, so the uncapped visits that overlap a case's
+    visit by the minimum (`cand`) hold every capped one that does. Only their persons'
+    scans are read from the by-person path, over what those visits can span (a first scan
+    within the reach, a last scan plus the longest dwell time), and each candidate's end
+    is capped (`_capped_end`; the premises as the query's index, 0 for any premises not
+    the case's); the caller's overlap test then runs on the capped visits."""
+    reads = []
+    for n, (w_lo, w_hi) in enumerate(_weeks(lo, hi)):
+        params[f"cw{n}_lo"], params[f"cw{n}_hi"] = w_lo, w_hi
+        reads.append(f"""
+                SELECT person_id, {_ms("scanned_at")} AS t, {_PREMISES_INDEX} AS j
+                FROM {tables.q("by_person")}
+                WHERE person_id GLOBAL IN (
+                        SELECT person_id FROM cand
+                        WHERE vs <= %(cw{n}_hi)s AND ue >= %(cw{n}_lo)s)
+                  AND scanned_at >= {_at(f"%(cw{n}_lo)s")}
+                  AND scanned_at <= {_at(f"%(cw{n}_hi)s")}""")
+    cte = f""",
+    cand AS MATERIALIZED (
+        SELECT person_id, i, vs, ve AS ue
+        FROM ({visits}
+        )
+        WHERE arrayExists(
+            (s, e) -> least(ve, e + %(buffer_ms)s) - greatest(vs, s - %(buffer_ms)s)
+                >= %(min_overlap_ms)s,
+            cv_from[i], cv_to[i])
+    )"""
+    union = "\n                UNION ALL".join(reads)
+    capped = f"""
+        SELECT c.person_id AS person_id, c.i AS i, c.vs AS vs,
+               {_capped_end("c.vs", "c.ue", "c.i", "p.everywhere")} AS ve
+        FROM cand AS c
+        LEFT JOIN (
+            SELECT person_id, arraySort(groupArray((t, j))) AS everywhere
+            FROM ({union}
+            )
+            GROUP BY person_id
+        ) AS p ON c.person_id = p.person_id"""
+    return cte, capped, f"{_DEGREE1}, {_MATERIALIZED}"
+
+
+# The by-person path's partitions: weeks from Monday 00:00 UTC (`toMonday(scanned_at)`,
+# sinks.schema); 1970-01-05 was a Monday.
+_WEEK_MS: Final = 7 * 86_400_000
+_MONDAY_MS: Final = 4 * 86_400_000
+
+
+def _weeks(lo: int, hi: int) -> list[tuple[int, int]]:
+    """[lo, hi] cut at the by-person path's week partitions: one read a week, each with
+    the persons whose visits reach into it, so a person costs the granules of the weeks
+    their visits touch, not of every week of the span."""
+    out = []
+    start = lo
+    while start <= hi:
+        end = min(hi, (start - _MONDAY_MS) // _WEEK_MS * _WEEK_MS + _MONDAY_MS + _WEEK_MS - 1)
+        out.append((start, end))
+        start = end + 1
+    return out
 
 
 VISIT_COLUMNS: Final = (
@@ -747,22 +896,40 @@ def case_visits(
         ", length(arrayDistinct(x.4)),"
         f" arraySort(arrayDistinct(arrayFilter(t -> {in_period}, x.1)))"
     )
-    sql = f"""
-SELECT premises_id, v.1 AS time_from, v.2 AS time_to, v.3 AS scans, premises_name, district,
-       category, v.4 AS period_times
-FROM (
-    SELECT premises_id, any(premises_name) AS premises_name, any(district) AS district,
-           any(category) AS category, arraySort(groupArray((t, k, dwell, event_id))) AS a,
-           {_array_visits("a", extra)} AS visits
-    FROM (
+    scans = f"""
         SELECT premises_id, {t} AS t, toUInt8(kind) AS k, dwell_minutes AS dwell, event_id,
                premises_name, district, category
         FROM {tables.q("by_person")}
         WHERE person_id = %(person_id)s
           AND scanned_at >= {_at("%(from_ms)s - %(horizon_ms)s")}
-          AND scanned_at <= {_at("%(to_ms)s + %(horizon_ms)s")}
+          AND scanned_at <= {_at("%(to_ms)s + %(horizon_ms)s")}"""
+    grouped = """premises_id, any(premises_name) AS premises_name, any(district) AS district,
+           any(category) AS category, arraySort(groupArray((t, k, dwell, event_id))) AS a"""
+    if rule.capped:
+        # the case's scans everywhere: its per-premises arrays gathered over all groups
+        # (one person, a few dozen groups), so the by-person path is read once
+        inner = f"""
+    SELECT premises_id, premises_name, district, category, a,
+           {_array_visits("a", extra, cap=("everywhere", "premises_id"))} AS visits
+    FROM (
+        SELECT {grouped},
+               arrayFlatten(groupArray(arrayMap(x -> (x.1, premises_id), a)) OVER ())
+                   AS everywhere
+        FROM ({scans}
+        )
+        GROUP BY premises_id
+    )"""
+    else:
+        inner = f"""
+    SELECT {grouped},
+           {_array_visits("a", extra)} AS visits
+    FROM ({scans}
     )
-    GROUP BY premises_id
+    GROUP BY premises_id"""
+    sql = f"""
+SELECT premises_id, v.1 AS time_from, v.2 AS time_to, v.3 AS scans, premises_name, district,
+       category, v.4 AS period_times
+FROM ({inner}
 )
 ARRAY JOIN visits AS v
 WHERE notEmpty(v.4)

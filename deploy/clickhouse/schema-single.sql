@@ -203,23 +203,23 @@ ORDER BY (period, first_day, dimension, key);
 -- once: `migrate` skips it when this returns 1: SELECT count() = 0 FROM system.tables WHERE database = 'scantrace' AND name = 'premises_daily_sets' AND position(create_table_query, ' TTL ') = 0
 INSERT INTO `scantrace`.report_counts
     (period, first_day, dimension, key, active, scans, scanners, computed_at)
-SELECT 'day', d.day AS f, multiIf(grouping(p.agency) = 0, 'agency', grouping(p.district) = 0, 'district', grouping(p.category) = 0, 'category', 'total'), multiIf(grouping(p.agency) = 0, p.agency, grouping(p.district) = 0, p.district, grouping(p.category) = 0, p.category, ''),
+SELECT 'day', d.day AS f, multiIf(grouping(p.agency) = 0 AND grouping(p.district) = 0, 'agency_district', grouping(p.agency) = 0 AND grouping(p.category) = 0, 'agency_category', grouping(p.agency) = 0, 'agency', grouping(p.district) = 0, 'district', grouping(p.ward) = 0, 'ward', grouping(p.category) = 0, 'category', 'total'), multiIf(grouping(p.agency) = 0 AND grouping(p.district) = 0, concat(p.agency, '\x1f', p.district), grouping(p.agency) = 0 AND grouping(p.category) = 0, concat(p.agency, '\x1f', p.category), grouping(p.agency) = 0, p.agency, grouping(p.district) = 0, p.district, grouping(p.ward) = 0, p.ward, grouping(p.category) = 0, p.category, ''),
        uniqExact(d.premises_id), uniqExactMerge(d.scans), uniqExactMerge(d.scanners), now64(3)
 FROM `scantrace`.premises_daily_sets AS d
-GLOBAL INNER JOIN (SELECT premises_id, category, district, agency FROM `scantrace`.premises FINAL) AS p ON d.premises_id = p.premises_id
+GLOBAL INNER JOIN (SELECT premises_id, category, district, ward, agency FROM `scantrace`.premises FINAL) AS p ON d.premises_id = p.premises_id
 WHERE d.day < toDate(now(), 'Asia/Ho_Chi_Minh')
-GROUP BY GROUPING SETS ((f, p.agency), (f, p.district), (f, p.category), (f))
+GROUP BY GROUPING SETS ((f, p.agency, p.district), (f, p.agency, p.category), (f, p.agency), (f, p.district), (f, p.ward), (f, p.category), (f))
 SETTINGS distributed_foreground_insert = 1;
 
 -- once: `migrate` skips it when this returns 1: SELECT count() = 0 FROM system.tables WHERE database = 'scantrace' AND name = 'premises_daily_sets' AND position(create_table_query, ' TTL ') = 0
 INSERT INTO `scantrace`.report_counts
     (period, first_day, dimension, key, active, scans, scanners, computed_at)
-SELECT 'week', toMonday(d.day) AS f, multiIf(grouping(p.agency) = 0, 'agency', grouping(p.district) = 0, 'district', grouping(p.category) = 0, 'category', 'total'), multiIf(grouping(p.agency) = 0, p.agency, grouping(p.district) = 0, p.district, grouping(p.category) = 0, p.category, ''),
+SELECT 'week', toMonday(d.day) AS f, multiIf(grouping(p.agency) = 0 AND grouping(p.district) = 0, 'agency_district', grouping(p.agency) = 0 AND grouping(p.category) = 0, 'agency_category', grouping(p.agency) = 0, 'agency', grouping(p.district) = 0, 'district', grouping(p.ward) = 0, 'ward', grouping(p.category) = 0, 'category', 'total'), multiIf(grouping(p.agency) = 0 AND grouping(p.district) = 0, concat(p.agency, '\x1f', p.district), grouping(p.agency) = 0 AND grouping(p.category) = 0, concat(p.agency, '\x1f', p.category), grouping(p.agency) = 0, p.agency, grouping(p.district) = 0, p.district, grouping(p.ward) = 0, p.ward, grouping(p.category) = 0, p.category, ''),
        uniqExact(d.premises_id), uniqExactMerge(d.scans), uniqExactMerge(d.scanners), now64(3)
 FROM `scantrace`.premises_daily_sets AS d
-GLOBAL INNER JOIN (SELECT premises_id, category, district, agency FROM `scantrace`.premises FINAL) AS p ON d.premises_id = p.premises_id
+GLOBAL INNER JOIN (SELECT premises_id, category, district, ward, agency FROM `scantrace`.premises FINAL) AS p ON d.premises_id = p.premises_id
 WHERE toMonday(d.day) < toMonday(toDate(now(), 'Asia/Ho_Chi_Minh'))
-GROUP BY GROUPING SETS ((f, p.agency), (f, p.district), (f, p.category), (f))
+GROUP BY GROUPING SETS ((f, p.agency, p.district), (f, p.agency, p.category), (f, p.agency), (f, p.district), (f, p.ward), (f, p.category), (f))
 SETTINGS distributed_foreground_insert = 1;
 
 DROP VIEW IF EXISTS `scantrace`.premises_daily_sets_mv  SYNC;
@@ -243,7 +243,33 @@ TTL toDateTime(day, 'Asia/Ho_Chi_Minh') + INTERVAL 28 DAY;
 
 ALTER TABLE `scantrace`.audit_log  MODIFY TTL toDateTime(at) + INTERVAL 730 DAY;
 
--- 011 workbench
+-- 011 report_groups
+INSERT INTO `scantrace`.report_counts
+    (period, first_day, dimension, key, active, scans, scanners, computed_at)
+SELECT 'day', d.day AS f, multiIf(grouping(p.agency) = 0 AND grouping(p.district) = 0, 'agency_district', grouping(p.agency) = 0 AND grouping(p.category) = 0, 'agency_category', grouping(p.agency) = 0, 'agency', grouping(p.district) = 0, 'district', grouping(p.ward) = 0, 'ward', grouping(p.category) = 0, 'category', 'total'), multiIf(grouping(p.agency) = 0 AND grouping(p.district) = 0, concat(p.agency, '\x1f', p.district), grouping(p.agency) = 0 AND grouping(p.category) = 0, concat(p.agency, '\x1f', p.category), grouping(p.agency) = 0, p.agency, grouping(p.district) = 0, p.district, grouping(p.ward) = 0, p.ward, grouping(p.category) = 0, p.category, ''),
+       uniqExact(d.premises_id), uniqExactMerge(d.scans), uniqExactMerge(d.scanners), now64(3)
+FROM `scantrace`.premises_daily_sets AS d
+GLOBAL INNER JOIN (SELECT premises_id, category, district, ward, agency FROM `scantrace`.premises FINAL) AS p ON d.premises_id = p.premises_id
+WHERE d.day < toDate(now(), 'Asia/Ho_Chi_Minh') AND d.day > toDate(now(), 'Asia/Ho_Chi_Minh') - 28
+GROUP BY GROUPING SETS ((f, p.agency, p.district), (f, p.agency, p.category), (f, p.agency), (f, p.district), (f, p.ward), (f, p.category), (f))
+SETTINGS distributed_foreground_insert = 1;
+
+INSERT INTO `scantrace`.report_counts
+    (period, first_day, dimension, key, active, scans, scanners, computed_at)
+SELECT 'week', toMonday(d.day) AS f, multiIf(grouping(p.agency) = 0 AND grouping(p.district) = 0, 'agency_district', grouping(p.agency) = 0 AND grouping(p.category) = 0, 'agency_category', grouping(p.agency) = 0, 'agency', grouping(p.district) = 0, 'district', grouping(p.ward) = 0, 'ward', grouping(p.category) = 0, 'category', 'total'), multiIf(grouping(p.agency) = 0 AND grouping(p.district) = 0, concat(p.agency, '\x1f', p.district), grouping(p.agency) = 0 AND grouping(p.category) = 0, concat(p.agency, '\x1f', p.category), grouping(p.agency) = 0, p.agency, grouping(p.district) = 0, p.district, grouping(p.ward) = 0, p.ward, grouping(p.category) = 0, p.category, ''),
+       uniqExact(d.premises_id), uniqExactMerge(d.scans), uniqExactMerge(d.scanners), now64(3)
+FROM `scantrace`.premises_daily_sets AS d
+GLOBAL INNER JOIN (SELECT premises_id, category, district, ward, agency FROM `scantrace`.premises FINAL) AS p ON d.premises_id = p.premises_id
+WHERE toMonday(d.day) < toMonday(toDate(now(), 'Asia/Ho_Chi_Minh')) AND toMonday(d.day) > toDate(now(), 'Asia/Ho_Chi_Minh') - 28
+GROUP BY GROUPING SETS ((f, p.agency, p.district), (f, p.agency, p.category), (f, p.agency), (f, p.district), (f, p.ward), (f, p.category), (f))
+SETTINGS distributed_foreground_insert = 1;
+
+-- 012 dead_letter_scan_fields
+ALTER TABLE `scantrace`.dead_letters  ADD COLUMN IF NOT EXISTS premises_id String DEFAULT '', ADD COLUMN IF NOT EXISTS gateway_id LowCardinality(String) DEFAULT '', ADD COLUMN IF NOT EXISTS scanned_at Nullable(DateTime64(3, 'UTC'));
+
+ALTER TABLE `scantrace`.dead_letters  ADD COLUMN IF NOT EXISTS premises_id String DEFAULT '', ADD COLUMN IF NOT EXISTS gateway_id LowCardinality(String) DEFAULT '', ADD COLUMN IF NOT EXISTS scanned_at Nullable(DateTime64(3, 'UTC'));
+
+-- 013 workbench
 CREATE TABLE IF NOT EXISTS `scantrace`.`cases` (
     case_id String,
     person_id String,

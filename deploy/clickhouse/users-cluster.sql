@@ -56,6 +56,8 @@ GRANT ON CLUSTER `scantrace` `scantrace_auditor_role` TO `scantrace_auditor`;
 CREATE ROLE IF NOT EXISTS `scantrace_report_role` ON CLUSTER `scantrace`;
 GRANT ON CLUSTER `scantrace` SELECT ON `scantrace`.`premises` TO `scantrace_report_role`;
 GRANT ON CLUSTER `scantrace` SELECT ON `scantrace`.`premises_local` TO `scantrace_report_role`;
+GRANT ON CLUSTER `scantrace` SELECT(stage, reason, premises_id, gateway_id, scanned_at, at) ON `scantrace`.`dead_letters` TO `scantrace_report_role`;
+GRANT ON CLUSTER `scantrace` SELECT(stage, reason, premises_id, gateway_id, scanned_at, at) ON `scantrace`.`dead_letters_local` TO `scantrace_report_role`;
 GRANT ON CLUSTER `scantrace` SELECT ON `scantrace`.`premises_daily` TO `scantrace_report_role`;
 GRANT ON CLUSTER `scantrace` SELECT ON `scantrace`.`premises_daily_local` TO `scantrace_report_role`;
 GRANT ON CLUSTER `scantrace` SELECT ON `scantrace`.`premises_daily_sets` TO `scantrace_report_role`;

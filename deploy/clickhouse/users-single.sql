@@ -39,6 +39,7 @@ GRANT `scantrace_auditor_role` TO `scantrace_auditor`;
 -- report: reads the rollups and the registry for the compliance reports
 CREATE ROLE IF NOT EXISTS `scantrace_report_role`;
 GRANT SELECT ON `scantrace`.`premises` TO `scantrace_report_role`;
+GRANT SELECT(stage, reason, premises_id, gateway_id, scanned_at, at) ON `scantrace`.`dead_letters` TO `scantrace_report_role`;
 GRANT SELECT ON `scantrace`.`premises_daily` TO `scantrace_report_role`;
 GRANT SELECT ON `scantrace`.`premises_daily_sets` TO `scantrace_report_role`;
 GRANT SELECT ON `scantrace`.`report_counts` TO `scantrace_report_role`;

@@ -12,13 +12,14 @@ from pathlib import Path
 import click
 from pydantic import ValidationError
 
+from ingest.auth import TokensError
 from ingest.contract import now_ms
 from scantrace.commands import server_overrides, setup_logging
 from scantrace.commands.trace import cli_actor
 from tracing.audit import AuditRecord, AuditWriter, read_audit
 from tracing.models import iso_utc
 from tracing.runner import ClickHouseRunner
-from tracing.settings import TokensError, TracerSettings
+from tracing.settings import TracerSettings
 from tracing.trace import TraceInputError, error_text, parse_time
 
 

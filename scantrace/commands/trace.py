@@ -126,6 +126,11 @@ def _emit(text: str, out: Path | None) -> None:
 @click.option("--min-overlap-min", type=int, default=0, help="overlap: minimum minutes together")
 @click.option("--merge-gap-min", type=int, default=30, help="Repeated scans within: one visit")
 @click.option("--depth", type=click.IntRange(1, 2), default=1, help="1 = F1, 2 = F1 and F2")
+@click.option(
+    "--cap-at-next-scan/--no-cap-at-next-scan",
+    default=None,
+    help="A visit ends at the person's next scan elsewhere [default: on under overlap]",
+)
 def trace(
     person_id: str,
     from_: str,
@@ -138,6 +143,7 @@ def trace(
     min_overlap_min: int,
     merge_gap_min: int,
     depth: int,
+    cap_at_next_scan: bool | None,
 ) -> None:
     """Where was PERSON_ID in the period, and who was there at the same time (audited)."""
     try:
@@ -148,6 +154,7 @@ def trace(
             min_overlap_min=min_overlap_min,
             merge_gap_min=merge_gap_min,
             depth=depth,
+            cap_at_next_scan=cap_at_next_scan,
         )
         from_ms, to_ms = parse_time(from_, "from"), parse_time(to, "to")
     except (RuleError, TraceInputError) as exc:

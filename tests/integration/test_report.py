@@ -42,7 +42,7 @@ from sinks.clickhouse_settings import ClickHouseSettings
 from sinks.client import connect
 from sinks.migrations import migrate
 from sinks.rollup import refresh_sql
-from sinks.schema import MIGRATIONS, REPORT_COUNTS, Migration
+from sinks.schema import DEAD_LETTER_FIELDS, MIGRATIONS, REPORT_COUNTS, Migration
 from sinks.writer import ClickHouseWriter
 
 SEED = 46
@@ -358,7 +358,16 @@ def _close(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-def compare_rows(doc: dict[str, Any], expected: dict[tuple[str, str], dict[str, Any]]) -> int:
+# Scan counts a daily report may hide beyond the table's own rule: the complements its
+# week's days need (`test_report_editions` checks those against subtraction).
+_SCANS_FIELDS = ("scans", "scans_per_active", "change_scans")
+
+
+def compare_rows(
+    doc: dict[str, Any],
+    expected: dict[tuple[str, str], dict[str, Any]],
+    week_complements: bool = False,
+) -> int:
     got = {("total", ""): doc["total"]}
     for d in DIMS:
         got |= {(d, r["key"]): r for r in doc["tables"][d]}
@@ -366,6 +375,8 @@ def compare_rows(doc: dict[str, Any], expected: dict[tuple[str, str], dict[str, 
     checked = 0
     for k, want in expected.items():
         for field, value in want.items():
+            if week_complements and field in _SCANS_FIELDS and got[k][field] == "x":
+                continue
             assert _close(got[k][field], value), (k, field, got[k][field], value)
             checked += 1
     return checked
@@ -383,6 +394,8 @@ def test_weekly_numbers_match_a_recount(
     assert f"wrote {out}" in output
     doc = json.loads(out.read_text(encoding="utf-8"))
     assert doc["period"] == {
+        "from": "2021-11-15T00:00:00+07:00",
+        "to": "2021-11-22T00:00:00+07:00",
         "kind": "week",
         "label": "2021-W46",
         "first_day": "2021-11-15",
@@ -393,7 +406,7 @@ def test_weekly_numbers_match_a_recount(
     expected = expected_rows(
         province, date(2021, 11, 15), date(2021, 11, 21), date(2021, 11, 8), date(2021, 11, 14)
     )
-    assert compare_rows(doc, expected) == 11 * len(expected) > 300
+    assert compare_rows(doc, expected, week_complements=True) > 300
 
     # The tiny agency is suppressed, and some other agency's scans with it.
     tiny = next(r for r in doc["tables"]["agency"] if r["key"] == TINY_AGENCY)
@@ -457,7 +470,7 @@ def test_daily_report_and_day_boundaries(
     expected = expected_rows(
         province, date(2021, 11, 21), date(2021, 11, 21), date(2021, 11, 20), date(2021, 11, 20)
     )
-    compare_rows(doc, expected)
+    compare_rows(doc, expected, week_complements=True)
     inactive = {p["premises_id"] for p in doc["inactive"]}
     assert province.boundary["sun_2330_w46"] not in inactive  # Sunday 23:30 local
     assert province.boundary["mon_0030_w47"] in inactive  # Monday 00:30 local = Sunday UTC
@@ -589,9 +602,13 @@ def test_migration_turns_plain_sets_into_counts_and_keyed_sets(
         load(fresh, province, refresh=False)  # by the sink of that time: the view only
         # The report as it was: from the sets (this code reads them when nothing is
         # counted, so it needs the empty table of counts).
-        migrate(fresh, [Migration(0, "counts_only", (REPORT_COUNTS,))])
+        migrate(fresh, [Migration(0, "counts_only", (REPORT_COUNTS, *DEAD_LETTER_FIELDS))])
         before = _report_doc(fresh, weekly, tmp_path, "before.json")
-        assert [a.name for a in migrate(fresh)] == ["keyed_sets_and_retention"]
+        assert [a.name for a in migrate(fresh)] == [
+            "keyed_sets_and_retention",
+            "report_groups",
+            "dead_letter_scan_fields",
+        ]
         client = connect(fresh)
         try:
             tables = dict(

@@ -10,15 +10,16 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+import store_queries as queries
 from clickhouse_driver import Client
 from pydantic import SecretStr
 
-from sinks import queries
+from ingest.contract import now_ms
 from sinks.batch import SCAN_COLUMNS
 from sinks.clickhouse_settings import ClickHouseSettings
 from sinks.client import connect
 from sinks.migrations import migrate
-from sinks.rollup import DAY_MS, local_day, now_ms
+from sinks.rollup import DAY_MS, local_day
 from sinks.schema import MIGRATIONS, TABLES, Migration
 from sinks.writer import INSERT_SETTINGS, ClickHouseWriter, WriteError
 

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import threading
 import time
@@ -54,6 +53,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ingest.auth import BearerTokens
 from ingest.contract import now_ms
+from ingest.http import HttpError as ApiError
+from ingest.http import json_response as _json
 from tracing.api.cache import AnswerCache
 from tracing.api.metrics import ApiMetrics
 from tracing.api.openapi import openapi_document
@@ -97,6 +98,7 @@ TRACE_PARAMS: Final = PERIOD_PARAMS | {
     "min_overlap_min",
     "merge_gap_min",
     "depth",
+    "cap_at_next_scan",
 }
 AUDIT_PARAMS: Final = frozenset({"since", "limit", "actor"})
 MAX_OFFSET: Final = 2**31
@@ -114,14 +116,6 @@ class TokenAuth(BearerTokens[Principal]):
 
     def principal(self, authorization: str | None) -> Principal | None:
         return self.lookup(authorization)
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.code = code
-        self.detail = detail
 
 
 class AnswerTooLarge(Exception):
@@ -165,17 +159,6 @@ class AuditScope:
 AUDIT_KEY: Final = web.RequestKey("audit", AuditScope)
 
 
-def _json(
-    status: int, body: Mapping[str, object], headers: Mapping[str, str] | None = None
-) -> web.Response:
-    return web.Response(
-        status=status,
-        body=json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(),
-        content_type="application/json",
-        headers=headers,
-    )
-
-
 def _shown(name: str) -> str:
     """A caller's parameter name, safe to quote in a reason."""
     return ascii(name[:40])
@@ -209,6 +192,16 @@ class Params:
         except TraceInputError as exc:
             raise ApiError(422, "invalid", str(exc)) from None
 
+    def boolean(self, name: str) -> bool | None:
+        raw = self.query.get(name)
+        if raw is None:
+            return None
+        if raw.lower() in ("true", "1"):
+            return True
+        if raw.lower() in ("false", "0"):
+            return False
+        raise ApiError(422, "invalid", f"{name} must be true or false")
+
     def time(self, name: str) -> int:
         raw = self.query.get(name)
         if raw is None:
@@ -229,6 +222,7 @@ class Params:
                 min_overlap_min=self.integer("min_overlap_min", d.min_overlap_min, 0, 1440),
                 merge_gap_min=self.integer("merge_gap_min", d.merge_gap_min, 0, 1440),
                 depth=self.integer("depth", d.depth, 1, 2),
+                cap_at_next_scan=self.boolean("cap_at_next_scan"),
             )
         except RuleError as exc:
             raise ApiError(422, "invalid", str(exc)) from None

@@ -78,6 +78,14 @@ def openapi_document(retention_days: int, options: ApiOptions) -> dict[str, obje
         ),
         _param("merge_gap_min", _int(0, 1440, 30, "repeated scans this close are one visit")),
         _param("depth", _int(1, 2, 1, "2 adds the F2 contacts of every F1 contact")),
+        _param(
+            "cap_at_next_scan",
+            {
+                "type": "boolean",
+                "description": "a visit ends at the person's next scan at another premises"
+                " (default: true under overlap, false under scan-window)",
+            },
+        ),
     ]
     page = {
         "type": "object",

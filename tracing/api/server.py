@@ -4,14 +4,12 @@ finish, then the ClickHouse connections close."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
 from collections.abc import Callable
 
-from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from ingest.http import listening, stop_on_signals
 from tracing.api.app import build_app
 from tracing.api.metrics import ApiMetrics
 from tracing.runner import ClickHouseRunner, RunnerPool
@@ -63,30 +61,21 @@ async def serve(
         job_pool=job_pool,
     )
     stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    handled: list[signal.Signals] = []
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(signum, stop.set)
-            handled.append(signum)
-    runner_ = web.AppRunner(app, shutdown_timeout=options.shutdown_timeout_s, access_log=None)
-    await runner_.setup()
-    try:
-        site = web.TCPSite(runner_, options.host, options.port)
-        await site.start()
-        port = options.port
-        for address in runner_.addresses:
-            if isinstance(address, tuple) and len(address) >= 2:
-                port = int(address[1])
-        log.info("tracer API on http://%s:%d (%d tokens)", options.host, port, len(tokens))
-        if on_listening is not None:
-            on_listening(port)
-        await stop.wait()
-    finally:
-        await runner_.cleanup()
-        pool.close()
-        job_pool.close()
-        if audit_pool is not None:
-            audit_pool.close()
-        for signum in handled:
-            loop.remove_signal_handler(signum)
+    with stop_on_signals(stop):
+        try:
+            async with listening(
+                app,
+                options.host,
+                options.port,
+                shutdown_timeout=options.shutdown_timeout_s,
+                access_log=None,
+            ) as port:
+                log.info("tracer API on http://%s:%d (%d tokens)", options.host, port, len(tokens))
+                if on_listening is not None:
+                    on_listening(port)
+                await stop.wait()
+        finally:
+            pool.close()
+            job_pool.close()
+            if audit_pool is not None:
+                audit_pool.close()

@@ -21,9 +21,11 @@ from tracing.report.model import (
     Dimension,
     GroupRow,
     Mark,
+    Period,
     PeriodKind,
     Ratio,
     Report,
+    TrendSeries,
 )
 
 CURRENT: Final = "#1f5f8b"
@@ -146,17 +148,63 @@ def _share_chart(rows: Sequence[GroupRow], labels: Labels, dimension: Dimension)
     return bars(names, [r.share_active for r in ordered], labels)
 
 
+def trend_lines(
+    weeks: Sequence[str], series: Sequence[TrendSeries], labels: Labels, *, limit: int = 12
+) -> bytes:
+    """Scans per week, one line per group (the `limit` largest); a hidden or missing week
+    is a gap in its line."""
+
+    def total(s: TrendSeries) -> float:
+        return sum(_value(p.scans) or 0.0 for p in s.points if p.scans is not None)
+
+    chosen = sorted(series, key=total, reverse=True)[:limit]
+    fig = _figure(3.4)
+    ax = fig.add_subplot()
+    xs = list(range(len(weeks)))
+    for s in chosen:
+        ys = [
+            float("nan") if p.scans is None or isinstance(p.scans, Mark) else float(p.scans)
+            for p in s.points
+        ]
+        name = labels("total") if s.dimension == "total" else s.key or labels("unknown")
+        ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.4, label=_shorten(name, 28))
+        if s.dimension == "total":
+            scanners = [
+                float("nan")
+                if p.scanners is None or isinstance(p.scanners, Mark)
+                else float(p.scanners)
+                for p in s.points
+            ]
+            ax.plot(xs, scanners, marker="s", markersize=3, linewidth=1.2,
+                    label=labels("scanners"))  # fmt: skip
+    ax.set_xticks(xs, list(weeks), fontsize=8)
+    ax.yaxis.set_major_formatter(lambda y, _pos: labels.integer(round(y)))
+    ax.tick_params(axis="y", labelsize=8)
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    ax.grid(axis="y", color="#e3e7eb", linewidth=0.8)
+    return _png(fig)
+
+
 def report_charts(report: Report, labels: Labels) -> list[Chart]:
     """The charts of the HTML report, in page order."""
     out = [Chart(labels("chart.days"), day_bars(report.days, labels))]
-    order: tuple[Dimension, ...] = ("district", "agency", "category")
-    for dimension in order:
-        rows = report.table(dimension).rows
+    for table in report.tables:
+        dimension = table.dimension
+        rows = table.rows
         if rows:
             out.append(
                 Chart(labels(f"chart.share_{dimension}"), _share_chart(rows, labels, dimension))
             )
-    if report.has_population:
+    if report.trend:
+        weeks = [Period("week", m, m).label for m in report.trend_weeks]
+        dims = dict.fromkeys(s.dimension for s in report.trend)
+        for dim in dims:
+            series = [s for s in report.trend if s.dimension == dim]
+            out.append(Chart(labels(f"chart.trend_{dim}"), trend_lines(weeks, series, labels)))
+    if report.has_population and report.has("district"):
         districts = labels.ordered("district", report.table("district").rows, lambda r: r.key)
         known = [r for r in districts if r.population]
         if known:

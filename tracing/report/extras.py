@@ -9,6 +9,7 @@ from typing import Final
 INSTALL_HINT: Final = "pip install 'scantrace[report]'"
 NEEDS: Final[dict[str, tuple[str, ...]]] = {
     "html": ("matplotlib",),
+    "pdf": ("matplotlib",),  # and Chromium, checked when printing
     "xlsx": ("openpyxl",),
     "csv": (),
     "json": (),

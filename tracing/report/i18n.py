@@ -83,8 +83,9 @@ _VI: Final[dict[str, str]] = {
     "note.suppression": (
         "Bảo vệ dữ liệu cá nhân: nhóm có từ 1 đến {t1} người quét khác nhau được ghi “<{t}” "
         "ở cột Người quét, và mọi số liệu khác của nhóm đó (lượt quét, lượt quét/điểm, tỷ lệ "
-        "trên dân số, thay đổi) được ghi “x”. Khi một bảng có nhóm bị ẩn, lượt quét của nhóm "
-        "nhỏ nhất còn lại cũng được ghi “x” để không thể suy ra số bị ẩn từ tổng."
+        "trên dân số, thay đổi) được ghi “x”. Khi một bảng (hoặc các ngày của một tuần) có số "
+        "bị ẩn, lượt quét của nhóm (hoặc ngày) nhỏ nhất còn lại cũng được ghi “x”, trong mọi "
+        "báo cáo của cùng tuần, để không thể suy ra số bị ẩn bằng phép trừ."
     ),
     "note.time.week": (
         "Tuần theo ISO 8601, tính theo giờ Việt Nam (UTC+7): từ 00:00 thứ Hai đến hết 24:00 "
@@ -100,6 +101,52 @@ _VI: Final[dict[str, str]] = {
         "Tỷ lệ người quét/dân số: người quét tại các điểm của huyện chia cho dân số huyện."
     ),
     "generated": "Lập lúc {at} (giờ Việt Nam)",
+    "doc.title.week": "Báo cáo kết quả thực hiện quét mã QR, tuần từ {first} đến {last}",
+    "doc.title.day": "Báo cáo kết quả thực hiện quét mã QR, ngày {first}",
+    "authority.default": "Cơ quan báo cáo",
+    "cutoff": "Số liệu tính đến {at}",
+    "incomplete.week": (
+        "Tuần chưa kết thúc: số liệu tính đến {at}; các ngày sau thời điểm này chưa có báo "
+        "cáo (không phải bằng 0)."
+    ),
+    "incomplete.day": "Ngày chưa kết thúc: số liệu tính đến {at}.",
+    "not_reported": "chưa báo cáo",
+    "no_data": "không có số liệu",
+    "previous_empty": "Kỳ trước không có số liệu: không so sánh.",
+    "dim.ward": "Xã/Phường",
+    "by.ward": "Theo xã/phường",
+    "sheet.ward": "Xã, phường",
+    "chart.share_ward": "Tỷ lệ điểm hoạt động theo xã/phường",
+    "trend": "Xu hướng {n} tuần gần nhất",
+    "trend.week": "Tuần",
+    "chart.trend_district": "Lượt quét theo tuần, theo huyện/thành phố",
+    "chart.trend_ward": "Lượt quét theo tuần, theo xã/phường",
+    "chart.trend_agency": "Lượt quét theo tuần, theo cơ quan",
+    "chart.trend_total": "Lượt quét, người quét và điểm hoạt động theo tuần, toàn tỉnh",
+    "cross": "Cơ quan theo huyện/thành phố (điểm hoạt động/điểm đăng ký; người quét)",
+    "staff": "Cán bộ, công chức, người lao động quét mã tại trụ sở cơ quan",
+    "headcount": "Tổng số người (biên chế)",
+    "working_days": "Số ngày làm việc",
+    "mean_daily": "Bình quân người quét/ngày",
+    "share_headcount": "Tỷ lệ so với tổng số người",
+    "note.staff": (
+        "Cán bộ quét mã: số người khác nhau quét mã tại các điểm loại “Cơ quan, văn phòng” của "
+        "chính cơ quan, mỗi ngày làm việc (thứ Hai đến thứ Sáu), bình quân trên các ngày làm "
+        "việc đã có số liệu, chia cho tổng số người của cơ quan."
+    ),
+    "unregistered": "Mã QR chưa có trong danh mục đăng ký",
+    "unregistered.none": "Không có lượt quét nào tại mã QR ngoài danh mục.",
+    "gateways": "Số cổng gửi",
+    "first_seen": "Ngày đầu",
+    "last_seen": "Ngày cuối",
+    "rejected": "Lượt quét bị từ chối theo lý do và theo cổng gửi",
+    "rejected.none": "Không có lượt quét nào bị từ chối.",
+    "reason": "Lý do",
+    "gateway": "Cổng gửi",
+    "all_gateways": "Tất cả",
+    "edition": "Bản dành cho {unit}",
+    "index": "Danh sách các bản báo cáo",
+    "page": "Trang",
 }
 
 _EN: Final[dict[str, str]] = {
@@ -170,8 +217,9 @@ _EN: Final[dict[str, str]] = {
     "note.suppression": (
         "Privacy: a group of 1 to {t1} distinct scanners shows “<{t}” as its scanners and "
         "“x” for every other number about its persons (scans, scans per premises, uptake, "
-        "changes). When a table hides a group, the scans of its smallest other group are "
-        "shown as “x” too, so that the hidden number cannot be recomputed from the total."
+        "changes). When a table (or the days of a week) hides a number, the scans of its "
+        "smallest other group (or day) are shown as “x” too, in every report of the same "
+        "week, so that no hidden number can be recomputed by a subtraction."
     ),
     "note.time.week": (
         "ISO 8601 weeks in Vietnam time (UTC+7): Monday 00:00 to the end of Sunday."
@@ -186,6 +234,51 @@ _EN: Final[dict[str, str]] = {
         "Uptake: distinct scanners at the district's premises divided by its population."
     ),
     "generated": "Generated {at} (Vietnam time)",
+    "doc.title.week": "Report on QR code scanning, week from {first} to {last}",
+    "doc.title.day": "Report on QR code scanning, {first}",
+    "authority.default": "Reporting authority",
+    "cutoff": "Data up to {at}",
+    "incomplete.week": (
+        "The week is not over: data up to {at}; the days after it are not yet reported (not zero)."
+    ),
+    "incomplete.day": "The day is not over: data up to {at}.",
+    "not_reported": "not yet reported",
+    "no_data": "no data",
+    "previous_empty": "The previous period has no data: no comparison.",
+    "dim.ward": "Ward/commune",
+    "by.ward": "By ward/commune",
+    "sheet.ward": "Ward",
+    "chart.share_ward": "Share of premises active by ward/commune",
+    "trend": "Trend of the last {n} weeks",
+    "trend.week": "Week",
+    "chart.trend_district": "Scans per week by district",
+    "chart.trend_ward": "Scans per week by ward/commune",
+    "chart.trend_agency": "Scans per week by agency",
+    "chart.trend_total": "Scans, scanners and active premises per week, province",
+    "cross": "Agencies by district (active/registered premises; distinct scanners)",
+    "staff": "Staff scanning at their agency's own offices",
+    "headcount": "Headcount",
+    "working_days": "Working days",
+    "mean_daily": "Mean distinct scanners per day",
+    "share_headcount": "Share of headcount",
+    "note.staff": (
+        "Staff: distinct persons who scanned at the agency's own premises of category "
+        "office, per working day (Monday to Friday), averaged over the working days "
+        "reported, divided by the agency's headcount."
+    ),
+    "unregistered": "QR codes not in the registry",
+    "unregistered.none": "No scan at a QR code outside the registry.",
+    "gateways": "Gateways",
+    "first_seen": "First day",
+    "last_seen": "Last day",
+    "rejected": "Rejected scans by reason and by gateway",
+    "rejected.none": "No scan was rejected.",
+    "reason": "Reason",
+    "gateway": "Gateway",
+    "all_gateways": "All",
+    "edition": "Edition for {unit}",
+    "index": "Editions of the report",
+    "page": "Page",
 }
 
 LABELS: Final[dict[Lang, dict[str, str]]] = {"vi": _VI, "en": _EN}

@@ -4,6 +4,7 @@ for suppressed cells. Frozen and slotted; every renderer reads only these."""
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from enum import Enum
@@ -13,8 +14,11 @@ from zoneinfo import ZoneInfo
 from sinks.schema import REPORT_TZ
 
 TZ: Final = ZoneInfo(REPORT_TZ)
-Dimension = Literal["agency", "district", "category"]
-DIMENSIONS: Final[tuple[Dimension, ...]] = ("agency", "district", "category")
+Dimension = Literal["agency", "district", "ward", "category"]
+DIMENSIONS: Final[tuple[Dimension, ...]] = ("agency", "district", "ward", "category")
+# The tables of a report unless `--by` says otherwise (ward instead of district when the
+# registry has no districts).
+DEFAULT_DIMENSIONS: Final[tuple[Dimension, ...]] = ("agency", "district", "category")
 PeriodKind = Literal["week", "day"]
 # A group of fewer distinct persons than this is never shown with its counts.
 THRESHOLD: Final = 5
@@ -135,6 +139,7 @@ class DayPoint:
     active: int
     scans: Count
     scanners: Count
+    reported: bool = True  # False: after the data's cut-off, not yet reported (not zero)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,19 +155,112 @@ class InactivePremises:
 
 
 @dataclass(frozen=True, slots=True)
+class UnregisteredQr:
+    """A premises id read from a QR code that is not in the registry (its scans parked,
+    then dead-lettered as `unknown_premises`)."""
+
+    premises_id: str
+    scans: Count  # dead-lettered scans; "<5" under the threshold
+    gateways: int  # distinct gateways that sent them
+    first_seen: date  # local days only: a time would date one person's scan
+    last_seen: date
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """Scans refused in the period with one reason, from one gateway ("" = all)."""
+
+    reason: str
+    gateway_id: str
+    scans: int
+
+
+@dataclass(frozen=True, slots=True)
+class TrendPoint:
+    week: date  # Monday
+    active: int | None  # None: no data for the week
+    scans: Count | None
+    scanners: Count | None
+
+
+@dataclass(frozen=True, slots=True)
+class TrendSeries:
+    dimension: str  # district, ward, agency or total
+    key: str
+    points: tuple[TrendPoint, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CrossCell:
+    registered: int
+    active: int
+    scanners: Count
+
+
+@dataclass(frozen=True, slots=True)
+class CrossTable:
+    """Agencies (rows) by districts (columns): premises and distinct scanners. No scans:
+    a count that adds up along rows and columns would need suppression both ways."""
+
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, tuple[CrossCell, ...]], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StaffRow:
+    """An agency's staff at its own `office` premises on the period's working days."""
+
+    agency: str
+    headcount: int
+    working_days: int
+    daily: tuple[tuple[date, Count], ...]  # distinct persons per working day
+    mean_daily_scanners: Ratio  # None: no working day reported yet
+    share: Ratio  # mean / headcount
+
+
+@dataclass(frozen=True, slots=True)
+class ReportData:
+    """Everything the report reads, fetched once (`queries.collect`): the input of
+    `build.build_report`. Group keys as in `sinks.schema.GROUPINGS`."""
+
+    registered: Mapping[tuple[str, str], int]
+    weeks: Mapping[date, Mapping[tuple[str, str], Activity]]  # Monday -> its week
+    days: Mapping[date, Mapping[tuple[str, str], Activity]]
+    inactive: tuple[InactivePremises, ...]
+    cutoff_ms: int  # the rollup's latest computation: data up to this time
+    unregistered: tuple[tuple[str, int, int, date, date], ...] = ()
+    rejected: tuple[Rejected, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Report:
     period: Period
     previous: Period
     generated_at_ms: int
     total: GroupRow
-    tables: tuple[GroupTable, ...]  # in DIMENSIONS order
+    tables: tuple[GroupTable, ...]  # in the order asked for (`--by`)
     days: tuple[DayPoint, ...]  # previous period's days, then the period's
     inactive: tuple[InactivePremises, ...]  # by agency, district, name (Vietnamese order)
     has_population: bool
     threshold: int = THRESHOLD
+    province: str = ""
+    authority: str = ""
+    cutoff_ms: int = 0  # data up to this time (the period's end when it is complete)
+    complete: bool = True
+    previous_empty: bool = False  # the previous period has no data: no change shown
+    trend: tuple[TrendSeries, ...] = ()
+    trend_weeks: tuple[date, ...] = ()
+    cross: CrossTable | None = None
+    staff: tuple[StaffRow, ...] | None = None  # None: no headcount file
+    unregistered: tuple[UnregisteredQr, ...] = ()
+    rejected: tuple[Rejected, ...] = ()
+    edition: tuple[str, str] | None = None  # (dimension, key) of a unit's edition
 
     def table(self, dimension: Dimension) -> GroupTable:
         return next(t for t in self.tables if t.dimension == dimension)
+
+    def has(self, dimension: Dimension) -> bool:
+        return any(t.dimension == dimension for t in self.tables)
 
     @property
     def suppressed(self) -> bool:

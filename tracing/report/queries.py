@@ -16,8 +16,12 @@
 - `premises` read with FINAL: the registry as it stands (latest version of each premises)
   gives the groups. A premises is counted in its current agency, district and category,
   for the previous period too, so that both periods share one denominator.
-- One query per period answers every table: GROUPING SETS ((agency), (district),
-  (category), ()), with the dimension named from `grouping()`.
+- One query per period answers every table: the GROUPING SETS of `sinks.schema.GROUPINGS`
+  (agency, district, ward, category, agency by district, agency by category, province),
+  with the dimension named from `grouping()`; one more answers every day of the weeks
+  read, since the suppression of a week looks at its days (`tracing.report.suppress`).
+- `dead_letters`, its scan columns only (the `report` role's column grant): the QR codes
+  not in the registry and the rejected scans per reason and gateway.
 
 The registry is joined with GLOBAL: on a cluster the Distributed tables are both sharded
 by premises_id, and GLOBAL sends the (small) registry once instead of reading it from
@@ -27,14 +31,12 @@ every shard for every shard. On one node GLOBAL changes nothing. Every function 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from typing import Final
 
-from sinks.schema import GROUP_DIMENSION, GROUP_KEY
-from tracing.report.build import TOTAL, GroupKey
-from tracing.report.model import Activity, InactivePremises, Period
+from sinks.schema import GROUP_DIMENSION, GROUP_KEY, REPORT_TZ, group_sets
+from tracing.report.build import TOTAL, GroupKey, monday
+from tracing.report.model import Activity, InactivePremises, Period, Rejected, ReportData
 from tracing.runner import QueryRunner, Row
 
 Query = tuple[str, dict[str, object]]
@@ -46,7 +48,7 @@ _REGISTRY: Final = (
 )
 _DIMENSION: Final = GROUP_DIMENSION
 _KEY: Final = GROUP_KEY
-_SETS_OF_GROUPS: Final = "GROUPING SETS ((p.agency), (p.district), (p.category), ())"
+_SETS_OF_GROUPS: Final = group_sets()
 
 
 def registered() -> Query:
@@ -76,17 +78,18 @@ ORDER BY dimension, key"""  # noqa: S608
 
 
 def daily(first: date, last: date) -> Query:
-    """(day, active premises, distinct scans, distinct scanners) of the province per day."""
+    """(day, dimension, key, active premises, distinct scans, distinct scanners) of every
+    group on each local day first..last."""
     sql = f"""
-SELECT d.day AS day,
+SELECT d.day AS f, {_DIMENSION} AS dimension, {_KEY} AS key,
        uniqExact(d.premises_id) AS active,
        uniqExactMerge(d.scans) AS scans,
        uniqExactMerge(d.scanners) AS scanners
 FROM {SETS} AS d
+GLOBAL INNER JOIN {_REGISTRY} AS p ON d.premises_id = p.premises_id
 WHERE d.day >= %(first)s AND d.day <= %(last)s
-  AND d.premises_id GLOBAL IN (SELECT premises_id FROM premises)
-GROUP BY day
-ORDER BY day"""  # noqa: S608
+GROUP BY {group_sets("f, ")}
+ORDER BY f, dimension, key"""  # noqa: S608
     return sql, {"first": first, "last": last}
 
 
@@ -109,13 +112,50 @@ ORDER BY dimension, key"""  # noqa: S608
 
 
 def daily_counted(days: list[date]) -> Query:
-    """`daily` of counted days: the province's row of each in `report_counts`."""
+    """`daily` of counted days: their rows in `report_counts`."""
     sql = f"""
-SELECT first_day, active, scans, scanners
+SELECT first_day, dimension, key, active, scans, scanners
 FROM {COUNTS} FINAL
-WHERE period = 'day' AND dimension = 'total' AND first_day IN %(days)s
-ORDER BY first_day"""  # noqa: S608
+WHERE period = 'day' AND first_day IN %(days)s
+ORDER BY first_day, dimension, key"""  # noqa: S608
     return sql, {"days": tuple(days)}
+
+
+def cutoff() -> Query:
+    """The latest computation of the rollup (epoch ms): the data's cut-off."""
+    return "SELECT toUnixTimestamp64Milli(max(computed_at)) FROM premises_daily", {}
+
+
+_DEAD_AT: Final = "coalesce(scanned_at, at)"
+_DEAD_IN: Final = (
+    f"{_DEAD_AT} >= fromUnixTimestamp64Milli(%(start)s, 'UTC')"
+    f" AND {_DEAD_AT} < fromUnixTimestamp64Milli(%(end)s, 'UTC')"
+)
+
+
+def unregistered(period: Period) -> Query:
+    """(premises id, dead-lettered scans, distinct gateways, first and last local day) of
+    the QR codes read in `period` whose premises id is not in the registry."""
+    sql = f"""
+SELECT premises_id, count() AS scans, uniqExact(gateway_id),
+       toDate(min({_DEAD_AT}), '{REPORT_TZ}'), toDate(max({_DEAD_AT}), '{REPORT_TZ}')
+FROM dead_letters
+WHERE reason = 'unknown_premises' AND premises_id != '' AND {_DEAD_IN}
+  AND premises_id GLOBAL NOT IN (SELECT premises_id FROM premises)
+GROUP BY premises_id
+ORDER BY scans DESC, premises_id"""  # noqa: S608
+    return sql, {"start": period.start_ms, "end": period.end_ms}
+
+
+def rejected(period: Period) -> Query:
+    """(reason, gateway, dead letters) of `period`, per gateway and reason."""
+    sql = f"""
+SELECT reason, gateway_id, count() AS n
+FROM dead_letters
+WHERE {_DEAD_IN}
+GROUP BY reason, gateway_id
+ORDER BY reason, gateway_id"""  # noqa: S608
+    return sql, {"start": period.start_ms, "end": period.end_ms}
 
 
 def inactive(first: date, last: date) -> Query:
@@ -134,43 +174,61 @@ def _activity(rows: list[Row]) -> dict[GroupKey, Activity]:
     return {(str(d), str(k)): Activity(int(a), int(n), int(u)) for d, k, a, n, u in rows}
 
 
-@dataclass(frozen=True, slots=True)
-class ReportData:
-    """Everything the report reads, fetched once: the input of `build.build_report`."""
-
-    registered: Mapping[GroupKey, int]
-    now: Mapping[GroupKey, Activity]
-    before: Mapping[GroupKey, Activity]
-    daily: Mapping[date, Activity]
-    inactive: tuple[InactivePremises, ...]
+def _by_day(rows: list[Row]) -> dict[date, dict[GroupKey, Activity]]:
+    out: dict[date, dict[GroupKey, Activity]] = {}
+    for day, d, k, a, n, u in rows:
+        out.setdefault(day, {})[(str(d), str(k))] = Activity(int(a), int(n), int(u))
+    return out
 
 
-def _period_activity(runner: QueryRunner, p: Period, done: set[tuple[str, date]]) -> list[Row]:
-    if (p.kind, p.first) in done:
-        return runner.query(*activity_counted(p.kind, p.first))
-    return runner.query(*activity(p.first, p.last))
+def weeks_read(period: Period, trend_weeks: int) -> list[date]:
+    """The Mondays of the weeks a report of `period` reads: its trend's, and the week of
+    the period before it."""
+    last = monday(period.last)
+    mondays = {last - timedelta(days=7 * i) for i in range(max(trend_weeks, 1))}
+    return sorted(mondays | {monday(period.previous().first)})
 
 
-def collect(runner: QueryRunner, period: Period) -> ReportData:
-    """Read the rollups and the registry for `period` and the period before it: the
-    counts of what was counted, the sets of the rest."""
-    previous = period.previous()
+def collect(runner: QueryRunner, period: Period, trend_weeks: int = 8) -> ReportData:
+    """Read the rollups, the registry and the dead letters for `period`, the period
+    before it, and the weeks of the trend: the counts of what was counted, the sets of
+    the rest."""
+    mondays = weeks_read(period, trend_weeks)
     reg = {(str(d), str(k)): int(n) for d, k, n in runner.query(*registered())}
     reg.setdefault(TOTAL, 0)
-    done = {(str(k), f) for k, f in runner.query(*counted(previous.first, period.last))}
-    counted_days = [d for d in (*previous.days, *period.days) if ("day", d) in done]
-    rows = runner.query(*daily_counted(counted_days)) if counted_days else []
-    rest = [d for d in (*previous.days, *period.days) if ("day", d) not in done]
+    first, last = mondays[0], mondays[-1] + timedelta(days=6)
+    done = {(str(k), f) for k, f in runner.query(*counted(first, last))}
+    weeks: dict[date, dict[GroupKey, Activity]] = {}
+    for m in mondays:
+        week = Period("week", m, m + timedelta(days=6))
+        if ("week", m) in done:
+            weeks[m] = _activity(runner.query(*activity_counted("week", m)))
+        else:
+            weeks[m] = _activity(runner.query(*activity(week.first, week.last)))
+    all_days = [m + timedelta(days=i) for m in mondays for i in range(7)]
+    counted_days = [d for d in all_days if ("day", d) in done]
+    days = _by_day(runner.query(*daily_counted(counted_days))) if counted_days else {}
+    rest = {d for d in all_days if ("day", d) not in done}
     if rest:
-        rows += [r for r in runner.query(*daily(rest[0], rest[-1])) if r[0] in set(rest)]
-    days = {r[0]: Activity(int(r[1]), int(r[2]), int(r[3])) for r in rows}
+        found = _by_day(runner.query(*daily(min(rest), max(rest))))
+        days |= {d: a for d, a in found.items() if d in rest}
+    # A week with no scan at all is no data, not a week of zeros.
+    weeks = {m: w for m, w in weeks.items() if w.get(TOTAL, Activity()).scans}
+    [(cut,)] = runner.query(*cutoff())
     return ReportData(
         registered=reg,
-        now=_activity(_period_activity(runner, period, done)),
-        before=_activity(_period_activity(runner, previous, done)),
-        daily=days,
+        weeks=weeks,
+        days=days,
         inactive=tuple(
             InactivePremises(*(str(v) for v in r))
             for r in runner.query(*inactive(period.first, period.last))
+        ),
+        cutoff_ms=int(cut or 0),
+        unregistered=tuple(
+            (str(p), int(n), int(g), f, la)
+            for p, n, g, f, la in runner.query(*unregistered(period))
+        ),
+        rejected=tuple(
+            Rejected(str(r), str(g), int(n)) for r, g, n in runner.query(*rejected(period))
         ),
     )

@@ -10,6 +10,7 @@ from html import escape
 from typing import Final
 
 from tracing.report.charts import Chart, report_charts
+from tracing.report.html_sections import edition_name, sections_more
 from tracing.report.i18n import NONE, Labels, Lang, vi_key
 from tracing.report.model import (
     Count,
@@ -20,7 +21,7 @@ from tracing.report.model import (
     Ratio,
     Report,
 )
-from tracing.report.text import notes, period_text
+from tracing.report.text import document_title, local_time, notes, period_text, status_lines
 
 _CSS: Final = """
 :root { --ink: #22313f; --muted: #5b6b7a; --line: #dde3e8; --accent: #1f5f8b; }
@@ -62,7 +63,19 @@ tr.total td { font-weight: 700; border-top: 2px solid var(--ink); }
 footer { margin-top: 30px; border-top: 1px solid var(--line); padding-top: 10px;
          color: var(--muted); font-size: 12.5px; }
 footer p { margin: 4px 0; }
-@media print { body { background: #fff; } main { padding: 0; } h2 { break-after: avoid; } }
+.authority { text-transform: uppercase; font-weight: 600; font-size: 13px; margin: 0; }
+.banner { border: 1px solid #e0b252; background: #fff7e0; padding: 8px 12px; border-radius: 6px;
+          margin: 10px 0; }
+td.nr { color: var(--muted); font-style: italic; text-align: right; }
+@page { size: A4; margin: 14mm 12mm 16mm;
+        @bottom-right { content: "{page} " counter(page) " / " counter(pages);
+                        font: 9pt "DejaVu Sans", sans-serif; color: #5b6b7a; } }
+@media print {
+  body { background: #fff; font-size: 11px; } main { padding: 0; max-width: none; }
+  h2, h3 { break-after: avoid; } figure, tr, .kpi { break-inside: avoid; }
+  thead { display: table-header-group; } .scroll { overflow: visible; }
+  table { font-size: 10px; } th.g { min-width: 0; }
+}
 """
 
 
@@ -75,7 +88,11 @@ def _cell(text: str, value: Count | Ratio = None) -> str:
     return f'<td class="n">{escape(text)}</td>'
 
 
-def _row_cells(row: GroupRow, labels: Labels, population: bool) -> str:
+def _change(text: str, value: Ratio, labels: Labels, empty: bool) -> str:
+    return _cell(labels("no_data"), None) if empty and value is None else _cell(text, value)
+
+
+def _row_cells(row: GroupRow, labels: Labels, population: bool, empty: bool = False) -> str:
     cells = [
         _cell(labels.integer(row.registered)),
         _cell(labels.integer(row.active)),
@@ -83,9 +100,9 @@ def _row_cells(row: GroupRow, labels: Labels, population: bool) -> str:
         _cell(labels.integer(row.scans), row.scans),
         _cell(labels.integer(row.scanners), row.scanners),
         _cell(labels.number(row.scans_per_active), row.scans_per_active),
-        _cell(labels.points(row.change_share_pp), row.change_share_pp),
-        _cell(labels.change(row.change_scans), row.change_scans),
-        _cell(labels.change(row.change_scanners), row.change_scanners),
+        _change(labels.points(row.change_share_pp), row.change_share_pp, labels, empty),
+        _change(labels.change(row.change_scans), row.change_scans, labels, empty),
+        _change(labels.change(row.change_scanners), row.change_scanners, labels, empty),
     ]
     if population:
         pop = labels.integer(row.population) if row.population is not None else NONE
@@ -117,12 +134,12 @@ def _group_table(report: Report, labels: Labels, dimension: Dimension) -> str:
     rows = labels.ordered(dimension, report.table(dimension).rows, lambda r: r.key)
     body = [
         f"<tr><td>{escape(labels.group(dimension, r.key))}</td>"
-        f"{_row_cells(r, labels, population)}</tr>"
+        f"{_row_cells(r, labels, population, report.previous_empty)}</tr>"
         for r in rows
     ]
     body.append(
         f'<tr class="total"><td>{escape(labels("total"))}</td>'
-        f"{_row_cells(report.total, labels, population)}</tr>"
+        f"{_row_cells(report.total, labels, population, report.previous_empty)}</tr>"
     )
     return (
         f'<div class="scroll"><table class="groups"><thead><tr>{first}</tr><tr>{second}</tr>'
@@ -134,6 +151,8 @@ def _kpis(report: Report, labels: Labels) -> str:
     t, kind = report.total, report.period.kind
 
     def change(key: str, text: str) -> str:
+        if report.previous_empty:
+            return labels("no_data")
         return labels(f"{key}.{kind}", x=text)
 
     cards = [
@@ -180,11 +199,14 @@ def _days_table(report: Report, labels: Labels) -> str:
     for d in report.days:
         name = f"{labels.weekday(d.day)} {labels.day(d.day)}"
         style = "" if d.current else ' class="muted"'
-        rows.append(
-            f"<tr{style}><td>{escape(name)}</td>{_cell(labels.integer(d.active))}"
-            f"{_cell(labels.integer(d.scans), d.scans)}"
-            f"{_cell(labels.integer(d.scanners), d.scanners)}</tr>"
-        )
+        if not d.reported:
+            cells = f'<td class="nr" colspan="3">{escape(labels("not_reported"))}</td>'
+        else:
+            cells = (
+                f"{_cell(labels.integer(d.active))}{_cell(labels.integer(d.scans), d.scans)}"
+                f"{_cell(labels.integer(d.scanners), d.scanners)}"
+            )
+        rows.append(f"<tr{style}><td>{escape(name)}</td>{cells}</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
@@ -236,7 +258,7 @@ def _figure(chart: Chart) -> str:
 def render_html(report: Report, lang: Lang = "vi", charts: Sequence[Chart] | None = None) -> str:
     labels = Labels(lang)
     kind = report.period.kind
-    title = f"{labels.per('title', kind)} {report.period.label}"
+    title = document_title(report, labels)
     now, before = period_text(report, labels)
     drawn = list(charts) if charts is not None else report_charts(report, labels)
     figures = {c.title: _figure(c) for c in drawn}
@@ -251,22 +273,40 @@ def render_html(report: Report, lang: Lang = "vi", charts: Sequence[Chart] | Non
         fig("chart.days"),
         _days_table(report, labels),
     ]
-    order: tuple[Dimension, ...] = ("district", "agency", "category")
-    for d in order:
+    for t in report.tables:
+        d = t.dimension
         sections.append(f"<h2>{escape(labels('by.' + d))}</h2>")
         sections.append(fig(f"chart.share_{d}"))
         if d == "district" and report.has_population:
             sections.append(fig("chart.uptake"))
         sections.append(_group_table(report, labels, d))
+    sections += sections_more(report, labels, fig)
     sections.append(_inactive(report, labels))
     footer = "".join(f"<p>{escape(n)}</p>" for n in notes(report, labels))
+    css = _CSS.replace("{page}", labels("page"))
+    authority = report.authority or labels("authority.default")
+    edition = (
+        f'<p class="period">{escape(labels("edition", unit=edition_name(report, labels)))}</p>'
+        if report.edition
+        else ""
+    )
+    generated = labels("generated", at=local_time(report.generated_at_ms, labels))
+    status = "".join(
+        f'<p class="{"banner" if i else "muted"}">{escape(line)}</p>'
+        for i, line in enumerate(status_lines(report, labels))
+    )
     return (
         f'<!doctype html>\n<html lang="{lang}">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n<main>\n"
-        f"<header><h1>{escape(title)}</h1>"
+        f"<title>{escape(labels.per('title', kind))} {escape(report.period.label)}: "
+        f"{escape(title)}</title>\n<style>{css}</style>\n</head>\n<body>\n<main>\n"
+        f'<header><p class="authority">{escape(authority)}</p>'
+        + (f'<p class="authority">{escape(report.province)}</p>' if report.province else "")
+        + f"<h1>{escape(title)}</h1>{edition}"
         f'<p class="sub">{escape(labels("subtitle"))}</p>'
-        f'<p class="period">{escape(now)}</p><p class="muted">{escape(before)}</p></header>\n'
+        f'<p class="period">{escape(now)}</p><p class="muted">{escape(before)}</p>'
+        f'<p class="muted">{escape(generated)}</p>'
+        f"{status}</header>\n"
         + "\n".join(s for s in sections if s)
         + f"\n<footer>{footer}</footer>\n</main>\n</body>\n</html>\n"
     )

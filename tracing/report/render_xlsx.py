@@ -14,7 +14,7 @@ from openpyxl.styles import Alignment, Font, PatternFill
 from tracing.formatting import safe_cell
 from tracing.report import tabular
 from tracing.report.i18n import Labels, Lang
-from tracing.report.model import DIMENSIONS, Report
+from tracing.report.model import Report
 from tracing.report.tabular import Table, Value
 from tracing.report.text import notes, period_text
 
@@ -64,7 +64,7 @@ def render_xlsx(report: Report, lang: Lang = "vi") -> bytes:
     formats = {i: "0.0%" for i in tabular.FRACTION_COLUMNS}
     formats.update({i: "+0.0;-0.0;0.0" for i in tabular.POINTS_COLUMNS})
     formats[12] = "0.0"
-    for d in DIMENSIONS:
+    for d in (t.dimension for t in report.tables):
         header, rows = tabular.summary(report, labels, (d,))
         _sheet(wb, labels(f"sheet.{d}"), (header, rows), formats)
     _sheet(wb, labels("sheet.days"), tabular.days(report, labels), {})

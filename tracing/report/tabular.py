@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Final
 
 from tracing.report.i18n import Labels
-from tracing.report.model import DIMENSIONS, Count, Dimension, GroupRow, Mark, Ratio, Report
+from tracing.report.model import Count, Dimension, GroupRow, Mark, Ratio, Report
 
 Value = int | float | str | None
 Table = tuple[list[str], list[list[Value]]]
@@ -64,11 +64,11 @@ def _row(dimension: str, name: str, r: GroupRow) -> list[Value]:
 
 
 def summary(
-    report: Report, labels: Labels, dimensions: tuple[Dimension, ...] = DIMENSIONS
+    report: Report, labels: Labels, dimensions: tuple[Dimension, ...] | None = None
 ) -> Table:
-    """The province row, then every group of `dimensions`."""
+    """The province row, then every group of `dimensions` (the report's tables)."""
     rows = [_row(labels("total"), labels("total"), report.total)]
-    for d in dimensions:
+    for d in dimensions if dimensions is not None else [t.dimension for t in report.tables]:
         ordered = labels.ordered(d, report.table(d).rows, lambda r: r.key)
         rows += [_row(labels("dim." + d), labels.group(d, r.key), r) for r in ordered]
     return summary_header(report, labels), rows
@@ -76,8 +76,12 @@ def summary(
 
 def days(report: Report, labels: Labels) -> Table:
     header = [labels("day"), labels("active"), labels("scans"), labels("scanners")]
+    later = labels("not_reported")
     rows: list[list[Value]] = [
-        [d.day.isoformat(), d.active, value(d.scans), value(d.scanners)] for d in report.days
+        [d.day.isoformat(), d.active, value(d.scans), value(d.scanners)]
+        if d.reported
+        else [d.day.isoformat(), later, later, later]
+        for d in report.days
     ]
     return header, rows
 

@@ -19,6 +19,7 @@ from tracing.workbench.localtime import DAY_MS, LocalTimeError, input_value, par
 
 DEFAULT_DAYS: Final = 14
 _TRUE: Final = frozenset({"1", "true", "on", "yes"})
+_FALSE: Final = frozenset({"0", "false", "off", "no"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,20 +32,21 @@ class RuleField:
 
 
 def rule_fields() -> list[RuleField]:
-    d = Rule()
+    """Every parameter of `Rule` but its name and depth: an integer is a number input, a
+    boolean a choice (with "the rule's default" when its default is None)."""
     out = []
     for f in dataclasses.fields(Rule):
         if f.name in ("name", "depth"):
             continue
-        value = getattr(d, f.name)
-        kind = "bool" if isinstance(value, bool) else "int" if isinstance(value, int) else ""
-        if kind:
-            out.append(RuleField(f.name, kind, value))
+        if "bool" in str(f.type):
+            out.append(RuleField(f.name, "bool", f.default))
+        elif isinstance(f.default, int):
+            out.append(RuleField(f.name, "int", f.default))
     return out
 
 
 def _last(query: MultiMapping[str], name: str) -> str | None:
-    """The last value of `name` (a checkbox follows its hidden "off" value)."""
+    """The last value of `name` given."""
     values = query.getall(name, [])
     return values[-1] if values else None
 
@@ -57,7 +59,10 @@ def rule_of(query: MultiMapping[str]) -> Rule:
         if raw is None or raw == "":
             continue
         if f.kind == "bool":
-            kw[f.name] = raw.strip().lower() in _TRUE
+            word = raw.strip().lower()
+            if word not in _TRUE | _FALSE:
+                raise TraceInputError(f"{f.name} must be 1 or 0")
+            kw[f.name] = word in _TRUE
         else:
             kw[f.name] = parse_int(raw.strip(), f.name, -(10**9), 10**9)
     depth = _last(query, "depth")
@@ -86,7 +91,7 @@ class TraceForm:
         """The question as query parameters (for links: exports, pages, premises)."""
         out = {"person": self.person, "from": input_value(self.from_ms)}
         out["to"] = input_value(self.to_ms)
-        d = Rule()
+        d = Rule(self.rule.name)  # the rule's own defaults
         out["rule"] = self.rule.name
         for f in [*rule_fields(), RuleField("depth", "int", 1)]:
             value = getattr(self.rule, f.name)

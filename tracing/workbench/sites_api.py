@@ -12,7 +12,9 @@ from typing import Any, Final
 from aiohttp import web
 
 from ingest.contract import now_ms
-from tracing.api.app import AUDIT_KEY, ApiError, TracerApi
+from ingest.http import HttpError as ApiError
+from ingest.http import json_response as _json
+from tracing.api.app import AUDIT_KEY, TracerApi
 from tracing.rules import Rule
 from tracing.settings import TRACING_ROLES
 from tracing.trace import TraceInputError, check_question
@@ -23,15 +25,6 @@ from tracing.workbench.views_trace import read
 from tracing.workbench.web import Workbench
 
 MAX_BODY: Final = 64 * 1024
-
-
-def _json(status: int, body: object, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(
-        status=status,
-        body=json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(),
-        content_type="application/json",
-        headers=headers,
-    )
 
 
 async def _body(request: web.Request) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from ingest.contract import now_ms
-from tracing.api.app import ApiError
+from ingest.http import HttpError as ApiError
 from tracing.models import TraceResult
 from tracing.rules import Rule
 from tracing.runner import QueryRunner

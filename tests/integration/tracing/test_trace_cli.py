@@ -22,6 +22,7 @@ from sinks.client import connect
 from tracing.audit import read_audit
 from tracing.models import iso_utc
 from tracing.runner import ClickHouseRunner
+from tracing.trace import parse_time
 
 MIN = 60_000
 
@@ -76,6 +77,7 @@ def test_trace_formats_and_audit(
         "merge_gap_min": 30,
         "max_visit_min": 1440,
         "depth": 1,
+        "cap_at_next_scan": False,
     }
     r = cli.invoke(main, ["trace", "CASE", *period])
     assert r.exit_code == 0 and "Asia/Ho_Chi_Minh" in r.output
@@ -121,6 +123,28 @@ def test_trace_formats_and_audit(
         "auditor",
         6,
     )
+
+
+def test_cap_at_next_scan_flag(
+    env: dict[str, str], clickhouse_settings: ClickHouseSettings
+) -> None:
+    """Under overlap the case's visit at NT-7 ends where it scans next at NT-8, 10 minutes
+    in, before "-2+3" arrives (15 minutes in); `--no-cap-at-next-scan` keeps the dwell
+    time's hour, and "-2+3" is a contact. Each answer echoes the setting."""
+    t0 = parse_time(env["from"], "from") + 60 * MIN
+    insert_scans(clickhouse_settings, [("e9", "CASE", "NT-8", t0 + 10 * MIN, "checkin")])
+    cli = CliRunner()
+    period = ["--from", env["from"], "--to", env["to"], "--rule", "overlap", "--format", "json"]
+    capped = json.loads(cli.invoke(main, ["trace", "CASE", *period]).output)
+    assert capped["rule"]["cap_at_next_scan"] is True
+    assert capped["contacts"] == []
+    first = capped["visits"][0]
+    assert (first["premises_id"], first["time_to"]) == ("NT-7", iso_utc(t0 + 10 * MIN))
+    r = cli.invoke(main, ["trace", "CASE", *period, "--no-cap-at-next-scan"])
+    assert r.exit_code == 0, r.output
+    uncapped = json.loads(r.output)
+    assert uncapped["rule"]["cap_at_next_scan"] is False
+    assert [c["person_id"] for c in uncapped["contacts"]] == ["-2+3"]
 
 
 def test_bad_input_exits_2(env: dict[str, str]) -> None:

@@ -19,7 +19,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tracegen import INSERT_COLUMNS, Province, generate, reference_trace, rows_for_insert
+from tracegen import (
+    INSERT_COLUMNS,
+    Province,
+    Reference,
+    generate,
+    reference_trace,
+    rows_for_insert,
+)
 
 from scantrace.services.process import free_port, spawn, stop, wait_until
 from sinks.clickhouse_settings import ClickHouseSettings
@@ -126,22 +133,61 @@ def distributed(two_shards: list[int], province: Province) -> Iterator[ClickHous
         runner.close()
 
 
-@pytest.mark.parametrize("rule", [Rule("scan-window", depth=2), Rule("overlap", depth=2)])
+@pytest.mark.parametrize(
+    "rule",
+    [
+        Rule("scan-window", depth=2),
+        Rule("overlap", depth=2),
+        Rule("overlap", depth=2, cap_at_next_scan=False),
+        Rule("overlap", min_overlap_min=15),
+    ],
+    ids=lambda r: f"{r.name}-{r.depth}-{r.min_overlap_min}-cap{int(r.capped)}",
+)
 def test_distributed_matches_the_reference(
     distributed: ClickHouseRunner, province: Province, rule: Rule
 ) -> None:
+    """Every contact's person, premises, degree, seed, and times; and the case's
+    timeline (built from the by-person table's rows of both shards, the cap included)."""
     frm = province.start_ms - 86_400_000
     to = province.start_ms + (province.days + 1) * 86_400_000
+    visits = Reference(province, rule).visits()
     total = 0
     for case in province.cases:
+        result = trace_person(distributed, case, frm, to, rule)
         got = {
-            (c.person_id, c.premises_id, c.degree, c.via_person_id or case)
-            for c in trace_person(distributed, case, frm, to, rule).contacts
+            (
+                c.person_id,
+                c.premises_id,
+                c.degree,
+                c.via_person_id or case,
+                c.case_time_from,
+                c.case_time_to,
+                c.contact_time_from,
+                c.contact_time_to,
+            )
+            for c in result.contacts
         }
         want = {
-            (c.person_id, c.premises_id, c.degree, c.via)
+            (
+                c.person_id,
+                c.premises_id,
+                c.degree,
+                c.via,
+                c.case_from,
+                c.case_to,
+                c.contact_from,
+                c.contact_to,
+            )
             for c in reference_trace(province, rule, case, frm, to)
         }
         assert got == want, case
         total += len(got)
+        timeline = sorted(
+            (v.premises_id, v.start, v.end)
+            for (person, _), vs in visits.items()
+            if person == case
+            for v in vs
+            if any(frm <= t <= to for t in v.scan_times)
+        )
+        assert sorted((v.premises_id, v.time_from, v.time_to) for v in result.visits) == timeline
     assert total > 100

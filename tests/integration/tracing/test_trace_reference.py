@@ -15,6 +15,7 @@ from tracegen import (
     INSERT_COLUMNS,
     Province,
     Reference,
+    Scan,
     generate,
     reference_trace,
     rows_for_insert,
@@ -73,10 +74,16 @@ RULES = [
     Rule("overlap", depth=2),
     Rule("overlap", min_overlap_min=15, depth=2),
     Rule("overlap", buffer_min=10, min_overlap_min=5, merge_gap_min=20, depth=2),
+    Rule("overlap", depth=2, cap_at_next_scan=False),
+    Rule("overlap", min_overlap_min=15, depth=2, cap_at_next_scan=False),
 ]
 
 
-@pytest.mark.parametrize("rule", RULES, ids=lambda r: f"{r.name}-{r.window_min}-{r.buffer_min}")
+def _rule_id(r: Rule) -> str:
+    return f"{r.name}-{r.window_min}-{r.buffer_min}-{r.min_overlap_min}-cap{int(r.capped)}"
+
+
+@pytest.mark.parametrize("rule", RULES, ids=_rule_id)
 def test_both_degrees_match_the_reference(
     loaded: ClickHouseRunner, province: Province, rule: Rule
 ) -> None:
@@ -253,7 +260,14 @@ def test_case_timeline_has_the_case_visits(loaded: ClickHouseRunner, province: P
 
 
 @pytest.mark.parametrize(
-    "rule", [Rule("overlap"), Rule("overlap", merge_gap_min=0, max_visit_min=120)]
+    "rule",
+    [
+        Rule("overlap"),
+        Rule("overlap", merge_gap_min=0, max_visit_min=120),
+        Rule("overlap", cap_at_next_scan=False),
+        Rule("scan-window", cap_at_next_scan=True),
+    ],
+    ids=_rule_id,
 )
 def test_case_timeline_matches_the_reference(
     loaded: ClickHouseRunner, province: Province, rule: Rule
@@ -324,3 +338,59 @@ def test_windows_narrow_without_changing_the_answer(
             assert sorted(bound) == sorted(plain)
     assert narrowed_cases >= 4
     assert sql.seed_windows(rule, [("P", i * 10**9, i * 10**9 + 1) for i in range(60)]) is None
+
+
+def _inside_elsewhere(scans: list[Scan], premises: str, lo: int, hi: int) -> bool:
+    """Whether a person with these `scans` scanned at another premises strictly inside
+    (lo, hi) at a time after which they did not scan at `premises` again by `hi`: a row
+    of the answer spans all of a person's visits at one premises that count, so a scan
+    elsewhere may lie between two of them, never inside one."""
+    return any(
+        s.premises_id != premises
+        and lo < s.t < hi
+        and not any(o.premises_id == premises and s.t <= o.t <= hi for o in scans)
+        for s in scans
+    )
+
+
+def test_one_place_at_a_time(loaded: ClickHouseRunner, province: Province) -> None:
+    """With the cap (the default under overlap) no visit of the case's timeline contains a
+    scan of the case at another premises strictly inside it, and no contact's time does
+    either (but between two of its visits at the premises); without it, both happen in
+    this data, capping only removes degree-1 contacts, and it removes some."""
+    frm, to = _periods(province)[0]
+    by_person: dict[str, list[Scan]] = {}
+    for s in province.scans:
+        by_person.setdefault(s.person_id, []).append(s)
+    removed = 0
+    for rule in (Rule("overlap", depth=2), Rule("overlap", buffer_min=10, min_overlap_min=5)):
+        uncapped = Rule(**{**_fields(rule), "cap_at_next_scan": False})
+        broken_timeline = broken_contacts = 0
+        for case in province.cases:
+            got = trace_person(loaded, case, frm, to, rule)
+            assert got.rule.echo()["cap_at_next_scan"] is True
+            for v in got.visits:
+                assert not _inside_elsewhere(
+                    by_person[case], v.premises_id, v.time_from, v.time_to
+                ), (case, v)
+            for c in got.contacts:
+                assert not _inside_elsewhere(
+                    by_person[c.person_id], c.premises_id, c.contact_time_from, c.contact_time_to
+                ), (case, c)
+            before = trace_person(loaded, case, frm, to, uncapped)
+            broken_timeline += sum(
+                _inside_elsewhere(by_person[case], v.premises_id, v.time_from, v.time_to)
+                for v in before.visits
+            )
+            broken_contacts += sum(
+                _inside_elsewhere(
+                    by_person[c.person_id], c.premises_id, c.contact_time_from, c.contact_time_to
+                )
+                for c in before.contacts
+            )
+            f1 = {(c.person_id, c.premises_id) for c in got.contacts if c.degree == 1}
+            f1_before = {(c.person_id, c.premises_id) for c in before.contacts if c.degree == 1}
+            assert f1 <= f1_before, case
+            removed += len(f1_before - f1)
+        assert broken_timeline > 0 and broken_contacts > 0, rule
+    assert removed > 0

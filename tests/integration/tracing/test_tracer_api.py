@@ -200,6 +200,7 @@ def test_401_403_422_and_audit(api_env: dict[str, Any]) -> None:
             {"to": env["to"]},
             {**good, "rule": "vibes"},
             {**good, "depth": "3"},
+            {**good, "cap_at_next_scan": "maybe"},
             {**good, "window_min": "-5"},
             {**good, "limit": "6"},
             {**good, "format": "xlsx"},
@@ -221,7 +222,7 @@ def test_401_403_422_and_audit(api_env: dict[str, Any]) -> None:
     rows = env["audit"]()
     # 401s have no identity to audit; every 403 and 422 is one failed row, the refused
     # reads of the audit log included.
-    assert len(rows) == 2 + 2 + 10 + 1
+    assert len(rows) == 2 + 2 + 11 + 1
     assert not any(r["ok"] for r in rows)
     assert {r["actor"] for r in rows} == {"Tran Thi B", "Le Van C", "Nguyen Van A"}
     assert all(r["error"] for r in rows)
@@ -258,14 +259,17 @@ def test_auditor_reads_the_log_openapi_metrics(api_env: dict[str, Any]) -> None:
     async def body(c: TestClient[Any, Any]) -> None:
         r = await c.get(
             "/v1/trace/CASE",
-            params={"from": env["from"], "to": env["to"], "rule": "overlap"},
+            params={"from": env["from"], "to": env["to"], "rule": "overlap",
+                    "cap_at_next_scan": "false"},
             headers=auth("tok-tracer"),
-        )
+        )  # fmt: skip
         assert r.status == 200
+        assert (await r.json())["rule"]["cap_at_next_scan"] is False
         r = await c.get("/v1/audit", params={"since": env["from"]}, headers=auth("tok-auditor"))
         assert r.status == 200
         entries = (await r.json())["entries"]
         assert len(entries) == 1 and entries[0]["rule"]["name"] == "overlap"
+        assert entries[0]["rule"]["cap_at_next_scan"] is False
         assert entries[0]["at"].endswith("Z")
         r = await c.get("/openapi.json")
         doc = await r.json()

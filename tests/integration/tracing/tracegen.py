@@ -3,12 +3,13 @@
 `generate(seed)` builds a small province with `random.Random(seed)`: premises with a
 popularity skew, persons visiting them over several days with morning and evening peaks,
 scans across local and UTC midnight, repeats, check-outs (some late, some missing, some
-without a check-in), and co-visitors placed exactly on and just beyond the window edges of
-chosen cases.
+without a check-in), co-visitors placed exactly on and just beyond the window edges of
+chosen cases, and persons scanning at several premises within an hour (`_hops`).
 
 The reference (`reference_trace`) is plain Python over the same rows, written from the
 rules' text (tracing/rules.py, tracing/sql.py docstrings), not from the SQL: nested loops
-over scans and visits, visits built from all of a person's scans at a premises.
+over scans and visits, visits built from all of a person's scans at a premises and, under
+`cap_at_next_scan`, cut at the person's next scan elsewhere by a scan of all their scans.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import random
 import uuid
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -134,8 +135,86 @@ def generate(
                     other = rng.choice(people)
                     if other != case:
                         add(other, p, t + edge * MINUTE_MS + (delta_ms if edge > 0 else -delta_ms))
+    _hops(rng, prem, weights, people, chosen, scans, add)
     scans.sort(key=lambda s: (s.premises_id, s.t, s.event_id))
     return Province(prem, scans, start, days, chosen)
+
+
+def _hops(
+    rng: random.Random,
+    prem: dict[str, PremisesRow],
+    weights: list[float],
+    people: list[str],
+    cases: list[str],
+    scans: list[Scan],
+    add: Callable[..., None],
+) -> None:
+    """What makes the cap at the next scan elsewhere matter: persons at several premises
+    within an hour, check-outs forgotten (done after a scan elsewhere) or made at the very
+    time of a scan elsewhere, scans elsewhere exactly at a visit's start, at its end, or
+    at the case's visit's start or 15 minutes into it; around the cases' own scans (their
+    co-visitors and the cases themselves hop) and anywhere."""
+    ids = list(prem)
+    case_scans = [s for s in scans if s.person_id in set(cases)]
+
+    def elsewhere(premises_id: str) -> str:
+        while True:
+            other = rng.choices(ids, weights)[0]
+            if other != premises_id:
+                return other
+
+    for c in case_scans:
+        for _ in range(3):
+            x = rng.choice(people)
+            if x == c.person_id:
+                continue
+            before = rng.randint(0, 90) * MINUTE_MS
+            add(x, c.premises_id, c.t - before)
+            r = rng.random()
+            if r < 0.2:  # elsewhere exactly at the case's scan: capped to touch it
+                add(x, elsewhere(c.premises_id), c.t)
+            elif r < 0.35:  # exactly 15 minutes together (`min_overlap_min` 15)
+                add(x, elsewhere(c.premises_id), c.t + 15 * MINUTE_MS)
+            elif r < 0.5:  # a check-out forgotten: elsewhere first, checked out later
+                add(x, elsewhere(c.premises_id), c.t + rng.randint(-10, 30) * MINUTE_MS)
+                add(x, c.premises_id, c.t + rng.randint(31, 240) * MINUTE_MS, "checkout")
+            elif r < 0.6:  # checked out at the very time of the scan elsewhere
+                out = c.t + rng.randint(1, 40) * MINUTE_MS
+                add(x, c.premises_id, out, "checkout")
+                add(x, elsewhere(c.premises_id), out)
+            else:  # elsewhere within the hour
+                add(
+                    x,
+                    elsewhere(c.premises_id),
+                    c.t + rng.randint(-before // MINUTE_MS, 60) * MINUTE_MS,
+                )
+        if rng.random() < 0.5:  # the case hops on; co-visitors stay, some arrive later
+            hop = c.t + rng.randint(0, 45) * MINUTE_MS
+            add(c.person_id, elsewhere(c.premises_id), hop)
+            for delta in (-1, 0, 1, rng.randint(2, 60)):
+                x = rng.choice(people)
+                if x != c.person_id:
+                    add(x, c.premises_id, hop + delta * MINUTE_MS)
+    start = min(s.t for s in scans)
+    end = max(s.t for s in scans)
+    for x in rng.sample(people, len(people) // 6):
+        t = rng.randrange(start, end)
+        p = rng.choices(ids, weights)[0]
+        add(x, p, t)
+        for _ in range(rng.randint(1, 3)):
+            q = elsewhere(p)
+            r = rng.random()
+            if r < 0.15:
+                step = 0  # at the same time elsewhere: caps neither
+            elif r < 0.3:  # exactly at the end of the visit by the dwell time
+                step = prem[p].dwell * MINUTE_MS
+            else:
+                step = rng.randint(1, 60) * MINUTE_MS
+            if rng.random() < 0.3:  # a check-out at p, forgotten or at q's time
+                add(x, p, t + step + rng.choice((0, rng.randint(1, 120))) * MINUTE_MS, "checkout")
+            t += step
+            add(x, q, t)
+            p = q
 
 
 def rows_for_insert(p: Province) -> list[tuple[object, ...]]:
@@ -272,8 +351,20 @@ class Reference:
                           tuple(s.t for s in run))
                 )  # fmt: skip
             out[key] = visits
+        if self.rule.cap_at_next_scan:
+            out = {key: [self._capped(v) for v in vs] for key, vs in out.items()}
         self._visits = out
         return out
+
+    def _capped(self, v: Visit) -> Visit:
+        """One place at a time: the visit ends no later than the person's first scan at
+        another premises after its start (a scan at its start exactly, or at or after its
+        end, changes nothing)."""
+        end = v.end
+        for s in self.by_person[v.person_id]:
+            if s.premises_id != v.premises_id and v.start < s.t < end:
+                end = s.t
+        return Visit(v.person_id, v.premises_id, v.start, end, v.scan_times)
 
     def _pairs_scan_window(self, seed: str, since: int, to: int, exclude: set[str]):
         w = self.rule.window_min * MINUTE_MS

@@ -344,3 +344,31 @@ def test_clickhouse_metrics_endpoint_matches_its_config() -> None:
     root = ET.parse(REPO / "deploy/clickhouse/single/config.d/scantrace.xml").getroot()
     assert int(root.findtext("prometheus/port", "")) == port
     assert host == "clickhouse"
+
+
+def test_the_report_profile_sends_last_weeks_report_every_monday_at_seven() -> None:
+    import subprocess
+    import sys
+
+    report = services()["report"]
+    assert report["profiles"] == ["report"]
+    assert report["build"]["args"]["APT_PACKAGES"].split()[0] == "chromium"
+    script = report["command"][0]
+    assert "scantrace report send --week last" in script
+    # the sleep: until the next Monday 07:00 in Asia/Ho_Chi_Minh, from the script itself
+    code = script.split("python -c '")[1].split("')")[0]
+    probe = code.replace("datetime.now(ZoneInfo(", "FIXED.astimezone(ZoneInfo(").replace(
+        "from datetime import", "from datetime import timezone,"
+    )
+    for now, expected in (
+        ("2021-11-22T06:59:00+07:00", 60),  # Monday before seven
+        ("2021-11-22T07:00:00+07:00", 7 * 86_400),  # just sent: next week
+        ("2021-11-21T23:00:00+00:00", 3600),  # Monday 06:00 local is 23:00 UTC Sunday
+    ):
+        fixed = f"from datetime import datetime; FIXED = datetime.fromisoformat('{now}')"
+        done = subprocess.run(
+            [sys.executable, "-c", f"{fixed}\n{probe.replace('$$', '$')}"],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        seconds = int(done.stdout)
+        assert seconds == expected, (now, seconds)

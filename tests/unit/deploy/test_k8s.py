@@ -138,3 +138,31 @@ def test_ports_and_commands_agree_with_compose() -> None:
         assert int(annotations["prometheus.io/port"]) == port, name
         if name in ("worker", "sink"):
             assert c["args"] == compose[name]["command"], name
+
+
+def test_the_report_runs_every_monday_at_seven_vietnam_time() -> None:
+    (cron,) = by_kind("CronJob").values()
+    assert cron["spec"]["schedule"] == "0 7 * * 1"
+    assert cron["spec"]["timeZone"] == "Asia/Ho_Chi_Minh"
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["automountServiceAccountToken"] is False
+    (c,) = pod["containers"]
+    assert c["args"][:4] == ["report", "send", "--week", "last"]
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    configmaps, secrets = by_kind("ConfigMap"), by_kind("Secret")
+    for ref in c["envFrom"]:
+        if "configMapRef" in ref:
+            assert ref["configMapRef"]["name"] in configmaps
+        else:
+            assert ref["secretRef"]["name"] in secrets
+    lists = next(v for v in pod["volumes"] if v["name"] == "lists")["configMap"]
+    data = configmaps[lists["name"]]["data"]
+    for item in lists["items"]:
+        assert item["key"] in data
+        mount = next(m for m in c["volumeMounts"] if m["name"] == "lists")["mountPath"]
+        assert f"{mount}/{item['path']}" in c["args"]
+    assert data["recipients.csv"].startswith("email,edition\n")
+    assert data["headcount.csv"].startswith("agency,headcount\n")

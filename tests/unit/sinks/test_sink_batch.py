@@ -17,6 +17,7 @@ from sinks.batch import (
     Slice,
     build_chunk,
     insert_sql,
+    scan_fields,
     token,
 )
 
@@ -189,9 +190,23 @@ def test_dead_letters_from_the_topic_keep_their_origin() -> None:
     bad = msgpack.packb({"stage": "worker", "surprise": 1})
     chunk = build_chunk("dead_letters", sl([encode_dead_letter(dl), bad], DLQ), NOW)
     assert chunk.rows == [
-        ("worker", "bad_timestamp", "why", b"\x01raw", "scans.raw", 3, 42, NOW, "e5")
+        ("worker", "bad_timestamp", "why", b"\x01raw", "scans.raw", 3, 42, NOW, "e5", "", "", None)
     ]
     assert [(r[0], r[1]) for r in chunk.dead] == [("sink", "invalid")]
+
+
+def test_dead_letters_carry_the_scans_premises_gateway_and_time_never_the_person() -> None:
+    scan = {"event_id": "e7", "person_id": "P-secret", "premises_id": "QR-UNKNOWN-1",
+            "scanned_at": "2021-11-16T08:00:00+07:00", "gateway_id": "gw-2"}  # fmt: skip
+    dl = DeadLetter("worker", "unknown_premises", msgpack.packb(scan), "", "scans.raw", 0, 9, NOW)
+    [row] = build_chunk("dead_letters", sl([encode_dead_letter(dl)], DLQ), NOW).rows
+    fields = dict(zip(DEAD_LETTER_COLUMNS, row, strict=True))
+    assert (fields["premises_id"], fields["gateway_id"]) == ("QR-UNKNOWN-1", "gw-2")
+    assert fields["scanned_at"] == 1_637_024_400_000
+    assert "P-secret" not in repr(row[-3:])
+    for raw in (b"", b"\xc1", msgpack.packb([1, 2]), msgpack.packb({"scanned_at": True})):
+        assert scan_fields(raw) == ("", "", None)
+    assert scan_fields(msgpack.packb({"premises_id": "x" * 9000})) == ("", "", None)
 
 
 def test_halves_derive_their_tokens() -> None:

@@ -259,3 +259,21 @@ def test_the_sink_refuses_to_start_without_a_person_hash_key() -> None:
         assert result.exit_code == 2, result.output
         assert result.output.startswith("error: SCANTRACE_CLICKHOUSE__PERSON_HASH_KEY must be set")
     assert SINGLE.model_copy(update={"person_hash_key": SecretStr("x" * 16)}).person_hash_key_pair()
+
+
+def test_report_groups_and_dead_letter_fields_migrations() -> None:
+    """The ward and cross groups are counted for the periods whose sets are all there; the
+    dead letters get the report's columns, on the Distributed table too on a cluster."""
+    [groups] = [m for m in MIGRATIONS if m.name == "report_groups"]
+    day, week = render(groups, SINGLE)
+    for sql in (day, week):
+        assert "(f, p.ward)" in sql and "(f, p.agency, p.category)" in sql
+        assert "toDate(now(), 'Asia/Ho_Chi_Minh') - 28" in sql  # the retention
+    [fields] = [m for m in MIGRATIONS if m.name == "dead_letter_scan_fields"]
+    assert fields.version == 12
+    local, dist = render(fields, CLUSTER)
+    assert local.startswith("ALTER TABLE `scantrace`.dead_letters_local ON CLUSTER")
+    assert dist.startswith("ALTER TABLE `scantrace`.dead_letters ON CLUSTER")
+    for sql in (local, dist):
+        assert "ADD COLUMN IF NOT EXISTS premises_id String" in sql
+        assert "ADD COLUMN IF NOT EXISTS gateway_id" in sql and "scanned_at" in sql

@@ -12,7 +12,14 @@ from tracing.rules import MINUTE_MS, Rule, RuleError
 EVIL = "x'); DROP TABLE scans; --"
 
 
-@pytest.mark.parametrize("rule", [Rule(), Rule("overlap", buffer_min=5, min_overlap_min=15)])
+@pytest.mark.parametrize(
+    "rule",
+    [
+        Rule(),
+        Rule("overlap", buffer_min=5, min_overlap_min=15),
+        Rule("overlap", cap_at_next_scan=False),
+    ],
+)
 def test_user_values_are_bound(rule: Rule) -> None:
     windows = sql.seed_windows(rule, [(EVIL, 1_000, 2_000)])
     queries = [
@@ -75,6 +82,31 @@ def test_rule_ranges() -> None:
     with pytest.raises(RuleError):
         Rule(depth=3)
     assert Rule().echo()["name"] == "scan-window"
+    with pytest.raises(RuleError, match="cap_at_next_scan"):
+        Rule("overlap", cap_at_next_scan="yes")  # type: ignore[arg-type]
+
+
+def test_the_cap_is_on_by_default_under_overlap_only() -> None:
+    assert Rule("overlap").echo()["cap_at_next_scan"] is True
+    assert Rule("scan-window").echo()["cap_at_next_scan"] is False
+    assert Rule("overlap", cap_at_next_scan=False).capped is False
+    assert Rule("scan-window", cap_at_next_scan=True).capped is True
+    assert Rule("overlap") == Rule("overlap", cap_at_next_scan=True)
+
+
+def test_one_definition_of_the_cap_in_every_visit_query() -> None:
+    """The timeline, degree 1 and degree 2 all end visits with `_capped_end` when the
+    cap is on, and none does when it is off."""
+    cap = sql._capped_end("S", "E", "P", "W").split(" S AND")[0]
+    seeds = [sql.CaseVisit("P", 1_000, 2_000, "n", "d", "c", (1_000,))]
+    for on in (True, False):
+        rule = Rule("overlap", cap_at_next_scan=on)
+        for text, _ in (
+            sql.case_visits(rule, "a", 1, 2),
+            sql.contacts(rule, [("a", 1)], 2, ["a"], case=seeds),
+            sql.contacts(rule, [("a", 1), ("b", 1)], 2, ["a", "b"]),
+        ):
+            assert (cap in text) is on
 
 
 def test_the_window_cap_counts_terms_not_windows() -> None:
@@ -137,9 +169,10 @@ def test_degree1_overlap_binds_the_case_visits_per_premises() -> None:
     """Degree 1 under overlap reads `scans` once without a join and without the event
     id: the case's visits are bound as (from, to) arrays per premises; the rows are
     those within each case visit's reach at its premises (exactly, so the answer does
-    not depend on the granules read), the day terms only guide the key analysis."""
+    not depend on the granules read), the day terms only guide the key analysis. (With
+    the cap, the same, then a join to the candidates' scans everywhere.)"""
     h = 60 * MINUTE_MS
-    rule = Rule("overlap", buffer_min=5, min_overlap_min=15)
+    rule = Rule("overlap", buffer_min=5, min_overlap_min=15, cap_at_next_scan=False)
     case = [
         sql.CaseVisit("B", 5 * h, 6 * h, "b", "d2", "shop", (5 * h,)),
         sql.CaseVisit("A", h, 2 * h, "a", "d1", "market", (h,)),

@@ -17,6 +17,7 @@ from openpyxl import load_workbook
 from tracing.models import Contact, TraceResult, Visit
 from tracing.rules import Rule, RuleError
 from tracing.settings import Principal
+from tracing.trace import TraceInputError
 from tracing.workbench import export, i18n, localtime, maps
 from tracing.workbench.contacts import CLOSE_MIN, Status, group, risk
 from tracing.workbench.exposure_sites import Proposal, Site, SiteError, check_decision
@@ -94,14 +95,19 @@ def test_the_rule_form_reads_every_rule_parameter_generically() -> None:
         rule_of(MultiDict([("window_min", "99999999")]))
 
 
-def test_a_checkbox_parameter_follows_its_hidden_off_value() -> None:
-    from tracing.workbench import forms
-
-    fake = [*forms.rule_fields(), forms.RuleField("flag", "bool", True)]
-    q = MultiDict([("flag", "0"), ("flag", "1")])
-    assert forms._last(q, "flag") == "1"  # checked
-    assert forms._last(MultiDict([("flag", "0")]), "flag") == "0"  # unchecked
-    assert fake[-1].kind == "bool"
+def test_a_boolean_parameter_is_yes_no_or_the_rules_default() -> None:
+    [cap] = [f for f in rule_fields() if f.name == "cap_at_next_scan"]
+    assert cap.kind == "bool" and cap.default is None  # on under overlap, off otherwise
+    overlap = MultiDict([("rule", "overlap")])
+    assert rule_of(overlap) == Rule("overlap")
+    assert rule_of(MultiDict([*overlap.items(), ("cap_at_next_scan", "")])) == Rule("overlap")
+    assert rule_of(MultiDict([*overlap.items(), ("cap_at_next_scan", "0")])) == Rule(
+        "overlap", cap_at_next_scan=False
+    )
+    with pytest.raises(TraceInputError):
+        rule_of(MultiDict([("cap_at_next_scan", "maybe")]))
+    form = read_form(MultiDict([("person", "P"), ("rule", "overlap")]), 28, now=T0)
+    assert "cap_at_next_scan" not in form.query()  # the rule's default, not spelled out
 
 
 def test_the_form_reads_local_times_without_an_offset() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 from tracing.report.build import TOTAL, GroupKey, build_report
-from tracing.report.model import Activity, InactivePremises, Period, Report
+from tracing.report.model import Activity, InactivePremises, Period, Report, ReportData
 
 WEEK = Period.week("2021-W46")
 AGENCY_A = "Sở Y tế"
@@ -54,14 +54,24 @@ INACTIVE = (
 )
 
 
-def sample_report(population: bool = True) -> Report:
+GENERATED_MS = 1_637_600_000_000  # Monday 22 November 2021, 23:53 local
+
+
+def sample_data(cutoff_ms: int = GENERATED_MS) -> ReportData:
+    return ReportData(
+        registered=REGISTERED,
+        weeks={WEEK.first: NOW, WEEK.previous().first: BEFORE},
+        days={d: {TOTAL: a} for d, a in DAILY.items()},
+        inactive=INACTIVE,
+        cutoff_ms=cutoff_ms,
+    )
+
+
+def sample_report(population: bool = True, **kwargs: object) -> Report:
     return build_report(
         WEEK,
-        registered=REGISTERED,
-        now=NOW,
-        before=BEFORE,
-        daily=DAILY,
-        inactive=INACTIVE,
+        sample_data(),
         population=POPULATION if population else None,
-        generated_at_ms=1_637_600_000_000,
+        generated_at_ms=GENERATED_MS,
+        **kwargs,  # type: ignore[arg-type]
     )

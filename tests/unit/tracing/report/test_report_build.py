@@ -7,8 +7,20 @@ from datetime import date
 import pytest
 from report_testkit import AGENCY_A, AGENCY_B, TINY, sample_report
 
-from tracing.report.build import few, group_row, hidden_scans
+from tracing.report.build import TOTAL, few, group_row
 from tracing.report.model import Activity, Mark
+from tracing.report.suppress import hidden_cells
+
+MONDAY = date(2021, 11, 15)
+
+
+def hidden_scans(cells: dict[str, Activity], total_hidden: bool) -> set[str]:
+    """The agencies of one week whose scans are hidden, with no day data."""
+    total = Activity(1, sum(a.scans for a in cells.values()), 3 if total_hidden else 99)
+    week = {("agency", k): a for k, a in cells.items()} | {TOTAL: total}
+    days = [date(2021, 11, 15 + i) for i in range(7)]
+    hidden = hidden_cells(MONDAY, days, week, {})
+    return {key for first, kind, dim, key in hidden if dim == "agency"}
 
 
 @pytest.mark.parametrize(("n", "hidden"), [(0, False), (1, True), (4, True), (5, False)])

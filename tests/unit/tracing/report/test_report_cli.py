@@ -47,7 +47,10 @@ def test_csv_and_json_need_no_extra(monkeypatch: pytest.MonkeyPatch) -> None:
         (["weekly", "--week", "2021-W99"], "has no week 99"),
         (["weekly", "--week", "last week"], "not an ISO week"),
         (["daily", "--date", "16/11/2021"], "--date"),
-        (["weekly", "--week", "2021-W46", "--format", "pdf"], "--format"),
+        (["weekly", "--week", "2021-W46", "--format", "odt"], "--format"),
+        (["weekly", "--week", "2021-W46", "--edition", "agency"], "--edition"),
+        (["weekly", "--week", "2021-W46", "--by", "street"], "--by"),
+        (["weekly", "--week", "2021-W46", "--weeks", "0"], "--weeks"),
     ],
 )
 def test_bad_arguments_exit_2(args: list[str], message: str) -> None:

@@ -88,10 +88,12 @@ def test_html_is_one_escaped_self_contained_page() -> None:
     assert "=cmd|&#x27; /C calc&#x27;!A0" in html  # escaped text, never markup
     assert "&lt;5" in html and "Trường học" not in html  # only the categories present
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
-    assert len(images) == 5  # days, district, agency, category, uptake
+    # days, agency, district, category, uptake; trend: province, district, agency
+    assert len(images) == 8
+    assert "Báo cáo kết quả thực hiện quét mã QR, tuần từ 15/11/2021 đến 21/11/2021" in html
     english = render_html(sample_report(population=False), "en")
     assert "Weekly report 2021-W46" in english and "Share active" in english
-    assert len(re.findall(r"data:image/png", english)) == 4
+    assert len(re.findall(r"data:image/png", english)) == 7
 
 
 def test_charts_are_png() -> None:
