@@ -265,3 +265,15 @@ def test_every_template_compiles() -> None:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
     for path in TEMPLATES.glob("*.html"):
         env.get_template(path.name)
+
+
+def test_workbench_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tracing.settings import ROLES, TRACING_ROLES, TracerSettings
+
+    monkeypatch.setenv("SCANTRACE_WORKBENCH__SESSION_IDLE_S", "600")
+    monkeypatch.setenv("SCANTRACE_WORKBENCH__TRUSTED_PROXIES", "10.0.0.1, 10.0.0.2")
+    monkeypatch.setenv("SCANTRACE_WORKBENCH__JOB_MAX_EXECUTION_S", "1800")
+    wb = TracerSettings().workbench
+    assert wb.session_idle_s == 600 and wb.proxies() == frozenset({"10.0.0.1", "10.0.0.2"})
+    assert wb.job_limits().max_execution_s == 1800
+    assert "supervisor" in ROLES and TRACING_ROLES == {"tracer", "supervisor"}
