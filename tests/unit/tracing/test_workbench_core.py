@@ -276,4 +276,4 @@ def test_workbench_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch
     wb = TracerSettings().workbench
     assert wb.session_idle_s == 600 and wb.proxies() == frozenset({"10.0.0.1", "10.0.0.2"})
     assert wb.job_limits().max_execution_s == 1800
-    assert "supervisor" in ROLES and TRACING_ROLES == {"tracer", "supervisor"}
+    assert "supervisor" in ROLES and {"tracer", "supervisor"} == TRACING_ROLES
