@@ -407,6 +407,94 @@ SCANS_BY_PERSON = Table(
     shard_key="cityHash64(premises_id)",
     person_data=True,
 )
+# The tracers' follow-up (`tracing.workbench`): case records and each contact's status,
+# as versioned rows (ReplacingMergeTree by the change time: the latest version is the
+# current state, read with FINAL; the tables are small). They hold person ids: the scans'
+# retention. Every version of a case expires with its first (`created_at`), so an older
+# version never outlives a newer one; a status expires its retention after its change.
+CASES = Table(
+    name="cases",
+    columns=(
+        "case_id String",
+        "person_id String",
+        "confirmed_on Date",
+        "notes String",
+        "created_by String",
+        "created_at DateTime64(3, 'UTC')",
+        "changed_by String",
+        "changed_at DateTime64(3, 'UTC')",
+    ),
+    engine="ReplacingMergeTree",
+    engine_args="changed_at",
+    order_by="case_id",
+    ttl="toDateTime(created_at) + INTERVAL {retention_days} DAY",
+    shard_key="cityHash64(case_id)",
+    dedup_window=False,  # every change is a row of its own
+    person_data=True,
+)
+FOLLOWUP_STATUSES: Final = ("to_call", "called", "not_reachable", "quarantined", "tested_positive")
+FOLLOWUPS = Table(
+    name="followups",
+    columns=(
+        "case_id String",
+        "person_id String",  # the contact
+        "status Enum8("
+        + ", ".join(f"'{s}' = {i}" for i, s in enumerate(FOLLOWUP_STATUSES, start=1))
+        + ")",
+        "changed_by String",
+        "changed_at DateTime64(3, 'UTC')",
+    ),
+    engine="ReplacingMergeTree",
+    engine_args="changed_at",
+    order_by="(case_id, person_id)",
+    ttl="toDateTime(changed_at) + INTERVAL {retention_days} DAY",
+    shard_key="cityHash64(case_id)",
+    dedup_window=False,
+    person_data=True,
+)
+# Public exposure sites: a proposal (`proposal_id`) of one or more premises and windows,
+# one row a site, its state changed as a whole by new versions of its rows. No person id:
+# who proposed and who approved are staff names, kept as long as the audit log (the record
+# of who published what), then gone. Which case a proposal came from is kept apart, in
+# `exposure_site_cases` (person data: the scans' retention), read by tracers only.
+EXPOSURE_SITES = Table(
+    name="exposure_sites",
+    columns=(
+        "proposal_id String",
+        "site_no UInt16",
+        "premises_id String",
+        "window_from DateTime64(3, 'UTC')",
+        "window_to DateTime64(3, 'UTC')",
+        "state Enum8('proposed' = 1, 'approved' = 2, 'rejected' = 3, 'withdrawn' = 4)",
+        "proposed_by String",
+        "proposed_at DateTime64(3, 'UTC')",
+        "decided_by String",
+        "decided_at Nullable(DateTime64(3, 'UTC'))",
+        "approved_at Nullable(DateTime64(3, 'UTC'))",
+        "changed_at DateTime64(3, 'UTC')",
+    ),
+    engine="ReplacingMergeTree",
+    engine_args="changed_at",
+    order_by="(proposal_id, site_no)",
+    ttl="toDateTime(proposed_at) + INTERVAL {audit_retention_days} DAY",
+    shard_key="cityHash64(proposal_id)",
+    dedup_window=False,
+)
+EXPOSURE_SITE_CASES = Table(
+    name="exposure_site_cases",
+    columns=(
+        "proposal_id String",
+        "person_id String",  # the case whose visits were proposed
+        "proposed_at DateTime64(3, 'UTC')",
+    ),
+    order_by="proposal_id",
+    ttl="toDateTime(proposed_at) + INTERVAL {retention_days} DAY",
+    shard_key="cityHash64(proposal_id)",
+    dedup_window=False,
+    person_data=True,
+)
+WORKBENCH_TABLES: Final = (CASES, FOLLOWUPS, EXPOSURE_SITES, EXPOSURE_SITE_CASES)
+
 TABLES: Final = (
     SCANS,
     AUDIT_LOG,
@@ -416,6 +504,7 @@ TABLES: Final = (
     PREMISES_DAILY_SETS,
     SCANS_BY_PERSON,
     REPORT_COUNTS,
+    *WORKBENCH_TABLES,
 )
 
 BY_PERSON_TABLE: Final = (
@@ -578,6 +667,8 @@ MIGRATIONS: list[Migration] = [
     Migration(10, "keyed_sets_and_retention", KEYED_SETS),
     Migration(11, "report_groups", REPORT_GROUPS),
     Migration(12, "dead_letter_scan_fields", DEAD_LETTER_FIELDS),
+    # The tracers' workbench: case follow-up and public exposure sites.
+    Migration(13, "workbench", WORKBENCH_TABLES),
 ]
 
 

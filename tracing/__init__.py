@@ -1,8 +1,8 @@
 """Stage 4, tracing: exposure queries, tracer API, audit log and reports.
 
 Every module is offered to the shell: the queries (`trace`, `sql`, `rules`, `models`,
-`formatting`, `runner`, `settings`), the HTTP API (`api`), the audit log (`audit`) and the
-compliance report (`report`).
+`formatting`, `runner`, `settings`), the HTTP API (`api`), the tracers' web pages beside
+it (`workbench`), the audit log (`audit`) and the compliance report (`report`).
 """
 
 __all__ = [
@@ -16,4 +16,5 @@ __all__ = [
     "settings",
     "sql",
     "trace",
+    "workbench",
 ]

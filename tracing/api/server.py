@@ -15,6 +15,7 @@ from tracing.api.metrics import ApiMetrics
 from tracing.runner import ClickHouseRunner, RunnerPool
 from tracing.settings import TracerSettings
 from tracing.trace import check_schema
+from tracing.workbench import WORKBENCH_SCHEMA
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,15 @@ async def serve(
         if auditor != settings.clickhouse
         else None
     )
-    with pool.runner() as runner:  # refuse to serve from a schema without the by-person table
-        await asyncio.to_thread(check_schema, runner)
+    # depth-2 jobs of the workbench: connections of their own, under the jobs' limits
+    job_limits = settings.workbench.job_limits()
+    job_pool = RunnerPool(
+        lambda: ClickHouseRunner(settings.clickhouse, limits=job_limits),
+        size=settings.workbench.max_jobs,
+    )
+    # refuse to serve from a schema without the by-person table or the workbench's tables
+    with pool.runner() as runner:
+        await asyncio.to_thread(check_schema, runner, WORKBENCH_SCHEMA)
     app = build_app(
         pool,
         options,
@@ -49,6 +57,8 @@ async def serve(
         retention_days=settings.clickhouse.retention_days,
         tokens=tokens,
         audit_pool=audit_pool,
+        workbench=settings.workbench,
+        job_pool=job_pool,
     )
     stop = stop or asyncio.Event()
     with stop_on_signals(stop):
@@ -66,5 +76,6 @@ async def serve(
                 await stop.wait()
         finally:
             pool.close()
+            job_pool.close()
             if audit_pool is not None:
                 audit_pool.close()
