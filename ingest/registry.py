@@ -29,6 +29,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ingest.contract import MAX_ID_LEN, now_ms
+from ingest.errors import InvalidInput, NotFound, ServiceUnavailable, TransientError
 from ingest.kafka_settings import KafkaSettings
 from ingest.premises import CATEGORIES, CSV_COLUMNS, Premises, decode_premises, encode_premises
 
@@ -48,7 +49,7 @@ class RegistrySettings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
 
 
-class RegistryFileError(ValueError):
+class RegistryFileError(InvalidInput):
     """The file as a whole cannot be read (encoding, header): no row is looked at."""
 
 
@@ -316,7 +317,7 @@ def read_registry(kafka: KafkaSettings, timeout_s: float = 60.0) -> dict[str, Pr
         deadline = time.monotonic() + timeout_s
         while remaining:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"reading {kafka.premises} took over {timeout_s:g} s")
+                raise ServiceUnavailable(f"reading {kafka.premises} took over {timeout_s:g} s")
             for tp, messages in consumer.poll(timeout_ms=500).items():
                 for msg in messages:
                     if msg.offset >= end[tp]:
@@ -348,7 +349,10 @@ def _partitions(consumer: KafkaConsumer, topic: str, wait_s: float = 5.0) -> set
         if partitions:
             return partitions
         if time.monotonic() > deadline:
-            raise RuntimeError(f"topic {topic} does not exist (scantrace services up creates it)")
+            raise NotFound(
+                f"topic {topic} does not exist",
+                hint="`scantrace services up` creates the topics of the local services",
+            )
         consumer.topics()  # forces a metadata refresh
         time.sleep(0.2)
 
@@ -357,7 +361,7 @@ def publish_registry(
     kafka: KafkaSettings, records: Sequence[Premises], timeout_s: float = 60.0
 ) -> int:
     """Publish to the premises topic keyed by premises_id; returns the count acknowledged.
-    Raises RuntimeError if Kafka did not acknowledge every record."""
+    Raises `TransientError` if Kafka did not acknowledge every record."""
     if not records:
         return 0
     producer = KafkaProducer(
@@ -379,7 +383,7 @@ def publish_registry(
     failed = [f for f in futures if not f.succeeded()]
     if failed:
         first = failed[0].exception
-        raise RuntimeError(
+        raise TransientError(
             f"{len(failed)} of {len(records)} premises not acknowledged by Kafka: {first}"
         )
     return len(futures)

@@ -15,6 +15,8 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from ingest.errors import ServiceUnavailable
+
 SCHEMES = {"clickhouse": 9000, "clickhouses": 9440}  # scheme -> default native port
 
 # A key shorter than this is refused: it could be guessed along with the candidate ids.
@@ -54,8 +56,10 @@ class ClickHouseSettings(BaseModel):
     def parts(self) -> tuple[str, int, str, str, str]:
         """(host, port, database, user, password) from the URL."""
         if not self.url:
-            raise RuntimeError(
-                "no ClickHouse URL: run `scantrace services up` or set SCANTRACE_CLICKHOUSE__URL"
+            raise ServiceUnavailable(
+                "no ClickHouse to connect to: the local services are not running and "
+                "SCANTRACE_CLICKHOUSE__URL is not set",
+                hint="start them with `scantrace services up`, or set SCANTRACE_CLICKHOUSE__URL",
             )
         u = urlsplit(self.url)
         if u.scheme not in SCHEMES:

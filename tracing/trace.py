@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from typing import Final, TypeVar
 
 from ingest.contract import ScanRejected, now_ms, parse_timestamp
+from ingest.errors import InvalidInput, TerminalError, TransientError
 from sinks.schema import MIGRATIONS
 from tracing import sql
 from tracing.audit import Action, Actor, AuditRecord, AuditWriter
@@ -32,7 +33,7 @@ T = TypeVar("T")
 MAX_SUBJECT_LEN: Final = 64
 
 
-class TraceInputError(ValueError):
+class TraceInputError(InvalidInput):
     """The question cannot be asked (bad period, id or rule): HTTP 422, CLI exit 2."""
 
 
@@ -99,7 +100,7 @@ def check_question(subject: str, from_ms: int, to_ms: int, retention_days: int) 
 SCHEMA_VERSION: Final = next(m.version for m in MIGRATIONS if m.name == "scans_by_person")
 
 
-class SchemaTooOld(RuntimeError):
+class SchemaTooOld(TerminalError):
     """The database lacks a migration the tracer needs (`scantrace db migrate`)."""
 
 
@@ -107,6 +108,8 @@ def check_schema(runner: QueryRunner) -> None:
     """Raise `SchemaTooOld` unless the database has `SCHEMA_VERSION` applied."""
     try:
         rows = runner.query("SELECT max(version) FROM schema_migrations", {})
+    except TransientError:  # ClickHouse down or not reachable: not a schema to migrate
+        raise
     except Exception as exc:
         raise SchemaTooOld(f"no schema to read ({error_text(exc, 200)}): run migrations") from exc
     have = int(rows[0][0]) if rows else 0

@@ -53,6 +53,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ingest.auth import BearerTokens
 from ingest.contract import now_ms
+from ingest.errors import ScantraceError, TerminalError
 from ingest.http import HttpError as ApiError
 from ingest.http import json_response as _json
 from tracing.api.cache import AnswerCache
@@ -115,7 +116,7 @@ class TokenAuth(BearerTokens[Principal]):
         return self.lookup(authorization)
 
 
-class AnswerTooLarge(Exception):
+class AnswerTooLarge(TerminalError):
     """More rows than a JSON answer may have."""
 
 
@@ -604,7 +605,7 @@ class TracerApi:
         return response
 
 
-class _Abandoned(Exception):
+class _Abandoned(ScantraceError):
     """The sender stopped: the reader closes its runner (mid-answer)."""
 
 
