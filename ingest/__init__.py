@@ -5,7 +5,7 @@ Every module is offered to the later stages and the shell: the contract and its 
 (`contract`, `codec`, `wire`, `deadletter`, `premises`), Kafka (`kafka_settings`,
 `admin`, `partitioning`, `batch_send`, `lean_records`, `kafka_probe`, `publisher`,
 `registry`), the gateway (`gateway`) and what every component's edges share (`auth`,
-`errors`, `http`, `telemetry`).
+`errors`, `http`, `telemetry`) and how people give times (`timeparse`).
 """
 
 __all__ = [
@@ -26,5 +26,6 @@ __all__ = [
     "publisher",
     "registry",
     "telemetry",
+    "timeparse",
     "wire",
 ]

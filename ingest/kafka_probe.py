@@ -26,7 +26,7 @@ from aiokafka.errors import (
 from aiokafka.protocol.metadata import MetadataRequest
 
 from ingest.errors import InvalidInput, ScantraceError, ServiceUnavailable
-from ingest.kafka_settings import ENV, KafkaSettings
+from ingest.kafka_settings import ENV, UNREACHABLE_HINT, KafkaSettings
 
 __all__ = ["KafkaRefused", "KafkaStartupError", "KafkaUnreachable", "check_kafka"]
 
@@ -43,6 +43,8 @@ class KafkaStartupError(ScantraceError):
 
 class KafkaUnreachable(KafkaStartupError, ServiceUnavailable):
     """No broker answered (down, a wrong address, a firewall): may work later."""
+
+    hint = UNREACHABLE_HINT
 
 
 class KafkaRefused(KafkaStartupError, InvalidInput):

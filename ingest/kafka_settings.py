@@ -25,6 +25,10 @@ SaslMechanism = Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"]
 
 DAY_MS: Final = 86_400_000
 ENV: Final = "SCANTRACE_KAFKA__"
+# What to check when no broker answers.
+UNREACHABLE_HINT: Final = (
+    f"is Kafka running? `scantrace services up` starts the local one; else check {ENV}BOOTSTRAP"
+)
 
 
 @dataclass(frozen=True, slots=True)

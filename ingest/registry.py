@@ -19,10 +19,10 @@ import io
 import logging
 import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Final, TextIO
+from typing import Any, Final, TextIO
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from pydantic import Field
@@ -358,10 +358,14 @@ def _partitions(consumer: KafkaConsumer, topic: str, wait_s: float = 5.0) -> set
 
 
 def publish_registry(
-    kafka: KafkaSettings, records: Sequence[Premises], timeout_s: float = 60.0
+    kafka: KafkaSettings,
+    records: Sequence[Premises],
+    timeout_s: float = 60.0,
+    acknowledged: Callable[[int], None] | None = None,
 ) -> int:
     """Publish to the premises topic keyed by premises_id; returns the count acknowledged.
-    Raises `TransientError` if Kafka did not acknowledge every record."""
+    Raises `TransientError` if Kafka did not acknowledge every record. `acknowledged(n)`
+    hears how many are acknowledged so far while they are (a progress bar)."""
     if not records:
         return 0
     producer = KafkaProducer(
@@ -377,6 +381,8 @@ def publish_registry(
             producer.send(kafka.premises, key=p.premises_id.encode(), value=encode_premises(p))
             for p in records
         ]
+        if acknowledged is not None:
+            _follow(futures, acknowledged, time.monotonic() + timeout_s)
         producer.flush(timeout=timeout_s)
     finally:
         producer.close(timeout=timeout_s)
@@ -387,6 +393,16 @@ def publish_registry(
             f"{len(failed)} of {len(records)} premises not acknowledged by Kafka: {first}"
         )
     return len(futures)
+
+
+def _follow(futures: Sequence[Any], acknowledged: Callable[[int], None], deadline: float) -> None:
+    """Call `acknowledged` with the count of finished sends until all are, or the deadline."""
+    while True:
+        done = sum(1 for f in futures if f.is_done)
+        acknowledged(done)
+        if done == len(futures) or time.monotonic() > deadline:
+            return
+        time.sleep(0.1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -406,13 +422,24 @@ def import_registry(
     *,
     dry_run: bool = False,
     version: int | None = None,
+    acknowledged: Callable[[int, int], None] | None = None,
 ) -> ImportResult:
     """Publish the valid rows of `parsed` that are new or changed (the caller decides
-    whether invalid rows stop the import)."""
+    whether invalid rows stop the import). `acknowledged(done, total)` follows the
+    publishing."""
     current = read_registry(kafka)
     at = version if version is not None else now_ms()
     plan = plan_import((p for _, p in parsed.rows), current, at)
-    published = 0 if dry_run else publish_registry(kafka, plan.changes)
+    total = len(plan.changes)
+    published = (
+        0
+        if dry_run
+        else publish_registry(
+            kafka,
+            plan.changes,
+            acknowledged=None if acknowledged is None else lambda n: acknowledged(n, total),
+        )
+    )
     return ImportResult(
         data_rows=parsed.data_rows,
         invalid=parsed.invalid_lines,

@@ -9,7 +9,7 @@ from typing import Final
 from clickhouse_driver import Client, errors
 
 from ingest.errors import ServiceUnavailable
-from sinks.clickhouse_settings import ClickHouseSettings
+from sinks.clickhouse_settings import UNREACHABLE_HINT, ClickHouseSettings
 
 # What clickhouse-driver (or the stdlib under it) raises when the server cannot be reached
 # or stops answering: nothing about the query or the data.
@@ -24,10 +24,6 @@ NETWORK_ERRORS: Final = (
 # In clickhouse-driver's NetworkError text when the TLS handshake refused the server's
 # certificate: a configuration error (CA file, host name), not a passing outage.
 TLS_REFUSED: Final = "CERTIFICATE_VERIFY_FAILED"
-URL_HINT: Final = (
-    "is ClickHouse running? `scantrace services up` starts the local one; "
-    "else check SCANTRACE_CLICKHOUSE__URL"
-)
 
 
 class ClickHouseUnavailable(ServiceUnavailable):
@@ -46,7 +42,7 @@ def unavailable(exc: BaseException, settings: ClickHouseSettings) -> ClickHouseU
     except Exception:  # the URL itself is what is wrong: said elsewhere
         where = ""
     text = " ".join(str(exc).split()).removeprefix("Code: 210. ")
-    return ClickHouseUnavailable(f"ClickHouse{where} not reachable: {text}", hint=URL_HINT)
+    return ClickHouseUnavailable(f"ClickHouse{where} not reachable: {text}", hint=UNREACHABLE_HINT)
 
 
 def connect(

@@ -2,26 +2,64 @@
 
 from __future__ import annotations
 
-import logging
+import os
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
+import click
 from pydantic import SecretStr, ValidationError
 
 # Where commands put the files they make when not told where: one folder, ignored by git
 # (`.gitignore`), so that running them from a checkout leaves its root clean.
 OUT_DIR = Path("out")
+T = TypeVar("T")
+
+
+class MissingFile(click.BadParameter):
+    """A file argument that does not exist: exit code 4 (not found), not 2."""
+
+    exit_code = 4
+
+
+class InputFile(click.Path):
+    """A file to read, which must exist (a missing one exits 4, `scantrace.exits`)."""
+
+    def __init__(self, *, path_type: type | None = Path, allow_dash: bool = False) -> None:
+        super().__init__(dir_okay=False, path_type=path_type, allow_dash=allow_dash)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        text = os.fsdecode(value)
+        if not (self.allow_dash and text == "-") and not os.path.lexists(text):
+            raise MissingFile(f"no such file: {text}", ctx=ctx, param=param)
+        return super().convert(value, param, ctx)
+
+
+def to_stdout(out: Path | str | None) -> bool:
+    """Whether `--out` names standard output (`-`)."""
+    return out is not None and str(out) == "-"
+
+
+def write_or_print(out: Path, write: Callable[[Path], T], suffix: str = "") -> T:
+    """`write(path)` into `out`, or, when `out` is `-`, into a temporary file (named with
+    `suffix`, which some writers read the format from) whose bytes then go to standard
+    output."""
+    if not to_stdout(out):
+        return write(made_parent(out))
+    with tempfile.TemporaryDirectory(prefix="scantrace-") as tmp:
+        path = Path(tmp) / f"out{suffix}"
+        result = write(path)
+        stdout = click.get_binary_stream("stdout")
+        stdout.write(path.read_bytes())
+        stdout.flush()
+    return result
 
 
 def made_parent(path: Path) -> Path:
     """`path`, after making the folder it goes in."""
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
 
 
 def one_line(exc: BaseException) -> str:

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from pathlib import Path
 
 import click
-from pydantic import ValidationError
 
-from ingest.auth import TokensError
 from ingest.gateway.server import serve
 from ingest.gateway.settings import GatewaySettings
-from ingest.kafka_probe import KafkaStartupError, check_kafka
-from scantrace.commands import one_line, server_overrides, setup_logging
+from ingest.kafka_probe import check_kafka
+from scantrace.commands import server_overrides
+from scantrace.logs import setup_logging
 
 
 @click.command()
@@ -67,18 +65,14 @@ def gateway(
     SCANTRACE_GATEWAY__*. Stops gracefully on SIGTERM.
     Kafka from SCANTRACE_KAFKA__BOOTSTRAP (or the running local services).
     """
-    setup_logging(log_level)
-    try:
-        settings = GatewaySettings()
-        changes = server_overrides(host, port, tokens_file)
-        if metrics_port is not None:
-            changes["metrics_port"] = metrics_port
-        if metrics_host is not None:
-            changes["metrics_host"] = metrics_host
-        settings = settings.with_options(**changes)
-        settings.gateway.token_map()
-        check_kafka(settings.kafka, [settings.kafka.raw, settings.kafka.dlq])
-    except (ValidationError, TokensError, KafkaStartupError, RuntimeError, OSError) as exc:
-        click.echo(f"error: {one_line(exc)}", err=True)
-        sys.exit(2)
+    setup_logging(log_level, "gateway")
+    settings = GatewaySettings()
+    changes = server_overrides(host, port, tokens_file)
+    if metrics_port is not None:
+        changes["metrics_port"] = metrics_port
+    if metrics_host is not None:
+        changes["metrics_host"] = metrics_host
+    settings = settings.with_options(**changes)
+    settings.gateway.token_map()
+    check_kafka(settings.kafka, [settings.kafka.raw, settings.kafka.dlq])
     asyncio.run(serve(settings))

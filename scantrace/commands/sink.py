@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import logging
 import signal
-import sys
 import threading
 from types import FrameType
 
 import click
-from pydantic import ValidationError
 
-from scantrace.commands import one_line, setup_logging
+from scantrace.logs import setup_logging
 
 
 @click.command()
@@ -67,11 +65,11 @@ def sink(
     from SCANTRACE_CLICKHOUSE__PERSON_HASH_KEY (required; the local services make one).
     """
     from ingest.admin import ensure_topics
-    from ingest.kafka_probe import KafkaStartupError, check_kafka
+    from ingest.kafka_probe import check_kafka
     from sinks.consume_loop import SinkFatal, serve
     from sinks.settings import SinkSettings
 
-    setup_logging(log_level)
+    setup_logging(log_level, "sink")
     changes = {
         k: v
         for k, v in {
@@ -83,15 +81,11 @@ def sink(
         }.items()
         if v is not None
     }
-    try:
-        settings = SinkSettings().with_options(**changes)
-        settings.clickhouse.parts()
-        settings.clickhouse.person_hash_key_pair()  # no key: no rollup, so no start
-        kafka = settings.kafka
-        check_kafka(kafka, [kafka.enriched, kafka.premises, kafka.dlq])
-    except (ValidationError, KafkaStartupError, RuntimeError, ValueError) as exc:
-        click.echo(f"error: {one_line(exc)}", err=True)
-        sys.exit(2)
+    settings = SinkSettings().with_options(**changes)
+    settings.clickhouse.parts()
+    settings.clickhouse.person_hash_key_pair()  # no key: no rollup, so no start
+    kafka = settings.kafka
+    check_kafka(kafka, [kafka.enriched, kafka.premises, kafka.dlq])
 
     stop = threading.Event()
 
@@ -101,9 +95,9 @@ def sink(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    ensure_topics(settings.kafka)
     try:
-        ensure_topics(settings.kafka)
         serve(settings, stop=stop)
     except SinkFatal as exc:
-        click.echo(f"error: ClickHouse refuses writes: {exc}", err=True)
-        sys.exit(3)
+        exc.hint = "ClickHouse refuses writes: fix the schema, the grants or the certificates"
+        raise

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
-from pydantic import ValidationError
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -78,9 +76,8 @@ def worker(
     """
     from prometheus_client import CollectorRegistry
 
-    from ingest.kafka_probe import KafkaStartupError, check_kafka
+    from ingest.kafka_probe import check_kafka
     from processors.worker_settings import WorkerSettings
-    from scantrace.commands import one_line
 
     changes = {
         k: v
@@ -95,15 +92,11 @@ def worker(
         }.items()
         if v is not None
     }
-    try:
-        settings = WorkerSettings().with_options(**changes)
-        if settings.worker.data_dir is None:
-            settings = settings.with_options(data_dir=default_data_dir())
-        kafka = settings.kafka
-        check_kafka(kafka, [kafka.raw, kafka.premises, kafka.enriched, kafka.dlq])
-    except (ValidationError, KafkaStartupError, RuntimeError, ValueError) as exc:
-        click.echo(f"error: {one_line(exc)}", err=True)
-        sys.exit(2)
+    settings = WorkerSettings().with_options(**changes)
+    if settings.worker.data_dir is None:
+        settings = settings.with_options(data_dir=default_data_dir())
+    kafka = settings.kafka
+    check_kafka(kafka, [kafka.raw, kafka.premises, kafka.enriched, kafka.dlq])
     run(settings, CollectorRegistry())
 
 
@@ -121,6 +114,7 @@ def run(settings: WorkerSettings, registry: CollectorRegistry) -> None:
     import faust
 
     from processors.app import create_app
+    from scantrace.logs import formatter_config
 
     level = settings.worker.log_level.upper()
     app = create_app(settings, registry)
@@ -132,7 +126,7 @@ def run(settings: WorkerSettings, registry: CollectorRegistry) -> None:
         logging_config={
             "version": 1,
             "disable_existing_loggers": False,
-            "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+            "formatters": {"plain": formatter_config("worker")},
             "handlers": {
                 "stderr": {
                     "class": "logging.StreamHandler",
