@@ -26,7 +26,7 @@ from aiokafka.errors import (
 from aiokafka.protocol.metadata import MetadataRequest
 
 from ingest.errors import InvalidInput, ScantraceError, ServiceUnavailable
-from ingest.kafka_settings import ENV, UNREACHABLE_HINT, KafkaSettings
+from ingest.kafka_settings import ENV, KafkaSettings
 
 __all__ = ["KafkaRefused", "KafkaStartupError", "KafkaUnreachable", "check_kafka"]
 
@@ -42,9 +42,10 @@ class KafkaStartupError(ScantraceError):
 
 
 class KafkaUnreachable(KafkaStartupError, ServiceUnavailable):
-    """No broker answered (down, a wrong address, a firewall): may work later."""
+    """No broker answered (down, a wrong address, a firewall): may work later. Its
+    message names the setting to check; the hint, what starts a local one."""
 
-    hint = UNREACHABLE_HINT
+    hint = "is Kafka running? `scantrace services up` starts the local one"
 
 
 class KafkaRefused(KafkaStartupError, InvalidInput):

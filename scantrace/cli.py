@@ -19,7 +19,7 @@ from typing import Any
 import click
 
 from scantrace import exits, progress
-from scantrace.logs import FORMATS, LOG_FORMAT_ENV
+from scantrace.logs import CHATTY_LIBRARIES, FORMATS, LOG_FORMAT_ENV
 from scantrace.services import manager
 from scantrace.settings import ServicesSettings
 
@@ -42,9 +42,6 @@ LAZY_COMMANDS: dict[str, str] = {
 }
 # The components that run until stopped: each takes `--log-format` (declared here, once).
 LONG_RUNNING: frozenset[str] = frozenset({"gateway", "worker", "sink", "api", "run"})
-# Client libraries whose own log lines would repeat, with a traceback, a failure the
-# command reports in one line: silent unless --debug (the components keep them).
-_CHATTY_LIBRARIES = ("clickhouse_driver", "kafka", "aiokafka")
 
 
 class LazyGroup(click.Group):
@@ -126,9 +123,10 @@ def _module_exists(target: str) -> bool:
 
 
 def _quiet_libraries(debug: bool) -> None:
-    """Short commands report a failure in one line: the client libraries' own warnings
-    (with tracebacks) about it are noise, unless --debug."""
-    for name in _CHATTY_LIBRARIES:
+    """Short commands report a failure in one line: the client libraries' own log lines
+    (with tracebacks) about it are noise, unless --debug (the components set their own
+    levels, `scantrace.logs.setup_logging`)."""
+    for name in CHATTY_LIBRARIES:
         logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.CRITICAL)
 
 

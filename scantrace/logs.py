@@ -73,6 +73,11 @@ def formatter_config(component: str) -> dict[str, Any]:
     return {"format": TEXT_FORMAT}
 
 
+# Client libraries that log a failure our code also reports (with a traceback, at WARNING):
+# only their errors, unless the level is debug.
+CHATTY_LIBRARIES: Final = ("clickhouse_driver", "kafka", "aiokafka")
+
+
 def setup_logging(level: str, component: str) -> None:
     """The root logger to standard error at `level`, in the chosen format."""
     handler = logging.StreamHandler()
@@ -81,3 +86,5 @@ def setup_logging(level: str, component: str) -> None:
     else:
         handler.setFormatter(logging.Formatter(TEXT_FORMAT))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    for name in CHATTY_LIBRARIES:
+        logging.getLogger(name).setLevel("DEBUG" if level.lower() == "debug" else "ERROR")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -10,6 +11,8 @@ from typing import Any, TypeVar
 
 import click
 from pydantic import SecretStr, ValidationError
+
+from ingest.errors import ServiceUnavailable
 
 # Where commands put the files they make when not told where: one folder, ignored by git
 # (`.gitignore`), so that running them from a checkout leaves its root clean.
@@ -86,3 +89,39 @@ def server_overrides(
     if tokens_file is not None:
         changes["tokens"] = SecretStr(tokens_file.read_text(encoding="utf-8"))
     return changes
+
+
+def check_reachable() -> None:
+    """Raise `ServiceUnavailable` unless a Kafka bootstrap server and ClickHouse accept a
+    TCP connection: what a command that starts other processes checks first, so that a
+    service down is one line and exit 3 instead of a child's crash. Only the port is
+    tried (no login): the children log in as their own users."""
+    from ingest.kafka_settings import UNREACHABLE_HINT as KAFKA_HINT
+    from sinks.clickhouse_settings import UNREACHABLE_HINT as CLICKHOUSE_HINT
+    from sinks.settings import SinkSettings
+
+    settings = SinkSettings()
+    host, port = settings.clickhouse.parts()[:2]
+    kafka = [_address(server) for server in settings.kafka.servers()]
+    failed = [f"{h}:{p}: {e}" for h, p in kafka if (e := _refused(h, p)) is not None]
+    if len(failed) == len(kafka):
+        raise ServiceUnavailable(f"Kafka not reachable ({'; '.join(failed)})", hint=KAFKA_HINT)
+    error = _refused(host, port)
+    if error is not None:
+        raise ServiceUnavailable(
+            f"ClickHouse at {host}:{port} not reachable: {error}", hint=CLICKHOUSE_HINT
+        )
+
+
+def _address(server: str) -> tuple[str, int]:
+    host, _, port = server.rpartition(":")
+    return host or server, int(port or 9092)
+
+
+def _refused(host: str, port: int) -> str | None:
+    """Why a TCP connection to host:port fails, or None when it opens."""
+    try:
+        with socket.create_connection((host, port), timeout=3):
+            return None
+    except OSError as exc:
+        return exc.strerror or str(exc)

@@ -22,10 +22,11 @@ import click
 from prometheus_client.parser import text_string_to_metric_families
 
 from ingest.contract import now_ms
+from ingest.kafka_probe import check_kafka
 from ingest.premises import Premises
 from ingest.registry import plan_import, publish_registry, read_registry
 from scantrace import progress, synth
-from scantrace.commands import OUT_DIR
+from scantrace.commands import OUT_DIR, check_reachable
 from scantrace.loader import load_http
 from scantrace.pipeline import Pipeline
 from scantrace.services.manager import local_kafka
@@ -115,8 +116,9 @@ def demo(seed: int, count: int | None, out_dir: str, as_json: bool) -> None:
     global say
     say = _Say(as_json)
     settings = SinkSettings()
-    settings.clickhouse.parts()  # no ClickHouse: say so before generating anything
-    settings.kafka.servers()
+    # the services down: say so before generating anything
+    check_kafka(local_kafka("premises", settings.kafka), [settings.kafka.premises])
+    check_reachable()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     day = (datetime.now(tz=synth.TZ) - timedelta(days=1)).date()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from urllib.parse import urlsplit
 
@@ -69,11 +68,13 @@ def load(
             raise click.UsageError("--token or SCANTRACE_LOAD__TOKEN is required for the gateway")
     scans = list(gen.read_scans(scans_file))
     if direct:
-        from ingest.kafka_settings import KafkaSettings
+        from ingest.kafka_probe import check_kafka
         from ingest.publisher import ScanPublisher
+        from ingest.registry import RegistrySettings
 
         t0 = time.monotonic()
-        kafka = KafkaSettings(bootstrap=os.environ.get("SCANTRACE_KAFKA__BOOTSTRAP", ""))
+        kafka = RegistrySettings().kafka  # SCANTRACE_KAFKA__*
+        check_kafka(kafka, [kafka.raw])
         with (
             progress.ticker(f"publishing {len(scans)} scans to Kafka"),
             ScanPublisher(kafka, gateway_id="load") as pub,

@@ -11,6 +11,7 @@ import click
 
 from ingest.admin import ensure_topics
 from ingest.errors import InvalidInput
+from ingest.kafka_probe import check_kafka
 from ingest.registry import (
     RegistrySettings,
     import_registry,
@@ -55,6 +56,7 @@ def import_(file: Path, skip_invalid: bool, dry_run: bool, as_json: bool) -> Non
             hint="fix them, or use --skip-invalid",
         )
     kafka = RegistrySettings().kafka
+    check_kafka(kafka, [kafka.premises])  # one line, not a client's retries, when it is down
     if not dry_run:
         ensure_topics(kafka)
     with _Follow("publishing premises") as follow:
@@ -118,6 +120,7 @@ class _Follow:
 def export(out: Path | None) -> None:
     """Write the current registry as CSV (latest record per premises_id), UTF-8."""
     kafka = RegistrySettings().kafka
+    check_kafka(kafka, [kafka.premises])
     registry = read_registry(kafka)
     if out is not None and str(out) != "-":
         with out.open("w", encoding="utf-8", newline="") as fh:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from ingest.errors import InvalidInput
 from scantrace import progress
 from scantrace import synth as gen
 from scantrace.commands import OUT_DIR, InputFile, to_stdout, write_or_print
@@ -81,10 +82,13 @@ def synth_scans(
 ) -> None:
     """A day of scans in arrival order, with duplicates, repeats, late and bad records."""
     premises = gen.read_premises_csv(premises_csv)
-    with progress.ticker("generating scans"):
-        scan_day = gen.generate_scans(
-            seed, premises, day or _yesterday(), persons=persons, scans=count
-        )
+    try:
+        with progress.ticker("generating scans"):
+            scan_day = gen.generate_scans(
+                seed, premises, day or _yesterday(), persons=persons, scans=count
+            )
+    except ValueError as exc:  # options that cannot make a day (too few persons, ...)
+        raise InvalidInput(str(exc), hint="change --scans, --persons or --premises") from exc
     suffix = ".jsonl" if to_stdout(out) else Path(out).suffix
     n = write_or_print(Path(out), lambda p: gen.write_scans(p, scan_day.scans), suffix)
     t = scan_day.truth
