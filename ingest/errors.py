@@ -23,6 +23,7 @@ __all__ = [
     "ServiceUnavailable",
     "TerminalError",
     "TransientError",
+    "loggable",
 ]
 
 
@@ -57,3 +58,11 @@ class InvalidInput(TerminalError):
 
 class NotFound(TerminalError):
     """What was asked for does not exist: a file, a topic, a unit of a report."""
+
+
+def loggable(exc: BaseException) -> str:
+    """What a log line at INFO or above may say of `exc`: its type and, when it has one,
+    its server's error code, never its message: a server's message can quote the data
+    or the query it refused, person ids among them."""
+    code = getattr(exc, "code", None)
+    return f"{type(exc).__name__}{f' (code {code})' if isinstance(code, int) else ''}"

@@ -156,14 +156,16 @@ def parse_instant(
         try:
             day = date.fromisoformat(local[1])
             if local[2] is None:
-                return _day_bound(clock, day, end)
+                return _in_range(_day_bound(clock, day, end), name)
             moment = datetime.combine(day, time.fromisoformat(local[2]), clock.zone)
         except ValueError as exc:
             raise TimeInputError(f"{name}: {exc}") from None
         return _in_range(int(moment.timestamp() * 1000), name)
     try:
         return parse_strict(text, name)
-    except TimeInputError:
+    except TimeInputError as exc:
+        if "out of range" in str(exc):  # a time, but not one a scan can have
+            raise
         raise TimeInputError(
             f"{name}: {value!r} is not a time; give one of: {EXAMPLES}, now, yesterday"
         ) from None

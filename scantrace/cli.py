@@ -172,22 +172,27 @@ def services() -> None:
     "kafka_kind",
     type=click.Choice(["auto", "apache", "noida", "external"]),
     default=None,
-    help="Broker to run [env: SCANTRACE_SERVICES__KAFKA; auto = apache "
-    "with Java 17+ and Maven, else noida]",
+    help="Broker to run [auto = apache with Java 17+ and Maven, else noida]",
+    envvar="SCANTRACE_SERVICES__KAFKA",
+    show_envvar=True,
 )
 @click.option(
     "--clickhouse",
     "clickhouse_kind",
     type=click.Choice(["local", "external"]),
     default=None,
-    help="ClickHouse to use [env: SCANTRACE_SERVICES__CLICKHOUSE; default local]",
+    help="ClickHouse to use [default local]",
+    envvar="SCANTRACE_SERVICES__CLICKHOUSE",
+    show_envvar=True,
 )
 @click.option(
     "--secure",
     is_flag=True,
     default=None,
     help="Apache Kafka with a SASL_SSL listener only, a SCRAM user per component and "
-    "ACLs [env: SCANTRACE_SERVICES__SECURE]; `services env COMPONENT` prints a login",
+    "ACLs; `services env COMPONENT` prints a login",
+    envvar="SCANTRACE_SERVICES__SECURE",
+    show_envvar=True,
 )
 def services_up(kafka_kind: str | None, clickhouse_kind: str | None, secure: bool | None) -> None:
     """Start the services (if not running), create the topics, apply the migrations."""

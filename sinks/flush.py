@@ -21,6 +21,7 @@ from datetime import date
 from itertools import chain
 from typing import Any, Final
 
+from ingest.errors import loggable
 from sinks.batch import (
     DEAD_LETTER_COLUMNS,
     RECEIVED_AT,
@@ -155,7 +156,8 @@ class Flusher:
                 raise
             if chunk.size == 1:
                 value = chunk.raw(0)
-                log.warning("row refused by ClickHouse, dead-lettered: %s", exc)
+                # the message goes to the dead letter only: it may quote the row's values
+                log.warning("row refused by ClickHouse, dead-lettered: %s", loggable(exc.cause))
                 return [
                     dead_row(
                         "clickhouse_rejected",

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from ingest.contract import now_ms
-from scantrace.commands import server_overrides
+from scantrace.commands import InputFile, server_overrides
 from scantrace.commands.trace import cli_actor
 from scantrace.logs import setup_logging
 from scantrace.timeopts import START, TIME_HELP
@@ -24,19 +24,27 @@ from tracing.trace import error_text
 
 
 @click.command()
-@click.option("--host", default=None, help="Interface [env: SCANTRACE_API__HOST; 127.0.0.1]")
+@click.option(
+    "--host",
+    default=None,
+    help="Interface [default 127.0.0.1]",
+    envvar="SCANTRACE_API__HOST",
+    show_envvar=True,
+)
 @click.option(
     "--port",
     type=click.IntRange(0, 65535),
     default=None,
-    help="TCP port [env: SCANTRACE_API__PORT; default 8090]",
+    help="TCP port [default 8090]",
+    envvar="SCANTRACE_API__PORT",
+    show_envvar=True,
 )
 @click.option(
     "--tokens-file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=InputFile(),
     default=None,
     help='JSON {"TOKEN": {"name": "...", "role": "tracer|auditor"}} '
-    "[env: SCANTRACE_API__TOKENS holds the same JSON]",
+    "(or the JSON itself in SCANTRACE_API__TOKENS)",
 )
 @click.option(
     "--log-level",

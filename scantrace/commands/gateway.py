@@ -10,7 +10,7 @@ import click
 from ingest.gateway.server import serve
 from ingest.gateway.settings import GatewaySettings
 from ingest.kafka_probe import check_kafka
-from scantrace.commands import server_overrides
+from scantrace.commands import InputFile, server_overrides
 from scantrace.logs import setup_logging
 
 
@@ -18,31 +18,38 @@ from scantrace.logs import setup_logging
 @click.option(
     "--host",
     default=None,
-    help="Interface to listen on [env: SCANTRACE_GATEWAY__HOST; default 127.0.0.1]",
+    help="Interface to listen on [default 127.0.0.1]",
+    envvar="SCANTRACE_GATEWAY__HOST",
+    show_envvar=True,
 )
 @click.option(
     "--port",
     type=click.IntRange(0, 65535),
     default=None,
-    help="TCP port [env: SCANTRACE_GATEWAY__PORT; default 8080]",
+    help="TCP port [default 8080]",
+    envvar="SCANTRACE_GATEWAY__PORT",
+    show_envvar=True,
 )
 @click.option(
     "--tokens-file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=InputFile(),
     default=None,
-    help='JSON {"TOKEN": "GATEWAY_ID", ...} [env: SCANTRACE_GATEWAY__TOKENS holds the same JSON]',
+    help='JSON {"TOKEN": "GATEWAY_ID", ...} (or the JSON itself in SCANTRACE_GATEWAY__TOKENS)',
 )
 @click.option(
     "--metrics-port",
     type=click.IntRange(0, 65535),
     default=None,
-    help="Serve /metrics on this port only, not on --port "
-    "[env: SCANTRACE_GATEWAY__METRICS_PORT; default 0: on --port]",
+    help="Serve /metrics on this port only, not on --port [default 0: on --port]",
+    envvar="SCANTRACE_GATEWAY__METRICS_PORT",
+    show_envvar=True,
 )
 @click.option(
     "--metrics-host",
     default=None,
-    help="Interface for --metrics-port [env: SCANTRACE_GATEWAY__METRICS_HOST; default 127.0.0.1]",
+    help="Interface for --metrics-port [default 127.0.0.1]",
+    envvar="SCANTRACE_GATEWAY__METRICS_HOST",
+    show_envvar=True,
 )
 @click.option(
     "--log-level",

@@ -26,7 +26,7 @@ from scantrace.settings import ServicesSettings
     "--tokens-file",
     type=click.Path(exists=True, dir_okay=False),
     default=None,
-    help="Gateway tokens JSON [env: SCANTRACE_GATEWAY__TOKENS]",
+    help="Gateway tokens JSON file (or the JSON itself in SCANTRACE_GATEWAY__TOKENS)",
 )
 @click.option(
     "--log-dir",

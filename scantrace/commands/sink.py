@@ -17,30 +17,39 @@ from scantrace.logs import setup_logging
     "--batch-rows",
     type=click.IntRange(1, 1_000_000),
     default=None,
-    help="Rows per insert [env: SCANTRACE_SINK__BATCH_ROWS; default 50000]",
+    help="Rows per insert [default 50000]",
+    envvar="SCANTRACE_SINK__BATCH_ROWS",
+    show_envvar=True,
 )
 @click.option(
     "--batch-seconds",
     type=click.FloatRange(0, min_open=True),
     default=None,
-    help="Flush a caught-up partition after this long [env: SCANTRACE_SINK__BATCH_SECONDS; "
-    "default 1]",
+    help="Flush a caught-up partition after this long [default 1]",
+    envvar="SCANTRACE_SINK__BATCH_SECONDS",
+    show_envvar=True,
 )
 @click.option(
     "--metrics-port",
     type=click.IntRange(0, 65535),
     default=None,
-    help="Serve /metrics on this port, 0 = off [env: SCANTRACE_SINK__METRICS_PORT; default 0]",
+    help="Serve /metrics on this port, 0 = off [default 0]",
+    envvar="SCANTRACE_SINK__METRICS_PORT",
+    show_envvar=True,
 )
 @click.option(
     "--metrics-host",
     default=None,
-    help="Interface for /metrics [env: SCANTRACE_SINK__METRICS_HOST; default 0.0.0.0]",
+    help="Interface for /metrics [default 0.0.0.0]",
+    envvar="SCANTRACE_SINK__METRICS_HOST",
+    show_envvar=True,
 )
 @click.option(
     "--group-id",
     default=None,
-    help="Kafka consumer group [env: SCANTRACE_SINK__GROUP_ID; default scantrace-sink]",
+    help="Kafka consumer group [default scantrace-sink]",
+    envvar="SCANTRACE_SINK__GROUP_ID",
+    show_envvar=True,
 )
 @click.option(
     "--log-level",

@@ -53,7 +53,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ingest.auth import BearerTokens
 from ingest.contract import now_ms
-from ingest.errors import ScantraceError, TerminalError
+from ingest.errors import ScantraceError, TerminalError, loggable
 from ingest.http import HttpError as ApiError
 from ingest.http import json_response as _json
 from tracing.api.cache import AnswerCache
@@ -366,7 +366,7 @@ class TracerApi:
             await asyncio.shield(asyncio.to_thread(self._write_audit, scope.record()))
         except Exception as exc:
             self.metrics.audit_failures.inc()
-            log.error("audit row not written: %s", error_text(exc, 2000))
+            log.error("audit row not written: %s", loggable(exc))  # no subject id in logs
             raise
 
     def read_audit(self, since_ms: int, limit: int, actor: str | None) -> list[dict[str, object]]:
@@ -572,7 +572,7 @@ class TracerApi:
                     scope.error = (
                         f"503 the answer was cut after {scope.rows} rows: {error_text(item.exc)}"
                     )
-                    log.warning("streamed answer cut: %s", error_text(item.exc))
+                    log.warning("streamed answer cut: %s", loggable(item.exc))
                     with contextlib.suppress(Exception):  # its row first, as for a whole one
                         await self.write_audit(scope)
                     _cut(request)
@@ -630,7 +630,8 @@ def _failure(exc: Exception) -> tuple[ApiError, str]:
     if isinstance(exc, QueryLimitExceeded):
         detail = f"{exc}: ask a narrower question (a shorter period, depth 1), or use the CLI"
         return ApiError(503, "query_limit", detail), f"503 {detail}"
-    log.error("query failed: %s", error_text(exc, 2000))
+    log.error("query failed: %s", loggable(exc))  # the message may quote the person id
+    log.debug("query failed: %s", error_text(exc, 2000))
     return ApiError(503, "query_failed", type(exc).__name__), f"503 {error_text(exc)}"
 
 
