@@ -98,9 +98,7 @@ def _click(exc: BaseException, command: str) -> Failure | None:
 
 def _ours(exc: BaseException, command: str) -> Failure | None:
     if isinstance(exc, ValidationError):
-        from scantrace.commands import one_line as settings_line
-
-        return Failure(USAGE, f"bad setting: {settings_line(exc)}")
+        return Failure(USAGE, f"bad setting: {_settings_line(exc)}")
     if not isinstance(exc, ScantraceError):
         return None
     code = FAILED
@@ -111,6 +109,22 @@ def _ours(exc: BaseException, command: str) -> Failure | None:
     elif isinstance(exc, NotFound):
         code = NOT_FOUND
     return Failure(code, one_line(exc), exc.hint)
+
+
+def _settings_line(exc: ValidationError) -> str:
+    """pydantic's report in one line, each field named by its environment variable when
+    the model is a settings object read from the environment (SCANTRACE_..., nested with
+    `__`; the local services' own prefix is SCANTRACE_SERVICES__)."""
+    prefix = "SCANTRACE_SERVICES__" if exc.title == "ServicesSettings" else "SCANTRACE_"
+    parts = []
+    for e in exc.errors():
+        message = e["msg"].removeprefix("Value error, ")
+        loc = "__".join(str(p) for p in e["loc"]).upper()
+        if loc and exc.title.endswith("Settings"):
+            parts.append(f"{prefix}{loc}: {message}")
+        else:
+            parts.append(f"{loc.lower().replace('__', '.')}: {message}" if loc else message)
+    return "; ".join(parts)
 
 
 def _clickhouse(exc: BaseException, command: str) -> Failure | None:
@@ -154,7 +168,7 @@ def _kafka(exc: BaseException, command: str) -> Failure | None:
         return None
     name = type(exc).__name__
     text = one_line(exc)
-    if name in ("NoBrokersAvailable", "KafkaConnectionError") or (
+    if name == "KafkaConnectionError" or (
         name == "KafkaTimeoutError" and "bootstrap" in text.lower()
     ):
         return Failure(UNAVAILABLE, f"Kafka not reachable: {text}", KAFKA_HINT)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-from pydantic import SecretStr, ValidationError
+from pydantic import SecretStr
 
 from ingest.errors import ServiceUnavailable
 
@@ -63,18 +63,6 @@ def made_parent(path: Path) -> Path:
     """`path`, after making the folder it goes in."""
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def one_line(exc: BaseException) -> str:
-    """An error as the one line after `error: `; pydantic's report is several lines."""
-    if isinstance(exc, ValidationError):
-        return "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
-            if e["loc"]
-            else e["msg"].removeprefix("Value error, ")
-            for e in exc.errors()
-        )
-    return " ".join(str(exc).split())
 
 
 def server_overrides(
