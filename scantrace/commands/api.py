@@ -81,6 +81,8 @@ def api(host: str | None, port: int | None, tokens_file: Path | None, log_level:
 @click.option("--json", "as_json", is_flag=True, help="JSON lines instead of a table")
 def audit(since_ms: int, limit: int, actor: str | None, as_json: bool) -> None:
     """Read the audit log of tracer queries (CLI and API), oldest first (audited).
+    ClickHouse from SCANTRACE_AUDIT_CLICKHOUSE__URL (the auditor's) and
+    SCANTRACE_CLICKHOUSE__URL (the tracer's, which writes this reading's audit row).
 
     \b
     Example: scantrace audit --since -7d --actor "Nguyen Van A"

@@ -52,7 +52,8 @@ def load(
     concurrency: int,
     as_json: bool,
 ) -> None:
-    """Replay SCANS_FILE (.msgpack or .jsonl from `scantrace synth scans`).
+    """Replay SCANS_FILE (.msgpack or .jsonl from `scantrace synth scans`). With --kafka,
+    Kafka from SCANTRACE_KAFKA__BOOTSTRAP (or the running local services).
 
     \b
     Example: scantrace load out/scans.msgpack --token TOKEN --rate 2000

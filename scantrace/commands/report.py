@@ -163,7 +163,8 @@ def _output_options(f: Callable[..., None]) -> Callable[..., None]:
 @click.group()
 def report() -> None:
     """Compliance reports per agency, district, ward and premises category
-    (Asia/Ho_Chi_Minh)."""
+    (Asia/Ho_Chi_Minh). ClickHouse from SCANTRACE_CLICKHOUSE__URL; the header from
+    SCANTRACE_REPORT__PROVINCE and SCANTRACE_REPORT__AUTHORITY."""
 
 
 WEEK_HELP: Final = (

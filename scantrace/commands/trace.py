@@ -180,6 +180,8 @@ def trace(
     cap_at_next_scan: bool | None,
 ) -> None:
     """Where was PERSON_ID in the period, and who was there at the same time (audited).
+    ClickHouse from SCANTRACE_CLICKHOUSE__URL (or the running local services); limits
+    SCANTRACE_CLI__MAX_EXECUTION_S, SCANTRACE_CLI__MAX_MEMORY_BYTES.
 
     \b
     Example: scantrace trace P0a1b2c3 --from 2021-10-01 --to 2021-10-14
@@ -220,7 +222,8 @@ def trace(
 @click.argument("premises_id")
 @_with_period
 def trace_premises(premises_id: str, from_ms: int, to_ms: int, fmt: str, out: Path | None) -> None:
-    """Everyone who scanned at PREMISES_ID in the period (audited).
+    """Everyone who scanned at PREMISES_ID in the period (audited). ClickHouse from
+    SCANTRACE_CLICKHOUSE__URL (or the running local services).
 
     \b
     Example: scantrace trace-premises NT-000123 --from yesterday --to today
