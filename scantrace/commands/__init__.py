@@ -89,7 +89,16 @@ def check_reachable() -> None:
     from sinks.settings import SinkSettings
 
     settings = SinkSettings()
-    host, port = settings.clickhouse.parts()[:2]
+    clickhouse = settings.clickhouse
+    if not clickhouse.url:  # the children pick their roles' URLs of the local services
+        from scantrace.services import manager
+        from scantrace.settings import ServicesSettings
+
+        services = ServicesSettings()
+        ends = manager.endpoints(services, manager.load_state(services))
+        if ends is not None:
+            clickhouse = clickhouse.model_copy(update={"url": ends.clickhouse_url})
+    host, port = clickhouse.parts()[:2]
     kafka = [_address(server) for server in settings.kafka.servers()]
     failed = [f"{h}:{p}: {e}" for h, p in kafka if (e := _refused(h, p)) is not None]
     if len(failed) == len(kafka):

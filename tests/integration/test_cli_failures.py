@@ -5,8 +5,9 @@ service not reachable), say so in one `error:` line whose hint names the service
 print no traceback. The list of invocations is checked against the CLI's own command
 tree and the README's code blocks, so that a new command cannot be left out.
 
-Needs no running service (it proves the opposite); it is with the integration tests
-because it starts about sixty processes.
+Needs no running service (it proves the opposite; the last test, the check `run` makes
+first, needs them); it is with the integration tests because it starts about sixty
+processes.
 """
 
 from __future__ import annotations
@@ -22,8 +23,12 @@ from pathlib import Path
 import click
 import pytest
 
+from ingest.errors import ServiceUnavailable
 from scantrace.cli import main
+from scantrace.commands import check_reachable
+from scantrace.services import manager
 from scantrace.services.process import free_port
+from scantrace.settings import ServicesSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 PERIOD = ["--from", "2021-10-01", "--to", "2021-10-14"]
@@ -283,3 +288,20 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     assert done.returncode == 3
     assert "Traceback" in done.stderr
     assert done.stderr.splitlines()[-1].startswith("error: ClickHouse at 127.0.0.1:")
+
+
+def test_the_check_before_run_finds_the_local_services(
+    services: object, services_settings: ServicesSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`run` gives no ClickHouse URL of its own (each child takes its role's): its check
+    reads the local services' endpoints, and passes while they run."""
+    for name in ("SCANTRACE_CLICKHOUSE__URL", "SCANTRACE_KAFKA__BOOTSTRAP"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SCANTRACE_SERVICES__STATE_DIR", str(services_settings.state_dir))
+    ends = manager.endpoints(services_settings)
+    assert ends is not None
+    monkeypatch.setenv("SCANTRACE_KAFKA__BOOTSTRAP", ends.kafka_bootstrap)
+    check_reachable()
+    monkeypatch.setenv("SCANTRACE_CLICKHOUSE__URL", f"clickhouse://127.0.0.1:{free_port()}/x")
+    with pytest.raises(ServiceUnavailable, match=r"ClickHouse at 127\.0\.0\.1:"):
+        check_reachable()
