@@ -41,6 +41,6 @@ RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
 # worker's volume in docker-compose.yml, its PersistentVolumeClaim in deploy/k8s).
 WORKDIR /var/lib/scantrace
 USER 10001
-EXPOSE 8080 8081 9101 9102
+EXPOSE 8080 8090 9101 9102
 ENTRYPOINT ["scantrace"]
 CMD ["--help"]

@@ -5,7 +5,7 @@ Every module is offered to the later stages and the shell: the contract and its 
 (`contract`, `codec`, `wire`, `deadletter`, `premises`), Kafka (`kafka_settings`,
 `admin`, `partitioning`, `batch_send`, `lean_records`, `kafka_probe`, `publisher`,
 `registry`), the gateway (`gateway`) and what every component's edges share (`auth`,
-`http`, `telemetry`).
+`errors`, `http`, `telemetry`) and how people give times (`timeparse`).
 """
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "codec",
     "contract",
     "deadletter",
+    "errors",
     "gateway",
     "http",
     "kafka_probe",
@@ -25,5 +26,6 @@ __all__ = [
     "publisher",
     "registry",
     "telemetry",
+    "timeparse",
     "wire",
 ]

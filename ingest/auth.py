@@ -8,13 +8,16 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Generic, TypeVar
 
+from ingest.errors import InvalidInput
+
 __all__ = ["BearerTokens", "TokensError", "parse_token_table"]
 
 T = TypeVar("T")
 
 
-class TokensError(ValueError):
-    """A token table is unusable. The message never contains a token."""
+class TokensError(InvalidInput, ValueError):
+    """A token table is unusable. The message never contains a token. Also a `ValueError`:
+    the servers' settings checks catch it with the other bad values."""
 
 
 def parse_token_table(

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final, Literal
 
+from ingest.errors import InvalidInput
+
 SCHEMA_VERSION: Final = 1
 MAX_ID_LEN: Final = 64
 DEFAULT_MAX_SKEW_MS: Final = 5 * 60 * 1000
@@ -54,8 +56,9 @@ Reason = Literal[
 ]
 
 
-class ScanRejected(ValueError):
-    """A scan that breaks the contract. `reason` is a stable code, `field` the culprit."""
+class ScanRejected(InvalidInput, ValueError):
+    """A scan that breaks the contract. `reason` is a stable code, `field` the culprit.
+    Also a `ValueError`: publishers' callers caught it as one before it had a family."""
 
     def __init__(self, reason: Reason, field: str | None = None, detail: str = "") -> None:
         self.reason: Reason = reason

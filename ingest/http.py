@@ -17,12 +17,15 @@ from typing import Any
 
 from aiohttp import web
 
+from ingest.errors import ScantraceError
+
 __all__ = ["HttpError", "bound_port", "json_response", "listening", "stop_on_signals"]
 
 
-class HttpError(Exception):
+class HttpError(ScantraceError):
     """A request refused as a whole: the HTTP `status`, a stable `code` for programs, a
-    `detail` for people, and headers of the answer (`Retry-After`, for one)."""
+    `detail` for people, and headers of the answer (`Retry-After`, for one). Under the
+    root only: the status says whether the caller may retry (503) or not (4xx)."""
 
     def __init__(
         self, status: int, code: str, detail: str, headers: Mapping[str, str] | None = None

@@ -25,21 +25,34 @@ from aiokafka.errors import (
 )
 from aiokafka.protocol.metadata import MetadataRequest
 
+from ingest.errors import InvalidInput, ScantraceError, ServiceUnavailable
 from ingest.kafka_settings import ENV, KafkaSettings
 
-__all__ = ["KafkaStartupError", "check_kafka"]
+__all__ = ["KafkaRefused", "KafkaStartupError", "KafkaUnreachable", "check_kafka"]
 
 TOPIC_AUTHORIZATION_FAILED: Final = 29
 RETRY_S: Final = 0.5
 
 
-class KafkaStartupError(RuntimeError):
+class KafkaStartupError(ScantraceError):
     """Kafka cannot be used with these settings; the message is one line for the operator.
-    `terminal`: retrying cannot help (credentials, certificates, protocol, ACLs)."""
+    Always one of its two kinds: `KafkaUnreachable` or `KafkaRefused`."""
 
-    def __init__(self, message: str, *, terminal: bool) -> None:
-        super().__init__(message)
-        self.terminal = terminal
+    terminal: bool = False
+
+
+class KafkaUnreachable(KafkaStartupError, ServiceUnavailable):
+    """No broker answered (down, a wrong address, a firewall): may work later. Its
+    message names the setting to check; the hint, what starts a local one."""
+
+    hint = "is Kafka running? `scantrace services up` starts the local one"
+
+
+class KafkaRefused(KafkaStartupError, InvalidInput):
+    """A broker answered and refused: credentials, certificates, protocol or ACLs;
+    retrying cannot help."""
+
+    terminal = True
 
 
 def check_kafka(
@@ -84,10 +97,9 @@ async def check_kafka_async(
             except KafkaStartupError as exc:
                 error = exc
             except TimeoutError:
-                error = KafkaStartupError(
+                error = KafkaUnreachable(
                     f"Kafka at {server} did not answer within {timeout:g} s: check "
-                    f"{ENV}BOOTSTRAP and {ENV}SECURITY_PROTOCOL ({kafka.security_protocol})",
-                    terminal=False,
+                    f"{ENV}BOOTSTRAP and {ENV}SECURITY_PROTOCOL ({kafka.security_protocol})"
                 )
             except Exception as exc:  # every other failure is classified, none escapes raw
                 error = classify(kafka, server, exc)
@@ -119,10 +131,9 @@ async def _probe_one(kafka: KafkaSettings, server: str, topics: Sequence[str], l
     )
     if denied:
         who = f"user {kafka.sasl_username!r}" if kafka.uses_sasl else "this client"
-        raise KafkaStartupError(
+        raise KafkaRefused(
             f"Kafka refuses {who} access to {', '.join(denied)}: the broker's ACLs do not "
-            f"allow it (check {ENV}SASL_USERNAME and the ACLs)",
-            terminal=True,
+            f"allow it (check {ENV}SASL_USERNAME and the ACLs)"
         )
 
 
@@ -130,45 +141,35 @@ def classify(kafka: KafkaSettings, server: str, exc: BaseException) -> KafkaStar
     """One line for what went wrong connecting to `server`, and whether to retry."""
     protocol = kafka.security_protocol
     if isinstance(exc, SaslAuthenticationFailed):
-        return KafkaStartupError(
+        return KafkaRefused(
             f"Kafka authentication failed for user {kafka.sasl_username!r} "
-            f"({kafka.sasl_mechanism}) at {server}: check {ENV}SASL_USERNAME/PASSWORD",
-            terminal=True,
+            f"({kafka.sasl_mechanism}) at {server}: check {ENV}SASL_USERNAME/PASSWORD"
         )
     if isinstance(exc, UnsupportedSaslMechanismError):
-        return KafkaStartupError(
+        return KafkaRefused(
             f"Kafka at {server} does not accept SASL mechanism {kafka.sasl_mechanism}: "
-            f"check {ENV}SASL_MECHANISM",
-            terminal=True,
+            f"check {ENV}SASL_MECHANISM"
         )
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return KafkaStartupError(
+        return KafkaRefused(
             f"Kafka at {server}: TLS certificate not trusted "
             f"({getattr(exc, 'verify_message', None) or exc.strerror}): "
             f"check {ENV}SSL_CAFILE"
-            + (f" ({kafka.ssl_cafile})" if kafka.ssl_cafile else " (unset: system CAs)"),
-            terminal=True,
+            + (f" ({kafka.ssl_cafile})" if kafka.ssl_cafile else " (unset: system CAs)")
         )
     if isinstance(exc, ssl.SSLError):
-        return KafkaStartupError(
+        return KafkaRefused(
             f"Kafka at {server}: TLS handshake failed "
             f"({getattr(exc, 'reason', None) or exc.strerror}): check "
-            f"{ENV}SECURITY_PROTOCOL ({protocol}) and the TLS files",
-            terminal=True,
+            f"{ENV}SECURITY_PROTOCOL ({protocol}) and the TLS files"
         )
     if isinstance(exc, KafkaConnectionError) and "closed" in str(exc):
         # The broker hung up on what we sent: TLS bytes on a plaintext listener, plain
         # bytes on a TLS one, or no SASL login where one is required.
-        return KafkaStartupError(
+        return KafkaRefused(
             f"Kafka at {server} closed the connection: its listener does not speak "
-            f"{protocol}; check {ENV}SECURITY_PROTOCOL",
-            terminal=True,
+            f"{protocol}; check {ENV}SECURITY_PROTOCOL"
         )
     if isinstance(exc, OSError | KafkaConnectionError):
-        return KafkaStartupError(
-            f"Kafka at {server} not reachable ({exc}): check {ENV}BOOTSTRAP",
-            terminal=False,
-        )
-    return KafkaStartupError(
-        f"Kafka at {server}: {type(exc).__name__}: {exc}".rstrip(": "), terminal=False
-    )
+        return KafkaUnreachable(f"Kafka at {server} not reachable ({exc}): check {ENV}BOOTSTRAP")
+    return KafkaUnreachable(f"Kafka at {server}: {type(exc).__name__}: {exc}".rstrip(": "))

@@ -18,11 +18,17 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from ingest.errors import ServiceUnavailable
+
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"]
 
 DAY_MS: Final = 86_400_000
 ENV: Final = "SCANTRACE_KAFKA__"
+# What to check when no broker answers.
+UNREACHABLE_HINT: Final = (
+    f"is Kafka running? `scantrace services up` starts the local one; else check {ENV}BOOTSTRAP"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,8 +191,10 @@ class KafkaSettings(BaseModel):
 
     def servers(self) -> list[str]:
         if not self.bootstrap:
-            raise RuntimeError(
-                "no Kafka bootstrap: run `scantrace services up` or set SCANTRACE_KAFKA__BOOTSTRAP"
+            raise ServiceUnavailable(
+                "no Kafka to connect to: the local services are not running and "
+                "SCANTRACE_KAFKA__BOOTSTRAP is not set",
+                hint="start them with `scantrace services up`, or set SCANTRACE_KAFKA__BOOTSTRAP",
             )
         return [s.strip() for s in self.bootstrap.split(",") if s.strip()]
 

@@ -28,12 +28,13 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from ingest.contract import DEFAULT_MAX_SKEW_MS, ScanEvent, ScanRejected, now_ms, parse_scan
+from ingest.errors import TransientError
 from ingest.kafka_settings import KafkaSettings
 
 DeliveryCallback = Callable[[ScanEvent, BaseException | None], None]
 
 
-class PublishError(Exception):
+class PublishError(TransientError):
     """Some scans were not acknowledged by Kafka. Transient as a rule (broker down, timeout):
     publish them again; duplicates are removed downstream by event_id."""
 

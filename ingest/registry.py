@@ -19,16 +19,17 @@ import io
 import logging
 import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Final, TextIO
+from typing import Any, Final, TextIO
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ingest.contract import MAX_ID_LEN, now_ms
+from ingest.errors import InvalidInput, NotFound, ServiceUnavailable, TransientError
 from ingest.kafka_settings import KafkaSettings
 from ingest.premises import CATEGORIES, CSV_COLUMNS, Premises, decode_premises, encode_premises
 
@@ -48,7 +49,7 @@ class RegistrySettings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
 
 
-class RegistryFileError(ValueError):
+class RegistryFileError(InvalidInput):
     """The file as a whole cannot be read (encoding, header): no row is looked at."""
 
 
@@ -316,7 +317,7 @@ def read_registry(kafka: KafkaSettings, timeout_s: float = 60.0) -> dict[str, Pr
         deadline = time.monotonic() + timeout_s
         while remaining:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"reading {kafka.premises} took over {timeout_s:g} s")
+                raise ServiceUnavailable(f"reading {kafka.premises} took over {timeout_s:g} s")
             for tp, messages in consumer.poll(timeout_ms=500).items():
                 for msg in messages:
                     if msg.offset >= end[tp]:
@@ -348,16 +349,23 @@ def _partitions(consumer: KafkaConsumer, topic: str, wait_s: float = 5.0) -> set
         if partitions:
             return partitions
         if time.monotonic() > deadline:
-            raise RuntimeError(f"topic {topic} does not exist (scantrace services up creates it)")
+            raise NotFound(
+                f"topic {topic} does not exist",
+                hint="`scantrace services up` creates the topics of the local services",
+            )
         consumer.topics()  # forces a metadata refresh
         time.sleep(0.2)
 
 
 def publish_registry(
-    kafka: KafkaSettings, records: Sequence[Premises], timeout_s: float = 60.0
+    kafka: KafkaSettings,
+    records: Sequence[Premises],
+    timeout_s: float = 60.0,
+    acknowledged: Callable[[int], None] | None = None,
 ) -> int:
     """Publish to the premises topic keyed by premises_id; returns the count acknowledged.
-    Raises RuntimeError if Kafka did not acknowledge every record."""
+    Raises `TransientError` if Kafka did not acknowledge every record. `acknowledged(n)`
+    hears how many are acknowledged so far while they are (a progress bar)."""
     if not records:
         return 0
     producer = KafkaProducer(
@@ -373,16 +381,28 @@ def publish_registry(
             producer.send(kafka.premises, key=p.premises_id.encode(), value=encode_premises(p))
             for p in records
         ]
+        if acknowledged is not None:
+            _follow(futures, acknowledged, time.monotonic() + timeout_s)
         producer.flush(timeout=timeout_s)
     finally:
         producer.close(timeout=timeout_s)
     failed = [f for f in futures if not f.succeeded()]
     if failed:
         first = failed[0].exception
-        raise RuntimeError(
+        raise TransientError(
             f"{len(failed)} of {len(records)} premises not acknowledged by Kafka: {first}"
         )
     return len(futures)
+
+
+def _follow(futures: Sequence[Any], acknowledged: Callable[[int], None], deadline: float) -> None:
+    """Call `acknowledged` with the count of finished sends until all are, or the deadline."""
+    while True:
+        done = sum(1 for f in futures if f.is_done)
+        acknowledged(done)
+        if done == len(futures) or time.monotonic() > deadline:
+            return
+        time.sleep(0.1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -402,13 +422,24 @@ def import_registry(
     *,
     dry_run: bool = False,
     version: int | None = None,
+    acknowledged: Callable[[int, int], None] | None = None,
 ) -> ImportResult:
     """Publish the valid rows of `parsed` that are new or changed (the caller decides
-    whether invalid rows stop the import)."""
+    whether invalid rows stop the import). `acknowledged(done, total)` follows the
+    publishing."""
     current = read_registry(kafka)
     at = version if version is not None else now_ms()
     plan = plan_import((p for _, p in parsed.rows), current, at)
-    published = 0 if dry_run else publish_registry(kafka, plan.changes)
+    total = len(plan.changes)
+    published = (
+        0
+        if dry_run
+        else publish_registry(
+            kafka,
+            plan.changes,
+            acknowledged=None if acknowledged is None else lambda n: acknowledged(n, total),
+        )
+    )
     return ImportResult(
         data_rows=parsed.data_rows,
         invalid=parsed.invalid_lines,

@@ -202,13 +202,14 @@ class BatchRunner:
                     # kept in memory, not in the changelog, so a restart forgets it.
                     for key, value in records:
                         if value is not None and len(value) > self.max_record_bytes:
+                            # no key at ERROR: a state key may hold a person id
                             log.error(
-                                "state %s[%r] is %d bytes, above max_record_bytes: not "
-                                "written to the changelog",
+                                "a state %s record is %d bytes, above max_record_bytes: "
+                                "not written to the changelog",
                                 name,
-                                key[:80],
                                 len(value),
                             )
+                            log.debug("the oversized %s key: %r", name, key[:80])
                 out.state(self.tables[name].changelog_topic, partition, fitting)
 
     @staticmethod

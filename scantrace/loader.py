@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,9 +36,11 @@ async def load_http(
     rate: float = 0.0,
     concurrency: int = 4,
     retries: int = 20,
+    answered: Callable[[int], None] | None = None,
 ) -> LoadReport:
     """POST `scans` in msgpack batches; `rate` scans/s (0 = as fast as it goes).
-    A 503 is retried after its Retry-After: the gateway accepted nothing of that batch."""
+    A 503 is retried after its Retry-After: the gateway accepted nothing of that batch.
+    `answered(n)` hears each batch of n scans the gateway answered (a progress bar)."""
     report = LoadReport()
     batches = [scans[i : i + batch] for i in range(0, len(scans), batch)]
     queue: asyncio.Queue[Sequence[dict[str, Any]]] = asyncio.Queue()
@@ -72,6 +74,8 @@ async def load_http(
                     for r in answer["rejected"]:
                         report.rejected[r["reason"]] += 1
                     break
+            if answered is not None:
+                answered(len(chunk))
 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
         await asyncio.gather(*(worker(session) for _ in range(concurrency)))

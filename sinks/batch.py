@@ -44,6 +44,7 @@ import msgspec
 
 from ingest.contract import ScanRejected, parse_timestamp
 from ingest.deadletter import DeadLetter
+from ingest.errors import TerminalError
 from ingest.premises import CSV_COLUMNS, Premises
 from processors.records import (
     ENRICHED_FIELDS,
@@ -300,8 +301,9 @@ def _event_id(value: bytes | None) -> str:
     return ""
 
 
-class Undecodable(ValueError):
-    """The bytes are not msgpack (or there are none)."""
+class Undecodable(TerminalError, ValueError):
+    """The bytes are not msgpack (or there are none). Also a `ValueError`: it is caught
+    with the other reasons a record is invalid, which are `ValueError`s."""
 
 
 def _map(value: bytes | None) -> dict[str, Any]:

@@ -15,10 +15,22 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from ingest.errors import InvalidInput, ServiceUnavailable
+
+# What to check when the server does not answer.
+UNREACHABLE_HINT: Final = (
+    "is ClickHouse running? `scantrace services up` starts the local one; "
+    "else check SCANTRACE_CLICKHOUSE__URL"
+)
 SCHEMES = {"clickhouse": 9000, "clickhouses": 9440}  # scheme -> default native port
 
 # A key shorter than this is refused: it could be guessed along with the candidate ids.
 MIN_PERSON_HASH_KEY_CHARS: Final = 16
+
+
+class ClickHouseSettingError(InvalidInput, ValueError):
+    """A ClickHouse setting that cannot work (the URL's scheme, the person hash key). Also
+    a `ValueError`: the sink's rollup catches the missing key as one."""
 
 
 class ClickHouseSettings(BaseModel):
@@ -54,12 +66,14 @@ class ClickHouseSettings(BaseModel):
     def parts(self) -> tuple[str, int, str, str, str]:
         """(host, port, database, user, password) from the URL."""
         if not self.url:
-            raise RuntimeError(
-                "no ClickHouse URL: run `scantrace services up` or set SCANTRACE_CLICKHOUSE__URL"
+            raise ServiceUnavailable(
+                "no ClickHouse to connect to: the local services are not running and "
+                "SCANTRACE_CLICKHOUSE__URL is not set",
+                hint="start them with `scantrace services up`, or set SCANTRACE_CLICKHOUSE__URL",
             )
         u = urlsplit(self.url)
         if u.scheme not in SCHEMES:
-            raise ValueError(
+            raise ClickHouseSettingError(
                 "SCANTRACE_CLICKHOUSE__URL must start with clickhouse:// or clickhouses:// (TLS),"
                 f" got {u.scheme or self.url!r}"
             )
@@ -78,7 +92,7 @@ class ClickHouseSettings(BaseModel):
         16 bytes of its SHA-256, so that any string of enough characters is a full key."""
         key = self.person_hash_key.get_secret_value()
         if len(key) < MIN_PERSON_HASH_KEY_CHARS:
-            raise ValueError(
+            raise ClickHouseSettingError(
                 "SCANTRACE_CLICKHOUSE__PERSON_HASH_KEY must be set to a secret of at least "
                 f"{MIN_PERSON_HASH_KEY_CHARS} characters"
                 + (" (it is empty)" if not key else f" (it has {len(key)})")

@@ -1,10 +1,48 @@
-"""clickhouse-driver client from `ClickHouseSettings` (the only place that builds one)."""
+"""clickhouse-driver client from `ClickHouseSettings` (the only place that builds one),
+and which of its failures mean "ClickHouse cannot be reached"."""
 
 from __future__ import annotations
 
-from clickhouse_driver import Client
+import socket
+from typing import Final
 
-from sinks.clickhouse_settings import ClickHouseSettings
+from clickhouse_driver import Client, errors
+
+from ingest.errors import ServiceUnavailable
+from sinks.clickhouse_settings import UNREACHABLE_HINT, ClickHouseSettings
+
+# What clickhouse-driver (or the stdlib under it) raises when the server cannot be reached
+# or stops answering: nothing about the query or the data.
+NETWORK_ERRORS: Final = (
+    errors.NetworkError,
+    errors.SocketTimeoutError,
+    errors.UnexpectedPacketFromServerError,
+    EOFError,
+    OSError,  # ConnectionError, socket.timeout, ...
+    socket.timeout,
+)
+# In clickhouse-driver's NetworkError text when the TLS handshake refused the server's
+# certificate: a configuration error (CA file, host name), not a passing outage.
+TLS_REFUSED: Final = "CERTIFICATE_VERIFY_FAILED"
+
+
+class ClickHouseUnavailable(ServiceUnavailable):
+    """ClickHouse cannot be reached or stopped answering (the driver's error is the
+    cause)."""
+
+
+def unavailable(exc: BaseException, settings: ClickHouseSettings) -> ClickHouseUnavailable | None:
+    """`exc` as `ClickHouseUnavailable` when it means the server cannot be reached, else
+    None (a refused certificate is a setting to fix, not an outage)."""
+    if not isinstance(exc, NETWORK_ERRORS) or TLS_REFUSED in str(exc):
+        return None
+    try:
+        host, port = settings.parts()[:2]
+        where = f" at {host}:{port}"
+    except Exception:  # the URL itself is what is wrong: said elsewhere
+        where = ""
+    text = " ".join(str(exc).split()).removeprefix("Code: 210. ")
+    return ClickHouseUnavailable(f"ClickHouse{where} not reachable: {text}", hint=UNREACHABLE_HINT)
 
 
 def connect(

@@ -20,7 +20,7 @@ from sinks.batch import Slice
 from sinks.flush import Written
 from sinks.metrics import SinkMetrics
 from sinks.settings import SinkOptions
-from sinks.writer import SinkFatal, WriteError
+from sinks.writer import SinkFatal, WriteError, WriteFatal
 
 __all__ = ["FlowControl"]
 
@@ -81,7 +81,7 @@ class FlowControl:
             done = await task
         except WriteError as exc:
             self.inflight, self.inflight_slices = None, []
-            if exc.kind == "fatal":
+            if isinstance(exc, WriteFatal):
                 raise SinkFatal(str(exc)) from exc
             self.metrics.retries.inc()
             if not self.failing:

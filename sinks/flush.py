@@ -21,6 +21,7 @@ from datetime import date
 from itertools import chain
 from typing import Any, Final
 
+from ingest.errors import loggable
 from sinks.batch import (
     DEAD_LETTER_COLUMNS,
     RECEIVED_AT,
@@ -35,7 +36,7 @@ from sinks.batch import (
 )
 from sinks.metrics import SinkMetrics
 from sinks.rollup import touched_days
-from sinks.writer import ScanWriter, WriteError
+from sinks.writer import RowsRefused, ScanWriter, WriteError
 
 __all__ = ["ALL_REFUSED_FATAL", "DirtyDays", "Flusher", "Written"]
 
@@ -151,11 +152,12 @@ class Flusher:
             self._insert(chunk.table, chunk.columns, data, chunk.token)
         except WriteError as exc:
             self.metrics.insert_failures.labels(exc.kind).inc()
-            if exc.kind != "terminal":
+            if not isinstance(exc, RowsRefused):
                 raise
             if chunk.size == 1:
                 value = chunk.raw(0)
-                log.warning("row refused by ClickHouse, dead-lettered: %s", exc)
+                # the message goes to the dead letter only: it may quote the row's values
+                log.warning("row refused by ClickHouse, dead-lettered: %s", loggable(exc.cause))
                 return [
                     dead_row(
                         "clickhouse_rejected",
@@ -189,7 +191,7 @@ class Flusher:
             )
         except WriteError as exc:
             self.metrics.insert_failures.labels(exc.kind).inc()
-            if exc.kind == "terminal":  # our own rows refused: the schema is wrong
+            if isinstance(exc, RowsRefused):  # our own rows refused: the schema is wrong
                 raise WriteError("fatal", exc.cause, "dead letters") from exc
             raise
 
@@ -216,7 +218,7 @@ class Flusher:
             self._insert("scans", SCAN_COLUMNS, data, token)
         except WriteError as exc:
             self.metrics.insert_failures.labels(exc.kind).inc()
-            if exc.kind != "terminal":
+            if not isinstance(exc, RowsRefused):
                 raise
             return False
         self._after_scans(data, now)

@@ -9,6 +9,7 @@ a half-applied migration can be re-run.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -44,9 +45,12 @@ MIGRATION_TIMEOUT_S: Final = 6 * 3600
 
 
 def migrate(
-    settings: ClickHouseSettings, migrations: list[Migration] | None = None
+    settings: ClickHouseSettings,
+    migrations: list[Migration] | None = None,
+    step: Callable[[Migration, int, int], None] | None = None,
 ) -> list[Applied]:
-    """Apply every pending migration in order; returns the ones applied now."""
+    """Apply every pending migration in order; returns the ones applied now. `step(m, i,
+    n)` hears that statement i of n of migration m starts (progress)."""
     db = settings.database
     on_cluster = f"ON CLUSTER `{settings.cluster}`" if settings.cluster else ""
     # A migration may rebuild data (MATERIALIZE PROJECTION waits with mutations_sync): a
@@ -61,7 +65,10 @@ def migrate(
         ):
             if m.version in done:
                 continue
-            for sql, done_if in render_steps(m, settings):
+            steps = list(render_steps(m, settings))
+            for i, (sql, done_if) in enumerate(steps, start=1):
+                if step is not None:
+                    step(m, i, len(steps))
                 if done_if and client.execute(done_if) == [(1,)]:
                     continue
                 client.execute(sql)

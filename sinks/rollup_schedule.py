@@ -18,7 +18,7 @@ from datetime import date
 from sinks.flush import DirtyDays
 from sinks.metrics import SinkMetrics
 from sinks.rollup import refreshable
-from sinks.writer import ScanWriter, SinkFatal, WriteError
+from sinks.writer import ScanWriter, SinkFatal, WriteError, WriteFatal
 
 __all__ = ["RollupSchedule"]
 
@@ -71,7 +71,7 @@ class RollupSchedule:
             start = time.perf_counter()
             await asyncio.to_thread(self.writer.refresh_rollup, days)
         except WriteError as exc:
-            if exc.kind == "fatal":
+            if isinstance(exc, WriteFatal):
                 raise SinkFatal(str(exc)) from exc
             self.dirty.add(days)
             self.metrics.rollup_failures.inc()

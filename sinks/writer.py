@@ -1,23 +1,25 @@
 """The ClickHouse writer behind the `ScanWriter` seam, and error classification.
 
 Every failure is labelled where it enters our code, so that each layer above knows whether
-to retry, dead-letter or stop:
-- `transient`: ClickHouse unreachable, overloaded, timing out, a replica or Keeper away.
-  The sink pauses its consumer, retries the same chunks with backoff, and resumes.
-- `terminal`: the data itself is refused (a value that does not fit its column, detected
-  by clickhouse-driver while encoding the block or by the server while parsing it). The
-  sink bisects the chunk down to the refused rows and dead-letters only those.
-- `fatal`: the schema or the credentials are wrong (unknown table or column, access
-  denied, a server certificate the CA file does not verify). Retrying cannot help and
-  dead-lettering would empty the stream into the dead letters: the sink stops without
-  committing, and an operator fixes it.
+to retry, dead-letter or stop (`WriteError` of one of three kinds; the first is a
+`TransientError` of the project's hierarchy, the other two `TerminalError`s):
+- `transient` (`WriteUnavailable`): ClickHouse unreachable, overloaded, timing out, a
+  replica or Keeper away. The sink pauses its consumer, retries the same chunks with
+  backoff, and resumes.
+- `terminal` (`RowsRefused`): the data itself is refused (a value that does not fit its
+  column, detected by clickhouse-driver while encoding the block or by the server while
+  parsing it). The sink bisects the chunk down to the refused rows and dead-letters only
+  those.
+- `fatal` (`WriteFatal`): the schema or the credentials are wrong (unknown table or
+  column, access denied, a server certificate the CA file does not verify). Retrying
+  cannot help and dead-lettering would empty the stream into the dead letters: the sink
+  stops without committing, and an operator fixes it.
 A server error code not listed is taken as transient: the sink keeps the data and
 retries, and `scantrace_sink_insert_failures_total{kind="transient"}` raises the alarm.
 """
 
 from __future__ import annotations
 
-import socket
 import struct
 import time
 from collections.abc import Sequence
@@ -27,9 +29,10 @@ from typing import Any, Final, Literal, Protocol
 from clickhouse_driver import Client, errors
 
 from ingest.contract import now_ms
+from ingest.errors import ScantraceError, TerminalError, TransientError
 from sinks.batch import insert_sql
 from sinks.clickhouse_settings import ClickHouseSettings
-from sinks.client import connect
+from sinks.client import NETWORK_ERRORS, TLS_REFUSED, connect
 from sinks.rollup import (
     PeriodKind,
     counted_periods,
@@ -96,17 +99,6 @@ _DATA_ERRORS: Final = (
     errors.LogicalError,
     errors.TypeMismatchError,
 )
-_NETWORK_ERRORS: Final = (
-    errors.NetworkError,
-    errors.SocketTimeoutError,
-    errors.UnexpectedPacketFromServerError,
-    EOFError,
-    OSError,  # ConnectionError, socket.timeout, ...
-    socket.timeout,
-)
-# In clickhouse-driver's NetworkError text when the TLS handshake refused the server's
-# certificate: a configuration error (CA file, host name), not a passing outage.
-_TLS_REFUSED: Final = "CERTIFICATE_VERIFY_FAILED"
 
 INSERT_SETTINGS: Final[dict[str, Any]] = {
     # The confirmation must mean "stored": no server-side buffering of our inserts.
@@ -130,16 +122,50 @@ INSERT_SETTINGS: Final[dict[str, Any]] = {
 }
 
 
-class WriteError(Exception):
-    """A failed write, classified. `cause` is the original exception."""
+class WriteError(ScantraceError):
+    """A failed write, classified. `cause` is the original exception. `WriteError(kind,
+    cause, what)` makes the class of that kind, so that both `kind` (a metric label) and
+    the branch of the project's errors (`isinstance(exc, TransientError)`) say it."""
+
+    kind: ErrorKind
+
+    def __new__(cls, kind: ErrorKind, cause: BaseException, what: str = "") -> WriteError:
+        return super().__new__(_WRITE_ERRORS[kind] if cls is WriteError else cls)
 
     def __init__(self, kind: ErrorKind, cause: BaseException, what: str = "") -> None:
-        self.kind: ErrorKind = kind
+        if kind != self.kind:
+            raise TypeError(f"{type(self).__name__} is {self.kind}, not {kind}")
         self.cause = cause
         super().__init__(f"{kind}{' ' + what if what else ''}: {type(cause).__name__}: {cause}")
 
 
-class SinkFatal(RuntimeError):
+class WriteUnavailable(WriteError, TransientError):
+    """ClickHouse is unreachable, overloaded, timing out: retry the same rows later."""
+
+    kind = "transient"
+
+
+class RowsRefused(WriteError, TerminalError):
+    """ClickHouse refuses the data itself: bisect, dead-letter the refused rows."""
+
+    kind = "terminal"
+
+
+class WriteFatal(WriteError, TerminalError):
+    """The schema, the credentials or the certificates are wrong: stop, an operator
+    fixes it."""
+
+    kind = "fatal"
+
+
+_WRITE_ERRORS: Final[dict[ErrorKind, type[WriteError]]] = {
+    "transient": WriteUnavailable,
+    "terminal": RowsRefused,
+    "fatal": WriteFatal,
+}
+
+
+class SinkFatal(TerminalError):
     """ClickHouse refuses writes for a reason retrying cannot fix; nothing was committed."""
 
 
@@ -147,15 +173,17 @@ def classify(exc: BaseException) -> ErrorKind:
     """Transient, terminal or fatal (module docstring)."""
     if isinstance(exc, WriteError):
         return exc.kind
+    if isinstance(exc, TransientError):
+        return "transient"
     if isinstance(exc, errors.ServerException):
         if exc.code in TERMINAL_CODES:
             return "terminal"
         if exc.code in FATAL_CODES:
             return "fatal"
         return "transient"
-    if isinstance(exc, errors.NetworkError) and _TLS_REFUSED in str(exc):
+    if isinstance(exc, errors.NetworkError) and TLS_REFUSED in str(exc):
         return "fatal"
-    if isinstance(exc, _NETWORK_ERRORS):
+    if isinstance(exc, NETWORK_ERRORS):
         return "transient"
     if isinstance(exc, _DATA_ERRORS):
         return "terminal"

@@ -30,6 +30,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from ingest.errors import InvalidInput
+
 RuleName = Literal["scan-window", "overlap"]
 RULES: Final[tuple[RuleName, ...]] = ("scan-window", "overlap")
 MINUTE_MS: Final = 60_000
@@ -37,7 +39,7 @@ MINUTE_MS: Final = 60_000
 MAX_DWELL_MIN: Final = 720
 
 
-class RuleError(ValueError):
+class RuleError(InvalidInput):
     """A rule parameter is out of range; the message is the reason shown to the caller."""
 
 

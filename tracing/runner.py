@@ -18,8 +18,9 @@ from typing import Any, Final, Protocol
 
 from clickhouse_driver import Client, errors
 
+from ingest.errors import TerminalError
 from sinks.clickhouse_settings import ClickHouseSettings
-from sinks.client import connect
+from sinks.client import connect, unavailable
 from tracing.sql import query_settings
 
 Row = tuple[Any, ...]
@@ -32,7 +33,7 @@ _TIME_CODES: Final = frozenset({159, 160})
 _MEMORY_CODES: Final = frozenset({241})
 
 
-class QueryLimitExceeded(RuntimeError):
+class QueryLimitExceeded(TerminalError):
     """The server stopped a query at its time or memory limit (`QueryLimits`): the
     question is too big for the limits, not wrong; the message names the limit."""
 
@@ -92,8 +93,8 @@ class ClickHouseRunner:
         self._end_open()
         try:
             rows = self._client.execute(sql, dict(params), settings=self._settings)
-        except errors.ServerException as exc:
-            raise self._limit_error(exc) from exc
+        except Exception as exc:
+            raise self._labelled(exc) from exc
         return [tuple(r) for r in rows]
 
     def iter_query(self, sql: str, params: Mapping[str, object]) -> Iterator[Row]:
@@ -101,8 +102,8 @@ class ClickHouseRunner:
         settings = {**self._settings, "max_block_size": STREAM_BLOCK_ROWS}
         try:
             rows = self._client.execute_iter(sql, dict(params), settings=settings)
-        except errors.ServerException as exc:
-            raise self._limit_error(exc) from exc
+        except Exception as exc:
+            raise self._labelled(exc) from exc
         token = self._open = object()
         return self._rows(rows, token)
 
@@ -110,8 +111,8 @@ class ClickHouseRunner:
         try:
             for r in rows:
                 yield tuple(r)
-        except errors.ServerException as exc:
-            raise self._limit_error(exc) from exc
+        except Exception as exc:
+            raise self._labelled(exc) from exc
         if self._open is token:  # read to the end: the connection is free again
             self._open = None
 
@@ -122,9 +123,13 @@ class ClickHouseRunner:
             self._open = None
             self._client.disconnect()
 
-    def _limit_error(self, exc: Exception) -> Exception:
-        """The server's error, or `QueryLimitExceeded` naming the limit it hit."""
-        code = getattr(exc, "code", None)
+    def _labelled(self, exc: Exception) -> Exception:
+        """The driver's error, or what it means here: `QueryLimitExceeded` naming the
+        limit the server stopped the query at, or `ClickHouseUnavailable`."""
+        down = unavailable(exc, self.settings)
+        if down is not None:
+            return down
+        code = getattr(exc, "code", None) if isinstance(exc, errors.ServerException) else None
         if code in _TIME_CODES:
             limit = f"its time limit of {self.limits.max_execution_s:g} s"
         elif code in _MEMORY_CODES:
@@ -137,7 +142,10 @@ class ClickHouseRunner:
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Row]) -> None:
         self._end_open()
         cols = ", ".join(f"`{c}`" for c in columns)
-        self._client.execute(f"INSERT INTO {table} ({cols}) VALUES", list(rows))
+        try:
+            self._client.execute(f"INSERT INTO {table} ({cols}) VALUES", list(rows))
+        except Exception as exc:
+            raise self._labelled(exc) from exc
 
     def cancel(self) -> None:
         """From another thread: ask the server to stop the query this runner (or its

@@ -11,14 +11,15 @@ timeline runs beside it. Python only moves rows into models and parameters.
 from __future__ import annotations
 
 import itertools
-import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Final, TypeVar
 
-from ingest.contract import ScanRejected, now_ms, parse_timestamp
+from ingest.contract import now_ms
+from ingest.errors import InvalidInput, TerminalError, TransientError
+from ingest.timeparse import INTEGER, TimeInputError, ascii_int, parse_strict
 from sinks.schema import MIGRATIONS
 from tracing import sql
 from tracing.audit import Action, Actor, AuditRecord, AuditWriter
@@ -32,52 +33,29 @@ T = TypeVar("T")
 MAX_SUBJECT_LEN: Final = 64
 
 
-class TraceInputError(ValueError):
+class TraceInputError(InvalidInput):
     """The question cannot be asked (bad period, id or rule): HTTP 422, CLI exit 2."""
-
-
-# An optional sign and ASCII digits only: `int()` also takes other scripts' digits
-# (Arabic-Indic, fullwidth), blanks and underscores, and raises past 4,300 digits.
-_INTEGER: Final = re.compile(r"[+-]?[0-9]+", re.ASCII)
-MAX_INT_DIGITS: Final = 18  # every bound of the tracer fits; longer is out of range
-
-
-def _ascii_int(value: str) -> int | None:
-    """`value` as an int if it is a plain ASCII integer of at most MAX_INT_DIGITS digits
-    (leading zeros aside), else None. Never raises."""
-    if _INTEGER.fullmatch(value) is None:
-        return None
-    if len(value.lstrip("+-").lstrip("0")) > MAX_INT_DIGITS:
-        return None
-    return int(value)
 
 
 def parse_int(value: str, name: str, lo: int, hi: int) -> int:
     """A query parameter as an integer in [lo, hi], or `TraceInputError` with the reason:
     the one integer rule of the API and of `parse_time`."""
-    if _INTEGER.fullmatch(value) is None:
+    if INTEGER.fullmatch(value) is None:
         raise TraceInputError(f"{name} must be an integer (ASCII digits) from {lo} to {hi}")
-    number = _ascii_int(value)
+    number = ascii_int(value)
     if number is None or not lo <= number <= hi:
         raise TraceInputError(f"{name} must be from {lo} to {hi}")
     return number
 
 
 def parse_time(value: str, name: str) -> int:
-    """ISO-8601 with an offset (or epoch ms digits) to epoch ms, or `TraceInputError`."""
-    if _INTEGER.fullmatch(value) is not None and value[0] not in "+-":
-        ms = _ascii_int(value)
-        if ms is None:
-            raise TraceInputError(f"{name}: out of range")
-        return _timestamp(ms, name)
-    return _timestamp(value, name)
-
-
-def _timestamp(value: int | str, name: str) -> int:
+    """ISO-8601 with an offset (or epoch ms digits) to epoch ms, or `TraceInputError`: the
+    strict form of `ingest.timeparse` (an API answer must not depend on the server's time
+    zone; the command line takes the lenient forms too)."""
     try:
-        return parse_timestamp(value, name)
-    except ScanRejected as exc:
-        raise TraceInputError(f"{name}: {exc.detail or exc.reason}") from None
+        return parse_strict(value, name)
+    except TimeInputError as exc:
+        raise TraceInputError(str(exc)) from None
 
 
 def check_question(subject: str, from_ms: int, to_ms: int, retention_days: int) -> None:
@@ -99,7 +77,7 @@ def check_question(subject: str, from_ms: int, to_ms: int, retention_days: int) 
 SCHEMA_VERSION: Final = next(m.version for m in MIGRATIONS if m.name == "scans_by_person")
 
 
-class SchemaTooOld(RuntimeError):
+class SchemaTooOld(TerminalError):
     """The database lacks a migration the tracer needs (`scantrace db migrate`)."""
 
 
@@ -107,6 +85,8 @@ def check_schema(runner: QueryRunner, needs: int = SCHEMA_VERSION) -> None:
     """Raise `SchemaTooOld` unless the database has migration `needs` applied."""
     try:
         rows = runner.query("SELECT max(version) FROM schema_migrations", {})
+    except TransientError:  # ClickHouse down or not reachable: not a schema to migrate
+        raise
     except Exception as exc:
         raise SchemaTooOld(f"no schema to read ({error_text(exc, 200)}): run migrations") from exc
     have = int(rows[0][0]) if rows else 0

@@ -8,10 +8,11 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from ingest.deadletter import DeadLetter
+from ingest.errors import ServiceUnavailable
 from ingest.wire import AnyScan
 
 
-class PublishUnavailable(Exception):
+class PublishUnavailable(ServiceUnavailable):
     """Transient: Kafka is unreachable, too slow, or the buffer is full. Nothing of the
     request may be claimed as accepted; the caller retries after `retry_after` seconds
     (scans already written are deduplicated downstream by event_id)."""

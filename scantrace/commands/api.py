@@ -3,40 +3,48 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import click
-from pydantic import ValidationError
 
-from ingest.auth import TokensError
 from ingest.contract import now_ms
-from scantrace.commands import server_overrides, setup_logging
+from scantrace.commands import InputFile, server_overrides
 from scantrace.commands.trace import cli_actor
+from scantrace.logs import setup_logging
+from scantrace.timeopts import START, TIME_HELP
 from tracing.audit import AuditRecord, AuditWriter, read_audit
 from tracing.models import iso_utc
 from tracing.runner import ClickHouseRunner
 from tracing.settings import TracerSettings
-from tracing.trace import TraceInputError, error_text, parse_time
+from tracing.trace import error_text
 
 
 @click.command()
-@click.option("--host", default=None, help="Interface [env: SCANTRACE_API__HOST; 127.0.0.1]")
+@click.option(
+    "--host",
+    default=None,
+    help="Interface [default 127.0.0.1]",
+    envvar="SCANTRACE_API__HOST",
+    show_envvar=True,
+)
 @click.option(
     "--port",
     type=click.IntRange(0, 65535),
     default=None,
-    help="TCP port [env: SCANTRACE_API__PORT; default 8090]",
+    help="TCP port [default 8090]",
+    envvar="SCANTRACE_API__PORT",
+    show_envvar=True,
 )
 @click.option(
     "--tokens-file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=InputFile(),
     default=None,
     help='JSON {"TOKEN": {"name": "...", "role": "tracer|supervisor|auditor"}} '
-    "[env: SCANTRACE_API__TOKENS holds the same JSON]",
+    "(or the JSON itself in SCANTRACE_API__TOKENS)",
 )
 @click.option(
     "--log-level",
@@ -55,47 +63,42 @@ def api(host: str | None, port: int | None, tokens_file: Path | None, log_level:
     """
     from tracing.api.server import serve
 
-    setup_logging(log_level)
-    try:
-        settings = TracerSettings()
-        settings = settings.with_api(**server_overrides(host, port, tokens_file))
-        settings.api.token_map()
-        settings.clickhouse.parts()
-        settings.auditor_clickhouse().parts()
-    except (ValidationError, TokensError, RuntimeError, ValueError, OSError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+    setup_logging(log_level, "api")
+    settings = TracerSettings()
+    settings = settings.with_api(**server_overrides(host, port, tokens_file))
+    settings.api.token_map()
+    settings.clickhouse.parts()
+    settings.auditor_clickhouse().parts()
     asyncio.run(serve(settings))
 
 
 @click.command()
-@click.option("--since", required=True, help="ISO-8601 with offset: entries at or after it")
+@click.option(
+    "--since", "since_ms", type=START, required=True, help=f"Entries at or after it, {TIME_HELP}"
+)
 @click.option("--limit", type=click.IntRange(1, 1_000_000), default=1000, help="Most entries")
 @click.option(
     "--actor", default=None, help="Only this tracer: an API name, or `user (uid N)` for the CLI"
 )
 @click.option("--json", "as_json", is_flag=True, help="JSON lines instead of a table")
-def audit(since: str, limit: int, actor: str | None, as_json: bool) -> None:
-    """Read the audit log of tracer queries (CLI and API), oldest first (audited)."""
-    try:
-        since_ms = parse_time(since, "since")
-    except TraceInputError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+def audit(since_ms: int, limit: int, actor: str | None, as_json: bool) -> None:
+    """Read the audit log of tracer queries (CLI and API), oldest first (audited).
+    ClickHouse from SCANTRACE_AUDIT_CLICKHOUSE__URL (the auditor's) and
+    SCANTRACE_CLICKHOUSE__URL (the tracer's, which writes this reading's audit row).
+
+    \b
+    Example: scantrace audit --since -7d --actor "Nguyen Van A"
+    """
     settings = TracerSettings()
     limits = settings.cli.limits()
-    try:
-        # The log is read as the auditor and the reading written as the tracer: the
-        # auditor may only read it, the tracer only append to it.
-        reader = ClickHouseRunner(settings.auditor_clickhouse(), limits=limits)
-        writer = (
-            ClickHouseRunner(settings.clickhouse, limits=limits)
-            if settings.auditor_clickhouse() != settings.clickhouse
-            else reader
-        )
-    except RuntimeError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+    # The log is read as the auditor and the reading written as the tracer: the
+    # auditor may only read it, the tracer only append to it.
+    reader = ClickHouseRunner(settings.auditor_clickhouse(), limits=limits)
+    writer = (
+        ClickHouseRunner(settings.clickhouse, limits=limits)
+        if settings.auditor_clickhouse() != settings.clickhouse
+        else reader
+    )
     # Reading the log is audited like any question: who read whose trail, since when.
     record = AuditRecord(
         cli_actor("auditor"), "read_audit", actor or "", since_ms, now_ms(), now_ms(),
@@ -107,15 +110,14 @@ def audit(since: str, limit: int, actor: str | None, as_json: bool) -> None:
         record = replace(record, rows=len(rows))
     except Exception as exc:
         record = replace(record, ok=False, error=error_text(exc))
-        click.echo(f"error: reading the audit log failed: {error_text(exc)}", err=True)
-        sys.exit(1)
+        raise
     finally:
         record = replace(record, duration_ms=round((time.perf_counter() - started) * 1000))
         try:
-            AuditWriter(writer).write(record)
-        except Exception as exc:
-            click.echo(f"error: the audit log cannot be written: {error_text(exc)}", err=True)
-            sys.exit(1)
+            # A failed reading is audited before its error is reported; a reading that
+            # cannot be audited is not shown.
+            with contextlib.suppress(Exception) if not record.ok else contextlib.nullcontext():
+                AuditWriter(writer).write(record)
         finally:
             reader.close()
             if writer is not reader:

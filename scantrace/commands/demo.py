@@ -22,10 +22,11 @@ import click
 from prometheus_client.parser import text_string_to_metric_families
 
 from ingest.contract import now_ms
+from ingest.kafka_probe import check_kafka
 from ingest.premises import Premises
 from ingest.registry import plan_import, publish_registry, read_registry
-from scantrace import synth
-from scantrace.commands import OUT_DIR
+from scantrace import progress, synth
+from scantrace.commands import OUT_DIR, check_reachable
 from scantrace.loader import load_http
 from scantrace.pipeline import Pipeline
 from scantrace.services.manager import local_kafka
@@ -35,6 +36,26 @@ from sinks.client import connect
 from sinks.settings import SinkSettings
 
 TOKEN = "demo-token"  # noqa: S105 - the demo gateway's own credential, loopback only
+
+
+class _Say:
+    """What the demo did: lines for a person, or (`--json`) one JSON object at the end."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+        self.facts: dict[str, object] = {}
+
+    def __call__(self, line: str, **facts: object) -> None:
+        self.facts.update(facts)
+        if not self.as_json:
+            click.echo(line)
+
+    def done(self) -> None:
+        if self.as_json:
+            click.echo(json.dumps(self.facts, indent=2, ensure_ascii=False, default=str))
+
+
+say = _Say(as_json=False)
 
 
 def _metric_sums(port: int) -> dict[str, float]:
@@ -89,16 +110,25 @@ def _wait(pipeline: Pipeline, check: object, timeout: float, what: str) -> None:
     show_default=True,
     help="Where the data, the trace and the report go",
 )
-def demo(seed: int, count: int | None, out_dir: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help="What each stage did, as one JSON object")
+def demo(seed: int, count: int | None, out_dir: str, as_json: bool) -> None:
     """A synthetic day through gateway, worker and sink into ClickHouse; a trace; a report."""
+    global say
+    say = _Say(as_json)
     settings = SinkSettings()
+    # the services down: say so before generating anything
+    check_kafka(local_kafka("premises", settings.kafka), [settings.kafka.premises])
+    check_reachable()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     day = (datetime.now(tz=synth.TZ) - timedelta(days=1)).date()
-    premises, scan_day = _generate(seed, count, day, out)
-    _import_premises(settings, premises)
+    with progress.ticker("generating the day"):
+        premises, scan_day = _generate(seed, count, day, out)
+    with progress.ticker("importing the premises"):
+        _import_premises(settings, premises)
     case = _through_the_pipeline(settings, scan_day)
     _trace_and_report(case, day, out)
+    say.done()
 
 
 def _generate(
@@ -110,9 +140,14 @@ def _generate(
     synth.write_premises_csv(premises, out / "premises.csv")
     synth.write_population_csv(out / "population.csv")
     scan_day = synth.generate_scans(seed, premises, day, scans=count)
-    click.echo(
+    say(
         f"generated {len(premises)} premises and {len(scan_day)} scans for {day} "
-        f"({scan_day.truth.persons} persons) in {out}/"
+        f"({scan_day.truth.persons} persons) in {out}/",
+        day=day,
+        premises=len(premises),
+        scans=len(scan_day),
+        persons=scan_day.truth.persons,
+        out=str(out),
     )
     return premises, scan_day
 
@@ -123,8 +158,9 @@ def _import_premises(settings: SinkSettings, premises: list[Premises]) -> None:
     registry_kafka = local_kafka("premises", settings.kafka)
     plan = plan_import(premises, read_registry(registry_kafka), now_ms())
     published = publish_registry(registry_kafka, plan.changes)
-    click.echo(
-        f"premises import: {published} new or changed, {len(premises) - published} unchanged"
+    say(
+        f"premises import: {published} new or changed, {len(premises) - published} unchanged",
+        premises_published=published,
     )
 
 
@@ -154,38 +190,51 @@ def _through_the_pipeline(settings: SinkSettings, scan_day: synth.ScanDay) -> st
 
         before = stored()
         t0 = time.monotonic()
-        report = asyncio.run(
-            load_http(
-                scan_day.scans,
-                f"http://127.0.0.1:{gateway_port}/v1/scans",
-                TOKEN,
-                batch=1000,
-                concurrency=4,
+        with progress.bar(len(scan_day.scans), "sending the day to the gateway") as bar:
+            report = asyncio.run(
+                load_http(
+                    scan_day.scans,
+                    f"http://127.0.0.1:{gateway_port}/v1/scans",
+                    TOKEN,
+                    batch=1000,
+                    concurrency=4,
+                    answered=bar.update,
+                )
             )
-        )
-        click.echo(
+        say(
             f"gateway: {report.sent} received = {report.accepted} accepted + "
             f"{sum(report.rejected.values())} rejected {dict(report.rejected)} "
-            f"({report.rate:,.0f} scans/s)"
+            f"({report.rate:,.0f} scans/s)",
+            gateway={
+                "received": report.sent,
+                "accepted": report.accepted,
+                "rejected": dict(report.rejected),
+                "scans_per_second": round(report.rate),
+            },
         )
         enriched = _worker_counts(pipeline, worker_port, report.accepted)
         truth = scan_day.truth
-        _wait(
-            pipeline,
-            lambda: stored() - before >= enriched or stored() >= truth.stored - truth.repeats,
-            600,
-            "ClickHouse",
-        )
-        click.echo(
-            f"sink:    ClickHouse holds {stored()} distinct scans for {scan_day.day} "
-            f"(expected {truth.stored - truth.repeats}: {truth.stored} unique at known "
+        with progress.ticker("waiting for the sink", lambda: f"{stored():,} scans stored"):
+            _wait(
+                pipeline,
+                lambda: stored() - before >= enriched or stored() >= truth.stored - truth.repeats,
+                600,
+                "ClickHouse",
+            )
+        held, expected = stored(), truth.stored - truth.repeats
+        say(
+            f"sink:    ClickHouse holds {held} distinct scans for {scan_day.day} "
+            f"(expected {expected}: {truth.stored} unique at known "
             f"premises - {truth.repeats} repeats), {time.monotonic() - t0:.0f}s after "
-            f"the first scan was sent"
+            f"the first scan was sent",
         )
         sm = _metric_sums(sink_port)
         rows = int(sm.get("scantrace_sink_rows_written_total", 0))
         batches = int(sm.get("scantrace_sink_batches_total", 0))
-        click.echo(f"         the sink wrote {rows} rows in {batches} batches")
+        say(
+            f"         the sink wrote {rows} rows in {batches} batches",
+            sink={"stored": held, "expected": expected, "rows": rows, "batches": batches},
+        )
         client.disconnect()
     finally:
         pipeline.stop()
@@ -203,7 +252,8 @@ def _worker_counts(pipeline: Pipeline, worker_port: int, accepted: int) -> int:
             return False
         return m.get("scantrace_worker_events_in_total", 0) >= accepted
 
-    _wait(pipeline, worker_done, 600, "the worker")
+    with progress.ticker("waiting for the worker"):
+        _wait(pipeline, worker_done, 600, "the worker")
     m = _metric_sums(worker_port)
     enriched = int(m.get("scantrace_worker_scans_enriched_total", 0))
     dup, rep = (
@@ -215,10 +265,18 @@ def _worker_counts(pipeline: Pipeline, worker_port: int, accepted: int) -> int:
         int(m.get("scantrace_worker_parked_scans", 0)),
     )
     ins = int(m.get("scantrace_worker_events_in_total", 0))
-    click.echo(
+    say(
         f"worker:  {ins} in = {enriched} enriched + {dup} duplicates + {rep} repeats "
         f"+ {dead} dead-lettered + {parked} parked"
-        f"{'' if ins == enriched + dup + rep + dead + parked else '  (DOES NOT ADD UP)'}"
+        f"{'' if ins == enriched + dup + rep + dead + parked else '  (DOES NOT ADD UP)'}",
+        worker={
+            "in": ins,
+            "enriched": enriched,
+            "duplicates": dup,
+            "repeats": rep,
+            "dead_lettered": dead,
+            "parked": parked,
+        },
     )
     return enriched
 
@@ -230,8 +288,9 @@ def _trace_and_report(case: str, day: date, out: Path) -> None:
     frm = datetime.fromtimestamp(lo / 1000, tz=synth.TZ).isoformat()
     to = datetime.fromtimestamp(hi / 1000, tz=synth.TZ).isoformat()
     trace_cmd = [*cli, "trace", case, "--from", frm, "--to", to]
-    click.echo(f"\ntrace of case {case} (PC-COVID rule: scanned within 60 min at the same place):")
-    subprocess.run(trace_cmd, check=False)
+    say(f"\ntrace of case {case} (PC-COVID rule: scanned within 60 min at the same place):")
+    quiet = say.as_json  # the JSON object alone on standard output
+    subprocess.run(trace_cmd, check=False, capture_output=quiet)
     subprocess.run(
         [*trace_cmd, "--format", "json", "--out", str(out / "trace.json")],
         check=False,
@@ -240,25 +299,27 @@ def _trace_and_report(case: str, day: date, out: Path) -> None:
     iso = day.isocalendar()
     week = f"{iso.year}-W{iso.week:02d}"
     report_path = out / f"report-{week}.html"
-    subprocess.run(
-        [
-            *cli,
-            "report",
-            "weekly",
-            "--week",
-            week,
-            "--out",
-            str(report_path),
-            "--population",
-            str(out / "population.csv"),
-        ],
-        check=False,
-    )
-    click.echo(f"\nweekly report:  {report_path.resolve()}")
-    click.echo(f"trace (JSON):   {(out / 'trace.json').resolve()}")
-    click.echo(
+    with progress.ticker("writing the weekly report"):
+        subprocess.run(
+            [
+                *cli,
+                "report",
+                "weekly",
+                "--week",
+                week,
+                "--out",
+                str(report_path),
+                "--population",
+                str(out / "population.csv"),
+            ],
+            check=False,
+            capture_output=quiet,
+        )
+    say(f"\nweekly report:  {report_path.resolve()}", report=str(report_path.resolve()))
+    say(f"trace (JSON):   {(out / 'trace.json').resolve()}", trace=str(out / "trace.json"))
+    say(
         "metrics:        scantrace run serves gateway :8080/metrics, worker :9101/metrics, "
         "sink :9102/metrics"
     )
-    click.echo(f"trace another:  scantrace trace PERSON_ID --from {frm} --to {to}")
-    click.echo("services:       still running (scantrace services status; scantrace services down)")
+    say(f"trace another:  scantrace trace PERSON_ID --from {frm} --to {to}", case=case)
+    say("services:       still running (scantrace services status; scantrace services down)")

@@ -1,25 +1,28 @@
 """`scantrace report weekly|daily|send`: the compliance report from the rollups, one
 edition per unit, as HTML, PDF, CSV, JSON or xlsx, and its delivery by e-mail.
 
-Exit status: 0 written (or sent), 2 a bad argument (week, date, population, headcount or
-recipients file, edition), 1 the query, the PDF printer or the mail server failed, or the
-optional extra `report` is missing (the message names `pip install 'scantrace[report]'`).
+Exit status (`scantrace.exits`): 0 written (or sent), 2 a bad argument (week, date,
+population, headcount or recipients file, edition), 3 ClickHouse not reachable, 1 the
+query, the PDF printer or the mail server failed, or the optional extra `report` is
+missing (the message names `pip install 'scantrace[report]'`).
 """
 
 from __future__ import annotations
 
 import csv
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import click
 
-from scantrace.commands import OUT_DIR, made_parent, one_line
-from tracing.report.extras import MissingExtra, require
+from ingest.errors import InvalidInput
+from scantrace import progress
+from scantrace.commands import OUT_DIR, made_parent, write_or_print
+from scantrace.timeopts import DAY, WEEK
+from tracing.report.extras import require
 from tracing.report.i18n import Lang
 from tracing.report.model import DIMENSIONS, Dimension, Period, Report
 
@@ -129,10 +132,10 @@ def _output_options(f: Callable[..., None]) -> Callable[..., None]:
             ),
             click.option(
                 "--out",
-                type=click.Path(dir_okay=False, path_type=Path),
+                type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
                 default=None,
-                help="Output file [default: out/scantrace-report-<period>.<format>; csv also "
-                "writes <name>-inactive.csv]",
+                help="Output file, - for standard output [default: "
+                "out/scantrace-report-<period>.<format>; csv also writes <name>-inactive.csv]",
             ),
             click.option(
                 "--edition",
@@ -160,29 +163,46 @@ def _output_options(f: Callable[..., None]) -> Callable[..., None]:
 @click.group()
 def report() -> None:
     """Compliance reports per agency, district, ward and premises category
-    (Asia/Ho_Chi_Minh)."""
+    (Asia/Ho_Chi_Minh). ClickHouse from SCANTRACE_CLICKHOUSE__URL; the header from
+    SCANTRACE_REPORT__PROVINCE and SCANTRACE_REPORT__AUTHORITY."""
+
+
+WEEK_HELP: Final = (
+    "ISO week, Monday to Sunday: 2021-W46, a day inside it (2021-11-17, today, -7d), last or this"
+)
 
 
 @report.command()
-@click.option("--week", required=True, help="ISO week, e.g. 2021-W46 (Monday to Sunday)")
+@click.option("--week", type=WEEK, required=True, help=WEEK_HELP)
 @_output_options
 @_options
 def weekly(week: str, **kwargs: Any) -> None:
-    """The report of one ISO week, compared with the week before."""
+    """The report of one ISO week, compared with the week before.
+
+    \b
+    Example: scantrace report weekly --week 2021-W46 --format pdf
+             scantrace report weekly --week last --format json --out -
+    """
     _run(_week(week), **kwargs)
 
 
 @report.command()
-@click.option("--date", "day", required=True, type=click.DateTime(["%Y-%m-%d"]), help="Local day")
+@click.option(
+    "--date", "day", required=True, type=DAY, help="Local day: 2021-11-16, today, yesterday, -2d"
+)
 @_output_options
 @_options
-def daily(day: datetime, **kwargs: Any) -> None:
-    """The report of one day, compared with the day before."""
-    _run(Period.day(day.date()), **kwargs)
+def daily(day: date, **kwargs: Any) -> None:
+    """The report of one day, compared with the day before.
+
+    \b
+    Example: scantrace report daily --date yesterday --format json --out -
+    """
+    _run(Period.day(day), **kwargs)
 
 
 @report.command()
-@click.option("--week", required=True, help="ISO week, e.g. 2021-W46; `last` for the last one")
+@click.option("--week", type=WEEK, required=True, help=WEEK_HELP)
 @click.option(
     "--recipients",
     required=True,
@@ -201,7 +221,7 @@ def send(week: str, recipients: Path, dry_run: bool, **kwargs: Any) -> None:
         people = read_recipients(recipients)
     except (ValueError, UnicodeDecodeError) as exc:
         raise click.BadParameter(str(exc), param_hint="--recipients") from None
-    _check_extra("pdf")
+    require("pdf")
     settings = _settings()
     result = _report(period, Options(**kwargs), settings)
     from tracing.report.delivery import deliver
@@ -209,44 +229,19 @@ def send(week: str, recipients: Path, dry_run: bool, **kwargs: Any) -> None:
     try:
         for line in deliver(result, people, settings.report, Options(**kwargs).lang, dry_run):
             click.echo(line)
-    except (OSError, ValueError, RuntimeError) as exc:  # SMTP, DNS, Chromium: one line
-        click.echo(f"error: {type(exc).__name__}: {exc}", err=True)
-        sys.exit(1)
+    except ValueError as exc:  # a mail setting missing (SMTP host, sender)
+        raise InvalidInput(str(exc)) from exc
 
 
-def _week(text: str) -> Period:
-    if text == "last":
-        from datetime import timedelta
-
-        from ingest.contract import now_ms
-        from sinks.rollup import local_day
-
-        year, week, _ = (local_day(now_ms()) - timedelta(days=7)).isocalendar()
-        text = f"{year}-W{week:02d}"
-    try:
-        return Period.week(text)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--week") from None
-
-
-def _check_extra(fmt: str) -> None:
-    try:
-        require(fmt)
-    except MissingExtra as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+def _week(label: str) -> Period:
+    """The period of a week the `--week` option has read (`YYYY-Www`)."""
+    return Period.week(label)
 
 
 def _settings() -> ReportSettings:
-    from pydantic import ValidationError
-
     from tracing.report.settings import ReportSettings
 
-    try:
-        return ReportSettings()
-    except ValidationError as exc:
-        click.echo(f"error: {one_line(exc)}", err=True)
-        sys.exit(2)
+    return ReportSettings()
 
 
 def _report(period: Period, opts: Options, settings: ReportSettings) -> Report:
@@ -268,16 +263,9 @@ def _report(period: Period, opts: Options, settings: ReportSettings) -> Report:
     from tracing.report.queries import collect
     from tracing.runner import ClickHouseRunner
 
-    try:
-        runner = ClickHouseRunner(settings.clickhouse)
-    except RuntimeError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+    runner = ClickHouseRunner(settings.clickhouse)
     try:
         data = collect(runner, period, opts.weeks)
-    except Exception as exc:  # one line for the user, whatever the driver raised
-        click.echo(f"error: query failed: {type(exc).__name__}: {exc}", err=True)
-        sys.exit(1)
     finally:
         runner.close()
     return build_report(
@@ -306,7 +294,7 @@ def _run(
     from tracing.report.editions import edition as cut
     from tracing.report.editions import parse_edition
 
-    _check_extra(fmt)
+    require(fmt)
     unit: tuple[str, str] = ("", "")
     if edition is not None and editions is not None:
         raise click.UsageError("--edition and --editions exclude each other")
@@ -322,16 +310,23 @@ def _run(
         if editions is not None:
             folder = out_dir or OUT_DIR / f"scantrace-report-{period.label}"
             paths = write_editions(result, editions, fmt, folder, opts.lang, settings)
+        elif out is not None and str(out) == "-":
+            _to_stdout(cut(result, *unit), fmt, opts.lang, settings)
+            return
         else:
             target = made_parent(out or OUT_DIR / f"scantrace-report-{period.label}.{fmt}")
             paths = write(cut(result, *unit), fmt, target, opts.lang, settings)
     except ValueError as exc:  # an edition the registry does not know
         raise click.BadParameter(str(exc), param_hint="--edition(s)") from None
-    except RuntimeError as exc:  # the PDF printer
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
     for path in paths:
         click.echo(f"wrote {path}")
+
+
+def _to_stdout(result: Report, fmt: str, lang: str, settings: ReportSettings) -> None:
+    """The report on standard output (`--out -`); csv gives its summary table only."""
+    write_or_print(Path("-"), lambda path: write(result, fmt, path, lang, settings), f".{fmt}")
+    if fmt == "csv":
+        click.echo("the inactive premises table needs a file: --out FILE.csv", err=True)
 
 
 def write_editions(
@@ -345,16 +340,19 @@ def write_editions(
     written: list[Path] = []
     entries: list[tuple[str, str]] = []
     used: set[str] = set()
-    for key in units(result, dimension):
-        stem = file_stem(dimension, key)
-        while stem in used:
-            stem += "-2"
-        used.add(stem)
-        files = write(
-            edition(result, dimension, key), fmt, folder / f"{stem}.{fmt}", lang, settings
-        )
-        written += files
-        entries.append((key, files[0].name))
+    keys = list(units(result, dimension))
+    with progress.bar(len(keys), f"{dimension} editions") as bar:
+        for key in keys:
+            stem = file_stem(dimension, key)
+            while stem in used:
+                stem += "-2"
+            used.add(stem)
+            files = write(
+                edition(result, dimension, key), fmt, folder / f"{stem}.{fmt}", lang, settings
+            )
+            written += files
+            entries.append((key, files[0].name))
+            bar.update(1)
     index = folder / "index.html"
     index.write_text(render_index(result, dimension, entries, _lang(lang)), encoding="utf-8")
     return [*written, index]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from scantrace.commands import check_reachable
 from scantrace.pipeline import Pipeline
 from scantrace.settings import ServicesSettings
 
@@ -25,7 +26,7 @@ from scantrace.settings import ServicesSettings
     "--tokens-file",
     type=click.Path(exists=True, dir_okay=False),
     default=None,
-    help="Gateway tokens JSON [env: SCANTRACE_GATEWAY__TOKENS]",
+    help="Gateway tokens JSON file (or the JSON itself in SCANTRACE_GATEWAY__TOKENS)",
 )
 @click.option(
     "--log-dir",
@@ -42,6 +43,7 @@ def run(
     log_dir: str | None,
 ) -> None:
     """Start gateway, worker and sink against the configured services until Ctrl-C."""
+    check_reachable()  # a service down: one line and exit 3, before any child starts
     logs = Path(log_dir) if log_dir else ServicesSettings().state_dir / "logs" / "run"
     pipeline = Pipeline(
         gateway_port=gateway_port,

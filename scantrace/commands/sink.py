@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import logging
 import signal
-import sys
 import threading
 from types import FrameType
 
 import click
-from pydantic import ValidationError
 
-from scantrace.commands import one_line, setup_logging
+from scantrace.logs import setup_logging
 
 
 @click.command()
@@ -19,30 +17,39 @@ from scantrace.commands import one_line, setup_logging
     "--batch-rows",
     type=click.IntRange(1, 1_000_000),
     default=None,
-    help="Rows per insert [env: SCANTRACE_SINK__BATCH_ROWS; default 50000]",
+    help="Rows per insert [default 50000]",
+    envvar="SCANTRACE_SINK__BATCH_ROWS",
+    show_envvar=True,
 )
 @click.option(
     "--batch-seconds",
     type=click.FloatRange(0, min_open=True),
     default=None,
-    help="Flush a caught-up partition after this long [env: SCANTRACE_SINK__BATCH_SECONDS; "
-    "default 1]",
+    help="Flush a caught-up partition after this long [default 1]",
+    envvar="SCANTRACE_SINK__BATCH_SECONDS",
+    show_envvar=True,
 )
 @click.option(
     "--metrics-port",
     type=click.IntRange(0, 65535),
     default=None,
-    help="Serve /metrics on this port, 0 = off [env: SCANTRACE_SINK__METRICS_PORT; default 0]",
+    help="Serve /metrics on this port, 0 = off [default 0]",
+    envvar="SCANTRACE_SINK__METRICS_PORT",
+    show_envvar=True,
 )
 @click.option(
     "--metrics-host",
     default=None,
-    help="Interface for /metrics [env: SCANTRACE_SINK__METRICS_HOST; default 0.0.0.0]",
+    help="Interface for /metrics [default 0.0.0.0]",
+    envvar="SCANTRACE_SINK__METRICS_HOST",
+    show_envvar=True,
 )
 @click.option(
     "--group-id",
     default=None,
-    help="Kafka consumer group [env: SCANTRACE_SINK__GROUP_ID; default scantrace-sink]",
+    help="Kafka consumer group [default scantrace-sink]",
+    envvar="SCANTRACE_SINK__GROUP_ID",
+    show_envvar=True,
 )
 @click.option(
     "--log-level",
@@ -67,11 +74,11 @@ def sink(
     from SCANTRACE_CLICKHOUSE__PERSON_HASH_KEY (required; the local services make one).
     """
     from ingest.admin import ensure_topics
-    from ingest.kafka_probe import KafkaStartupError, check_kafka
+    from ingest.kafka_probe import check_kafka
     from sinks.consume_loop import SinkFatal, serve
     from sinks.settings import SinkSettings
 
-    setup_logging(log_level)
+    setup_logging(log_level, "sink")
     changes = {
         k: v
         for k, v in {
@@ -83,15 +90,11 @@ def sink(
         }.items()
         if v is not None
     }
-    try:
-        settings = SinkSettings().with_options(**changes)
-        settings.clickhouse.parts()
-        settings.clickhouse.person_hash_key_pair()  # no key: no rollup, so no start
-        kafka = settings.kafka
-        check_kafka(kafka, [kafka.enriched, kafka.premises, kafka.dlq])
-    except (ValidationError, KafkaStartupError, RuntimeError, ValueError) as exc:
-        click.echo(f"error: {one_line(exc)}", err=True)
-        sys.exit(2)
+    settings = SinkSettings().with_options(**changes)
+    settings.clickhouse.parts()
+    settings.clickhouse.person_hash_key_pair()  # no key: no rollup, so no start
+    kafka = settings.kafka
+    check_kafka(kafka, [kafka.enriched, kafka.premises, kafka.dlq])
 
     stop = threading.Event()
 
@@ -101,9 +104,9 @@ def sink(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    ensure_topics(settings.kafka)
     try:
-        ensure_topics(settings.kafka)
         serve(settings, stop=stop)
     except SinkFatal as exc:
-        click.echo(f"error: ClickHouse refuses writes: {exc}", err=True)
-        sys.exit(3)
+        exc.hint = "ClickHouse refuses writes: fix the schema, the grants or the certificates"
+        raise

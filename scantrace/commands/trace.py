@@ -1,27 +1,36 @@
 """`scantrace trace` and `scantrace trace-premises`: the tracer's questions from a shell.
 
 Every question is written to the audit log with the OS user as the tracer (from the
-process's user id, not from USER or LOGNAME, which anyone can set), failed ones too. Every
-query runs under the CLI's limits (`SCANTRACE_CLI__MAX_EXECUTION_S`,
-`SCANTRACE_CLI__MAX_MEMORY_BYTES`). Exit status: 0 answered, 2 the question cannot be
-asked, 1 the query failed (a limit hit included).
+process's user id, not from USER or LOGNAME, which anyone can set), failed ones too. The
+question is checked before anything connects (times, period, id, the rule); a refused
+question is still audited when ClickHouse can be reached. Every query runs under the
+CLI's limits (`SCANTRACE_CLI__MAX_EXECUTION_S`, `SCANTRACE_CLI__MAX_MEMORY_BYTES`).
+Failures become one line and an exit code (`scantrace.exits`): 0 answered (an answer of
+nobody included), 2 the question cannot be asked, 3 ClickHouse not reachable, 1 the query
+failed (a limit hit included).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 import click
 
-from tracing.audit import Actor, AuditWriter
+from ingest.contract import now_ms
+from ingest.errors import InvalidInput
+from ingest.timeparse import check_period
+from scantrace import progress
+from scantrace.timeopts import END, START, TIME_HELP
+from tracing.audit import Action, Actor, AuditRecord, AuditWriter
 from tracing.formatting import (
     FORMATS,
+    local_time,
     premises_csv,
     premises_json,
     premises_table,
@@ -29,27 +38,38 @@ from tracing.formatting import (
     trace_json,
     trace_table,
 )
-from tracing.rules import RULES, Rule, RuleError
+from tracing.rules import RULES, Rule
 from tracing.runner import ClickHouseRunner, QueryLimitExceeded
 from tracing.settings import TracerSettings
 from tracing.sql import TraceTables
-from tracing.trace import SchemaTooOld, TraceInputError, Tracer, check_schema, parse_time
+from tracing.trace import Tracer, check_question, check_schema, error_text
 
 T = TypeVar("T")
 
+LIMIT_HINT = (
+    "ask a narrower question, or raise SCANTRACE_CLI__MAX_EXECUTION_S / "
+    "SCANTRACE_CLI__MAX_MEMORY_BYTES"
+)
+
 _PERIOD = [
     click.option(
-        "--from", "from_", required=True, help="Start of the period, ISO-8601 with offset"
+        "--from", "from_ms", type=START, required=True, help=f"Start of the period, {TIME_HELP}"
     ),
-    click.option("--to", "to", required=True, help="End of the period, ISO-8601 with offset"),
+    click.option(
+        "--to",
+        "to_ms",
+        type=END,
+        required=True,
+        help="End of the period, in the same forms; a date means the end of that day",
+    ),
     click.option(
         "--format", "fmt", type=click.Choice(FORMATS), default="table", help="Output format"
     ),
     click.option(
         "--out",
-        type=click.Path(dir_okay=False, writable=True, path_type=Path),
+        type=click.Path(dir_okay=False, writable=True, allow_dash=True, path_type=Path),
         default=None,
-        help="Write the answer to this file instead of standard output",
+        help="Write the answer to this file instead of standard output (- : standard output)",
     ),
 ]
 
@@ -74,47 +94,61 @@ def cli_actor(role: str = "tracer") -> Actor:
     return Actor(name=os_user(), role=role, channel="cli")
 
 
-def _ask(run: Callable[[Tracer], T]) -> T:
-    settings = TracerSettings()
+def _checked(
+    settings: TracerSettings,
+    action: Action,
+    subject: str,
+    from_ms: int,
+    to_ms: int,
+    rule: dict[str, object],
+) -> None:
+    """The question's checks, before anything connects. A refused one is audited when
+    ClickHouse can be reached (it read nothing; the refusal is still a question asked)."""
     try:
-        runner = ClickHouseRunner(settings.clickhouse, limits=settings.cli.limits())
-    except RuntimeError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+        check_period(from_ms, to_ms)
+        check_question(subject, from_ms, to_ms, settings.clickhouse.retention_days)
+    except InvalidInput as exc:
+        record = AuditRecord(
+            cli_actor(), action, subject, from_ms, to_ms, now_ms(), rule, ok=False,
+            error=error_text(exc),
+        )  # fmt: skip
+        with contextlib.suppress(Exception):
+            runner = ClickHouseRunner(settings.clickhouse, limits=settings.cli.limits())
+            try:
+                AuditWriter(runner, TraceTables()).write(record)
+            finally:
+                runner.close()
+        raise
+
+
+def _ask(settings: TracerSettings, run: Callable[[Tracer], T], label: str = "") -> T:
+    runner = ClickHouseRunner(settings.clickhouse, limits=settings.cli.limits())
     try:
         check_schema(runner)
-    except SchemaTooOld as exc:
-        runner.close()
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
-    try:
         tables = TraceTables()
         tracer = Tracer(
             runner, AuditWriter(runner, tables), settings.clickhouse.retention_days, tables
         )
-        return run(tracer)
-    except TraceInputError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        with progress.ticker(label) if label else contextlib.nullcontext():
+            return run(tracer)
     except QueryLimitExceeded as exc:  # audited too
-        click.echo(
-            f"error: {exc}: ask a narrower question, or raise SCANTRACE_CLI__MAX_EXECUTION_S"
-            " / SCANTRACE_CLI__MAX_MEMORY_BYTES",
-            err=True,
-        )
-        sys.exit(1)
-    except Exception as exc:  # the failure is audited; the user gets one line
-        click.echo(f"error: query failed: {type(exc).__name__}: {exc}", err=True)
-        sys.exit(1)
+        exc.hint = LIMIT_HINT
+        raise
     finally:
         runner.close()
 
 
 def _emit(text: str, out: Path | None) -> None:
-    if out is None:
+    if out is None or str(out) == "-":
         click.echo(text, nl=not text.endswith("\n"))
     else:
         out.write_text(text, encoding="utf-8", newline="")
+
+
+def _say(text: str) -> None:
+    """A remark for the person at the terminal, on standard error: the answer on standard
+    output stays what its format says."""
+    click.echo(text, err=True)
 
 
 @click.command()
@@ -133,8 +167,8 @@ def _emit(text: str, out: Path | None) -> None:
 )
 def trace(
     person_id: str,
-    from_: str,
-    to: str,
+    from_ms: int,
+    to_ms: int,
     fmt: str,
     out: Path | None,
     rule: str,
@@ -145,22 +179,36 @@ def trace(
     depth: int,
     cap_at_next_scan: bool | None,
 ) -> None:
-    """Where was PERSON_ID in the period, and who was there at the same time (audited)."""
-    try:
-        the_rule = Rule(
-            rule,  # type: ignore[arg-type]
-            window_min=window_min,
-            buffer_min=buffer_min,
-            min_overlap_min=min_overlap_min,
-            merge_gap_min=merge_gap_min,
-            depth=depth,
-            cap_at_next_scan=cap_at_next_scan,
+    """Where was PERSON_ID in the period, and who was there at the same time (audited).
+    ClickHouse from SCANTRACE_CLICKHOUSE__URL (or the running local services); limits
+    SCANTRACE_CLI__MAX_EXECUTION_S, SCANTRACE_CLI__MAX_MEMORY_BYTES.
+
+    \b
+    Example: scantrace trace P0a1b2c3 --from 2021-10-01 --to 2021-10-14
+             scantrace trace P0a1b2c3 --from -14d --to now --depth 2 --format csv --out f1.csv
+    """
+    the_rule = Rule(
+        rule,  # type: ignore[arg-type]
+        window_min=window_min,
+        buffer_min=buffer_min,
+        min_overlap_min=min_overlap_min,
+        merge_gap_min=merge_gap_min,
+        depth=depth,
+        cap_at_next_scan=cap_at_next_scan,
+    )
+    settings = TracerSettings()
+    _checked(settings, "trace", person_id, from_ms, to_ms, the_rule.echo())
+    label = "tracing F1 and F2 contacts" if depth == 2 else ""
+    result = _ask(
+        settings,
+        lambda t: t.trace(cli_actor(), person_id, from_ms, to_ms, the_rule),
+        label,
+    )
+    if not result.visits:
+        _say(
+            f"{person_id} has no scans from {local_time(from_ms)} to {local_time(to_ms)} "
+            "(Asia/Ho_Chi_Minh): nobody to trace"
         )
-        from_ms, to_ms = parse_time(from_, "from"), parse_time(to, "to")
-    except (RuleError, TraceInputError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    result = _ask(lambda t: t.trace(cli_actor(), person_id, from_ms, to_ms, the_rule))
     if fmt == "json":
         text = json.dumps(trace_json(result), ensure_ascii=False, indent=2) + "\n"
     elif fmt == "csv":
@@ -173,14 +221,21 @@ def trace(
 @click.command("trace-premises")
 @click.argument("premises_id")
 @_with_period
-def trace_premises(premises_id: str, from_: str, to: str, fmt: str, out: Path | None) -> None:
-    """Everyone who scanned at PREMISES_ID in the period (audited)."""
-    try:
-        from_ms, to_ms = parse_time(from_, "from"), parse_time(to, "to")
-    except TraceInputError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    result = _ask(lambda t: t.trace_premises(cli_actor(), premises_id, from_ms, to_ms))
+def trace_premises(premises_id: str, from_ms: int, to_ms: int, fmt: str, out: Path | None) -> None:
+    """Everyone who scanned at PREMISES_ID in the period (audited). ClickHouse from
+    SCANTRACE_CLICKHOUSE__URL (or the running local services).
+
+    \b
+    Example: scantrace trace-premises NT-000123 --from yesterday --to today
+    """
+    settings = TracerSettings()
+    _checked(settings, "trace_premises", premises_id, from_ms, to_ms, {})
+    result = _ask(settings, lambda t: t.trace_premises(cli_actor(), premises_id, from_ms, to_ms))
+    if not result.visitors:
+        _say(
+            f"nobody scanned at {premises_id} from {local_time(from_ms)} to {local_time(to_ms)} "
+            "(Asia/Ho_Chi_Minh)"
+        )
     if fmt == "json":
         text = json.dumps(premises_json(result), ensure_ascii=False, indent=2) + "\n"
     elif fmt == "csv":

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
-from pydantic import ValidationError
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -21,44 +19,56 @@ if TYPE_CHECKING:
     "--metrics-port",
     type=click.IntRange(0, 65535),
     default=None,
-    help="Serve /metrics on this port, 0 = off [env: SCANTRACE_WORKER__METRICS_PORT; default 0]",
+    help="Serve /metrics on this port, 0 = off [default 0]",
+    envvar="SCANTRACE_WORKER__METRICS_PORT",
+    show_envvar=True,
 )
 @click.option(
     "--metrics-host",
     default=None,
-    help="Interface for /metrics [env: SCANTRACE_WORKER__METRICS_HOST; default 0.0.0.0]",
+    help="Interface for /metrics [default 0.0.0.0]",
+    envvar="SCANTRACE_WORKER__METRICS_HOST",
+    show_envvar=True,
 )
 @click.option(
     "--processing-guarantee",
     type=click.Choice(["at_least_once", "exactly_once"]),
     default=None,
-    help="[env: SCANTRACE_WORKER__PROCESSING_GUARANTEE; default at_least_once]",
+    help="Delivery of each result [default at_least_once]",
+    envvar="SCANTRACE_WORKER__PROCESSING_GUARANTEE",
+    show_envvar=True,
 )
 @click.option(
     "--app-id",
     default=None,
-    help="Faust app id and consumer group, after the topic prefix "
-    "[env: SCANTRACE_WORKER__APP_ID; default scantrace-worker]",
+    help="Faust app id and consumer group, after the topic prefix [default scantrace-worker]",
+    envvar="SCANTRACE_WORKER__APP_ID",
+    show_envvar=True,
 )
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Faust's working folder [env: SCANTRACE_WORKER__DATA_DIR; default worker-data in "
-    "the local state directory, SCANTRACE_SERVICES__STATE_DIR]",
+    help="Faust's working folder [default worker-data in the local state directory, "
+    "SCANTRACE_SERVICES__STATE_DIR]",
+    envvar="SCANTRACE_WORKER__DATA_DIR",
+    show_envvar=True,
 )
 @click.option(
     "--batch-max-records",
     type=click.IntRange(1, 1_000_000),
     default=None,
-    help="Records per fetched batch, at most [env: SCANTRACE_WORKER__BATCH_MAX_RECORDS; "
-    "default 10000]",
+    help="Records per fetched batch, at most [default 10000]",
+    envvar="SCANTRACE_WORKER__BATCH_MAX_RECORDS",
+    show_envvar=True,
 )
 @click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default=None,
-    help="Logging level [env: SCANTRACE_WORKER__LOG_LEVEL; default info]",
+    help="Logging level [default info]",
+    envvar="SCANTRACE_WORKER__LOG_LEVEL",
+    show_envvar=True,
 )
 def worker(
     metrics_port: int | None,
@@ -78,9 +88,8 @@ def worker(
     """
     from prometheus_client import CollectorRegistry
 
-    from ingest.kafka_probe import KafkaStartupError, check_kafka
+    from ingest.kafka_probe import check_kafka
     from processors.worker_settings import WorkerSettings
-    from scantrace.commands import one_line
 
     changes = {
         k: v
@@ -95,15 +104,11 @@ def worker(
         }.items()
         if v is not None
     }
-    try:
-        settings = WorkerSettings().with_options(**changes)
-        if settings.worker.data_dir is None:
-            settings = settings.with_options(data_dir=default_data_dir())
-        kafka = settings.kafka
-        check_kafka(kafka, [kafka.raw, kafka.premises, kafka.enriched, kafka.dlq])
-    except (ValidationError, KafkaStartupError, RuntimeError, ValueError) as exc:
-        click.echo(f"error: {one_line(exc)}", err=True)
-        sys.exit(2)
+    settings = WorkerSettings().with_options(**changes)
+    if settings.worker.data_dir is None:
+        settings = settings.with_options(data_dir=default_data_dir())
+    kafka = settings.kafka
+    check_kafka(kafka, [kafka.raw, kafka.premises, kafka.enriched, kafka.dlq])
     run(settings, CollectorRegistry())
 
 
@@ -121,6 +126,7 @@ def run(settings: WorkerSettings, registry: CollectorRegistry) -> None:
     import faust
 
     from processors.app import create_app
+    from scantrace.logs import formatter_config
 
     level = settings.worker.log_level.upper()
     app = create_app(settings, registry)
@@ -132,7 +138,7 @@ def run(settings: WorkerSettings, registry: CollectorRegistry) -> None:
         logging_config={
             "version": 1,
             "disable_existing_loggers": False,
-            "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+            "formatters": {"plain": formatter_config("worker")},
             "handlers": {
                 "stderr": {
                     "class": "logging.StreamHandler",

@@ -11,12 +11,14 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from ingest.errors import TerminalError
+
 # Children started by this process, kept so they are reaped (no zombies) and not flagged
 # by Popen's destructor as "still running" when the server is meant to outlive us.
 _children: dict[int, subprocess.Popen[bytes]] = {}
 
 
-class ServiceError(RuntimeError):
+class ServiceError(TerminalError):
     """A service failed to start or answer; the message carries its log tail."""
 
 

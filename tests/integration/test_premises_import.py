@@ -15,7 +15,7 @@ from ingest.kafka_settings import KafkaSettings
 from ingest.partitioning import partition_for
 from ingest.premises import CSV_COLUMNS, decode_premises
 from ingest.registry import parse_registry_csv, read_registry
-from scantrace.commands.premises import premises
+from scantrace.cli import main
 
 HEADER = ",".join(CSV_COLUMNS)
 ROWS = [
@@ -38,7 +38,8 @@ def cli(kafka: KafkaSettings, *args: str) -> Result:
         "SCANTRACE_KAFKA__TOPIC_PREFIX": kafka.topic_prefix,
         "SCANTRACE_KAFKA__PARTITIONS": str(kafka.partitions),
     }
-    return CliRunner().invoke(premises, list(args), env=env, catch_exceptions=False)
+    # through the entry point, which turns failures into one line and an exit code
+    return CliRunner().invoke(main, ["premises", *args], env=env, catch_exceptions=False)
 
 
 def topic_records(kafka: KafkaSettings) -> list[tuple[int, bytes, bytes]]:
@@ -105,7 +106,7 @@ def test_invalid_rows_stop_the_import_unless_skipped(
     ]
     path = csv_file(tmp_path / "bad.csv", *bad)
     result = cli(kafka_settings, "import", str(path))
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a file's content is wrong: usage (scantrace.exits)
     for line, reason in [(2, "duplicate_id"), (3, "unknown_category"), (5, "bad_coordinates"),
                          (6, "duplicate_id"), (7, "missing_field")]:  # fmt: skip
         assert f"bad.csv:line {line}: {reason}" in result.output

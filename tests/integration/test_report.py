@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from click.testing import CliRunner
@@ -756,3 +757,35 @@ def test_generated_rows_are_what_the_recount_assumes(province: Province) -> None
         assert by_id.setdefault(r.event_id, r) == r
     assert len(by_id) < len(province.rows)
     assert all(r.premises_id in province.current for r in province.rows)
+
+
+def test_a_week_or_a_day_in_every_form_is_the_same_report(loaded: ClickHouseSettings) -> None:
+    """`--week` as 2021-W46, as a day inside it (a date, ISO with an offset, days before
+    today) and `--date` likewise give the same report, written to standard output."""
+    today = datetime.now(tz=ZoneInfo("Asia/Ho_Chi_Minh")).date()
+
+    def report(*args: str) -> dict[str, Any]:
+        result = CliRunner().invoke(
+            main,
+            ["report", *args, "--format", "json", "--out", "-"],
+            env={"SCANTRACE_CLICKHOUSE__URL": loaded.url},
+        )
+        assert result.exit_code == 0, result.output
+        doc: dict[str, Any] = json.loads(result.stdout)
+        doc.pop("generated_at")
+        return doc
+
+    weeks = [
+        report("weekly", "--week", form)
+        for form in ("2021-W46", "2021-11-17", "2021-11-21T23:30:00+07:00",
+                     f"-{(today - date(2021, 11, 15)).days}d")
+    ]  # fmt: skip
+    assert weeks[0]["period"]["label"] == "2021-W46"
+    assert all(w == weeks[0] for w in weeks[1:])
+    days = [
+        report("daily", "--date", form)
+        for form in ("2021-11-21", "2021-11-21T08:00:00+07:00",
+                     f"-{(today - date(2021, 11, 21)).days}d")
+    ]  # fmt: skip
+    assert days[0]["period"]["first_day"] == "2021-11-21"
+    assert all(d == days[0] for d in days[1:])

@@ -108,6 +108,33 @@ def test_migrate_twice_applies_nothing_the_second_time(
             c.disconnect()
 
 
+def test_db_migrate_reports_as_json_and_its_progress_reads_the_server(
+    clickhouse_settings: ClickHouseSettings,
+) -> None:
+    """`db migrate --json` lists what it applied (nothing the second time); the progress
+    line's query (rows written by the migrator's running statement) runs on the server."""
+    import json
+
+    from click.testing import CliRunner
+
+    from scantrace.cli import _MigrationProgress, main
+
+    with fresh_database(clickhouse_settings, "j") as fresh:
+        env = {"SCANTRACE_CLICKHOUSE__URL": fresh.url}
+        first = CliRunner().invoke(main, ["db", "migrate", "--json"], env=env)
+        assert first.exit_code == 0, first.output
+        applied = json.loads(first.stdout)["applied"]
+        assert [a["version"] for a in applied] == [m.version for m in MIGRATIONS]
+        again = CliRunner().invoke(main, ["db", "migrate", "--json"], env=env)
+        assert json.loads(again.stdout) == {"applied": []}
+        follow = _MigrationProgress(fresh)
+        follow.step(MIGRATIONS[0], 1, 3)
+        try:
+            assert follow.status().startswith(f"{MIGRATIONS[0].version:03d} ")
+        finally:
+            follow.client.disconnect()
+
+
 # What `migrate` applies after a database stopped at version 7 or 8: every later one.
 LATER_THAN_7 = [m.version for m in MIGRATIONS if m.version > 7]
 LATER_THAN_8 = [m.version for m in MIGRATIONS if m.version > 8]

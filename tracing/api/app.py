@@ -53,6 +53,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ingest.auth import BearerTokens
 from ingest.contract import now_ms
+from ingest.errors import ScantraceError, TerminalError, loggable
 from ingest.http import HttpError as ApiError
 from ingest.http import json_response as _json
 from tracing.api.cache import AnswerCache
@@ -118,7 +119,7 @@ class TokenAuth(BearerTokens[Principal]):
         return self.lookup(authorization)
 
 
-class AnswerTooLarge(Exception):
+class AnswerTooLarge(TerminalError):
     """More rows than a JSON answer may have."""
 
 
@@ -370,7 +371,7 @@ class TracerApi:
             await asyncio.shield(asyncio.to_thread(self._write_audit, scope.record()))
         except Exception as exc:
             self.metrics.audit_failures.inc()
-            log.error("audit row not written: %s", error_text(exc, 2000))
+            log.error("audit row not written: %s", loggable(exc))  # no subject id in logs
             raise
 
     def read_audit(self, since_ms: int, limit: int, actor: str | None) -> list[dict[str, object]]:
@@ -591,7 +592,7 @@ class TracerApi:
                     scope.error = (
                         f"503 the answer was cut after {scope.rows} rows: {error_text(item.exc)}"
                     )
-                    log.warning("streamed answer cut: %s", error_text(item.exc))
+                    log.warning("streamed answer cut: %s", loggable(item.exc))
                     with contextlib.suppress(Exception):  # its row first, as for a whole one
                         await self.write_audit(scope)
                     _cut(request)
@@ -624,7 +625,7 @@ class TracerApi:
         return response
 
 
-class _Abandoned(Exception):
+class _Abandoned(ScantraceError):
     """The sender stopped: the reader closes its runner (mid-answer)."""
 
 
@@ -649,7 +650,8 @@ def _failure(exc: Exception) -> tuple[ApiError, str]:
     if isinstance(exc, QueryLimitExceeded):
         detail = f"{exc}: ask a narrower question (a shorter period, depth 1), or use the CLI"
         return ApiError(503, "query_limit", detail), f"503 {detail}"
-    log.error("query failed: %s", error_text(exc, 2000))
+    log.error("query failed: %s", loggable(exc))  # the message may quote the person id
+    log.debug("query failed: %s", error_text(exc, 2000))
     return ApiError(503, "query_failed", type(exc).__name__), f"503 {error_text(exc)}"
 
 

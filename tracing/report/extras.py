@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib
 from typing import Final
 
+from ingest.errors import TerminalError
+
 INSTALL_HINT: Final = "pip install 'scantrace[report]'"
 NEEDS: Final[dict[str, tuple[str, ...]]] = {
     "html": ("matplotlib",),
@@ -16,7 +18,7 @@ NEEDS: Final[dict[str, tuple[str, ...]]] = {
 }
 
 
-class MissingExtra(RuntimeError):
+class MissingExtra(TerminalError):
     """A format needs a package of the `report` extra that is not installed."""
 
 

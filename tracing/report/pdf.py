@@ -15,10 +15,12 @@ import tempfile
 from pathlib import Path
 from typing import Final
 
+from ingest.errors import TerminalError
+
 TIMEOUT_S: Final = 180
 
 
-class PdfError(RuntimeError):
+class PdfError(TerminalError):
     """Chromium is missing or could not print the page."""
 
 

@@ -9,8 +9,9 @@ import io
 import json
 import os
 import pwd
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from click.testing import CliRunner
@@ -182,3 +183,44 @@ def test_a_query_stopped_at_its_limit_is_one_error_line(
     assert line.startswith("error: the query was stopped at its memory limit of 64 MiB")
     (row,) = _audit(clickhouse_settings)
     assert not row["ok"] and "memory limit of 64 MiB" in str(row["error"])
+
+
+def test_times_in_every_form(env: dict[str, str]) -> None:
+    """`--from`/`--to`/`--since` as ISO 8601 with an offset, as local dates and date-times
+    without one (Asia/Ho_Chi_Minh), and relative to now: the same answers. The scans are
+    two days old (the `env` fixture)."""
+    zone = ZoneInfo("Asia/Ho_Chi_Minh")
+    t0 = parse_time(env["from"], "from") + 60 * MIN
+    local = datetime.fromtimestamp(t0 / 1000, tz=zone)
+    periods = {
+        "iso": [env["from"], env["to"]],
+        "dates": [f"{local:%Y-%m-%d}", f"{local:%Y-%m-%d}"],
+        "local times": [f"{local - timedelta(hours=1):%Y-%m-%dT%H:%M}",
+                        f"{local + timedelta(hours=6):%Y-%m-%d %H:%M:%S}"],
+        "relative": ["-3d", "now"],
+        "days": ["-3d", "today"],
+    }  # fmt: skip
+    cli = CliRunner()
+    for form, (frm, to) in periods.items():
+        period = ["--from", frm, "--to", to, "--format", "json"]
+        r = cli.invoke(main, ["trace", "CASE", *period])
+        assert r.exit_code == 0, (form, r.output)
+        assert [c["person_id"] for c in json.loads(r.stdout)["contacts"]] == ["-2+3"], form
+        r = cli.invoke(main, ["trace-premises", "NT-7", *period])
+        assert r.exit_code == 0, (form, r.output)
+        visitors = {v["person_id"] for v in json.loads(r.stdout)["visitors"]}
+        assert visitors == {"CASE", "-2+3", "FAR"}, form
+    for since in ("2020-01-02T00:00:00+07:00", "2020-01-02", "2020-01-02 07:00", "-1d"):
+        r = cli.invoke(main, ["audit", "--since", since, "--json"])
+        assert r.exit_code == 0, (since, r.output)
+        assert len(r.stdout.splitlines()) >= 2 * len(periods), since
+
+
+def test_no_scans_in_the_period_is_said_and_exit_0(env: dict[str, str]) -> None:
+    r = CliRunner().invoke(main, ["trace", "NOBODY", "--from", "-3d", "--to", "now"])
+    assert r.exit_code == 0, r.output
+    assert "NOBODY has no scans from" in r.stderr and "nobody to trace" in r.stderr
+    r = CliRunner().invoke(
+        main, ["trace-premises", "NT-NONE", "--from", "-3d", "--to", "now", "--out", "-"]
+    )
+    assert r.exit_code == 0 and "nobody scanned at NT-NONE" in r.stderr

@@ -204,7 +204,7 @@ def test_listen_ports_are_published_or_exposed() -> None:
     for name in LONG_RUNNING:
         assert metrics_port(name) in container_ports(svc[name]), name
     assert metrics_port("gateway") == 8080
-    assert metrics_port("api") == 8081
+    assert metrics_port("api") == 8090
     assert metrics_port("worker") == 9101
     assert metrics_port("sink") == 9102
     env = service_env(svc["gateway"])

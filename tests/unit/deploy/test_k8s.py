@@ -124,7 +124,7 @@ def test_worker_replicas_do_not_exceed_partitions() -> None:
 def test_ports_and_commands_agree_with_compose() -> None:
     compose = compose_raw()["services"]
     configmap = by_kind("ConfigMap")["scantrace-env"]["data"]
-    expected_ports = {"gateway": 8080, "api": 8081}
+    expected_ports = {"gateway": 8080, "api": 8090}
     expected_ports["worker"] = int(flag_value(compose["worker"]["command"], "--metrics-port") or 0)
     expected_ports["sink"] = int(flag_value(compose["sink"]["command"], "--metrics-port") or 0)
     assert int(configmap["SCANTRACE_GATEWAY__PORT"]) == expected_ports["gateway"]

@@ -4,6 +4,7 @@ pause and retry on transient errors, bisection of refused rows, rollup schedulin
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Sequence
 from datetime import date, timedelta
@@ -233,6 +234,32 @@ def test_a_refused_row_is_dead_lettered_not_the_batch() -> None:
     assert sample(registry, "scantrace_sink_dead_letters_total", reason="clickhouse_rejected") == 1
     assert sample(registry, "scantrace_sink_rows_written_total", table="scans") == 7
     assert sample(registry, "scantrace_sink_rows_written_total", table="dead_letters") == 1
+
+
+def test_a_refused_row_is_logged_without_its_values(caplog: pytest.LogCaptureFixture) -> None:
+    """ClickHouse's message for a refused row can quote its values (a person id): it goes
+    to the dead letter, the log line names only the error's type."""
+
+    class Quoting(MemoryWriter):
+        def insert(
+            self, table: str, columns: Sequence[str], data: list[list[Any]], token: str
+        ) -> None:
+            if table == "scans" and "e5" in data[0]:
+                person = data[list(columns).index("person_id")][data[0].index("e5")]
+                assert person == "u5"
+                raise WriteError("terminal", ValueError(f"cannot parse {person!r}"), table)
+            super().insert(table, columns, data, token)
+
+    writer = Quoting()
+    sink, consumer, _, _, _ = make_sink(writer, batch_rows=8)
+    consumer.feed(ENRICHED, 0, 0, values(8))
+    with caplog.at_level(logging.INFO):
+        run(sink)
+    [dead] = writer.tables["dead_letters"]
+    assert dead[1] == "clickhouse_rejected" and "u5" in str(dead)  # kept where it belongs
+    line = next(r for r in caplog.records if "refused" in r.getMessage())
+    assert "ValueError" in line.getMessage()
+    assert all("u5" not in r.getMessage() for r in caplog.records), caplog.text
 
 
 def test_a_chunk_refused_row_by_row_stops_the_sink_instead() -> None:

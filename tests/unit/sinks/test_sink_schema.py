@@ -246,7 +246,7 @@ def test_keyed_sets_migration_on_one_node_and_on_a_cluster() -> None:
 def test_the_sink_refuses_to_start_without_a_person_hash_key() -> None:
     from click.testing import CliRunner
 
-    from scantrace.commands.sink import sink
+    from scantrace.cli import main
 
     env = {
         "SCANTRACE_KAFKA__BOOTSTRAP": "127.0.0.1:9",
@@ -254,7 +254,7 @@ def test_the_sink_refuses_to_start_without_a_person_hash_key() -> None:
     }
     for key in (None, "too short"):
         result = CliRunner().invoke(
-            sink, [], env={**env, "SCANTRACE_CLICKHOUSE__PERSON_HASH_KEY": key}
+            main, ["sink"], env={**env, "SCANTRACE_CLICKHOUSE__PERSON_HASH_KEY": key}
         )
         assert result.exit_code == 2, result.output
         assert result.output.startswith("error: SCANTRACE_CLICKHOUSE__PERSON_HASH_KEY must be set")

@@ -59,7 +59,7 @@ def test_bad_arguments_exit_2(args: list[str], message: str) -> None:
     assert message in result.output
 
 
-def test_no_clickhouse_is_one_line_and_exit_1(tmp_path: Path) -> None:
+def test_no_clickhouse_is_one_line_and_exit_3(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         main,
         [
@@ -74,9 +74,10 @@ def test_no_clickhouse_is_one_line_and_exit_1(tmp_path: Path) -> None:
         ],
         env={"SCANTRACE_CLICKHOUSE__URL": "clickhouse://127.0.0.1:1/none"},
     )
-    assert result.exit_code == 1
-    # (the driver may log its own connection failure before our one line)
-    assert result.output.splitlines()[-1].startswith("error: query failed:")
+    assert result.exit_code == 3  # a service not reachable (scantrace.exits)
+    (line,) = result.output.splitlines()
+    assert line.startswith("error: ClickHouse at 127.0.0.1:1 not reachable")
+    assert "hint: is ClickHouse running?" in line
     assert not (tmp_path / "r").exists()
 
 
