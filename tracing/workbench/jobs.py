@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
+from ingest.errors import loggable
 from tracing.models import Contact, TraceResult
 from tracing.rules import Rule
 from tracing.runner import QueryRunner, Row, RunnerPool
@@ -203,7 +204,7 @@ class Jobs:
         try:
             stop()
         except Exception as exc:  # the flag stops it at its next block all the same
-            log.warning("cancelling a job's query failed: %s", error_text(exc))
+            log.warning("cancelling a job's query failed: %s", loggable(exc))
 
     def drop(self, jobs: dict[str, Job]) -> None:
         """A session ended: its jobs stop and their answers go."""

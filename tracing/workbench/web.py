@@ -26,6 +26,7 @@ import jinja2
 from aiohttp import web
 
 from ingest.contract import now_ms
+from ingest.errors import loggable
 from tracing.api.app import AUDIT_KEY, AuditScope, TracerApi
 from tracing.audit import Action, Actor
 from tracing.report.i18n import CATEGORIES, Labels
@@ -142,7 +143,7 @@ class Workbench:
         except PageError as exc:
             return self.error_page(request, exc)
         except Exception as exc:
-            log.error("workbench page failed: %s", error_text(exc, 2000))
+            log.error("workbench page failed: %s", loggable(exc))
             return self.error_page(request, PageError(503, "failed", type(exc).__name__))
 
     async def _signed_in(
@@ -176,7 +177,7 @@ class Workbench:
                     await self.api.write_audit(scope)
             raise
         except Exception as exc:
-            log.error("workbench page failed: %s", error_text(exc, 2000))
+            log.error("workbench page failed: %s", loggable(exc))
             scope.error = f"503 {error_text(exc)}"
             response = self.error_page(request, PageError(503, "failed", type(exc).__name__))
         if route.audited:
