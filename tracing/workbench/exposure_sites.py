@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
+from ingest.errors import InvalidInput
 from tracing.runner import QueryRunner
 from tracing.settings import TRACING_ROLES
 from tracing.workbench.localtime import iso_local
@@ -33,7 +34,7 @@ MAX_WINDOW_MS: Final = 7 * 86_400_000
 MAX_PROPOSALS: Final = 500
 
 
-class SiteError(Exception):
+class SiteError(InvalidInput):
     """A proposal or decision refused: HTTP status and the reason."""
 
     def __init__(self, status: int, detail: str) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any, Final
 
+from ingest.errors import InvalidInput
 from sinks.schema import FOLLOWUP_STATUSES
 from tracing.runner import QueryRunner
 from tracing.workbench.contacts import Status
@@ -23,7 +24,7 @@ MAX_NOTES: Final = 2000
 MAX_CASES: Final = 2000
 
 
-class FollowupError(ValueError):
+class FollowupError(InvalidInput, ValueError):
     """A change that cannot be made (unknown case, status or person): the reason."""
 
 

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
-from ingest.errors import loggable
+from ingest.errors import TerminalError, loggable
 from tracing.models import Contact, TraceResult
 from tracing.rules import Rule
 from tracing.runner import QueryRunner, Row, RunnerPool
@@ -36,11 +36,11 @@ FINISHED: Final = frozenset({"done", "failed", "cancelled"})
 MAX_JOBS_A_SESSION: Final = 5
 
 
-class JobCancelled(Exception):
+class JobCancelled(TerminalError):
     """The job's flag was set: it stops at the next query or block."""
 
 
-class JobTooLarge(Exception):
+class JobTooLarge(TerminalError):
     """More contacts than a job may keep."""
 
 

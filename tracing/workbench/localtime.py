@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from typing import Final
 
+from ingest.errors import InvalidInput
 from tracing.formatting import LOCAL_TZ
 from tracing.models import EPOCH
 
@@ -17,7 +18,7 @@ DAY_MS: Final = 86_400_000
 _INPUT_FORMATS: Final = ("%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M")
 
 
-class LocalTimeError(ValueError):
+class LocalTimeError(InvalidInput, ValueError):
     """A form's time is not a local date and time."""
 
 

@@ -26,7 +26,7 @@ import jinja2
 from aiohttp import web
 
 from ingest.contract import now_ms
-from ingest.errors import loggable
+from ingest.errors import ScantraceError, loggable
 from tracing.api.app import AUDIT_KEY, AuditScope, TracerApi
 from tracing.audit import Action, Actor
 from tracing.report.i18n import CATEGORIES, Labels
@@ -58,7 +58,7 @@ CSP: Final = (
 )
 
 
-class PageError(Exception):
+class PageError(ScantraceError):
     """An answer other than the page: status and a message key of `i18n`."""
 
     def __init__(self, status: int, key: str, detail: str = "") -> None:
