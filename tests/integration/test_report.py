@@ -605,10 +605,8 @@ def test_migration_turns_plain_sets_into_counts_and_keyed_sets(
         # counted, so it needs the empty table of counts).
         migrate(fresh, [Migration(0, "counts_only", (REPORT_COUNTS, *DEAD_LETTER_FIELDS))])
         before = _report_doc(fresh, weekly, tmp_path, "before.json")
-        assert [a.name for a in migrate(fresh)] == [
-            "keyed_sets_and_retention",
-            "report_groups",
-            "dead_letter_scan_fields",
+        assert [a.version for a in migrate(fresh)] == [
+            m.version for m in MIGRATIONS if m.version >= 10
         ]
         client = connect(fresh)
         try:
