@@ -78,6 +78,7 @@ class Table:
     columns: tuple[str, ...]
     order_by: str
     engine: str = "MergeTree"  # the family without `Replicated`
+    primary_key: str = ""  # a prefix of `order_by`; empty: the whole of it
     engine_args: str = ""  # e.g. the version column of a ReplacingMergeTree
     partition_by: str = ""
     ttl: str = ""  # may use {retention_days}
@@ -408,6 +409,40 @@ SCANS_BY_PERSON = Table(
     shard_key="cityHash64(premises_id)",
     person_data=True,
 )
+# The cap at the next scan elsewhere (`tracing.rules`) reads, for a few thousand persons,
+# their scans between two times. `scans_by_person` holds about 47 persons' week in one
+# 1,024-row granule of wide rows, so each person cost a granule of reading. Here only what
+# the cap needs (and a visit's kind), at 64-row granules and small compressed blocks, so
+# that a person's read decompresses a few KiB: about 9 bytes a scan (bench/RESULTS.md
+# "Session 13"). What is left is the primary key analysis of the set of persons, tens of
+# microseconds a person whatever the layout. (Keyed by an integer hash of the id it took
+# 5 % less; the schema holds no unkeyed hash of a person id.) Exact duplicates (a replay)
+# collapse at merges; two scans equal in person, time, premises and kind are one place to
+# every reader.
+PLACES_BY_PERSON = Table(
+    name="places_by_person",
+    columns=(
+        "person_id String",
+        "scanned_at DateTime64(3, 'UTC')",
+        "premises_id String",
+        "kind Enum8('checkin' = 1, 'checkout' = 2)",
+    ),
+    engine="ReplacingMergeTree",
+    partition_by="toMonday(scanned_at)",
+    order_by="(person_id, scanned_at, premises_id, kind)",
+    primary_key="(person_id, scanned_at)",
+    ttl="toDateTime(scanned_at) + INTERVAL {retention_days} DAY",
+    settings=(
+        ("index_granularity", "64"),
+        ("min_compress_block_size", "2048"),
+        ("max_compress_block_size", "8192"),
+        ("min_age_to_force_merge_seconds", "3600"),
+        ("min_age_to_force_merge_on_partition_only", "1"),
+    ),
+    # Written by the view on each shard's own inserts, like `scans_by_person`.
+    shard_key="cityHash64(premises_id)",
+    person_data=True,
+)
 TABLES: Final = (
     SCANS,
     AUDIT_LOG,
@@ -417,6 +452,7 @@ TABLES: Final = (
     PREMISES_DAILY_SETS,
     SCANS_BY_PERSON,
     REPORT_COUNTS,
+    PLACES_BY_PERSON,
 )
 
 BY_PERSON_TABLE: Final = (
@@ -563,6 +599,28 @@ DEAD_LETTER_FIELDS: Final = tuple(
     for suffix in ("{local}", "")
 )
 
+# The narrow by-person path (PLACES_BY_PERSON), filled like `scans_by_person` in migration 8:
+# the view first, then the copy of what is stored (from `scans_by_person`, already in
+# person order), then again what was stored since a margin before the view; rows copied
+# twice collapse. Stop the sinks while it runs (README); the tracer refuses a database
+# without it. 100 M rows: about 2 minutes on 2 cores.
+PLACES_TABLE: Final = (
+    PLACES_BY_PERSON,
+    "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.places_by_person_mv{local} {on_cluster}"
+    " TO {db}.places_by_person{local}"
+    " AS SELECT person_id, scanned_at, premises_id, kind FROM {db}.scans{local}",
+    "INSERT INTO {db}.places_by_person"
+    " SELECT person_id, scanned_at, premises_id, kind FROM {db}.scans_by_person"
+    " SETTINGS distributed_foreground_insert = 1",
+    "INSERT INTO {db}.places_by_person"
+    " SELECT person_id, scanned_at, premises_id, kind FROM {db}.scans_by_person"
+    " WHERE stored_at >= ("
+    "SELECT toDateTime64(min(metadata_modification_time), 3, 'UTC') - INTERVAL 10 MINUTE"
+    " FROM system.tables WHERE database = '{db_name}'"
+    " AND name IN ('places_by_person_mv', 'places_by_person_mv_local'))"
+    " SETTINGS distributed_foreground_insert = 1",
+)
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "scans", (SCANS,)),
     # tracing: one row per tracer query (CLI or API), kept beyond the scans' TTL.
@@ -579,6 +637,7 @@ MIGRATIONS: list[Migration] = [
     Migration(10, "keyed_sets_and_retention", KEYED_SETS),
     Migration(11, "report_groups", REPORT_GROUPS),
     Migration(12, "dead_letter_scan_fields", DEAD_LETTER_FIELDS),
+    Migration(13, "places_by_person", PLACES_TABLE),
 ]
 
 
@@ -606,6 +665,8 @@ def render_table(t: Table, settings: ClickHouseSettings) -> list[str]:
     if t.partition_by:
         lines.append(f"PARTITION BY {t.partition_by}")
     lines.append(f"ORDER BY {t.order_by}")
+    if t.primary_key:
+        lines.append(f"PRIMARY KEY {t.primary_key}")
     if t.ttl:
         ttl = t.ttl.format(
             retention_days=settings.retention_days,

@@ -93,10 +93,13 @@ def _ident(name: str) -> str:
 @dataclass(frozen=True, slots=True)
 class TraceTables:
     """Where the queries read and write. `by_person` is the by-person access path: a table
-    with the columns of `scans` ordered by person (`sinks.schema`, migration 8)."""
+    with the columns of `scans` ordered by person (`sinks.schema`, migration 8). `places`
+    is the narrow one the cap at the next scan elsewhere reads: (person_id, scanned_at,
+    premises_id, kind) at small granules (`sinks.schema`, migration 13)."""
 
     scans: str = "scans"
     by_person: str = "scans_by_person"
+    places: str = "places_by_person"
     audit: str = "audit_log"
 
     def q(self, which: str) -> str:
@@ -810,16 +813,19 @@ def _capped_degree1(
     """Degree 1 under overlap with the cap: (a WITH entry, the co-visitor visits, the
     SETTINGS). Capping only shortens a visit, so the uncapped visits that overlap a case's
     visit by the minimum (`cand`) hold every capped one that does. Only their persons'
-    scans are read from the by-person path, over what those visits can span (a first scan
-    within the reach, a last scan plus the longest dwell time), and each candidate's end
-    is capped (`_capped_end`; the premises as the query's index, 0 for any premises not
-    the case's); the caller's overlap test then runs on the capped visits."""
+    scans are read, from the narrow `places` path, over what those visits can span (a
+    first scan within the reach, a last scan plus the longest dwell time), one read a week
+    partition with the persons whose visits reach into it, and each candidate's end is
+    capped (`_capped_end`; the premises as the query's index, 0 for any
+    premises not the case's); the caller's overlap test then runs on the capped visits.
+    On `scans_by_person` each person cost a granule of 1,024 wide rows; on `places`, a few
+    KiB (bench/RESULTS.md "Session 13")."""
     reads = []
     for n, (w_lo, w_hi) in enumerate(_weeks(lo, hi)):
         params[f"cw{n}_lo"], params[f"cw{n}_hi"] = w_lo, w_hi
         reads.append(f"""
                 SELECT person_id, {_ms("scanned_at")} AS t, {_PREMISES_INDEX} AS j
-                FROM {tables.q("by_person")}
+                FROM {tables.q("places")}
                 WHERE person_id GLOBAL IN (
                         SELECT person_id FROM cand
                         WHERE vs <= %(cw{n}_hi)s AND ue >= %(cw{n}_lo)s)

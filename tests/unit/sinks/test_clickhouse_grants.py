@@ -41,9 +41,10 @@ def test_the_tracer_writes_the_audit_log_and_can_neither_read_nor_change_it() ->
     t = targets("tracer")
     assert t["`prov`.`audit_log`"] == {"INSERT"}
     assert t["`prov`.`scans`"] == t["`prov`.`scans_by_person`"] == t["`prov`.`premises`"]
-    assert t["`prov`.`scans`"] == {"SELECT"}
+    assert t["`prov`.`scans`"] == t["`prov`.`places_by_person`"] == {"SELECT"}
     assert set(t) == {
-        f"`prov`.`{n}`" for n in ("scans", "scans_by_person", "premises", "audit_log")
+        f"`prov`.`{n}`"
+        for n in ("scans", "scans_by_person", "places_by_person", "premises", "audit_log")
     } | {"`prov`.`schema_migrations`"}
 
 
@@ -68,6 +69,7 @@ def test_the_sink_writes_its_tables_and_reads_what_the_rollup_reads() -> None:
     for table in (
         "scans",
         "scans_by_person",
+        "places_by_person",
         "premises",
         "dead_letters",
         "premises_daily",
