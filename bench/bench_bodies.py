@@ -21,7 +21,8 @@ from collections.abc import Callable
 
 import msgpack
 
-from ingest.gateway.body import BodyError, Gunzip, MsgpackItems, check_json_size
+from ingest.gateway.body import Gunzip, MsgpackItems, check_json_size
+from ingest.http import HttpError
 
 MILLION_EMPTY_MAPS = b"\xdd\x00\x0f\x42\x40" + b"\x80" * 1_000_000
 
@@ -41,7 +42,7 @@ def timed(call: Callable[[], object], runs: int) -> float:
     times = []
     for _ in range(runs):
         started = time.perf_counter()
-        with contextlib.suppress(BodyError, ValueError):
+        with contextlib.suppress(HttpError, ValueError):
             call()
         times.append(time.perf_counter() - started)
     return statistics.median(times)
@@ -51,7 +52,7 @@ def peak(call: Callable[[], object]) -> int:
     tracemalloc.start()
     try:
         call()
-    except (BodyError, ValueError):
+    except (HttpError, ValueError):
         pass
     finally:
         result = tracemalloc.get_traced_memory()[1]

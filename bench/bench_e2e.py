@@ -53,12 +53,13 @@ from bench.common import (
 from ingest.admin import ensure_topics
 from ingest.kafka_settings import KafkaSettings
 from ingest.premises import Premises, encode_premises
-from processors.testing import free_port, publish
 from scantrace.pipeline import Pipeline
+from scantrace.services.process import free_port
 from scantrace.synth import generate_premises
 from sinks.clickhouse_settings import ClickHouseSettings
 from sinks.client import connect
 from sinks.migrations import migrate
+from tests.worker_kit import publish
 
 TOKEN = "bench-e2e-token"
 MARKER_PREMISES = "BENCH-LATENCY"

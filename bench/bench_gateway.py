@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import cpu_seconds, delete_topics, kafka_bootstrap
-from processors.testing import free_port
+from scantrace.services.process import free_port
 
 TOKEN = "bench-token"
 CONCURRENCY = {1: 64, 10: 32, 100: 16, 1000: 8, 10000: 4}

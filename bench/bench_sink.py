@@ -39,6 +39,7 @@ from bench.common import (
     endpoints,
 )
 from ingest.admin import ensure_topics
+from ingest.batch_send import send_in_batches
 from ingest.kafka_settings import KafkaSettings
 from ingest.partitioning import partition_for
 from processors.records import FRAME_MAX_ROWS, EnrichedRow, encode_frames, encode_row
@@ -107,19 +108,10 @@ async def _publish(bootstrap: str, topic: str, records: Sequence[Record]) -> Non
     )
     await producer.start()
     try:
-        by_partition: dict[int, list[tuple[bytes | None, bytes]]] = {}
+        by_partition: dict[tuple[str, int], list[tuple[bytes | None, bytes]]] = {}
         for p, key, value in records:
-            by_partition.setdefault(p, []).append((key, value))
-        futures = []
-        for p, items in by_partition.items():
-            batch = producer.create_batch()
-            for key, value in items:
-                if batch.append(key=key, value=value, timestamp=None) is None:
-                    futures.append(await producer.send_batch(batch, topic, partition=p))
-                    batch = producer.create_batch()
-                    batch.append(key=key, value=value, timestamp=None)
-            futures.append(await producer.send_batch(batch, topic, partition=p))
-        await asyncio.gather(*futures)
+            by_partition.setdefault((topic, p), []).append((key, value))
+        await asyncio.gather(*await send_in_batches(producer, by_partition))
     finally:
         await producer.stop()
 

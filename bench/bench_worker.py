@@ -31,7 +31,7 @@ from ingest.kafka_settings import KafkaSettings
 from ingest.premises import Premises, encode_premises
 from processors.core import ProcessorCore
 from processors.records import RawRecord
-from processors.testing import RowWatcher, WorkerProcess, publish, total
+from tests.worker_kit import RowWatcher, WorkerProcess, publish, total
 
 
 def make_scans(n: int, n_premises: int, now: int, rng: random.Random) -> list[tuple[bytes, bytes]]:

@@ -4,10 +4,40 @@ ingest gateway and the tracer API."""
 from __future__ import annotations
 
 import hmac
-from collections.abc import Mapping
+import json
+from collections.abc import Callable, Mapping
 from typing import Generic, TypeVar
 
+__all__ = ["BearerTokens", "TokensError", "parse_token_table"]
+
 T = TypeVar("T")
+
+
+class TokensError(ValueError):
+    """A token table is unusable. The message never contains a token."""
+
+
+def parse_token_table(
+    text: str, label: str, shape: str, holder: Callable[[int, object], T]
+) -> dict[str, T]:
+    """`{token: holder}` from a JSON object of tokens (`text`, empty for none). `holder(n,
+    value)` checks and converts the n-th token's value, raising `TokensError`; `label`
+    names the table in messages ("gateway", "API") and `shape` shows its JSON form."""
+    text = text.strip()
+    if not text:
+        return {}
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        raise TokensError(f"{label} tokens are not valid JSON") from None
+    if not isinstance(obj, dict):
+        raise TokensError(f"{label} tokens must be a JSON object {shape}")
+    out: dict[str, T] = {}
+    for n, (token, value) in enumerate(obj.items(), start=1):
+        if not token or not token.isprintable() or " " in token:
+            raise TokensError(f"{label} token #{n} is empty or has blanks/control characters")
+        out[token] = holder(n, value)
+    return out
 
 
 class BearerTokens(Generic[T]):

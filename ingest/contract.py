@@ -1,4 +1,5 @@
-"""The scan event, wire contract v1 (DESIGN.md), and its validation.
+"""The scan event, wire contract v1 (docs/architecture.md, "The wire contract v1"), and
+its validation.
 
 Every rejection is a `ScanRejected` carrying a machine-readable `reason` code and the
 `field` it concerns; nothing else is ever raised for bad input.
@@ -7,6 +8,7 @@ Every rejection is a `ScanRejected` carrying a machine-readable `reason` code an
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -82,10 +84,6 @@ class ScanEvent:
     received_at: int | None = None
     schema: int = SCHEMA_VERSION
 
-    @property
-    def scanned_at_dt(self) -> datetime:
-        return datetime.fromtimestamp(self.scanned_at / 1000, tz=UTC)
-
     def to_wire(self) -> dict[str, object]:
         """The wire map (msgpack and JSON share it)."""
         return {
@@ -101,7 +99,8 @@ class ScanEvent:
 
 
 def now_ms() -> int:
-    return int(datetime.now(tz=UTC).timestamp() * 1000)
+    """The wall clock in epoch milliseconds (UTC), the unit of every time in the contract."""
+    return time.time_ns() // 1_000_000
 
 
 def _int_text(value: int) -> str:

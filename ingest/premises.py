@@ -1,4 +1,5 @@
-"""The premises registry record (DESIGN.md: the registry CSV) and category dwell times."""
+"""The premises registry record (docs/architecture.md, "Premises and dead letters") and
+category dwell times."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 Run it with `scantrace worker`, or `faust -A processors.app:app worker` (settings from the
 environment, see `processors.worker_settings`).
 
-Layout (DESIGN.md, issue 4):
+Layout:
 
 - Sources: `scans.raw` and the compacted `premises` topic, both keyed by premises_id with
   the same partition count, so Faust assigns partition p of both to the same worker.
@@ -49,6 +49,7 @@ from faust.types.auth import CredentialsT
 from prometheus_client import CollectorRegistry
 
 from ingest.admin import ensure_topics, partition_counts
+from ingest.contract import now_ms
 from ingest.kafka_settings import KafkaSettings
 from ingest.lean_records import install as install_lean_records
 from ingest.telemetry import Heartbeat, MetricsServer
@@ -79,10 +80,6 @@ PRODUCER_BATCH_BYTES: Final = 512 * 1024
 # consumed, so a small one (Faust's default is 1 MiB, ~7,000 scans) leaves the worker
 # waiting for a round trip every few batches.
 FETCH_BYTES_PER_PARTITION: Final = 8 * 1024 * 1024
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class FaustTableRef:

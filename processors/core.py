@@ -86,6 +86,7 @@ from processors.records import (
     EnrichedScan,
     RawRecord,
     RawRecordLike,
+    enriched_row,
 )
 from processors.settings import ProcessorSettings
 from processors.state import (
@@ -183,6 +184,33 @@ def _event_id_of(value: bytes | None) -> str:
     return ""
 
 
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """A batch's dedup and repeat keys (hashed) and what the state held for them."""
+
+    event_hashes: np.ndarray[Any, np.dtype[Any]]
+    firsts: list[int]  # first arrival of each scan's event id (NEVER if not seen)
+    keys: list[str]  # repeat keys (`repeat_key`)
+    key_hashes: np.ndarray[Any, np.dtype[Any]]
+    last_arrivals: list[int]  # of the scan last kept for each key (NEVER if none)
+    last_scanned: list[int]
+
+
+@dataclass(slots=True)
+class _Done:
+    """What the in-order pass over a batch produced and must write back."""
+
+    rows: list[EnrichedRow] = field(default_factory=list)
+    seen_at: dict[str, int] = field(default_factory=dict)  # event id -> first scan index
+    kept_at: dict[str, int] = field(default_factory=dict)  # repeat key -> last kept index
+    arrivals: list[int] = field(default_factory=list)  # per scan
+    # premises_id -> (all its parked entries, their event ids); written back at the end
+    parking: dict[str, tuple[list[list[Any]], set[str]]] = field(default_factory=dict)
+    duplicates: int = 0
+    repeats: int = 0
+    parked: int = 0
+
+
 class ProcessorCore:
     """The processors stage's logic over explicit state; see the module docstring.
 
@@ -209,47 +237,75 @@ class ProcessorCore:
         `source`: the (topic, partition) of every record, when the records do not carry
         them (the worker's lean Kafka records, `ingest.lean_records`: value and offset only).
         """
-        settings = self.settings
-        horizon = settings.dedup_horizon_ms
-        window = settings.repeat_window_ms
-        max_parked = settings.max_parked_per_premises
-        premises_get = self.state.premises.get
-
         # 1. decode and validate (a frame's scans in its place, `ingest.wire.split_raw_frame`)
         scans: list[AnyScan] = []
         recs: list[RawRecordLike] = []
         dead: list[DeadLetter] = []
         received = self._decode(records, now_ms, source, scans, recs, dead)
+        # 2. what the state holds for the batch's event ids and repeat keys, in one go
+        held = self._held(scans)
+        # 3. in order: dedup, park, repeats, enrich
+        done = self._in_order(scans, recs, held, now_ms, source, dead)
+        # 4. the batch's writes, in one go
+        self._write_batch(scans, held, done)
 
-        # 2. what the state holds for the batch's event ids and repeat keys, in one go;
-        # what this batch writes is looked up in `seen_at` / `kept_at` (scan indexes) first
-        seen = self.state.seen
-        last_kept = self.state.last_kept
+        reasons: dict[str, int] = {}
+        for dl in dead:
+            reasons[dl.reason] = reasons.get(dl.reason, 0) + 1
+        counts = Counts(
+            received=received,
+            enriched=len(done.rows),
+            duplicates=done.duplicates,
+            repeats=done.repeats,
+            parked=done.parked,
+            dead_lettered=reasons,
+        )
+        self.counts.add(counts)
+        return Result(done.rows, dead, counts)
+
+    def _held(self, scans: list[AnyScan]) -> _Held:
+        """The batch's keys, hashed, and what `seen` and `last_kept` hold for them."""
         event_hashes = hash_keys([s.event_id for s in scans])
-        firsts = seen.lookup(event_hashes, NEVER)[:, 0].tolist()
         keys = [f"{s.person_id}\x1f{s.premises_id}\x1f{s.kind}" for s in scans]  # repeat_key()
         key_hashes = hash_keys(keys)
-        held = last_kept.lookup(key_hashes, NEVER)
-        last_arrivals = held[:, LK_ARRIVAL].tolist()
-        last_scanned = held[:, LK_SCANNED_AT].tolist()
-        seen_at: dict[str, int] = {}
-        kept_at: dict[str, int] = {}
+        held = self.state.last_kept.lookup(key_hashes, NEVER)
+        return _Held(
+            event_hashes=event_hashes,
+            firsts=self.state.seen.lookup(event_hashes, NEVER)[:, 0].tolist(),
+            keys=keys,
+            key_hashes=key_hashes,
+            last_arrivals=held[:, LK_ARRIVAL].tolist(),
+            last_scanned=held[:, LK_SCANNED_AT].tolist(),
+        )
+
+    def _in_order(
+        self,
+        scans: list[AnyScan],
+        recs: list[RawRecordLike],
+        held: _Held,
+        now_ms: int,
+        source: tuple[str, int] | None,
+        dead: list[DeadLetter],
+    ) -> _Done:
+        """Dedup, park, repeats and enrichment, scan after scan. What this batch writes is
+        looked up in `done.seen_at` / `done.kept_at` (scan indexes) before the state's
+        answers in `held`; the state itself is written afterwards (`_write_batch`)."""
+        settings = self.settings
+        horizon = settings.dedup_horizon_ms
+        window = settings.repeat_window_ms
+        premises_get = self.state.premises.get
+        firsts, keys = held.firsts, held.keys
+        last_arrivals, last_scanned = held.last_arrivals, held.last_scanned
+        done = _Done()
+        seen_at, kept_at, arrivals = done.seen_at, done.kept_at, done.arrivals
         seen_get = seen_at.get
         kept_get = kept_at.get
-        arrivals: list[int] = []
         add_arrival = arrivals.append
+        append = done.rows.append
+        duplicates = repeats = 0
 
-        rows: list[EnrichedRow] = []
-        append = rows.append
-        # premises_id -> (all its parked entries, their event ids); written back at the end
-        parking: dict[str, tuple[list[list[Any]], set[str]]] = {}
-        duplicates = repeats = parked = 0
-
-        # 3. in order: dedup, park, repeats, enrich
         for i, scan in enumerate(scans):
             event_id = scan.event_id
-            premises_id = scan.premises_id
-            scanned_at = scan.scanned_at
             received_at = scan.received_at
             arrival = now_ms if received_at is None else received_at
             add_arrival(arrival)
@@ -259,44 +315,10 @@ class ProcessorCore:
                 duplicates += 1
                 continue
 
-            meta = premises_get(premises_id)
+            meta = premises_get(scan.premises_id)
             if meta is None:
-                lot = parking.get(premises_id)
-                if lot is None:
-                    entries = list(self.state.parked.get(premises_id, ()))
-                    lot = parking[premises_id] = (entries, {e[PK_EVENT_ID] for e in entries})
-                if event_id in lot[1]:  # still parked from before the horizon
-                    duplicates += 1
-                    continue
-                seen_at[event_id] = i
-                if len(lot[0]) >= max_parked:  # parking for this premises is full
-                    detail = (
-                        f"premises {premises_id} not in the registry and {max_parked} scans "
-                        "already parked for it (max_parked_per_premises)"
-                    )
-                    dead.append(self._reject(recs[i], UNKNOWN_PREMISES, detail, now_ms, source))
-                    continue
-                lot[1].add(event_id)
-                rec = recs[i]
-                value = rec.value
-                topic, partition = source if source is not None else (rec.topic, rec.partition)
-                parked_scan = ParkedScan(
-                    raw=value if value is not None else b"",
-                    topic=topic,
-                    partition=partition,
-                    offset=rec.offset,
-                    parked_at=now_ms,
-                    arrival=arrival,
-                    event_id=event_id,
-                    person_id=scan.person_id,
-                    premises_id=premises_id,
-                    scanned_at=scanned_at,
-                    kind=scan.kind,
-                    gateway_id=scan.gateway_id,
-                    received_at=received_at,
-                )
-                lot[0].append(parked_scan.to_list())
-                parked += 1
+                if not self._park(scan, recs[i], i, arrival, now_ms, source, done, dead):
+                    duplicates += 1  # still parked from before the horizon
                 continue
             seen_at[event_id] = i
 
@@ -308,59 +330,84 @@ class ProcessorCore:
             else:
                 last_arrival = arrivals[j]
                 last_at = scans[j].scanned_at
-            if arrival - last_arrival <= horizon and -window <= scanned_at - last_at <= window:
+            if arrival - last_arrival <= horizon and -window <= scan.scanned_at - last_at <= window:
                 repeats += 1
                 continue
             kept_at[key] = i
-            append(
-                (
-                    event_id,
-                    scan.person_id,
-                    premises_id,
-                    scanned_at,
-                    scan.kind,
-                    scan.gateway_id,
-                    received_at,
-                    1,
-                    meta[0],
-                    meta[1],
-                    meta[2],
-                    meta[3],
-                    meta[4],
-                    meta[5],
-                    now_ms,
-                )
-            )
+            append(enriched_row(scan, meta, now_ms))
+        done.duplicates = duplicates
+        done.repeats = repeats
+        return done
 
-        # 4. the batch's writes, in one go
+    def _park(
+        self,
+        scan: AnyScan,
+        rec: RawRecordLike,
+        i: int,
+        arrival: int,
+        now_ms: int,
+        source: tuple[str, int] | None,
+        done: _Done,
+        dead: list[DeadLetter],
+    ) -> bool:
+        """Park scan `i` (its premises is unknown), or dead-letter it when its premises'
+        parking is full. False when it is a duplicate of a scan parked before."""
+        premises_id = scan.premises_id
+        event_id = scan.event_id
+        lot = done.parking.get(premises_id)
+        if lot is None:
+            entries = list(self.state.parked.get(premises_id, ()))
+            lot = done.parking[premises_id] = (entries, {e[PK_EVENT_ID] for e in entries})
+        if event_id in lot[1]:
+            return False
+        done.seen_at[event_id] = i
+        max_parked = self.settings.max_parked_per_premises
+        if len(lot[0]) >= max_parked:
+            detail = (
+                f"premises {premises_id} not in the registry and {max_parked} scans "
+                "already parked for it (max_parked_per_premises)"
+            )
+            dead.append(self._reject(rec, UNKNOWN_PREMISES, detail, now_ms, source))
+            return True
+        lot[1].add(event_id)
+        value = rec.value
+        topic, partition = source if source is not None else (rec.topic, rec.partition)
+        parked_scan = ParkedScan(
+            raw=value if value is not None else b"",
+            topic=topic,
+            partition=partition,
+            offset=rec.offset,
+            parked_at=now_ms,
+            arrival=arrival,
+            event_id=event_id,
+            person_id=scan.person_id,
+            premises_id=premises_id,
+            scanned_at=scan.scanned_at,
+            kind=scan.kind,
+            gateway_id=scan.gateway_id,
+            received_at=scan.received_at,
+        )
+        lot[0].append(parked_scan.to_list())
+        done.parked += 1
+        return True
+
+    def _write_batch(self, scans: list[AnyScan], held: _Held, done: _Done) -> None:
+        """The batch's first sightings into `seen`, its kept scans into `last_kept`, its
+        parking lots into `parked`."""
+        seen_at, kept_at = done.seen_at, done.kept_at
         if seen_at:
             at = np.fromiter(seen_at.values(), dtype=np.intp, count=len(seen_at))
-            times = np.array(arrivals, dtype=np.int64)
-            seen.upsert(event_hashes[at], times[at, None])
+            times = np.array(done.arrivals, dtype=np.int64)
+            self.state.seen.upsert(held.event_hashes[at], times[at, None])
         if kept_at:
             at = np.fromiter(kept_at.values(), dtype=np.intp, count=len(kept_at))
             kept = np.empty((len(at), 2), dtype=np.int64)
-            kept[:, LK_ARRIVAL] = np.array(arrivals, dtype=np.int64)[at]
+            kept[:, LK_ARRIVAL] = np.array(done.arrivals, dtype=np.int64)[at]
             kept[:, LK_SCANNED_AT] = [scans[j].scanned_at for j in kept_at.values()]
-            last_kept.upsert(key_hashes[at], kept)
-
+            self.state.last_kept.upsert(held.key_hashes[at], kept)
         parked_table = self.state.parked
-        for premises_id, (entries, _) in parking.items():
+        for premises_id, (entries, _) in done.parking.items():
             parked_table[premises_id] = entries
-
-        reasons: dict[str, int] = {}
-        for dl in dead:
-            reasons[dl.reason] = reasons.get(dl.reason, 0) + 1
-        counts = Counts(
-            received=received,
-            enriched=len(rows),
-            duplicates=duplicates,
-            repeats=repeats,
-            parked=parked,
-            dead_lettered=reasons,
-        )
-        self.counts.add(counts)
-        return Result(rows, dead, counts)
 
     # -- premises -------------------------------------------------------------------------
 
@@ -509,25 +556,7 @@ class ProcessorCore:
                 counts.repeats += 1
                 continue
             kept_at[keys[i]] = i
-            rows.append(
-                (
-                    scan.event_id,
-                    scan.person_id,
-                    premises_id,
-                    scan.scanned_at,
-                    scan.kind,
-                    scan.gateway_id,
-                    scan.received_at,
-                    1,
-                    meta[0],
-                    meta[1],
-                    meta[2],
-                    meta[3],
-                    meta[4],
-                    meta[5],
-                    now_ms,
-                )
-            )
+            rows.append(enriched_row(scan, meta, now_ms))
         if kept_at:
             at = np.fromiter(kept_at.values(), dtype=np.intp, count=len(kept_at))
             kept = np.empty((len(at), 2), dtype=np.int64)

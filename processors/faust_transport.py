@@ -56,6 +56,8 @@ from faust.types import TP
 from faust.types.tuples import ack_lock
 from mode.utils.futures import notify
 
+from ingest.batch_send import send_in_batches
+
 log = logging.getLogger("scantrace.worker")
 
 # (key, value) of one Kafka record to send.
@@ -359,9 +361,8 @@ class BulkProducer(faust_aiokafka.Producer):
     ) -> list[asyncio.Future[Any]]:
         """Queue every message with aiokafka's batch builder; returns the delivery futures
         (one per record batch). With a transactional id, on that transaction."""
-        futures: list[asyncio.Future[Any]] = []
         if not messages:
-            return futures
+            return []
         async with self._lock(transactional_id):
             if transactional_id is None:
                 producer = self._ensure_producer()
@@ -370,17 +371,7 @@ class BulkProducer(faust_aiokafka.Producer):
                 if producer is None:
                     raise ProducerSendError(f"no transaction producer for {transactional_id}")
                 self.dirty_transactions.add(transactional_id)
-            for (topic, partition), records in messages.items():
-                builder = producer.create_batch()
-                for key, value in records:
-                    if builder.append(timestamp=None, key=key, value=value) is None:
-                        fut = await producer.send_batch(builder, topic, partition=partition)
-                        futures.append(fut)
-                        builder = producer.create_batch()
-                        builder.append(timestamp=None, key=key, value=value)  # always fits one
-                if builder.record_count():
-                    futures.append(await producer.send_batch(builder, topic, partition=partition))
-        return futures
+            return await send_in_batches(producer, messages)
 
     async def commit_transactions(
         self,

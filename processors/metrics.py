@@ -1,4 +1,5 @@
-"""The worker's Prometheus metrics: one object, on a registry passed in (STYLE.md 9).
+"""The worker's Prometheus metrics: one object, on a registry passed in
+(several components and tests share a process, each with its own series).
 
 Names are the contract of `deploy/metrics.txt` (dashboards and alerts read them). Labels
 are bounded: a district, a dead-letter reason, a table, a topic and partition; never a
@@ -19,16 +20,11 @@ The latency histograms get one observation per enriched scan, tens of thousands 
 
 from __future__ import annotations
 
-import threading
-from bisect import bisect_left
-from collections.abc import Iterator, Sequence
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import HistogramMetricFamily, Metric
-from prometheus_client.registry import Collector
 
-from ingest.telemetry import build_info
+from ingest.telemetry import BulkHistogram, build_info
 
 PREFIX: Final = "scantrace_worker_"
 BATCH_BUCKETS_S: Final = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -38,53 +34,6 @@ LAG_BUCKETS_S: Final = (
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21_600.0, 86_400.0,
     259_200.0,
 )  # fmt: skip
-
-
-class BulkHistogram(Collector):
-    """An unlabelled histogram of `now - t` fed a batch of times `t` (ms) at once."""
-
-    def __init__(
-        self, name: str, documentation: str, buckets_s: Sequence[float], registry: CollectorRegistry
-    ) -> None:
-        self.name = name
-        self.documentation = documentation
-        self.bounds_s = tuple(float(b) for b in buckets_s)
-        self._bounds_ms = tuple(int(b * 1000) for b in buckets_s)
-        self._lock = threading.Lock()
-        self._counts = [0] * (len(self._bounds_ms) + 1)  # cumulative; the last is +Inf
-        self._sum_s = 0.0
-        registry.register(self)
-
-    def describe(self) -> list[Metric]:
-        return [HistogramMetricFamily(self.name, self.documentation)]
-
-    def observe_since(self, times_ms: Sequence[int], now_ms: int) -> None:
-        n = len(times_ms)
-        if not n:
-            return
-        ordered = sorted(times_ms)
-        # latency <= bound  <=>  t >= now - bound
-        below = [n - bisect_left(ordered, now_ms - b) for b in self._bounds_ms]
-        total_s = (n * now_ms - sum(ordered)) / 1000
-        with self._lock:
-            counts = self._counts
-            for i, c in enumerate(below):
-                counts[i] += c
-            counts[-1] += n
-            self._sum_s += total_s
-
-    def collect(self) -> Iterator[Metric]:
-        with self._lock:
-            counts = list(self._counts)
-            total = self._sum_s
-        bounds = [*(repr(b) for b in self.bounds_s), "+Inf"]
-        family = HistogramMetricFamily(self.name, self.documentation)
-        family.add_metric([], list(zip(bounds, counts, strict=True)), total)
-        yield family
-
-    def count(self) -> int:
-        with self._lock:
-            return self._counts[-1]
 
 
 class WorkerMetrics:

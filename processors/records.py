@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final, Protocol, get_type_hints
+from typing import Any, Final, Protocol, get_type_hints
 
 import msgpack
 import msgspec
@@ -55,6 +55,48 @@ ENRICHED_FIELDS: Final = (
 EnrichedRow = tuple[
     str, str, str, int, str, str, int | None, int, str, str, str, str, str, int, int
 ]
+
+
+class ScanFields(Protocol):
+    """The scan fields of an enriched row: a decoded scan, or a parked one."""
+
+    @property
+    def event_id(self) -> str: ...
+    @property
+    def person_id(self) -> str: ...
+    @property
+    def premises_id(self) -> str: ...
+    @property
+    def scanned_at(self) -> int: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def gateway_id(self) -> str: ...
+    @property
+    def received_at(self) -> int | None: ...
+
+
+def enriched_row(scan: ScanFields, premises: Sequence[Any], now_ms: int) -> EnrichedRow:
+    """`scan` enriched with a premises entry (`processors.state.premises_entry`: name,
+    category, district, ward, agency, dwell minutes, ...) at `now_ms`."""
+    return (
+        scan.event_id,
+        scan.person_id,
+        scan.premises_id,
+        scan.scanned_at,
+        scan.kind,
+        scan.gateway_id,
+        scan.received_at,
+        SCHEMA_VERSION,
+        premises[0],
+        premises[1],
+        premises[2],
+        premises[3],
+        premises[4],
+        premises[5],
+        now_ms,
+    )
+
 
 _STR_FIELDS: Final = frozenset(
     {

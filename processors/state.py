@@ -41,10 +41,8 @@ from typing import Any, Final
 from ingest.premises import Premises
 from processors.horizon import DELETED, HorizonMap
 
-KEY_SEP: Final = "\x1f"  # ids are printable (contract), so the separator never occurs in one
-
-# Indexes into a premises entry.
-P_NAME, P_CATEGORY, P_DISTRICT, P_WARD, P_AGENCY, P_DWELL, P_VERSION = range(7)
+# The index of the version in a premises entry (`premises_entry`).
+P_VERSION: Final = 6
 
 # Indexes into a parked entry (`ParkedScan.to_list()`).
 PK_PARKED_AT, PK_EVENT_ID = 4, 6
@@ -61,7 +59,9 @@ NEVER: Final = DELETED
 
 
 def repeat_key(person_id: str, premises_id: str, kind: str) -> str:
-    return f"{person_id}\x1f{premises_id}\x1f{kind}"  # KEY_SEP; an f-string is one allocation
+    # Ids are printable (contract), so the separator never occurs in one; an f-string is
+    # one allocation.
+    return f"{person_id}\x1f{premises_id}\x1f{kind}"
 
 
 def premises_entry(p: Premises) -> list[Any]:

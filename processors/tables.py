@@ -57,7 +57,6 @@ ChangelogRecord = tuple[bytes, bytes | None]
 # Batch records of a horizon table's changelog: no state key starts with this byte (ids are
 # printable, `ingest.contract`).
 BATCH_KEY_PREFIX: Final = b"\x00"
-BATCH_ENTRIES: Final = 4096
 # A horizon table's changelog keeps this many dedup horizons of records, in segments of
 # 1 / HORIZON_SEGMENTS of a horizon (Kafka deletes whole segments only).
 HORIZON_RETENTION: Final = 2

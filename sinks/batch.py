@@ -1,6 +1,6 @@
 """Pure batch building for the sink: Kafka records in, columnar inserts with tokens out.
 
-No I/O here; `sinks.consumer` feeds it records and hands its `Chunk`s to a `ScanWriter`.
+No I/O here; `sinks.consume_loop` feeds it records and hands its `Chunk`s to a `ScanWriter`.
 
 Batch boundaries and idempotency. Records are cut per topic partition, never across
 partitions, into chunks of `batch_rows` rows counted from the first offset not yet
@@ -19,8 +19,9 @@ committed only after ClickHouse confirmed it. So:
   from the buffered records, from its first buffered offset to the end of the topic) is
   flushed by time (`batch_seconds`) with whatever it holds. A crash in that window
   replays a chunk whose boundaries may differ: its rows are stored twice until
-  ReplacingMergeTree merges them, and the read path (`sinks.queries`) never counts a
-  duplicate. Correctness does not rest on the tokens.
+  ReplacingMergeTree merges them, and no reader of `scans` counts rows (`tracing/sql.py`,
+  `tracing/report/queries.py`), so a duplicate is never counted. Correctness does not
+  rest on the tokens.
 
 Decoding is the hot path: msgspec decodes each record, a frame or a lone scan map, into
 typed structs in C and one `attrgetter` per column builds the columns (2.5 us a row
@@ -43,7 +44,7 @@ import msgspec
 
 from ingest.contract import ScanRejected, parse_timestamp
 from ingest.deadletter import DeadLetter
-from ingest.premises import Premises
+from ingest.premises import CSV_COLUMNS, Premises
 from processors.records import (
     ENRICHED_FIELDS,
     EnrichedWire,
@@ -56,19 +57,7 @@ Kind = Literal["scans", "premises", "dead_letters"]
 
 # The scans table's columns in insert order: the enriched wire map minus `schema`.
 SCAN_COLUMNS: Final = tuple(f for f in ENRICHED_FIELDS if f != "schema")
-PREMISES_COLUMNS: Final = (
-    "premises_id",
-    "name",
-    "category",
-    "district",
-    "ward",
-    "agency",
-    "address",
-    "lat",
-    "lon",
-    "dwell_minutes",
-    "version",
-)
+PREMISES_COLUMNS: Final = (*CSV_COLUMNS, "dwell_minutes", "version")
 DEAD_LETTER_COLUMNS: Final = (
     "stage",
     "reason",
@@ -353,19 +342,7 @@ def _premises(value: bytes | None) -> Row | None:
         p = Premises(**_checked(_map(value), _premises_fields))
     except TypeError as exc:  # a missing field
         raise ValueError(str(exc)) from None
-    return (
-        p.premises_id,
-        p.name,
-        p.category,
-        p.district,
-        p.ward,
-        p.agency,
-        p.address,
-        p.lat,
-        p.lon,
-        p.dwell_minutes,
-        p.version,
-    )
+    return tuple(getattr(p, column) for column in PREMISES_COLUMNS)
 
 
 def _slow_scans(s: Slice, now_ms: int, chunk: Chunk) -> None:
@@ -533,16 +510,9 @@ class Batcher:
         rows = self._rows.get((topic, partition))
         return sum(rows) / len(rows) if rows else 1.0
 
-    def partitions(self) -> list[tuple[str, int]]:
-        return [tp for tp, o in self._offsets.items() if o]
-
     def first_offset(self, topic: str, partition: int) -> int | None:
         offsets = self._offsets.get((topic, partition))
         return offsets[0] if offsets else None
-
-    def last_offset(self, topic: str, partition: int) -> int | None:
-        offsets = self._offsets.get((topic, partition))
-        return offsets[-1] if offsets else None
 
     def cut(
         self,

@@ -30,7 +30,8 @@ class ClickHouseSettings(BaseModel):
     password: SecretStr = SecretStr("")
     # PEM file of the CA(s) that signed the server's certificate (clickhouses:// only).
     ca_file: str = ""
-    # A retention of the detail rows (DESIGN.md principle 5); used by the TTL migration.
+    # How long detail rows (person ids) are kept (docs/architecture.md, "Time and privacy");
+    # the TTL of the tables that hold them.
     retention_days: int = Field(default=28, ge=1, le=3650)
     # `ON CLUSTER` name for the cluster variant of the schema; empty = single node.
     cluster: str = ""

@@ -13,7 +13,8 @@ one line of `TABLE_ACCESS`; a test fails while a table of the schema has none.
   migrator, but one made with `SQL SECURITY INVOKER` writes as the inserting user.
 - `tracer` reads the detail rows and the registry, writes `audit_log` and reads
   `schema_migrations` (the API refuses an old schema): it cannot read, alter or delete
-  the audit log.
+  the audit log. It appends to and reads the workbench's tables (cases, follow-ups,
+  exposure sites): their changes are new versions of rows, never updates.
 - `auditor` reads `audit_log` and nothing else.
 - `report` reads the rollups and the registry, never the detail rows; of the dead letters
   only the columns that hold no person data (a column-level grant).
@@ -57,6 +58,11 @@ TABLE_ACCESS: Final[Mapping[str, Mapping[str, str]]] = {
     "report_counts": {"sink": "INSERT, SELECT", "report": "SELECT"},
     "audit_log": {"tracer": "INSERT", "auditor": "SELECT"},
     "schema_migrations": {"tracer": "SELECT"},
+    # the workbench's follow-up and exposure sites: versioned rows, appended and read
+    "cases": {"tracer": "INSERT, SELECT"},
+    "followups": {"tracer": "INSERT, SELECT"},
+    "exposure_sites": {"tracer": "INSERT, SELECT"},
+    "exposure_site_cases": {"tracer": "INSERT, SELECT"},
 }
 
 # What migrations do to their database: CREATE TABLE / MATERIALIZED VIEW, ALTER (TTL,

@@ -1,4 +1,5 @@
-"""The sink's Prometheus metrics: one object, on a registry passed in (STYLE.md 9).
+"""The sink's Prometheus metrics: one object, on a registry passed in
+(several components and tests share a process, each with its own series).
 
 Labels are bounded sets only: a table, a topic and partition, an error kind, a reason
 code. `in = stored + dead-lettered + skipped` is checkable per topic from
@@ -13,16 +14,11 @@ per bucket) instead of one `observe` call per row.
 
 from __future__ import annotations
 
-import threading
-from bisect import bisect_left
-from collections.abc import Iterator, Sequence
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import HistogramMetricFamily, Metric
-from prometheus_client.registry import Collector
 
-from ingest.telemetry import build_info
+from ingest.telemetry import BulkHistogram, build_info
 
 PREFIX: Final = "scantrace_sink_"
 BATCH_BUCKETS: Final = (1, 10, 100, 1000, 5000, 10_000, 25_000, 50_000, 100_000)
@@ -31,57 +27,6 @@ INSERT_BUCKETS_S: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5
 E2E_BUCKETS_S: Final = (
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21_600.0, 86_400.0,
 )  # fmt: skip
-
-
-class BulkHistogram(Collector):
-    """A labelled histogram fed a column of event times at once (module docstring)."""
-
-    def __init__(
-        self,
-        name: str,
-        documentation: str,
-        label: str,
-        buckets_s: Sequence[float],
-        registry: CollectorRegistry,
-    ) -> None:
-        self.name = name
-        self.documentation = documentation
-        self.label = label
-        self.bounds_s = tuple(buckets_s)
-        self._bounds_ms = tuple(int(b * 1000) for b in buckets_s)
-        self._lock = threading.Lock()
-        self._counts: dict[str, list[int]] = {}  # cumulative, one per bound, then +Inf
-        self._sums: dict[str, float] = {}
-        registry.register(self)
-
-    def describe(self) -> list[Metric]:
-        return [HistogramMetricFamily(self.name, self.documentation, labels=[self.label])]
-
-    def observe_since(self, value: str, times_ms: Sequence[int], now_ms: int) -> None:
-        """One observation of `now_ms - t` seconds for every t in `times_ms`."""
-        n = len(times_ms)
-        if not n:
-            return
-        ordered = sorted(times_ms)  # nearly sorted already: a linear pass for timsort
-        # latency <= bound  <=>  t >= now - bound
-        counts = [n - bisect_left(ordered, now_ms - b) for b in self._bounds_ms]
-        total_s = (n * now_ms - sum(ordered)) / 1000
-        with self._lock:
-            current = self._counts.setdefault(value, [0] * (len(self._bounds_ms) + 1))
-            for i, c in enumerate(counts):
-                current[i] += c
-            current[-1] += n
-            self._sums[value] = self._sums.get(value, 0.0) + total_s
-
-    def collect(self) -> Iterator[Metric]:
-        family = HistogramMetricFamily(self.name, self.documentation, labels=[self.label])
-        with self._lock:
-            for value, counts in self._counts.items():
-                bounds = [*(repr(float(b)) for b in self.bounds_s), "+Inf"]
-                family.add_metric(
-                    [value], list(zip(bounds, counts, strict=True)), self._sums[value]
-                )
-        yield family
 
 
 class SinkMetrics:
@@ -190,7 +135,7 @@ class SinkMetrics:
             f"{PREFIX}end_to_end_latency_seconds",
             "From a scan's time (since=scanned_at) or its arrival at the gateway "
             "(since=received_at) until ClickHouse confirmed its row",
-            "since",
             E2E_BUCKETS_S,
             registry,
+            label="since",
         )

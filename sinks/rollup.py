@@ -8,7 +8,7 @@ days its inserts touched and, every `rollup_seconds`, recomputes those days from
 with `uniqExact(event_id)` and `uniqExact(person_id)`: exact whatever duplicates `scans`
 still holds, and the rollup keeps plain numbers only. `premises_daily` is a
 ReplacingMergeTree(computed_at): the latest computation of a (day, premises) wins; read it
-with FINAL (`sinks.queries.daily`).
+with FINAL.
 
 A crash between an insert and the next refresh loses the sink's memory of the days: at
 start the sink asks `dirty_days_sql` which days hold a scan stored after the day's last
@@ -31,7 +31,7 @@ the query text.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Final, Literal
 from zoneinfo import ZoneInfo
 
@@ -197,7 +197,3 @@ def counts_sql(kind: PeriodKind, firsts: Sequence[date]) -> tuple[str, dict[str,
         "firsts": ordered,
     }
     return counts_insert(kind, where), params
-
-
-def now_ms() -> int:
-    return int(datetime.now(tz=UTC).timestamp() * 1000)

@@ -6,23 +6,23 @@ Each table is declared once as a `Table`; `render` turns it into the DDL of eith
 - cluster (`ClickHouseSettings.cluster`): `db.t_local ON CLUSTER c` with the Replicated
   engine (`'/clickhouse/tables/{shard}/{database}/t', '{replica}'` from the node macros)
   and `db.t ON CLUSTER c AS db.t_local ENGINE = Distributed(c, db, t_local, shard_key)`.
-Every query names `t`, so it runs unchanged against either (DESIGN.md principle 8).
+Every query names `t`, so it runs unchanged against either (docs/architecture.md, "Schema
+and migrations").
 
-Decisions (issue 5):
+The tables:
 - `scans`: one row per scan, ReplacingMergeTree(processed_at) ordered by
   (premises_id, scanned_at, event_id): the tracer's main path, and a replayed scan collapses
   into one row at merge time. Until then a duplicate row can exist, so the query path never
   counts rows: answers are sets, min/max, `uniqExact(event_id)` or `LIMIT 1 BY event_id`
-  (`sinks.queries`). FINAL is avoided: it costs a merge per query. Partitioned by week at
-  2,048-row granules since migration 9 (`SCANS_WEEKLY`; by day before, when a trace paid
-  at least a granule for each premises and day it touched).
+  (`tracing/sql.py`, `tracing/report/queries.py`). FINAL is avoided: it costs a merge per
+  query. Partitioned by week at 2,048-row granules (`SCANS_WEEKLY`): by day, a trace
+  would pay at least a granule for each premises and day it touches.
 - By-person path: the table `scans_by_person` (migration 8), the same columns ordered by
   (person_id, scanned_at, event_id) at 1,024-row granules, partitioned by week, fed by a
-  materialized view on the inserts into `scans`. It replaced the projection `by_person`
-  (migration 1; `by_person_1k` from migration 7): a projection is partitioned like its
-  table, so a person's 14 days opened at least 14 day parts (25-37 ms for the read alone
-  at 10-100 M rows); three week partitions cost less than half (bench/RESULTS.md "Trace
-  latency"). A retried insert (same token) is deduplicated in it too (the sink's
+  materialized view on the inserts into `scans`. A table rather than a projection: a
+  projection is partitioned like its table, so with day partitions a person's 14 days
+  open at least 14 parts; three week partitions cost less than half (bench/RESULTS.md
+  "Trace latency"). A retried insert (same token) is deduplicated in it too (the sink's
   `deduplicate_blocks_in_dependent_materialized_views`); a replay cut differently leaves
   duplicates until a merge, as in `scans`: it is a ReplacingMergeTree too, and its
   readers obey the same dedup-proof rule.
@@ -31,9 +31,8 @@ Decisions (issue 5):
 - Idempotency: insert tokens (the sink) + ReplacingMergeTree + dedup-proof queries: two
   mechanisms at the store, on top of the stream's own event_id dedup.
 - TTL `scanned_at + retention_days`, rows deleted by TTL merges within hours of the
-  retention (`merge_with_ttl_timeout`), in `scans` as in `scans_by_person`. (Until
-  migration 9, `ttl_only_drop_parts` dropped each day partition whole once its last row
-  expired.)
+  retention (`merge_with_ttl_timeout`), in `scans` as in `scans_by_person`: dropping
+  only whole week partitions would keep rows up to 6 days past the retention.
 - `premises`: the registry as a dimension, ReplacingMergeTree(version): latest version wins
   (read with FINAL or argMax; it is small).
 - `premises_daily`: the report rollup per premises and local day (Asia/Ho_Chi_Minh), scans
@@ -54,7 +53,7 @@ from typing import Final
 
 from sinks.clickhouse_settings import ClickHouseSettings
 
-# Reports count local days; storage stays in UTC (DESIGN.md principle 4).
+# Reports count local days; storage stays in UTC (docs/architecture.md, "Time and privacy").
 REPORT_TZ: Final = "Asia/Ho_Chi_Minh"
 # Blocks remembered for insert deduplication (single node; Replicated tables default to
 # 10,000 blocks or one hour). At one insert per partition per second, hours of retries.
@@ -367,7 +366,7 @@ def counts_insert(period: str, where: str, db: str = "") -> str:
     )
 
 
-# The by-person path at a finer granularity (issue 6, bench/RESULTS.md "Trace latency"): a
+# The by-person path at a finer granularity (bench/RESULTS.md "Trace latency"): a
 # person's scans of one day are a few rows of one granule of the projection, so 1,024-row
 # granules read an eighth of the rows of 8,192-row ones (and the F2 query's thousands of
 # persons touch fewer granules). The projection is added and built before the old one is
@@ -443,6 +442,94 @@ PLACES_BY_PERSON = Table(
     shard_key="cityHash64(premises_id)",
     person_data=True,
 )
+# The tracers' follow-up (`tracing.workbench`): case records and each contact's status,
+# as versioned rows (ReplacingMergeTree by the change time: the latest version is the
+# current state, read with FINAL; the tables are small). They hold person ids: the scans'
+# retention. Every version of a case expires with its first (`created_at`), so an older
+# version never outlives a newer one; a status expires its retention after its change.
+CASES = Table(
+    name="cases",
+    columns=(
+        "case_id String",
+        "person_id String",
+        "confirmed_on Date",
+        "notes String",
+        "created_by String",
+        "created_at DateTime64(3, 'UTC')",
+        "changed_by String",
+        "changed_at DateTime64(3, 'UTC')",
+    ),
+    engine="ReplacingMergeTree",
+    engine_args="changed_at",
+    order_by="case_id",
+    ttl="toDateTime(created_at) + INTERVAL {retention_days} DAY",
+    shard_key="cityHash64(case_id)",
+    dedup_window=False,  # every change is a row of its own
+    person_data=True,
+)
+FOLLOWUP_STATUSES: Final = ("to_call", "called", "not_reachable", "quarantined", "tested_positive")
+FOLLOWUPS = Table(
+    name="followups",
+    columns=(
+        "case_id String",
+        "person_id String",  # the contact
+        "status Enum8("
+        + ", ".join(f"'{s}' = {i}" for i, s in enumerate(FOLLOWUP_STATUSES, start=1))
+        + ")",
+        "changed_by String",
+        "changed_at DateTime64(3, 'UTC')",
+    ),
+    engine="ReplacingMergeTree",
+    engine_args="changed_at",
+    order_by="(case_id, person_id)",
+    ttl="toDateTime(changed_at) + INTERVAL {retention_days} DAY",
+    shard_key="cityHash64(case_id)",
+    dedup_window=False,
+    person_data=True,
+)
+# Public exposure sites: a proposal (`proposal_id`) of one or more premises and windows,
+# one row a site, its state changed as a whole by new versions of its rows. No person id:
+# who proposed and who approved are staff names, kept as long as the audit log (the record
+# of who published what), then gone. Which case a proposal came from is kept apart, in
+# `exposure_site_cases` (person data: the scans' retention), read by tracers only.
+EXPOSURE_SITES = Table(
+    name="exposure_sites",
+    columns=(
+        "proposal_id String",
+        "site_no UInt16",
+        "premises_id String",
+        "window_from DateTime64(3, 'UTC')",
+        "window_to DateTime64(3, 'UTC')",
+        "state Enum8('proposed' = 1, 'approved' = 2, 'rejected' = 3, 'withdrawn' = 4)",
+        "proposed_by String",
+        "proposed_at DateTime64(3, 'UTC')",
+        "decided_by String",
+        "decided_at Nullable(DateTime64(3, 'UTC'))",
+        "approved_at Nullable(DateTime64(3, 'UTC'))",
+        "changed_at DateTime64(3, 'UTC')",
+    ),
+    engine="ReplacingMergeTree",
+    engine_args="changed_at",
+    order_by="(proposal_id, site_no)",
+    ttl="toDateTime(proposed_at) + INTERVAL {audit_retention_days} DAY",
+    shard_key="cityHash64(proposal_id)",
+    dedup_window=False,
+)
+EXPOSURE_SITE_CASES = Table(
+    name="exposure_site_cases",
+    columns=(
+        "proposal_id String",
+        "person_id String",  # the case whose visits were proposed
+        "proposed_at DateTime64(3, 'UTC')",
+    ),
+    order_by="proposal_id",
+    ttl="toDateTime(proposed_at) + INTERVAL {retention_days} DAY",
+    shard_key="cityHash64(proposal_id)",
+    dedup_window=False,
+    person_data=True,
+)
+WORKBENCH_TABLES: Final = (CASES, FOLLOWUPS, EXPOSURE_SITES, EXPOSURE_SITE_CASES)
+
 TABLES: Final = (
     SCANS,
     AUDIT_LOG,
@@ -452,6 +539,7 @@ TABLES: Final = (
     PREMISES_DAILY_SETS,
     SCANS_BY_PERSON,
     REPORT_COUNTS,
+    *WORKBENCH_TABLES,
     PLACES_BY_PERSON,
 )
 
@@ -474,12 +562,12 @@ BY_PERSON_TABLE: Final = (
     " SETTINGS mutations_sync = 2",
 )
 
-# `scans` by week, at 2,048-row granules (issue 6, bench/RESULTS.md "Session 10"). A
+# `scans` by week, at 2,048-row granules (bench/RESULTS.md "Trace latency"). A
 # premises holds about 115 scans a day at 100 M rows over 4 weeks, a sixtieth of an
 # 8,192-row granule: by day, every premises-day a trace touches cost at least one granule
 # and every day one more part for the key analysis. By week, a premises' rows of several
-# days are adjacent in one part: the overlap degree-1 query read 1.1 M -> 0.16 M rows, 105
-# -> 84 ms. A partition key cannot be altered, so the rows are copied into a new table that
+# days are adjacent in one part, and a trace reads several times fewer rows. A partition
+# key cannot be altered, so the rows are copied into a new table that
 # then takes the name `scans`; the materialized views on `scans` follow the name (checked
 # on 26.9), so they feed from the new table. The copy's snapshot misses an insert that
 # commits after it: the catch-up copies the rows stored since a margin before the copy's
@@ -637,7 +725,9 @@ MIGRATIONS: list[Migration] = [
     Migration(10, "keyed_sets_and_retention", KEYED_SETS),
     Migration(11, "report_groups", REPORT_GROUPS),
     Migration(12, "dead_letter_scan_fields", DEAD_LETTER_FIELDS),
-    Migration(13, "places_by_person", PLACES_TABLE),
+    # The tracers' workbench: case follow-up and public exposure sites.
+    Migration(13, "workbench", WORKBENCH_TABLES),
+    Migration(14, "places_by_person", PLACES_TABLE),
 ]
 
 

@@ -1,5 +1,6 @@
-"""Fakes for the `ScanWriter` seam (STYLE.md 10), for tests and demos without ClickHouse
-and for injecting failures in front of the real writer."""
+"""Fakes of the `ScanWriter` seam, shipped so that code written against the seam can be
+tested without ClickHouse: a writer in memory, and one that injects failures in front of
+another."""
 
 from __future__ import annotations
 
@@ -9,9 +10,6 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from ingest.contract import SCHEMA_VERSION
-from ingest.premises import DWELL_MINUTES
-from processors.records import EnrichedScan
 from sinks.writer import ErrorKind, ScanWriter, WriteError
 
 
@@ -96,35 +94,3 @@ class FlakyWriter:
 
     def close(self) -> None:
         self.inner.close()
-
-
-def enriched(
-    event_id: str,
-    person_id: str,
-    premises_id: str,
-    scanned_at: int,
-    *,
-    kind: str = "checkin",
-    received_at: int | None = None,
-    processed_at: int | None = None,
-    category: str = "market",
-    district: str = "Phan Rang-Thap Cham",
-) -> bytes:
-    """The wire bytes of one enriched scan, as the worker publishes them."""
-    return EnrichedScan(
-        event_id=event_id,
-        person_id=person_id,
-        premises_id=premises_id,
-        scanned_at=scanned_at,
-        kind="checkout" if kind == "checkout" else "checkin",
-        gateway_id="gw-test",
-        received_at=received_at,
-        schema=SCHEMA_VERSION,
-        premises_name=f"Premises {premises_id}",
-        category=category,
-        district=district,
-        ward="Ward 1",
-        agency="Agency A",
-        dwell_minutes=DWELL_MINUTES.get(category, 30),
-        processed_at=processed_at if processed_at is not None else scanned_at + 1000,
-    ).encode()

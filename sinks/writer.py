@@ -1,6 +1,7 @@
 """The ClickHouse writer behind the `ScanWriter` seam, and error classification.
 
-Every failure is labelled where it enters our code (STYLE.md 4):
+Every failure is labelled where it enters our code, so that each layer above knows whether
+to retry, dead-letter or stop:
 - `transient`: ClickHouse unreachable, overloaded, timing out, a replica or Keeper away.
   The sink pauses its consumer, retries the same chunks with backoff, and resumes.
 - `terminal`: the data itself is refused (a value that does not fit its column, detected
@@ -25,6 +26,7 @@ from typing import Any, Final, Literal, Protocol
 
 from clickhouse_driver import Client, errors
 
+from ingest.contract import now_ms
 from sinks.batch import insert_sql
 from sinks.clickhouse_settings import ClickHouseSettings
 from sinks.client import connect
@@ -34,7 +36,6 @@ from sinks.rollup import (
     counts_sql,
     dirty_days_sql,
     local_day,
-    now_ms,
     refresh_sql,
     sets_sql,
     uncounted_sql,
@@ -123,7 +124,7 @@ INSERT_SETTINGS: Final[dict[str, Any]] = {
     # dead_letters): it cost the server 2-3 us a row a table, about a third of its CPU an
     # inserted scan (14-17 against 9-13 us with merges, bench/RESULTS.md "Sink").
     # Duplicates inside a block then wait for a background merge like duplicates across
-    # blocks always did: no reader counts rows (`sinks.queries`), `premises` is read with
+    # blocks always did: no reader counts rows (`tracing/sql.py`), `premises` is read with
     # FINAL and `dead_letters` with DISTINCT.
     "optimize_on_insert": 0,
 }
@@ -136,6 +137,10 @@ class WriteError(Exception):
         self.kind: ErrorKind = kind
         self.cause = cause
         super().__init__(f"{kind}{' ' + what if what else ''}: {type(cause).__name__}: {cause}")
+
+
+class SinkFatal(RuntimeError):
+    """ClickHouse refuses writes for a reason retrying cannot fix; nothing was committed."""
 
 
 def classify(exc: BaseException) -> ErrorKind:

@@ -21,10 +21,30 @@ from typing import Final, Literal
 from tracing.runner import QueryRunner
 from tracing.sql import TraceTables
 
-Channel = Literal["cli", "api"]
+# `web`: the workbench's pages (`tracing.workbench`), signed in with an API token.
+Channel = Literal["cli", "api", "web"]
 # `read_audit`: the audit log read (API or CLI); `other`: an authenticated API request
-# that names no endpoint (404, 405), its method and path as the subject.
-Action = Literal["trace", "trace_premises", "read_audit", "other"]
+# that names no endpoint (404, 405), its method and path as the subject. The workbench's:
+# `page` (a page without personal data of its own: its path), `trace_job` (a depth-2
+# job's progress or answer), `export` (a trace as a file), `cases` (the case list),
+# `sign_in`/`sign_out`, and the changes `case_create`, `followup` (a contact's status),
+# `site_propose` and `site_decide` (approve, reject or withdraw: in `rule`).
+Action = Literal[
+    "trace",
+    "trace_premises",
+    "read_audit",
+    "other",
+    "page",
+    "trace_job",
+    "export",
+    "cases",
+    "sign_in",
+    "sign_out",
+    "case_create",
+    "followup",
+    "site_propose",
+    "site_decide",
+]
 
 AUDIT_COLUMNS: Final = (
     "audit_id",

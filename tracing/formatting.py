@@ -1,5 +1,5 @@
 """Answers as JSON (ISO-8601 UTC), CSV (formula-injection safe) or a text table
-(Asia/Ho_Chi_Minh times, DESIGN.md principle 4)."""
+(Asia/Ho_Chi_Minh times: docs/architecture.md, "Time and privacy")."""
 
 from __future__ import annotations
 
@@ -104,14 +104,19 @@ def premises_json(
     }
 
 
-def _csv(fields: Sequence[str], rows: Iterable[dict[str, object]], *, header: bool = True) -> str:
+def csv_lines(header: Sequence[str] | None, rows: Iterable[Sequence[object]]) -> str:
+    """CSV lines (CRLF), every cell made formula-safe (`safe_cell`), the header too."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    if header:
-        writer.writerow(fields)
+    if header is not None:
+        writer.writerow([safe_cell(h) for h in header])
     for row in rows:
-        writer.writerow([safe_cell(row[f]) for f in fields])
+        writer.writerow([safe_cell(v) for v in row])
     return out.getvalue()
+
+
+def _csv(fields: Sequence[str], rows: Iterable[dict[str, object]], *, header: bool = True) -> str:
+    return csv_lines(fields if header else None, ([row[f] for f in fields] for row in rows))
 
 
 def contacts_csv(contacts: Iterable[Contact], *, header: bool = True) -> str:

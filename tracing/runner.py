@@ -139,6 +139,19 @@ class ClickHouseRunner:
         cols = ", ".join(f"`{c}`" for c in columns)
         self._client.execute(f"INSERT INTO {table} ({cols}) VALUES", list(rows))
 
+    def cancel(self) -> None:
+        """From another thread: ask the server to stop the query this runner (or its
+        sibling) is running, with a Cancel packet on its own connection: no privilege is
+        needed, where `KILL QUERY` needs to read `system.processes`. The running call then
+        ends early, with an error or with the rows read so far: the caller must know that
+        it cancelled."""
+        for runner in (self, self._sibling):
+            if runner is None:
+                continue
+            connection = runner._client.connection
+            if connection.connected and connection.is_query_executing:
+                connection.send_cancel()
+
     def sibling(self) -> ClickHouseRunner:
         if self._sibling is None:
             self._sibling = ClickHouseRunner(self.settings, limits=self.limits)

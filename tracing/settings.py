@@ -5,35 +5,36 @@ read the scans and write the audit log, not read it); `SCANTRACE_AUDIT_CLICKHOUS
 (and `__CA_FILE`) for reading the audit log (`/v1/audit`, `scantrace audit`) as the
 `auditor` user, the tracer's connection when empty; `SCANTRACE_API__TOKENS='{"TOKEN":
 {"name": "Nguyen Van A", "role": "tracer"}}'` (or `--tokens-file`), `SCANTRACE_API__PORT`,
-`SCANTRACE_API__PAGE_SIZE`, ... Every tracer query runs under a time and a memory limit:
-`SCANTRACE_API__MAX_EXECUTION_S` and `SCANTRACE_API__MAX_MEMORY_BYTES` for the API,
-`SCANTRACE_CLI__MAX_EXECUTION_S` and `SCANTRACE_CLI__MAX_MEMORY_BYTES` for `scantrace trace`
-(larger: a depth-2 trace of a large case from a shell may take minutes).
+`SCANTRACE_API__PAGE_SIZE`, ...; the workbench's `SCANTRACE_WORKBENCH__SESSION_IDLE_S`,
+... Every tracer query runs under a time and a memory limit: `SCANTRACE_API__MAX_EXECUTION_S`
+and `SCANTRACE_API__MAX_MEMORY_BYTES` for the API, `SCANTRACE_CLI__MAX_EXECUTION_S` and
+`SCANTRACE_CLI__MAX_MEMORY_BYTES` for `scantrace trace` (larger: a depth-2 trace of a large
+case from a shell may take minutes).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Final
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ingest.auth import TokensError, parse_token_table
 from sinks.clickhouse_settings import ClickHouseSettings
 from tracing.runner import QueryLimits
 
-ROLES: Final = frozenset({"tracer", "auditor"})
-
-
-class TokensError(ValueError):
-    """The token table is unusable. The message never contains a token."""
+ROLES: Final = frozenset({"tracer", "supervisor", "auditor"})
+# Who may trace and follow cases up: a supervisor does everything a tracer does and also
+# approves public exposure sites (someone other than the proposer: four eyes).
+TRACING_ROLES: Final = frozenset({"tracer", "supervisor"})
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who holds a token: a named person with a role. Only `tracer` may query and only
-    `auditor` may read the audit log; any other role is refused (403)."""
+    """Who holds a token: a named person with a role. `tracer` and `supervisor` may query
+    (`TRACING_ROLES`), only `supervisor` approves exposure sites and only `auditor` reads
+    the audit log; any other role is refused (403)."""
 
     name: str
     role: str
@@ -88,27 +89,53 @@ class ApiOptions(Limits):
 
 
 def parse_tokens(text: str) -> dict[str, Principal]:
-    text = text.strip()
-    if not text:
-        return {}
-    try:
-        obj = json.loads(text)
-    except ValueError:
-        raise TokensError("API tokens are not valid JSON") from None
-    if not isinstance(obj, dict):
-        raise TokensError('API tokens must be a JSON object {"TOKEN": {"name": ..., "role": ...}}')
-    out: dict[str, Principal] = {}
-    for n, (token, who) in enumerate(obj.items(), start=1):
-        if not token or not token.isprintable() or " " in token:
-            raise TokensError(f"API token #{n} is empty or has blanks/control characters")
-        if not isinstance(who, dict) or not isinstance(who.get("name"), str) or not who["name"]:
-            raise TokensError(f'API token #{n}: expected {{"name": "...", "role": "..."}}')
-        role = who.get("role")
-        if not isinstance(role, str):
-            raise TokensError(f"API token #{n}: role must be a string")
-        # Unknown roles are kept: their holders are authenticated but get 403 everywhere.
-        out[token] = Principal(name=str(who["name"])[:128], role=role)
-    return out
+    shape = '{"TOKEN": {"name": ..., "role": ...}}'
+    return parse_token_table(text, "API", shape, _principal)
+
+
+def _principal(n: int, who: object) -> Principal:
+    if not isinstance(who, dict) or not isinstance(who.get("name"), str) or not who["name"]:
+        raise TokensError(f'API token #{n}: expected {{"name": "...", "role": "..."}}')
+    role = who.get("role")
+    if not isinstance(role, str):
+        raise TokensError(f"API token #{n}: role must be a string")
+    # Unknown roles are kept: their holders are authenticated but get 403 everywhere.
+    return Principal(name=str(who["name"])[:128], role=role)
+
+
+class WorkbenchOptions(BaseModel):
+    """The tracers' web pages served beside the API (`tracing.workbench`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    # A session ends after this long without a request (and its depth-2 answers with it).
+    session_idle_s: float = Field(default=1800.0, gt=0)
+    max_sessions: int = Field(default=1000, ge=1)
+    # Addresses of reverse proxies whose `X-Forwarded-Proto` is believed (comma-separated
+    # IPs); the session cookie is `Secure` when the request came over TLS.
+    trusted_proxies: str = ""
+    # Contacts a page of a trace shows.
+    page_rows: int = Field(default=500, ge=1, le=10_000)
+    # Depth-2 jobs running at once (each holds a ClickHouse connection), their limits
+    # (larger than an API request's: nobody waits on a job), and the most contacts one
+    # may keep in memory for its session.
+    max_jobs: int = Field(default=2, ge=1, le=16)
+    job_max_execution_s: float = Field(default=900.0, ge=0)
+    job_max_memory_bytes: int = Field(default=8 * GIB, ge=0)
+    job_max_rows: int = Field(default=200_000, ge=1)
+    # The public exposure sites: answers kept this long (also their Cache-Control), and
+    # how far back an approved site stays listed after its window ended.
+    public_cache_s: float = Field(default=60.0, ge=0)
+    public_days: int = Field(default=28, ge=1, le=366)
+    # A tile server for the premises maps (`{z}/{x}/{y}` in the URL); empty: the maps
+    # are drawn from the registry's coordinates alone.
+    map_tile_url: str = ""
+
+    def proxies(self) -> frozenset[str]:
+        return frozenset(p.strip() for p in self.trusted_proxies.split(",") if p.strip())
+
+    def job_limits(self) -> QueryLimits:
+        return QueryLimits(self.job_max_execution_s, self.job_max_memory_bytes)
 
 
 class TracerSettings(BaseSettings):
@@ -121,6 +148,7 @@ class TracerSettings(BaseSettings):
     audit_clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)
     api: ApiOptions = Field(default_factory=ApiOptions)
     cli: CliOptions = Field(default_factory=CliOptions)
+    workbench: WorkbenchOptions = Field(default_factory=WorkbenchOptions)
 
     def auditor_clickhouse(self) -> ClickHouseSettings:
         """Where the audit log is read: `audit_clickhouse` when it has a URL (its CA file

@@ -95,7 +95,7 @@ class TraceTables:
     """Where the queries read and write. `by_person` is the by-person access path: a table
     with the columns of `scans` ordered by person (`sinks.schema`, migration 8). `places`
     is the narrow one the cap at the next scan elsewhere reads: (person_id, scanned_at,
-    premises_id, kind) at small granules (`sinks.schema`, migration 13)."""
+    premises_id, kind) at small granules (`sinks.schema`, migration 14)."""
 
     scans: str = "scans"
     by_person: str = "scans_by_person"

@@ -106,16 +106,16 @@ class SchemaTooOld(RuntimeError):
     """The database lacks a migration the tracer needs (`scantrace db migrate`)."""
 
 
-def check_schema(runner: QueryRunner) -> None:
-    """Raise `SchemaTooOld` unless the database has `SCHEMA_VERSION` applied."""
+def check_schema(runner: QueryRunner, needs: int = SCHEMA_VERSION) -> None:
+    """Raise `SchemaTooOld` unless the database has migration `needs` applied."""
     try:
         rows = runner.query("SELECT max(version) FROM schema_migrations", {})
     except Exception as exc:
         raise SchemaTooOld(f"no schema to read ({error_text(exc, 200)}): run migrations") from exc
     have = int(rows[0][0]) if rows else 0
-    if have < SCHEMA_VERSION:
+    if have < needs:
         raise SchemaTooOld(
-            f"the database is at schema version {have}, the tracer needs {SCHEMA_VERSION}:"
+            f"the database is at schema version {have}, the tracer needs {needs}:"
             " run `scantrace db migrate`"
         )
 

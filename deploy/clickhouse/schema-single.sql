@@ -269,7 +269,60 @@ ALTER TABLE `scantrace`.dead_letters  ADD COLUMN IF NOT EXISTS premises_id Strin
 
 ALTER TABLE `scantrace`.dead_letters  ADD COLUMN IF NOT EXISTS premises_id String DEFAULT '', ADD COLUMN IF NOT EXISTS gateway_id LowCardinality(String) DEFAULT '', ADD COLUMN IF NOT EXISTS scanned_at Nullable(DateTime64(3, 'UTC'));
 
--- 013 places_by_person
+-- 013 workbench
+CREATE TABLE IF NOT EXISTS `scantrace`.`cases` (
+    case_id String,
+    person_id String,
+    confirmed_on Date,
+    notes String,
+    created_by String,
+    created_at DateTime64(3, 'UTC'),
+    changed_by String,
+    changed_at DateTime64(3, 'UTC')
+)
+ENGINE = ReplacingMergeTree(changed_at)
+ORDER BY case_id
+TTL toDateTime(created_at) + INTERVAL 28 DAY;
+
+CREATE TABLE IF NOT EXISTS `scantrace`.`followups` (
+    case_id String,
+    person_id String,
+    status Enum8('to_call' = 1, 'called' = 2, 'not_reachable' = 3, 'quarantined' = 4, 'tested_positive' = 5),
+    changed_by String,
+    changed_at DateTime64(3, 'UTC')
+)
+ENGINE = ReplacingMergeTree(changed_at)
+ORDER BY (case_id, person_id)
+TTL toDateTime(changed_at) + INTERVAL 28 DAY;
+
+CREATE TABLE IF NOT EXISTS `scantrace`.`exposure_sites` (
+    proposal_id String,
+    site_no UInt16,
+    premises_id String,
+    window_from DateTime64(3, 'UTC'),
+    window_to DateTime64(3, 'UTC'),
+    state Enum8('proposed' = 1, 'approved' = 2, 'rejected' = 3, 'withdrawn' = 4),
+    proposed_by String,
+    proposed_at DateTime64(3, 'UTC'),
+    decided_by String,
+    decided_at Nullable(DateTime64(3, 'UTC')),
+    approved_at Nullable(DateTime64(3, 'UTC')),
+    changed_at DateTime64(3, 'UTC')
+)
+ENGINE = ReplacingMergeTree(changed_at)
+ORDER BY (proposal_id, site_no)
+TTL toDateTime(proposed_at) + INTERVAL 730 DAY;
+
+CREATE TABLE IF NOT EXISTS `scantrace`.`exposure_site_cases` (
+    proposal_id String,
+    person_id String,
+    proposed_at DateTime64(3, 'UTC')
+)
+ENGINE = MergeTree
+ORDER BY proposal_id
+TTL toDateTime(proposed_at) + INTERVAL 28 DAY;
+
+-- 014 places_by_person
 CREATE TABLE IF NOT EXISTS `scantrace`.`places_by_person` (
     person_id String,
     scanned_at DateTime64(3, 'UTC'),

@@ -38,6 +38,14 @@ GRANT ON CLUSTER `scantrace` SELECT ON `scantrace`.`premises_local` TO `scantrac
 GRANT ON CLUSTER `scantrace` INSERT ON `scantrace`.`audit_log` TO `scantrace_tracer_role`;
 GRANT ON CLUSTER `scantrace` INSERT ON `scantrace`.`audit_log_local` TO `scantrace_tracer_role`;
 GRANT ON CLUSTER `scantrace` SELECT ON `scantrace`.`schema_migrations` TO `scantrace_tracer_role`;
+GRANT ON CLUSTER `scantrace` INSERT, SELECT ON `scantrace`.`cases` TO `scantrace_tracer_role`;
+GRANT ON CLUSTER `scantrace` INSERT, SELECT ON `scantrace`.`cases_local` TO `scantrace_tracer_role`;
+GRANT ON CLUSTER `scantrace` INSERT, SELECT ON `scantrace`.`followups` TO `scantrace_tracer_role`;
+GRANT ON CLUSTER `scantrace` INSERT, SELECT ON `scantrace`.`followups_local` TO `scantrace_tracer_role`;
+GRANT ON CLUSTER `scantrace` INSERT, SELECT ON `scantrace`.`exposure_sites` TO `scantrace_tracer_role`;
+GRANT ON CLUSTER `scantrace` INSERT, SELECT ON `scantrace`.`exposure_sites_local` TO `scantrace_tracer_role`;
+GRANT ON CLUSTER `scantrace` INSERT, SELECT ON `scantrace`.`exposure_site_cases` TO `scantrace_tracer_role`;
+GRANT ON CLUSTER `scantrace` INSERT, SELECT ON `scantrace`.`exposure_site_cases_local` TO `scantrace_tracer_role`;
 CREATE USER IF NOT EXISTS `scantrace_tracer` ON CLUSTER `scantrace` IDENTIFIED WITH sha256_password BY '${SCANTRACE_CH_TRACER_PASSWORD}' DEFAULT DATABASE `scantrace`;
 GRANT ON CLUSTER `scantrace` `scantrace_tracer_role` TO `scantrace_tracer`;
 

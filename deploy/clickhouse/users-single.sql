@@ -25,6 +25,10 @@ GRANT SELECT ON `scantrace`.`places_by_person` TO `scantrace_tracer_role`;
 GRANT SELECT ON `scantrace`.`premises` TO `scantrace_tracer_role`;
 GRANT INSERT ON `scantrace`.`audit_log` TO `scantrace_tracer_role`;
 GRANT SELECT ON `scantrace`.`schema_migrations` TO `scantrace_tracer_role`;
+GRANT INSERT, SELECT ON `scantrace`.`cases` TO `scantrace_tracer_role`;
+GRANT INSERT, SELECT ON `scantrace`.`followups` TO `scantrace_tracer_role`;
+GRANT INSERT, SELECT ON `scantrace`.`exposure_sites` TO `scantrace_tracer_role`;
+GRANT INSERT, SELECT ON `scantrace`.`exposure_site_cases` TO `scantrace_tracer_role`;
 CREATE USER IF NOT EXISTS `scantrace_tracer` IDENTIFIED WITH sha256_password BY '${SCANTRACE_CH_TRACER_PASSWORD}' DEFAULT DATABASE `scantrace`;
 GRANT `scantrace_tracer_role` TO `scantrace_tracer`;
 

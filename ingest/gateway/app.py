@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import threading
 import time
@@ -48,7 +47,6 @@ from ingest.contract import MAX_ID_LEN, ScanEvent, ScanRejected, now_ms, parse_s
 from ingest.deadletter import DeadLetter
 from ingest.gateway.base import Publisher, PublishUnavailable
 from ingest.gateway.body import (
-    BodyError,
     Gunzip,
     MsgpackItems,
     check_json_size,
@@ -56,6 +54,7 @@ from ingest.gateway.body import (
 )
 from ingest.gateway.metrics import GatewayMetrics
 from ingest.gateway.settings import GatewayOptions
+from ingest.http import HttpError, json_response
 from ingest.wire import AnyScan, fast_body
 
 log = logging.getLogger(__name__)
@@ -76,7 +75,7 @@ METRICS_KEY: Final = web.AppKey("metrics", GatewayMetrics)
 OPTIONS_KEY: Final = web.AppKey("options", GatewayOptions)
 
 __all__ = [
-    "BodyError",
+    "HttpError",
     "build_app",
     "build_metrics_app",
     "decode_batch",
@@ -108,7 +107,7 @@ class TokenAuth(BearerTokens[str]):
 
 
 def decode_batch(body: bytes, content_type: str, *, max_batch: int) -> list[Any] | MsgpackItems:
-    """The raw scan items of a body (msgpack ones decoded when read), or `BodyError`."""
+    """The raw scan items of a body (msgpack ones decoded when read), or `HttpError`."""
     if content_type in JSON_TYPES:
         return decode_json_batch(body, max_batch)
     items = MsgpackItems(body, max_batch)
@@ -163,7 +162,7 @@ class Reservation:
 
     def take(self, n: int) -> None:
         if not self.in_flight.take(n):
-            raise BodyError(
+            raise HttpError(
                 503,
                 "in_flight_bytes",
                 f"more than {self.in_flight.max_bytes} request bytes in flight",
@@ -261,23 +260,6 @@ def validate_batch(
     return events, rejected, dead
 
 
-def _json(
-    status: int, body: Mapping[str, object], headers: Mapping[str, str] | None = None
-) -> web.Response:
-    return web.Response(
-        status=status,
-        body=json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(),
-        content_type="application/json",
-        headers=headers,
-    )
-
-
-def _error(
-    status: int, code: str, detail: str, headers: Mapping[str, str] | None = None
-) -> web.Response:
-    return _json(status, {"error": code, "detail": detail}, headers)
-
-
 class ScansHandler:
     """`POST /v1/scans`."""
 
@@ -304,9 +286,9 @@ class ScansHandler:
         try:
             try:
                 response = await self._handle(request)
-            except BodyError as exc:
+            except HttpError as exc:
                 metrics.refused.labels(exc.code).inc()
-                response = _error(exc.status, exc.code, exc.detail, exc.headers)
+                response = exc.response()
                 if exc.status == 408:
                     response.force_close()  # what is left of the body is not worth waiting for
         finally:
@@ -314,13 +296,13 @@ class ScansHandler:
         metrics.requests.labels(str(response.status)).inc()
         return response
 
-    def _busy(self, code: str, detail: str) -> BodyError:
-        return BodyError(503, code, detail, {"Retry-After": str(self.options.retry_after_s)})
+    def _busy(self, code: str, detail: str) -> HttpError:
+        return HttpError(503, code, detail, {"Retry-After": str(self.options.retry_after_s)})
 
     async def _handle(self, request: web.Request) -> web.Response:
         gateway_id = self.auth.gateway_for(request.headers.get("Authorization"))
         if gateway_id is None:
-            raise BodyError(
+            raise HttpError(
                 401,
                 "unauthorized",
                 "missing or unknown bearer token",
@@ -328,12 +310,12 @@ class ScansHandler:
             )
         content_type = request.content_type
         if content_type not in JSON_TYPES and content_type not in MSGPACK_TYPES:
-            raise BodyError(
+            raise HttpError(
                 415, "unsupported_media_type", "send application/json or application/msgpack"
             )
         encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
         if encoding not in GZIP_ENCODINGS and encoding not in ("", "identity"):
-            raise BodyError(
+            raise HttpError(
                 415, "unsupported_encoding", "Content-Encoding must be gzip or identity"
             )
         in_flight = self.in_flight
@@ -373,7 +355,7 @@ class ScansHandler:
         declared = request.content_length
         if declared is not None:
             if declared > limit:
-                raise BodyError(413, "body_too_large", f"body of {declared} > {limit} bytes")
+                raise HttpError(413, "body_too_large", f"body of {declared} > {limit} bytes")
             reservation.take(declared)
         chunks: list[bytes] = []
         size = 0
@@ -382,16 +364,16 @@ class ScansHandler:
                 while chunk := await request.content.readany():
                     size += len(chunk)
                     if size > limit:
-                        raise BodyError(413, "body_too_large", f"body over {limit} bytes")
+                        raise HttpError(413, "body_too_large", f"body over {limit} bytes")
                     if declared is None:
                         reservation.take(len(chunk))
                     chunks.append(chunk)
         except TimeoutError:
-            raise BodyError(
+            raise HttpError(
                 408, "body_timeout", f"body not received within {options.body_timeout_s:g} s"
             ) from None
         except web.RequestPayloadError as exc:
-            raise BodyError(400, "bad_body", f"body: {exc}") from None
+            raise HttpError(400, "bad_body", f"body: {exc}") from None
         self.metrics.body_bytes.inc(size)
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
@@ -419,7 +401,7 @@ class ScansHandler:
         fast = fast_body(body, json=json, latest_ms=received_at + options.max_skew_ms)
         if fast is not None:
             if len(fast) > max_batch:
-                raise BodyError(
+                raise HttpError(
                     413, "batch_too_large", f"{len(fast)} scans > {max_batch} per request"
                 )
             for scan in fast:  # the gateway's own, whatever the caller sent
@@ -450,7 +432,7 @@ class ScansHandler:
                 await self.publisher.publish(events, dead)
             except PublishUnavailable as exc:
                 log.warning("publish failed, answering 503: %s", exc.detail)
-                raise BodyError(
+                raise HttpError(
                     503,
                     "unavailable",
                     exc.detail,
@@ -460,7 +442,7 @@ class ScansHandler:
         metrics.scans_accepted.inc(len(events))
         for letter in dead:
             metrics.scans_rejected.labels(letter.reason).inc()
-        return _json(200, {"accepted": len(events), "rejected": decoded.rejected})
+        return json_response(200, {"accepted": len(events), "rejected": decoded.rejected})
 
 
 class ReadyCache:
@@ -479,7 +461,6 @@ class ReadyCache:
         self._value = False
         self._at: float | None = None
         self._running: asyncio.Future[bool] | None = None
-        self.checks = 0
 
     async def __call__(self) -> bool:
         if self._at is not None and self._clock() - self._at < self._ttl_s:
@@ -490,7 +471,6 @@ class ReadyCache:
 
     async def _refresh(self) -> bool:
         try:
-            self.checks += 1
             self._value = bool(await self._check())
             self._at = self._clock()
             return self._value
@@ -534,12 +514,12 @@ def build_app(
     ready = ReadyCache(publisher.ready, options.ready_cache_s)
 
     async def healthz(request: web.Request) -> web.Response:
-        return _json(200, {"status": "ok"})
+        return json_response(200, {"status": "ok"})
 
     async def readyz(request: web.Request) -> web.Response:
         if await ready():
-            return _json(200, {"status": "ready"})
-        return _json(
+            return json_response(200, {"status": "ready"})
+        return json_response(
             503, {"status": "kafka unreachable"}, {"Retry-After": str(options.retry_after_s)}
         )
 

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import io
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, Final
 
 import msgpack
 
 from ingest.codec import unpack_json
 from ingest.contract import FIELDS, ScanRejected
+from ingest.http import HttpError
 
 # The first window fed to a member's decoder (a gzip member is at least 18 bytes), doubled
 # while the member goes on, up to the largest window.
@@ -48,19 +49,6 @@ ITEM_MAX_ENTRIES: Final = 64
 _ARRAY_HEADERS: Final = frozenset([*range(0x90, 0xA0), 0xDC, 0xDD])
 _MAP_HEADERS: Final = frozenset([*range(0x80, 0x90), 0xDE, 0xDF])
 _STR_HEADERS: Final = frozenset([*range(0xA0, 0xC0), 0xD9, 0xDA, 0xDB])
-
-
-class BodyError(Exception):
-    """The request as a whole is refused; `status` and a stable `code` for the answer."""
-
-    def __init__(
-        self, status: int, code: str, detail: str, headers: Mapping[str, str] | None = None
-    ) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.code = code
-        self.detail = detail
-        self.headers = headers
 
 
 class Gunzip:
@@ -87,7 +75,7 @@ class Gunzip:
         pos = 0
         while pos < size:
             if self.members >= self.max_members:
-                raise BodyError(
+                raise HttpError(
                     400, "too_many_gzip_members", f"more than {self.max_members} gzip members"
                 )
             self.members += 1
@@ -99,9 +87,9 @@ class Gunzip:
                 try:
                     piece = decoder.decompress(chunk, limit + 1 - len(out))
                 except zlib.error as exc:
-                    raise BodyError(400, "bad_gzip", f"gzip: {exc}") from None
+                    raise HttpError(400, "bad_gzip", f"gzip: {exc}") from None
                 if len(out) + len(piece) > limit:
-                    raise BodyError(
+                    raise HttpError(
                         413, "body_too_large", f"more than {limit} bytes after gzip decoding"
                     )
                 if piece:
@@ -114,7 +102,7 @@ class Gunzip:
                 # Not at the member's end, and under the output limit: zlib took all of it.
                 pos += len(chunk)
                 if pos >= size:
-                    raise BodyError(400, "bad_gzip", "gzip: truncated stream")
+                    raise HttpError(400, "bad_gzip", "gzip: truncated stream")
                 feed = min(2 * feed, GZIP_MAX_FEED)
         return bytes(out)
 
@@ -137,7 +125,7 @@ def check_json_size(body: bytes, max_batch: int) -> None:
     to twice the cap needs no counting."""
     cap = max_batch * JSON_VALUES_PER_SCAN + 8
     if (len(body) + 1) // 2 > cap and json_values_bound(body) > cap:
-        raise BodyError(
+        raise HttpError(
             413,
             "batch_too_large",
             f"body holds more than {cap} JSON values; at most {max_batch} scans per request",
@@ -145,31 +133,31 @@ def check_json_size(body: bytes, max_batch: int) -> None:
 
 
 def decode_json_batch(body: bytes, max_batch: int) -> list[Any]:
-    """The raw scan items of a JSON body `{"scans": [...]}`, or `BodyError`."""
+    """The raw scan items of a JSON body `{"scans": [...]}`, or `HttpError`."""
     check_json_size(body, max_batch)
     try:
         obj = unpack_json(body)
     except ScanRejected as exc:
-        raise BodyError(400, "undecodable", exc.detail) from None
+        raise HttpError(400, "undecodable", exc.detail) from None
     if isinstance(obj, dict):
         extra = [k for k in obj if k != "scans"]
         if extra:
-            raise BodyError(400, "not_a_batch", f"unknown top-level key {str(extra[0])[:64]!r}")
+            raise HttpError(400, "not_a_batch", f"unknown top-level key {str(extra[0])[:64]!r}")
         items = obj.get("scans")
         if not isinstance(items, list):
-            raise BodyError(400, "not_a_batch", '"scans" must be an array of scans')
+            raise HttpError(400, "not_a_batch", '"scans" must be an array of scans')
         if len(items) > max_batch:
             raise _too_many(len(items), max_batch)
         return items
-    raise BodyError(400, "not_a_batch", f'expected {{"scans": [...]}}, got {type(obj).__name__}')
+    raise HttpError(400, "not_a_batch", f'expected {{"scans": [...]}}, got {type(obj).__name__}')
 
 
-def _too_many(count: int, max_batch: int) -> BodyError:
-    return BodyError(413, "batch_too_large", f"{count} scans > {max_batch} per request")
+def _too_many(count: int, max_batch: int) -> HttpError:
+    return HttpError(413, "batch_too_large", f"{count} scans > {max_batch} per request")
 
 
-def _undecodable(exc: BaseException) -> BodyError:
-    return BodyError(400, "undecodable", f"msgpack: {type(exc).__name__}")
+def _undecodable(exc: BaseException) -> HttpError:
+    return HttpError(400, "undecodable", f"msgpack: {type(exc).__name__}")
 
 
 def _unpacker(body: bytes, start: int, end: int) -> msgpack.Unpacker:
@@ -192,7 +180,7 @@ class MsgpackItems:
 
     Constructing it checks the body's shape (an array of items, or a map with the single
     key `scans` holding one) and the element count against `max_batch`, reading headers
-    only; `BodyError` otherwise. `item(i)` decodes element `i` (or raises `ScanRejected`),
+    only; `HttpError` otherwise. `item(i)` decodes element `i` (or raises `ScanRejected`),
     `raw(i)` gives its bytes as received."""
 
     __slots__ = ("_body", "_count", "_ends", "_start", "_unpacker")
@@ -200,11 +188,11 @@ class MsgpackItems:
     def __init__(self, body: bytes, max_batch: int) -> None:
         self._body = body
         if not body:
-            raise BodyError(400, "undecodable", "msgpack: empty body")
+            raise HttpError(400, "undecodable", "msgpack: empty body")
         unpacker = _unpacker(body, 0, len(body))
         try:
             count = self._array_header(unpacker)
-        except BodyError:
+        except HttpError:
             raise
         except Exception as exc:  # OutOfData, StackError, ...: msgpack's family of errors
             raise _undecodable(exc) from None
@@ -223,24 +211,24 @@ class MsgpackItems:
         if first not in _MAP_HEADERS:
             # a scalar (one object, whatever its size) or garbage
             got = type(msgpack.unpackb(body, raw=False, strict_map_key=True, timestamp=0))
-            raise BodyError(
+            raise HttpError(
                 400,
                 "not_a_batch",
                 f"expected an array of scans or {{scans: [...]}}, got {got.__name__}",
             )
         keys = unpacker.read_map_header()
         if keys != 1:
-            raise BodyError(
+            raise HttpError(
                 400, "not_a_batch", f"a batch map has one key, scans; this one has {keys}"
             )
         pos = unpacker.tell()
         key = unpacker.unpack() if pos < len(body) and body[pos] in _STR_HEADERS else None
         if key != "scans":
             name = repr(key[:64]) if isinstance(key, str) else "that is not a string"
-            raise BodyError(400, "not_a_batch", f"unknown top-level key {name}")
+            raise HttpError(400, "not_a_batch", f"unknown top-level key {name}")
         pos = unpacker.tell()
         if pos >= len(body) or body[pos] not in _ARRAY_HEADERS:
-            raise BodyError(400, "not_a_batch", '"scans" must be an array of scans')
+            raise HttpError(400, "not_a_batch", '"scans" must be an array of scans')
         return int(unpacker.read_array_header())
 
     def __len__(self) -> int:
@@ -248,7 +236,7 @@ class MsgpackItems:
 
     def _spans(self) -> list[int]:
         """Where each element ends, found by skipping (nothing is built); a truncated body
-        or bytes after the batch are `BodyError(400)`."""
+        or bytes after the batch are `HttpError(400)`."""
         if self._ends is None:
             unpacker = self._unpacker
             ends: list[int] = []
@@ -260,12 +248,12 @@ class MsgpackItems:
                 raise _undecodable(exc) from None
             end = ends[-1] if ends else self._start
             if end != len(self._body):
-                raise BodyError(400, "undecodable", "msgpack: ExtraData after the batch")
+                raise HttpError(400, "undecodable", "msgpack: ExtraData after the batch")
             self._ends = ends
         return self._ends
 
     def check(self) -> None:
-        """Walk the whole body (`BodyError` if it is malformed); `item` may follow."""
+        """Walk the whole body (`HttpError` if it is malformed); `item` may follow."""
         self._spans()
 
     def _bounds(self, index: int) -> tuple[int, int]:

@@ -1,4 +1,5 @@
-"""The gateway's Prometheus metrics: one object, on a registry passed in (STYLE.md 9).
+"""The gateway's Prometheus metrics: one object, on a registry passed in
+(several components and tests share a process, each with its own series).
 
 Labels are bounded sets only (an HTTP status, a contract reason code): never a person,
 premises or gateway id.

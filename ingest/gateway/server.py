@@ -10,10 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 from collections.abc import Callable
 
-from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from ingest.gateway.app import build_app, build_metrics_app, runner_kwargs
@@ -21,6 +19,7 @@ from ingest.gateway.base import Publisher
 from ingest.gateway.kafka_publish import KafkaBatchPublisher
 from ingest.gateway.metrics import GatewayMetrics
 from ingest.gateway.settings import GatewaySettings
+from ingest.http import listening, stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -43,53 +42,42 @@ async def serve(
     metrics = GatewayMetrics(registry or CollectorRegistry())
     app = build_app(publisher, options, metrics, tokens=tokens)
     stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    handled: list[signal.Signals] = []
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(signum, stop.set)
-            handled.append(signum)
-    await publisher.start()
-    runner = web.AppRunner(
-        app, shutdown_timeout=options.shutdown_timeout_s, **runner_kwargs(options)
-    )
-    await runner.setup()
-    metrics_runner: web.AppRunner | None = None
-    try:
-        site = web.TCPSite(runner, options.host, options.port, backlog=1024)
-        await site.start()
-        port = _bound_port(runner, options.port)
-        if options.metrics_port:
-            metrics_runner = web.AppRunner(
-                build_metrics_app(metrics), access_log=None, keepalive_timeout=15.0
-            )
-            await metrics_runner.setup()
-            await web.TCPSite(metrics_runner, options.metrics_host, options.metrics_port).start()
-            log.info("metrics on http://%s:%d/metrics", options.metrics_host, options.metrics_port)
-        log.info(
-            "gateway listening on http://%s:%d (%d tokens, Kafka %s, topic %s)",
-            options.host,
-            port,
-            len(tokens),
-            settings.kafka.bootstrap or "?",
-            settings.kafka.raw,
-        )
-        if on_listening is not None:
-            on_listening(port)
-        await stop.wait()
-        log.info("stopping: no new requests; finishing those in progress")
-    finally:
-        await runner.cleanup()  # closes the listener, waits for requests in progress
-        if metrics_runner is not None:
-            await metrics_runner.cleanup()
-        await publisher.close()  # delivers what it still holds
-        for signum in handled:
-            loop.remove_signal_handler(signum)
-        log.info("gateway stopped")
-
-
-def _bound_port(runner: web.AppRunner, default: int) -> int:
-    for address in runner.addresses:
-        if isinstance(address, tuple) and len(address) >= 2:
-            return int(address[1])
-    return default
+    with stop_on_signals(stop):
+        await publisher.start()
+        try:
+            async with contextlib.AsyncExitStack() as listeners:
+                if options.metrics_port:
+                    metrics_app = build_metrics_app(metrics)
+                    host, metrics_port = options.metrics_host, options.metrics_port
+                    await listeners.enter_async_context(
+                        listening(
+                            metrics_app, host, metrics_port, access_log=None, keepalive_timeout=15.0
+                        )
+                    )
+                    log.info("metrics on http://%s:%d/metrics", host, metrics_port)
+                port = await listeners.enter_async_context(
+                    listening(
+                        app,
+                        options.host,
+                        options.port,
+                        backlog=1024,
+                        shutdown_timeout=options.shutdown_timeout_s,
+                        **runner_kwargs(options),
+                    )
+                )
+                log.info(
+                    "gateway listening on http://%s:%d (%d tokens, Kafka %s, topic %s)",
+                    options.host,
+                    port,
+                    len(tokens),
+                    settings.kafka.bootstrap or "?",
+                    settings.kafka.raw,
+                )
+                if on_listening is not None:
+                    on_listening(port)
+                await stop.wait()
+                log.info("stopping: no new requests; finishing those in progress")
+            # Listeners closed (the gateway's first), requests in progress answered.
+        finally:
+            await publisher.close()  # delivers what it still holds
+            log.info("gateway stopped")

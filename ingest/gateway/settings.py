@@ -7,20 +7,16 @@
 
 from __future__ import annotations
 
-import json
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ingest.auth import TokensError, parse_token_table
 from ingest.contract import DEFAULT_MAX_SKEW_MS, MAX_ID_LEN
 from ingest.kafka_settings import KafkaSettings
 
 Compression = Literal["gzip", "lz4", "zstd", "snappy", "none"]
-
-
-class TokensError(ValueError):
-    """The token table is unusable. The message never contains a token."""
 
 
 class GatewayOptions(BaseModel):
@@ -78,31 +74,22 @@ class GatewayOptions(BaseModel):
 
     def token_map(self) -> dict[str, str]:
         """`{token: gateway_id}`, checked. Raises `TokensError` (never quoting a token)."""
-        text = self.tokens.get_secret_value().strip()
-        if not text:
-            return {}
-        try:
-            obj = json.loads(text)
-        except ValueError:
-            raise TokensError("gateway tokens are not valid JSON") from None
-        if not isinstance(obj, dict):
-            raise TokensError('gateway tokens must be a JSON object {"TOKEN": "GATEWAY_ID"}')
-        tokens: dict[str, str] = {}
-        for n, (token, gateway_id) in enumerate(obj.items(), start=1):
-            if not token or not token.isprintable() or " " in token:
-                raise TokensError(f"gateway token #{n} is empty or has blanks/control characters")
-            if (
-                not isinstance(gateway_id, str)
-                or not gateway_id
-                or len(gateway_id) > MAX_ID_LEN
-                or not gateway_id.isprintable()
-            ):
-                raise TokensError(
-                    f"gateway token #{n}: its gateway_id must be a printable string of "
-                    f"1-{MAX_ID_LEN} characters"
-                )
-            tokens[token] = gateway_id
-        return tokens
+        shape = '{"TOKEN": "GATEWAY_ID"}'
+        return parse_token_table(self.tokens.get_secret_value(), "gateway", shape, _gateway_id)
+
+
+def _gateway_id(n: int, gateway_id: object) -> str:
+    if (
+        not isinstance(gateway_id, str)
+        or not gateway_id
+        or len(gateway_id) > MAX_ID_LEN
+        or not gateway_id.isprintable()
+    ):
+        raise TokensError(
+            f"gateway token #{n}: its gateway_id must be a printable string of "
+            f"1-{MAX_ID_LEN} characters"
+        )
+    return gateway_id
 
 
 class GatewaySettings(BaseSettings):

@@ -1,30 +1,14 @@
-"""A real fake of the `Publisher` seam, for tests and demos without Kafka (STYLE.md 10)."""
+"""A real fake of the `Publisher` seam, shipped so that code written against the seam
+can be tested without Kafka."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from collections.abc import Sequence
 
 from ingest.deadletter import DeadLetter
-from ingest.gateway.app import OPTIONS_KEY, runner_kwargs
 from ingest.gateway.base import PublishUnavailable
 from ingest.wire import AnyScan, encode_scan
-
-
-@asynccontextmanager
-async def app_client(
-    app: web.Application,
-) -> AsyncIterator[TestClient[web.Request, web.Application]]:
-    """An aiohttp test client for the gateway app, served as in production (we decode
-    gzip ourselves: aiohttp's own decoding is off; the header timeout holds)."""
-    server = TestServer(app)
-    await server.start_server(**runner_kwargs(app[OPTIONS_KEY]))
-    async with TestClient(server) as client:
-        yield client
 
 
 class FakePublisher:

@@ -12,13 +12,14 @@ from pathlib import Path
 import click
 from pydantic import ValidationError
 
+from ingest.auth import TokensError
 from ingest.contract import now_ms
 from scantrace.commands import server_overrides, setup_logging
 from scantrace.commands.trace import cli_actor
 from tracing.audit import AuditRecord, AuditWriter, read_audit
 from tracing.models import iso_utc
 from tracing.runner import ClickHouseRunner
-from tracing.settings import TokensError, TracerSettings
+from tracing.settings import TracerSettings
 from tracing.trace import TraceInputError, error_text, parse_time
 
 
@@ -34,7 +35,7 @@ from tracing.trace import TraceInputError, error_text, parse_time
     "--tokens-file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
-    help='JSON {"TOKEN": {"name": "...", "role": "tracer|auditor"}} '
+    help='JSON {"TOKEN": {"name": "...", "role": "tracer|supervisor|auditor"}} '
     "[env: SCANTRACE_API__TOKENS holds the same JSON]",
 )
 @click.option(
@@ -44,9 +45,11 @@ from tracing.trace import TraceInputError, error_text, parse_time
     help="Logging level",
 )
 def api(host: str | None, port: int | None, tokens_file: Path | None, log_level: str) -> None:
-    """Tracer HTTP API: GET /v1/trace/{person}, /v1/premises/{id}/visitors, /v1/audit.
+    """Tracer HTTP API and the tracers' workbench (web pages at /, same tokens).
 
-    Also /openapi.json, /healthz, /metrics. Every query is audited. Stops on SIGTERM.
+    GET /v1/trace/{person}, /v1/premises/{id}/visitors, /v1/audit, /v1/exposure-sites;
+    also /openapi.json, /docs/api, /healthz, /metrics. Every query and every page view is
+    audited. Stops on SIGTERM.
     ClickHouse: SCANTRACE_CLICKHOUSE__URL (the tracer's user) and, for /v1/audit,
     SCANTRACE_AUDIT_CLICKHOUSE__URL (the auditor's).
     """

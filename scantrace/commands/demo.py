@@ -15,13 +15,14 @@ import subprocess
 import sys
 import time
 import urllib.request
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import click
 from prometheus_client.parser import text_string_to_metric_families
 
 from ingest.contract import now_ms
+from ingest.premises import Premises
 from ingest.registry import plan_import, publish_registry, read_registry
 from scantrace import synth
 from scantrace.commands import OUT_DIR
@@ -94,17 +95,29 @@ def demo(seed: int, count: int | None, out_dir: str) -> None:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     day = (datetime.now(tz=synth.TZ) - timedelta(days=1)).date()
+    premises, scan_day = _generate(seed, count, day, out)
+    _import_premises(settings, premises)
+    case = _through_the_pipeline(settings, scan_day)
+    _trace_and_report(case, day, out)
 
+
+def _generate(
+    seed: int, count: int | None, day: date, out: Path
+) -> tuple[list[Premises], synth.ScanDay]:
+    """The province's premises (written with the district populations to `out`) and a
+    day of scans."""
     premises = synth.generate_premises(seed)
     synth.write_premises_csv(premises, out / "premises.csv")
     synth.write_population_csv(out / "population.csv")
     scan_day = synth.generate_scans(seed, premises, day, scans=count)
-    truth = scan_day.truth
     click.echo(
         f"generated {len(premises)} premises and {len(scan_day)} scans for {day} "
-        f"({truth.persons} persons) in {out}/"
+        f"({scan_day.truth.persons} persons) in {out}/"
     )
+    return premises, scan_day
 
+
+def _import_premises(settings: SinkSettings, premises: list[Premises]) -> None:
     # The registry import is the admin's job; gateway, worker and sink log in as
     # themselves (each child of the pipeline picks its own user).
     registry_kafka = local_kafka("premises", settings.kafka)
@@ -114,6 +127,10 @@ def demo(seed: int, count: int | None, out_dir: str) -> None:
         f"premises import: {published} new or changed, {len(premises) - published} unchanged"
     )
 
+
+def _through_the_pipeline(settings: SinkSettings, scan_day: synth.ScanDay) -> str:
+    """Start gateway, worker and sink, load the day through the gateway, wait for each
+    stage and print its counts; returns a person to trace."""
     gateway_port, worker_port, sink_port = free_port(), free_port(), free_port()
     os.environ["SCANTRACE_GATEWAY__TOKENS"] = json.dumps({TOKEN: "demo-gateway"})
     pipeline = Pipeline(
@@ -123,7 +140,7 @@ def demo(seed: int, count: int | None, out_dir: str) -> None:
     try:
         _wait(pipeline, lambda: _ready(gateway_port), 90, "the gateway")
         client = connect(settings.clickhouse)
-        lo, hi = synth.day_bounds_ms(day)
+        lo, hi = scan_day.day_start_ms, scan_day.day_end_ms
 
         def stored() -> int:
             return int(
@@ -151,40 +168,16 @@ def demo(seed: int, count: int | None, out_dir: str) -> None:
             f"{sum(report.rejected.values())} rejected {dict(report.rejected)} "
             f"({report.rate:,.0f} scans/s)"
         )
-
-        def worker_done() -> bool:
-            try:
-                m = _metric_sums(worker_port)
-            except OSError:  # its metrics are served once it has joined its group
-                return False
-            return m.get("scantrace_worker_events_in_total", 0) >= report.accepted
-
-        _wait(pipeline, worker_done, 600, "the worker")
-        m = _metric_sums(worker_port)
-        enriched = int(m.get("scantrace_worker_scans_enriched_total", 0))
-        dup, rep = (
-            int(m.get("scantrace_worker_duplicates_total", 0)),
-            int(m.get("scantrace_worker_repeats_total", 0)),
-        )
-        dead, parked = (
-            int(m.get("scantrace_worker_dead_letters_total", 0)),
-            int(m.get("scantrace_worker_parked_scans", 0)),
-        )
-        ins = int(m.get("scantrace_worker_events_in_total", 0))
-        click.echo(
-            f"worker:  {ins} in = {enriched} enriched + {dup} duplicates + {rep} repeats "
-            f"+ {dead} dead-lettered + {parked} parked"
-            f"{'' if ins == enriched + dup + rep + dead + parked else '  (DOES NOT ADD UP)'}"
-        )
+        enriched = _worker_counts(pipeline, worker_port, report.accepted)
+        truth = scan_day.truth
         _wait(
             pipeline,
             lambda: stored() - before >= enriched or stored() >= truth.stored - truth.repeats,
             600,
             "ClickHouse",
         )
-        now_stored = stored()
         click.echo(
-            f"sink:    ClickHouse holds {now_stored} distinct scans for {day} "
+            f"sink:    ClickHouse holds {stored()} distinct scans for {scan_day.day} "
             f"(expected {truth.stored - truth.repeats}: {truth.stored} unique at known "
             f"premises - {truth.repeats} repeats), {time.monotonic() - t0:.0f}s after "
             f"the first scan was sent"
@@ -193,15 +186,50 @@ def demo(seed: int, count: int | None, out_dir: str) -> None:
         rows = int(sm.get("scantrace_sink_rows_written_total", 0))
         batches = int(sm.get("scantrace_sink_batches_total", 0))
         click.echo(f"         the sink wrote {rows} rows in {batches} batches")
-        case = scan_day.scans[len(scan_day.scans) // 3]["person_id"]
         client.disconnect()
     finally:
         pipeline.stop()
+    return str(scan_day.scans[len(scan_day.scans) // 3]["person_id"])
 
+
+def _worker_counts(pipeline: Pipeline, worker_port: int, accepted: int) -> int:
+    """Wait until the worker has taken every accepted scan, print its accounting and
+    return how many it enriched."""
+
+    def worker_done() -> bool:
+        try:
+            m = _metric_sums(worker_port)
+        except OSError:  # its metrics are served once it has joined its group
+            return False
+        return m.get("scantrace_worker_events_in_total", 0) >= accepted
+
+    _wait(pipeline, worker_done, 600, "the worker")
+    m = _metric_sums(worker_port)
+    enriched = int(m.get("scantrace_worker_scans_enriched_total", 0))
+    dup, rep = (
+        int(m.get("scantrace_worker_duplicates_total", 0)),
+        int(m.get("scantrace_worker_repeats_total", 0)),
+    )
+    dead, parked = (
+        int(m.get("scantrace_worker_dead_letters_total", 0)),
+        int(m.get("scantrace_worker_parked_scans", 0)),
+    )
+    ins = int(m.get("scantrace_worker_events_in_total", 0))
+    click.echo(
+        f"worker:  {ins} in = {enriched} enriched + {dup} duplicates + {rep} repeats "
+        f"+ {dead} dead-lettered + {parked} parked"
+        f"{'' if ins == enriched + dup + rep + dead + parked else '  (DOES NOT ADD UP)'}"
+    )
+    return enriched
+
+
+def _trace_and_report(case: str, day: date, out: Path) -> None:
+    """Trace `case` over `day` and write the week's report, with the CLI's own commands."""
+    lo, hi = synth.day_bounds_ms(day)
     cli = [sys.executable, "-m", "scantrace.cli"]
     frm = datetime.fromtimestamp(lo / 1000, tz=synth.TZ).isoformat()
     to = datetime.fromtimestamp(hi / 1000, tz=synth.TZ).isoformat()
-    trace_cmd = [*cli, "trace", str(case), "--from", frm, "--to", to]
+    trace_cmd = [*cli, "trace", case, "--from", frm, "--to", to]
     click.echo(f"\ntrace of case {case} (PC-COVID rule: scanned within 60 min at the same place):")
     subprocess.run(trace_cmd, check=False)
     subprocess.run(

@@ -9,8 +9,9 @@ from pathlib import Path
 import click
 from pydantic import ValidationError
 
+from ingest.auth import TokensError
 from ingest.gateway.server import serve
-from ingest.gateway.settings import GatewaySettings, TokensError
+from ingest.gateway.settings import GatewaySettings
 from ingest.kafka_probe import KafkaStartupError, check_kafka
 from scantrace.commands import one_line, server_overrides, setup_logging
 

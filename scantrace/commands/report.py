@@ -218,7 +218,8 @@ def _week(text: str) -> Period:
     if text == "last":
         from datetime import timedelta
 
-        from sinks.rollup import local_day, now_ms
+        from ingest.contract import now_ms
+        from sinks.rollup import local_day
 
         year, week, _ = (local_day(now_ms()) - timedelta(days=7)).isocalendar()
         text = f"{year}-W{week:02d}"
@@ -262,7 +263,7 @@ def _report(period: Period, opts: Options, settings: ReportSettings) -> Report:
         except (ValueError, UnicodeDecodeError) as exc:
             raise click.BadParameter(str(exc), param_hint="--headcount") from None
 
-    from sinks.rollup import now_ms
+    from ingest.contract import now_ms
     from tracing.report.build import build_report
     from tracing.report.queries import collect
     from tracing.runner import ClickHouseRunner

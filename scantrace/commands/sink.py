@@ -68,7 +68,7 @@ def sink(
     """
     from ingest.admin import ensure_topics
     from ingest.kafka_probe import KafkaStartupError, check_kafka
-    from sinks.consumer import SinkFatal, serve
+    from sinks.consume_loop import SinkFatal, serve
     from sinks.settings import SinkSettings
 
     setup_logging(log_level)

@@ -1,7 +1,7 @@
 """Apache Kafka 4.4.0, KRaft, one combined broker+controller on 127.0.0.1.
 
 The jars come from Maven Central through `mvn` into a cache outside the repository and
-are reused on the next start (SERVICES.md).
+are reused on the next start.
 """
 
 from __future__ import annotations

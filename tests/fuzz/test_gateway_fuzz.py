@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
+from gateway_kit import app_client
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
@@ -36,7 +37,7 @@ from ingest.contract import DEFAULT_MAX_SKEW_MS, ScanRejected, parse_scan
 from ingest.gateway.app import build_app
 from ingest.gateway.metrics import GatewayMetrics
 from ingest.gateway.settings import GatewayOptions
-from ingest.gateway.testing import FakePublisher, app_client
+from ingest.gateway.testing import FakePublisher
 
 EXAMPLES = int(os.environ.get("SCANTRACE_FUZZ_EXAMPLES", "5000"))
 SEED = int(os.environ.get("SCANTRACE_FUZZ_SEED", "20261204"))

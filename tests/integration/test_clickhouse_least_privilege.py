@@ -7,29 +7,31 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
 import pytest
+import store_queries as queries
 from click.testing import CliRunner
 from clickhouse_driver import errors
 from pydantic import SecretStr
 from test_sink import Running, make_scans, produce, scan_records, sink_settings, wait_for
 
+from ingest.contract import now_ms
 from ingest.deadletter import DeadLetter, encode_dead_letter
 from ingest.kafka_settings import KafkaSettings
 from ingest.premises import Premises, encode_premises
 from scantrace.services import manager
 from scantrace.services.manager import Endpoints
 from scantrace.settings import ServicesSettings
-from sinks import queries
 from sinks.batch import SCAN_COLUMNS
 from sinks.clickhouse_settings import ClickHouseSettings
 from sinks.client import connect
 from sinks.grants import ROLES, render_users_sql, username
-from sinks.rollup import DAY_MS, local_day, now_ms
+from sinks.rollup import DAY_MS, local_day
 from sinks.writer import ClickHouseWriter
 from tracing.api.server import serve
 from tracing.audit import Actor, AuditWriter, read_audit
@@ -385,3 +387,62 @@ def test_the_api_reads_the_audit_log_as_the_auditor_and_traces_as_the_tracer(
     )
     traced, status, body = asyncio.run(ask(alone))
     assert (traced, status) == (200, 503), body
+
+
+def test_the_tracer_keeps_the_workbench_tables_and_stops_its_own_jobs(secured: Secured) -> None:
+    """The workbench as the tracer's user: it appends versions to its tables and reads
+    them, may not alter or delete them, and stops its own depth-2 job's query (a Cancel
+    packet on the job's connection: `KILL QUERY` would need SELECT on system.processes)."""
+    import threading
+    from datetime import date
+
+    from tracing.runner import RunnerPool
+    from tracing.workbench import followup
+    from tracing.workbench.jobs import Job, Jobs
+
+    tracer = secured.role("tracer")
+    runner = ClickHouseRunner(tracer)
+    try:
+        case_id = followup.create_case(runner, "P-wb", date(2026, 12, 1), "", "A", now_ms())
+        followup.set_status(runner, case_id, "P-f1", "called", "A", now_ms())
+        assert followup.statuses(runner, case_id)["P-f1"].status == "called"
+    finally:
+        runner.close()
+    for sql in ("ALTER TABLE followups DELETE WHERE 1", "TRUNCATE TABLE cases"):
+        assert refused(tracer, sql).code == NOT_ENOUGH_PRIVILEGES, sql
+
+    jobs = Jobs(RunnerPool(lambda: ClickHouseRunner(tracer), size=1), max_jobs=1, max_rows=10)
+    job = Job("1", "P-wb", 0, 0, Rule(depth=2), now_ms(), state="running")
+    job.runner = slow = ClickHouseRunner(tracer)
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:  # ten minutes unless stopped
+            outcome.append(
+                slow.query(
+                    "SELECT sleepEachRow(0.5) FROM numbers(1200) SETTINGS max_block_size = 1",
+                    {},
+                )
+            )
+        except Exception as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        for _ in range(600):  # the query is on its way
+            if slow._client.connection.is_query_executing:
+                break
+            time.sleep(0.1)
+        time.sleep(1)
+        jobs.cancel(job)
+        thread.join(300)
+        assert not thread.is_alive(), "the query was not stopped"
+    finally:
+        jobs.close()
+        slow.close()
+    assert job.cancel.is_set()
+    [got] = outcome
+    # the server ends a cancelled query early: here with the rows so far, no error (which
+    # is why a job checks its own flag before it calls an answer complete)
+    assert isinstance(got, Exception) or len(got) < 1200  # type: ignore[arg-type]

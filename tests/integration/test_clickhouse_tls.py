@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 from clickhouse_driver import errors
 
+from ingest.contract import now_ms
 from scantrace.services.manager import Endpoints
 from scantrace.services.process import free_port, port_open, spawn, stop
 from sinks.batch import SCAN_COLUMNS
 from sinks.clickhouse_settings import ClickHouseSettings
 from sinks.client import connect
-from sinks.rollup import now_ms
 from sinks.writer import ClickHouseWriter, WriteError
 
 STUNNEL = shutil.which("stunnel4") or shutil.which("stunnel")

@@ -23,6 +23,7 @@ from typing import Any
 
 import msgpack
 import pytest
+from gateway_kit import app_client
 from kafka import KafkaConsumer
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
@@ -34,7 +35,6 @@ from ingest.gateway.base import PublishUnavailable
 from ingest.gateway.kafka_publish import KafkaBatchPublisher
 from ingest.gateway.metrics import GatewayMetrics
 from ingest.gateway.settings import GatewayOptions
-from ingest.gateway.testing import app_client
 from ingest.kafka_settings import KafkaSettings
 from ingest.partitioning import partition_for
 from ingest.wire import split_raw_frame

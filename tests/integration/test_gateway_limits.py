@@ -29,16 +29,11 @@ from kafka import KafkaConsumer
 from ingest.contract import now_ms
 from ingest.kafka_settings import KafkaSettings
 from ingest.wire import split_raw_frame
+from scantrace.services.process import free_port
 
 TOKEN = "limits-token-1"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 MiB = 1024 * 1024
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -11,6 +11,7 @@ import uuid
 from dataclasses import replace
 from datetime import datetime, timedelta
 
+import store_queries as queries
 from pipeline_kit import PIPELINE_TOKEN, committed, end_offsets, wait_for
 
 from ingest.kafka_settings import KafkaSettings
@@ -19,7 +20,6 @@ from scantrace import synth
 from scantrace.loader import load_http
 from scantrace.pipeline import Pipeline
 from scantrace.services.process import free_port, spawn, stop, wait_until
-from sinks import queries
 from sinks.clickhouse_settings import ClickHouseSettings
 from sinks.client import connect
 from sinks.writer import ClickHouseWriter

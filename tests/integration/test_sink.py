@@ -15,29 +15,26 @@ from typing import Any
 
 import msgpack
 import pytest
+import store_queries as queries
 from kafka import KafkaProducer
 from pipeline_kit import committed, end_offsets
 from prometheus_client import CollectorRegistry
+from sink_kit import enriched
 
+from ingest.contract import now_ms
 from ingest.deadletter import DeadLetter, encode_dead_letter
 from ingest.kafka_settings import KafkaSettings
 from ingest.premises import Premises, encode_premises
-from sinks import queries
+from scantrace.services.process import free_port
 from sinks.clickhouse_settings import ClickHouseSettings
 from sinks.client import connect
-from sinks.consumer import SinkFatal, serve
-from sinks.rollup import DAY_MS, local_day, now_ms
+from sinks.consume_loop import SinkFatal, serve
+from sinks.rollup import DAY_MS, local_day
 from sinks.settings import SinkOptions, SinkSettings
-from sinks.testing import FlakyWriter, enriched
+from sinks.testing import FlakyWriter
 from sinks.writer import ClickHouseWriter, ScanWriter
 
 TIMEOUT_S = 90
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Running:

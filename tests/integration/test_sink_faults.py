@@ -17,6 +17,7 @@ import msgpack
 import pytest
 from kafka import KafkaProducer
 from pydantic import SecretStr
+from sink_kit import enriched
 
 from ingest.kafka_settings import KafkaSettings
 from scantrace.services import clickhouse_local
@@ -24,7 +25,6 @@ from scantrace.services.process import stop, wait_until
 from sinks.clickhouse_settings import ClickHouseSettings
 from sinks.client import connect
 from sinks.migrations import migrate
-from sinks.testing import enriched
 
 NOW = int(time.time() * 1000)
 

@@ -12,13 +12,13 @@ from typing import IO, Any
 import msgpack
 import pytest
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+from worker_kit import WorkerProcess, publish, read_topic, total
 
 from ingest.deadletter import decode_dead_letter
 from ingest.kafka_settings import KafkaSettings
 from ingest.partitioning import partition_for
 from ingest.premises import Premises, encode_premises
 from processors.records import decode_frame
-from processors.testing import WorkerProcess, publish, read_topic, total
 
 MINUTE = 60_000
 

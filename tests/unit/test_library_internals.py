@@ -7,7 +7,7 @@ these libraries (`test_the_walk_finds_nothing_that_is_not_listed` holds the list
 - an import from one of their modules that is not a documented public one (`INTERNALS`,
   keyed `module:name`);
 - an attribute whose name starts with `_` read on anything but `self` (`super()._x`,
-  `consumer._client`), or on `self` in a class derived from one of theirs when no class of
+  `other._x`), or on `self` in a class derived from one of theirs when no class of
   ours defines it (`self._read_offset` in `BulkConsumer`): `INTERNALS`, keyed by the name;
 - every name a class derived from one of theirs defines in its body: it overrides theirs
   (`OVERRIDES`: it must still exist there, with the same parameters and the same
@@ -137,12 +137,11 @@ INTERNALS: dict[str, Internal] = {
     "_new_changelog_topic": Internal(
         "faust.tables.base:Collection", METHOD, ("self", "retention", "compacting", "deleting")
     ),
-    # -- aiokafka (ingest/lean_records.py; processors/testing.py) -------------------------
+    # -- aiokafka (ingest/lean_records.py) ------------------------------------------------
     "_consumer_record": Internal(
         "aiokafka.consumer.fetcher:PartitionRecords", METHOD, ("self", "tp", "record")
     ),
     "_key_deserializer": Internal("aiokafka.consumer.fetcher:PartitionRecords", ATTRIBUTE),
-    "_client": Internal("aiokafka:AIOKafkaConsumer", ATTRIBUTE, why="force_metadata_update"),
     # -- spelled public, not offered by their docs ---------------------------------------
     "PartitionRecords": Internal(
         "aiokafka.consumer.fetcher",

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import threading
 import time
@@ -54,6 +53,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ingest.auth import BearerTokens
 from ingest.contract import now_ms
+from ingest.http import HttpError as ApiError
+from ingest.http import json_response as _json
 from tracing.api.cache import AnswerCache
 from tracing.api.metrics import ApiMetrics
 from tracing.api.openapi import openapi_document
@@ -62,7 +63,7 @@ from tracing.formatting import contacts_csv, premises_json, trace_json, visitors
 from tracing.models import Contact, PremisesResult, TraceResult, Visitor, iso_utc
 from tracing.rules import Rule, RuleError
 from tracing.runner import QueryLimitExceeded, QueryRunner, RunnerPool
-from tracing.settings import ApiOptions, Principal
+from tracing.settings import TRACING_ROLES, ApiOptions, Principal, WorkbenchOptions
 from tracing.sql import TraceTables
 from tracing.trace import (
     TraceInputError,
@@ -81,11 +82,13 @@ CSV_CHUNK_BYTES: Final = 64 * 1024
 T = TypeVar("T")
 
 # Routes anyone may call; every other request needs a token and is audited.
-PUBLIC_ROUTES: Final = frozenset({"healthz", "metrics", "openapi"})
+PUBLIC_ROUTES: Final = frozenset({"healthz", "metrics", "openapi", "exposure_public"})
 ACTIONS: Final[Mapping[str, Action]] = {
     "trace": "trace",
     "premises": "trace_premises",
     "audit": "read_audit",
+    "exposure_propose": "site_propose",
+    "exposure_decide": "site_decide",
 }
 PERIOD_PARAMS: Final = frozenset({"from", "to", "limit", "offset", "format"})
 TRACE_PARAMS: Final = PERIOD_PARAMS | {
@@ -103,6 +106,7 @@ MAX_AUDIT_ROWS: Final = 100_000
 # Not an HTTP status sent (nobody is listening): how the audit row names a request whose
 # client left before its answer was complete (nginx's convention).
 CLIENT_LEFT: Final = 499
+AUDITOR: Final = frozenset({"auditor"})
 
 
 class TokenAuth(BearerTokens[Principal]):
@@ -112,14 +116,6 @@ class TokenAuth(BearerTokens[Principal]):
 
     def principal(self, authorization: str | None) -> Principal | None:
         return self.lookup(authorization)
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.code = code
-        self.detail = detail
 
 
 class AnswerTooLarge(Exception):
@@ -161,17 +157,6 @@ class AuditScope:
 
 
 AUDIT_KEY: Final = web.RequestKey("audit", AuditScope)
-
-
-def _json(
-    status: int, body: Mapping[str, object], headers: Mapping[str, str] | None = None
-) -> web.Response:
-    return web.Response(
-        status=status,
-        body=json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(),
-        content_type="application/json",
-        headers=headers,
-    )
 
 
 def _shown(name: str) -> str:
@@ -354,6 +339,8 @@ class TracerApi:
         self.cache: AnswerCache[TraceResult | PremisesResult] = AnswerCache(
             options.answer_cache_rows, options.answer_ttl_s
         )
+        # Routes of the workbench: sessions, not bearer tokens (`tracing.workbench`).
+        self.web_routes: set[str] = set()
 
     # -- the audit row ---------------------------------------------------------------
 
@@ -393,8 +380,8 @@ class TracerApi:
 
     # -- handlers --------------------------------------------------------------------
 
-    def _role(self, scope: AuditScope, role: str, what: str) -> None:
-        if scope.actor.role != role:
+    def _role(self, scope: AuditScope, roles: frozenset[str], what: str) -> None:
+        if scope.actor.role not in roles:
             raise ApiError(403, "forbidden", f"role {scope.actor.role!r} may not {what}")
 
     def _question(self, scope: AuditScope, params: Params, subject: str) -> tuple[int, int]:
@@ -414,7 +401,7 @@ class TracerApi:
     async def trace(self, request: web.Request) -> web.StreamResponse:
         scope = request[AUDIT_KEY]
         person_id = scope.subject = request.match_info["person_id"]
-        self._role(scope, "tracer", "query")
+        self._role(scope, TRACING_ROLES, "query")
         params = Params(request.query, TRACE_PARAMS)
         from_ms, to_ms = self._question(scope, params, person_id)
         rule = params.rule()
@@ -429,14 +416,7 @@ class TracerApi:
 
             return await self._stream(request, scope, f"trace-{person_id}.csv", rows)
 
-        def answer(runner: QueryRunner) -> TraceResult:
-            s = stream_trace(runner, person_id, from_ms, to_ms, rule, self.tables)
-            contacts = _take(s.contacts, self.options.max_json_rows)
-            return TraceResult(s.case, s.period_from, s.period_to, s.rule, s.visits, contacts)
-
-        key = ("trace", person_id, from_ms, to_ms, rule)
-        result = await self._answer(scope, key, answer)
-        assert isinstance(result, TraceResult)
+        result = await self.trace_answer(scope, person_id, from_ms, to_ms, rule)
         page = result.contacts[offset : offset + limit]
         body = trace_json(result, page)
         return self._paged(scope, body, offset, limit, len(page), result.rows)
@@ -444,7 +424,7 @@ class TracerApi:
     async def premises(self, request: web.Request) -> web.StreamResponse:
         scope = request[AUDIT_KEY]
         premises_id = scope.subject = request.match_info["premises_id"]
-        self._role(scope, "tracer", "query")
+        self._role(scope, TRACING_ROLES, "query")
         params = Params(request.query, PERIOD_PARAMS)
         from_ms, to_ms = self._question(scope, params, premises_id)
         fmt = params.format()
@@ -457,21 +437,14 @@ class TracerApi:
 
             return await self._stream(request, scope, f"visitors-{premises_id}.csv", rows)
 
-        def answer(runner: QueryRunner) -> PremisesResult:
-            visitors = stream_premises(runner, premises_id, from_ms, to_ms, self.tables)
-            kept = _take(visitors, self.options.max_json_rows)
-            return PremisesResult(premises_id, from_ms, to_ms, kept)
-
-        key = ("trace_premises", premises_id, from_ms, to_ms)
-        result = await self._answer(scope, key, answer)
-        assert isinstance(result, PremisesResult)
+        result = await self.premises_answer(scope, premises_id, from_ms, to_ms)
         page_v = result.visitors[offset : offset + limit]
         body = premises_json(result, page_v)
         return self._paged(scope, body, offset, limit, len(page_v), result.rows)
 
     async def audit(self, request: web.Request) -> web.StreamResponse:
         scope = request[AUDIT_KEY]
-        self._role(scope, "auditor", "read the audit log")
+        self._role(scope, AUDITOR, "read the audit log")
         params = Params(request.query, AUDIT_PARAMS)
         since = params.time("since")
         limit = params.integer("limit", 1000, 1, MAX_AUDIT_ROWS)
@@ -487,6 +460,35 @@ class TracerApi:
         return _json(200, {"since": iso_utc(since), "entries": rows})
 
     # -- answers ---------------------------------------------------------------------
+
+    async def trace_answer(
+        self, scope: AuditScope, person_id: str, from_ms: int, to_ms: int, rule: Rule
+    ) -> TraceResult:
+        """The whole answer of a trace (at most `max_json_rows` contacts), from the cache
+        or read once: the API's JSON pages and the workbench's pages share it."""
+
+        def answer(runner: QueryRunner) -> TraceResult:
+            s = stream_trace(runner, person_id, from_ms, to_ms, rule, self.tables)
+            contacts = _take(s.contacts, self.options.max_json_rows)
+            return TraceResult(s.case, s.period_from, s.period_to, s.rule, s.visits, contacts)
+
+        key = ("trace", person_id, from_ms, to_ms, rule)
+        result = await self._answer(scope, key, answer)
+        assert isinstance(result, TraceResult)
+        return result
+
+    async def premises_answer(
+        self, scope: AuditScope, premises_id: str, from_ms: int, to_ms: int
+    ) -> PremisesResult:
+        def answer(runner: QueryRunner) -> PremisesResult:
+            visitors = stream_premises(runner, premises_id, from_ms, to_ms, self.tables)
+            kept = _take(visitors, self.options.max_json_rows)
+            return PremisesResult(premises_id, from_ms, to_ms, kept)
+
+        key = ("trace_premises", premises_id, from_ms, to_ms)
+        result = await self._answer(scope, key, answer)
+        assert isinstance(result, PremisesResult)
+        return result
 
     def _paged(
         self,
@@ -657,6 +659,8 @@ def _middleware(api: TracerApi) -> Callable[..., Awaitable[web.StreamResponse]]:
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         route = request.match_info.route.name
+        if route in api.web_routes:  # the workbench's pages audit themselves
+            return await handler(request)
         scope: AuditScope | None = None
         try:
             if route not in PUBLIC_ROUTES:
@@ -706,9 +710,15 @@ def build_app(
     tokens: Mapping[str, Principal] | None = None,
     tables: TraceTables | None = None,
     audit_pool: RunnerPool | None = None,
+    workbench: WorkbenchOptions | None = None,
+    job_pool: RunnerPool | None = None,
 ) -> web.Application:
-    """The API application; the caller owns (and closes) the runner pools. `audit_pool`
-    (default: `pool`) is what `/v1/audit` reads the log through."""
+    """The API application and the workbench beside it; the caller owns (and closes) the
+    runner pools. `audit_pool` (default: `pool`) is what `/v1/audit` and the workbench's
+    audit page read the log through; `job_pool` (default: `pool`) runs depth-2 jobs."""
+    # Imported here: the workbench builds on this module (its audit scope, its answers).
+    from tracing.workbench import add_workbench
+
     auth = TokenAuth(options.token_map() if tokens is None else tokens)
     api = TracerApi(
         pool,
@@ -719,9 +729,12 @@ def build_app(
         tables=tables,
         audit_pool=audit_pool,
     )
-    app = web.Application(middlewares=[_middleware(api)])
+    wb_options = workbench or WorkbenchOptions()
+    middlewares = [_middleware(api)]
+    app = web.Application(middlewares=middlewares)
     app[METRICS_KEY] = metrics
     document = openapi_document(retention_days, options)
+    add_workbench(app, api, wb_options, document, job_pool=job_pool or pool)
 
     async def healthz(request: web.Request) -> web.Response:
         return _json(200, {"status": "ok"})

@@ -1,4 +1,5 @@
-"""The tracer API's Prometheus metrics: one object, on a registry passed in (STYLE.md 9).
+"""The tracer API's Prometheus metrics: one object, on a registry passed in (a fresh one
+per test, so tests never share time series).
 
 Labels are bounded sets (endpoint name, HTTP status, query kind), never a person, premises
 or tracer id.

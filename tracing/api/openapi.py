@@ -134,6 +134,8 @@ def openapi_document(retention_days: int, options: ApiOptions) -> dict[str, obje
                 " time and a memory limit. JSON answers are paged from the whole answer,"
                 " kept for a while; format=csv streams the whole answer: a response that"
                 " ends without its final chunk was cut (a failure) and is incomplete."
+                " The same server serves the tracers' workbench (HTML pages signed in with the"
+                " same tokens, `/login`) and the public list of approved exposure sites."
             ),
         },
         "components": {
@@ -164,6 +166,7 @@ def openapi_document(retention_days: int, options: ApiOptions) -> dict[str, obje
                         "page": {"$ref": "#/components/schemas/Page"},
                     },
                 },
+                "ExposureSite": _EXPOSURE_SITE,
                 "Visitors": {
                     "type": "object",
                     "properties": {
@@ -244,6 +247,7 @@ def openapi_document(retention_days: int, options: ApiOptions) -> dict[str, obje
                     "responses": _responses({"description": "audit entries, oldest first"}, errors),
                 }
             },
+            **_exposure_site_paths(errors),
             "/healthz": {"get": {"security": [], "responses": {"200": {"description": "alive"}}}},
             "/metrics": {
                 "get": {"security": [], "responses": {"200": {"description": "Prometheus"}}}
@@ -251,5 +255,122 @@ def openapi_document(retention_days: int, options: ApiOptions) -> dict[str, obje
             "/openapi.json": {
                 "get": {"security": [], "responses": {"200": {"description": "this"}}}
             },
+        },
+    }
+
+
+_WINDOW = {"type": "string", "format": "date-time", "description": "ISO-8601, +07:00"}
+_EXPOSURE_SITE: dict[str, object] = {
+    "type": "object",
+    "description": "An approved exposure site: a premises and a window, never a person",
+    "properties": {
+        "premises_id": {"type": "string"},
+        "name": {"type": "string"},
+        "address": {"type": "string"},
+        "district": {"type": "string"},
+        "category": {"type": "string"},
+        "window_start": _WINDOW,
+        "window_end": _WINDOW,
+        "approved_at": _WINDOW,
+    },
+}
+_VISIT_WINDOW = {
+    "type": "object",
+    "required": ["premises_id", "from", "to"],
+    "properties": {
+        "premises_id": {"type": "string"},
+        "from": {"type": "string", "format": "date-time"},
+        "to": {"type": "string", "format": "date-time"},
+    },
+}
+
+
+def _exposure_site_paths(errors: dict[str, object]) -> dict[str, object]:
+    """Exposure sites: proposed by a tracer or supervisor, approved (four eyes) or rejected
+    by a supervisor who did not propose, withdrawn by a supervisor; the approved ones
+    public."""
+    decided = {"description": 'the proposal\'s new state: `{"id", "state"}`'}
+    refused = {
+        "404": {"description": "no such proposal, or not approve, reject or withdraw"},
+        "409": {"description": "the proposal is not in a state for this decision"},
+    }
+    return {
+        "/v1/exposure-sites": {
+            "get": {
+                "summary": "The approved exposure sites (public, no token, cached)",
+                "description": (
+                    "Approved, not withdrawn sites whose window ended within the last weeks,"
+                    " latest first. Never a person id or a case id. Cache-Control and ETag."
+                ),
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": '`{"sites": [...], "read_at"}`',
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "sites": {
+                                            "type": "array",
+                                            "items": {"$ref": "#/components/schemas/ExposureSite"},
+                                        },
+                                        "read_at": {"type": "string", "format": "date-time"},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "304": {"description": "unchanged since the ETag sent in If-None-Match"},
+                },
+            },
+            "post": {
+                "summary": "Propose exposure sites (role tracer or supervisor)",
+                "description": (
+                    "A case's visits in a period (`person_id`, `from`, `to`: under the default"
+                    " rule), or a list of `visits`; nothing is public until a supervisor"
+                    " other than the proposer approves. Audited."
+                ),
+                "requestBody": {
+                    "required": True,
+                    "description": '`{"person_id", "from", "to"}` or `{"visits": [...]}`',
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "person_id": {"type": "string"},
+                                    "from": {"type": "string", "format": "date-time"},
+                                    "to": {"type": "string", "format": "date-time"},
+                                    "visits": {"type": "array", "items": _VISIT_WINDOW},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "201": {"description": '`{"id", "sites"}`: the proposal'},
+                    **errors,
+                },
+            },
+        },
+        "/v1/exposure-sites/{id}/{decision}": {
+            "post": {
+                "summary": "Approve, reject or withdraw a proposal (role supervisor)",
+                "description": (
+                    "approve: a supervisor other than the proposer; reject: a supervisor;"
+                    " withdraw: a supervisor (or the proposer while it is pending). Audited."
+                ),
+                "parameters": [
+                    _param("id", {"type": "string"}, "path", True),
+                    _param(
+                        "decision",
+                        {"type": "string", "enum": ["approve", "reject", "withdraw"]},
+                        "path",
+                        True,
+                    ),
+                ],
+                "responses": {"200": decided, **refused, **errors},
+            }
         },
     }

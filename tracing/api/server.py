@@ -4,19 +4,18 @@ finish, then the ClickHouse connections close."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
 from collections.abc import Callable
 
-from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from ingest.http import listening, stop_on_signals
 from tracing.api.app import build_app
 from tracing.api.metrics import ApiMetrics
 from tracing.runner import ClickHouseRunner, RunnerPool
 from tracing.settings import TracerSettings
 from tracing.trace import check_schema
+from tracing.workbench import WORKBENCH_SCHEMA
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +41,15 @@ async def serve(
         if auditor != settings.clickhouse
         else None
     )
-    with pool.runner() as runner:  # refuse to serve from a schema without the by-person table
-        await asyncio.to_thread(check_schema, runner)
+    # depth-2 jobs of the workbench: connections of their own, under the jobs' limits
+    job_limits = settings.workbench.job_limits()
+    job_pool = RunnerPool(
+        lambda: ClickHouseRunner(settings.clickhouse, limits=job_limits),
+        size=settings.workbench.max_jobs,
+    )
+    # refuse to serve from a schema without the by-person table or the workbench's tables
+    with pool.runner() as runner:
+        await asyncio.to_thread(check_schema, runner, WORKBENCH_SCHEMA)
     app = build_app(
         pool,
         options,
@@ -51,31 +57,25 @@ async def serve(
         retention_days=settings.clickhouse.retention_days,
         tokens=tokens,
         audit_pool=audit_pool,
+        workbench=settings.workbench,
+        job_pool=job_pool,
     )
     stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    handled: list[signal.Signals] = []
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(signum, stop.set)
-            handled.append(signum)
-    runner_ = web.AppRunner(app, shutdown_timeout=options.shutdown_timeout_s, access_log=None)
-    await runner_.setup()
-    try:
-        site = web.TCPSite(runner_, options.host, options.port)
-        await site.start()
-        port = options.port
-        for address in runner_.addresses:
-            if isinstance(address, tuple) and len(address) >= 2:
-                port = int(address[1])
-        log.info("tracer API on http://%s:%d (%d tokens)", options.host, port, len(tokens))
-        if on_listening is not None:
-            on_listening(port)
-        await stop.wait()
-    finally:
-        await runner_.cleanup()
-        pool.close()
-        if audit_pool is not None:
-            audit_pool.close()
-        for signum in handled:
-            loop.remove_signal_handler(signum)
+    with stop_on_signals(stop):
+        try:
+            async with listening(
+                app,
+                options.host,
+                options.port,
+                shutdown_timeout=options.shutdown_timeout_s,
+                access_log=None,
+            ) as port:
+                log.info("tracer API on http://%s:%d (%d tokens)", options.host, port, len(tokens))
+                if on_listening is not None:
+                    on_listening(port)
+                await stop.wait()
+        finally:
+            pool.close()
+            job_pool.close()
+            if audit_pool is not None:
+                audit_pool.close()

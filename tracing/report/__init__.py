@@ -1,4 +1,4 @@
-"""The compliance report (issue 7): per agency, district and premises category, for an ISO
+"""The compliance report: per agency, district and premises category, for an ISO
 week or a day in Asia/Ho_Chi_Minh time, from the daily rollup and the premises registry.
 
 `queries` reads, `build` computes and suppresses, `model` holds the result, and one

@@ -14,6 +14,7 @@ from typing import Any
 import msgpack
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from gateway_kit import app_client
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
@@ -22,7 +23,7 @@ from ingest.contract import DEFAULT_MAX_SKEW_MS
 from ingest.gateway.app import ReadyCache, build_app, build_metrics_app, validate_batch
 from ingest.gateway.metrics import GatewayMetrics
 from ingest.gateway.settings import GatewayOptions
-from ingest.gateway.testing import FakePublisher, app_client
+from ingest.gateway.testing import FakePublisher
 from ingest.wire import WireScan
 
 NOW = 1_700_000_000_000

@@ -20,7 +20,6 @@ from ingest.gateway.body import (
     ITEM_DECODE_BYTES,
     ITEM_MAX_ENTRIES,
     JSON_VALUES_PER_SCAN,
-    BodyError,
     Gunzip,
     MsgpackItems,
     check_json_size,
@@ -28,6 +27,7 @@ from ingest.gateway.body import (
     gunzip,
     json_values_bound,
 )
+from ingest.http import HttpError
 
 NOW = 1_700_000_000_000
 EMPTY_MEMBER = gzip.compress(b"")
@@ -49,7 +49,7 @@ def peak_bytes(call: Callable[[], object]) -> int:
     tracemalloc.start()
     try:
         call()
-    except (BodyError, ValueError):
+    except (HttpError, ValueError):
         pass
     finally:
         peak = tracemalloc.get_traced_memory()[1]
@@ -57,8 +57,8 @@ def peak_bytes(call: Callable[[], object]) -> int:
     return peak
 
 
-def refusal(call: Callable[[], object]) -> BodyError:
-    with pytest.raises(BodyError) as info:
+def refusal(call: Callable[[], object]) -> HttpError:
+    with pytest.raises(HttpError) as info:
         call()
     return info.value
 
@@ -109,7 +109,7 @@ def test_output_limit_holds_while_decoding_and_every_kept_byte_is_reserved() -> 
 
 def test_a_refused_reservation_stops_decoding() -> None:
     def reserve(n: int) -> None:
-        raise BodyError(503, "in_flight_bytes", "full")
+        raise HttpError(503, "in_flight_bytes", "full")
 
     error = refusal(lambda: Gunzip(1 << 20, 4, reserve)(gzip.compress(b"x" * 1000)))
     assert error.status == 503

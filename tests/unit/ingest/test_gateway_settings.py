@@ -7,8 +7,9 @@ import json
 import pytest
 from pydantic import SecretStr
 
+from ingest.auth import TokensError
 from ingest.gateway.app import TokenAuth
-from ingest.gateway.settings import GatewayOptions, GatewaySettings, TokensError
+from ingest.gateway.settings import GatewayOptions, GatewaySettings
 
 TOKEN = "tok-ABCDEFGH-123"
 

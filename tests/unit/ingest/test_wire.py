@@ -20,7 +20,8 @@ from ingest.contract import (
     MIN_SCANNED_AT_MS,
     ScanEvent,
 )
-from ingest.gateway.app import BodyError, decode_batch, validate_batch
+from ingest.gateway.app import decode_batch, validate_batch
+from ingest.http import HttpError
 from ingest.wire import (
     RAW_FRAME_MAX_BYTES,
     RAW_FRAME_MAX_SCANS,
@@ -215,7 +216,7 @@ def test_the_fast_path_never_accepts_what_the_slow_path_would_not(
         return  # the slow path decides, whatever it decides
     try:
         events, rejected = slow(data, content_type)
-    except BodyError as exc:
+    except HttpError as exc:
         pytest.fail(f"fast path took a body the slow path refuses: {exc.code}")
     assert rejected == []
     assert [encode_scan(s) for s in stamped(fast)] == [encode_msgpack(e) for e in events]

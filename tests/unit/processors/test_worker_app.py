@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from ingest.kafka_settings import KafkaSettings
 from processors.app import WorkerApp, create_app
 from processors.faust_transport import BulkConsumer, BulkProducer, BulkTransport
-from processors.metrics import LAG_BUCKETS_S, BulkHistogram, WorkerMetrics
+from processors.metrics import WorkerMetrics
 from processors.worker_settings import WorkerSettings
 
 
@@ -58,26 +58,6 @@ def test_create_app_wires_topics_tables_and_timers_without_connecting() -> None:
     assert isinstance(app.transport, BulkTransport)
     assert app.transport.Consumer is BulkConsumer and app.transport.Producer is BulkProducer
     assert len(app._app_tasks) == 2  # the expire and gauge timers
-
-
-def test_bulk_histogram_matches_prometheus_histogram() -> None:
-    registry = CollectorRegistry()
-    bulk = BulkHistogram("bulk_seconds", "bulk", LAG_BUCKETS_S, registry)
-    plain = Histogram("plain_seconds", "plain", buckets=LAG_BUCKETS_S, registry=registry)
-    now = 1_700_000_000_000
-    times = [now - ms for ms in (0, 99, 100, 250, 1_000, 59_999, 3_600_000, 10**9)]
-    bulk.observe_since(times, now)
-    bulk.observe_since([], now)
-    for t in times:
-        plain.observe((now - t) / 1000)
-    for bound in [*(str(float(b)) for b in LAG_BUCKETS_S), "+Inf"]:
-        assert registry.get_sample_value("bulk_seconds_bucket", {"le": bound}) == (
-            registry.get_sample_value("plain_seconds_bucket", {"le": bound})
-        ), bound
-    assert registry.get_sample_value("bulk_seconds_count") == len(times)
-    assert registry.get_sample_value("bulk_seconds_sum") == pytest.approx(
-        registry.get_sample_value("plain_seconds_sum")
-    )
 
 
 def test_lag_series_of_partitions_that_moved_away_disappear() -> None:

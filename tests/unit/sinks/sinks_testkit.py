@@ -7,13 +7,14 @@ from typing import Any
 
 from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
+from sink_kit import enriched
 
 from ingest.kafka_settings import KafkaSettings
 from sinks.clickhouse_settings import ClickHouseSettings
-from sinks.consumer import Sink
+from sinks.consume_loop import Sink
 from sinks.metrics import SinkMetrics
 from sinks.settings import SinkOptions, SinkSettings
-from sinks.testing import MemoryWriter, enriched
+from sinks.testing import MemoryWriter
 from sinks.writer import ScanWriter
 
 NOW = 1_900_000_000_000  # 2030-03-17T17:46:40Z; fixed, the tests never read the clock

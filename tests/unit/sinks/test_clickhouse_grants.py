@@ -42,10 +42,13 @@ def test_the_tracer_writes_the_audit_log_and_can_neither_read_nor_change_it() ->
     assert t["`prov`.`audit_log`"] == {"INSERT"}
     assert t["`prov`.`scans`"] == t["`prov`.`scans_by_person`"] == t["`prov`.`premises`"]
     assert t["`prov`.`scans`"] == t["`prov`.`places_by_person`"] == {"SELECT"}
+    workbench = ("cases", "followups", "exposure_sites", "exposure_site_cases")
+    by_person = ("scans_by_person", "places_by_person")
     assert set(t) == {
-        f"`prov`.`{n}`"
-        for n in ("scans", "scans_by_person", "places_by_person", "premises", "audit_log")
+        f"`prov`.`{n}`" for n in ("scans", *by_person, "premises", "audit_log", *workbench)
     } | {"`prov`.`schema_migrations`"}
+    # the workbench appends versions of rows and reads them; it never alters or deletes
+    assert all(t[f"`prov`.`{n}`"] == {"INSERT", "SELECT"} for n in workbench)
 
 
 def test_the_auditor_and_the_report_never_see_detail_rows() -> None:

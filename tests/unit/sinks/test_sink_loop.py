@@ -14,7 +14,7 @@ from aiokafka import TopicPartition
 from sinks_testkit import DLQ, ENRICHED, NOW, PREMISES, make_sink, scan_value
 
 from ingest.premises import Premises, encode_premises
-from sinks.consumer import Sink, SinkFatal
+from sinks.consume_loop import Sink, SinkFatal
 from sinks.rollup import local_day
 from sinks.testing import FlakyWriter, MemoryWriter
 from sinks.writer import WriteError
@@ -265,7 +265,7 @@ def test_backoff_doubles_up_to_the_cap() -> None:
         while flaky.failed == before:
             clock.t += 0.25
             run(sink)
-        waits.append(sink._retry_at - clock.t)
+        waits.append(sink.flow.retry_at - clock.t)
     assert waits == [1.0, 2.0, 4.0, 4.0, 4.0, 4.0]
 
 
@@ -294,7 +294,7 @@ def test_revoked_partitions_are_forgotten() -> None:
     consumer.feed(ENRICHED, 0, 0, values(3))
     run(sink)  # fails: retry pending for partition 0, one record buffered
     sink.forget([(ENRICHED, 0)])
-    assert sink.batcher.pending() == 0 and sink._queue == []
+    assert sink.batcher.pending() == 0 and sink.flow.queue == []
     consumer.assigned.discard(TopicPartition(ENRICHED, 0))
     clock.t += 5
     run(sink)
@@ -455,7 +455,7 @@ def test_fetching_goes_on_during_a_flush_until_two_batches_wait() -> None:
     async def go() -> None:
         consumer.feed(ENRICHED, 0, 0, values(4))
         await sink.step()  # cut and started: the insert is held
-        assert sink._inflight is not None and not consumer.paused_tps
+        assert sink.flow.inflight is not None and not consumer.paused_tps
         consumer.feed(ENRICHED, 0, 4, values(4, 4))
         consumer.feed(ENRICHED, 1, 0, values(4, 8))
         await sink.step()

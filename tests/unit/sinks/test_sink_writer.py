@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import socket
 import struct
 
 import pytest
 from clickhouse_driver import errors
 
+from scantrace.services.process import free_port
 from sinks.clickhouse_settings import ClickHouseSettings
 from sinks.writer import ClickHouseWriter, WriteError, classify
 
@@ -43,12 +43,6 @@ def server_error(code: int) -> errors.ServerException:
 def test_classify(exc: BaseException, kind: str) -> None:
     assert classify(exc) == kind
     assert classify(WriteError("fatal", exc)) == "fatal"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_clickhouse_unreachable_is_transient_and_never_terminal() -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr
 
+from ingest.auth import TokensError
 from tracing.api.app import TokenAuth
-from tracing.settings import ApiOptions, Principal, TokensError, TracerSettings, parse_tokens
+from tracing.settings import ApiOptions, Principal, TracerSettings, parse_tokens
 
 
 def test_tokens_map_to_named_principals() -> None:

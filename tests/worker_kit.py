@@ -1,13 +1,13 @@
-"""Helpers for running the real worker against a real broker (integration tests, the
-benchmark, demos): publish keyed records fast, read a topic back, and drive a
-`scantrace worker` subprocess (start, wait on its /metrics, stop, kill)."""
+"""Helpers for running the real worker against a real broker (integration tests and the
+benchmarks, which import it as `tests.worker_kit`): publish keyed records fast, read a
+topic back, and drive a `scantrace worker` subprocess (start, wait on its /metrics, stop,
+kill)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,9 +19,11 @@ from typing import IO, Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from ingest.batch_send import send_in_batches
 from ingest.kafka_settings import KafkaSettings
 from ingest.partitioning import partition_for
 from processors.records import frame_rows
+from scantrace.services.process import free_port
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,12 +34,6 @@ class Record:
     offset: int
     key: bytes | None
     value: bytes | None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def publish(
@@ -57,20 +53,11 @@ async def _publish(
     await producer.start()
     try:
         partitions = sorted(await producer.partitions_for(topic))
-        by_partition: dict[int, list[tuple[bytes | None, bytes | None]]] = {}
+        by_partition: dict[tuple[str, int], list[tuple[bytes | None, bytes | None]]] = {}
         for key, value in records:
             p = partition_for(key, partitions) if key is not None else partitions[0]
-            by_partition.setdefault(p, []).append((key, value))
-        futures = []
-        for p, items in by_partition.items():
-            batch = producer.create_batch()
-            for key, value in items:
-                if batch.append(key=key, value=value, timestamp=None) is None:
-                    futures.append(await producer.send_batch(batch, topic, partition=p))
-                    batch = producer.create_batch()
-                    batch.append(key=key, value=value, timestamp=None)
-            futures.append(await producer.send_batch(batch, topic, partition=p))
-        await asyncio.gather(*futures)
+            by_partition.setdefault((topic, p), []).append((key, value))
+        await asyncio.gather(*await send_in_batches(producer, by_partition))
     finally:
         await producer.stop()
     return len(records)

@@ -1,4 +1,5 @@
-"""The read path over the sink's tables: queries that stay right while duplicates exist.
+"""Reference reads over the sink's tables for the integration tests: queries that stay
+right while duplicates exist.
 
 `scans` is idempotent by event_id only eventually: ReplacingMergeTree collapses a replayed
 row when it merges the parts, which may be minutes later or, for a part that is never
@@ -40,7 +41,7 @@ SELECT {SCAN_FIELDS}
 FROM scans_by_person
 WHERE person_id = %(person_id)s AND scanned_at >= {_at("since")} AND scanned_at < {_at("until")}
 ORDER BY scanned_at, event_id
-LIMIT 1 BY event_id"""  # noqa: S608  # constants only
+LIMIT 1 BY event_id"""  # constants only
     return sql, {"person_id": person_id, "since": since_ms, "until": until_ms}
 
 
@@ -51,7 +52,7 @@ SELECT {SCAN_FIELDS}
 FROM scans
 WHERE premises_id IN %(premises)s AND scanned_at >= {_at("since")} AND scanned_at < {_at("until")}
 ORDER BY premises_id, scanned_at, event_id
-LIMIT 1 BY event_id"""  # noqa: S608
+LIMIT 1 BY event_id"""
     return sql, {"premises": tuple(premises_ids), "since": since_ms, "until": until_ms}
 
 
@@ -59,7 +60,7 @@ def scan_count(since_ms: int, until_ms: int) -> Query:
     """How many distinct scans were stored for [since, until)."""
     sql = f"""
 SELECT uniqExact(event_id) FROM scans
-WHERE scanned_at >= {_at("since")} AND scanned_at < {_at("until")}"""  # noqa: S608
+WHERE scanned_at >= {_at("since")} AND scanned_at < {_at("until")}"""
     return sql, {"since": since_ms, "until": until_ms}
 
 
@@ -80,7 +81,7 @@ def premises_current(premises_ids: Sequence[str] | None = None) -> Query:
 SELECT premises_id, name, category, district, ward, agency, address, lat, lon,
        dwell_minutes, version
 FROM premises FINAL {where}
-ORDER BY premises_id"""  # noqa: S608
+ORDER BY premises_id"""
     return sql, {"premises": tuple(premises_ids or ())}
 
 
@@ -91,5 +92,5 @@ SELECT DISTINCT stage, reason, detail, raw, topic, partition, offset,
        toUnixTimestamp64Milli(at) AS at_ms, event_id
 FROM dead_letters
 WHERE at >= {_at("since")}
-ORDER BY at_ms, stage, topic, partition, offset"""  # noqa: S608
+ORDER BY at_ms, stage, topic, partition, offset"""
     return sql, {"since": since_ms}
