@@ -411,13 +411,14 @@ SCANS_BY_PERSON = Table(
 # The cap at the next scan elsewhere (`tracing.rules`) reads, for a few thousand persons,
 # their scans between two times. `scans_by_person` holds about 47 persons' week in one
 # 1,024-row granule of wide rows, so each person cost a granule of reading. Here only what
-# the cap needs (and a visit's kind), at 64-row granules and small compressed blocks, so
-# that a person's read decompresses a few KiB: about 9 bytes a scan (bench/RESULTS.md
-# "Session 13"). What is left is the primary key analysis of the set of persons, tens of
-# microseconds a person whatever the layout. (Keyed by an integer hash of the id it took
-# 5 % less; the schema holds no unkeyed hash of a person id.) Exact duplicates (a replay)
-# collapse at merges; two scans equal in person, time, premises and kind are one place to
-# every reader.
+# the cap needs (and a visit's kind), at 256-row granules (about 12 persons' week) and
+# compressed blocks of 4-16 KiB: about 8 bytes a scan (bench/RESULTS.md "Session 13").
+# What is left is mostly the primary key analysis of the set of persons, tens of
+# microseconds a person, which grows with the marks: 64-row granules read a third of the
+# rows and cost as much, with a primary index four times the size. (Keyed by an integer
+# hash of the id it took 5 % less; the schema holds no unkeyed hash of a person id.)
+# Exact duplicates (a replay) collapse at merges; two scans equal in person, time,
+# premises and kind are one place to every reader.
 PLACES_BY_PERSON = Table(
     name="places_by_person",
     columns=(
@@ -432,9 +433,9 @@ PLACES_BY_PERSON = Table(
     primary_key="(person_id, scanned_at)",
     ttl="toDateTime(scanned_at) + INTERVAL {retention_days} DAY",
     settings=(
-        ("index_granularity", "64"),
-        ("min_compress_block_size", "2048"),
-        ("max_compress_block_size", "8192"),
+        ("index_granularity", "256"),
+        ("min_compress_block_size", "4096"),
+        ("max_compress_block_size", "16384"),
         ("min_age_to_force_merge_seconds", "3600"),
         ("min_age_to_force_merge_on_partition_only", "1"),
     ),

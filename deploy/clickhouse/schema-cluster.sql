@@ -372,7 +372,7 @@ PARTITION BY toMonday(scanned_at)
 ORDER BY (person_id, scanned_at, premises_id, kind)
 PRIMARY KEY (person_id, scanned_at)
 TTL toDateTime(scanned_at) + INTERVAL 28 DAY
-SETTINGS index_granularity = 64, min_compress_block_size = 2048, max_compress_block_size = 8192, min_age_to_force_merge_seconds = 3600, min_age_to_force_merge_on_partition_only = 1;
+SETTINGS index_granularity = 256, min_compress_block_size = 4096, max_compress_block_size = 16384, min_age_to_force_merge_seconds = 3600, min_age_to_force_merge_on_partition_only = 1;
 
 CREATE TABLE IF NOT EXISTS `scantrace`.`places_by_person` ON CLUSTER `scantrace` AS `scantrace`.`places_by_person_local`
 ENGINE = Distributed('scantrace', 'scantrace', 'places_by_person_local', cityHash64(premises_id));
