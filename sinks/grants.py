@@ -43,6 +43,7 @@ ROLE_JOBS: Final = {
 TABLE_ACCESS: Final[Mapping[str, Mapping[str, str]]] = {
     "scans": {"sink": "INSERT, SELECT", "tracer": "SELECT"},
     "scans_by_person": {"sink": "INSERT", "tracer": "SELECT"},
+    "places_by_person": {"sink": "INSERT", "tracer": "SELECT"},
     "premises": {"sink": "INSERT, SELECT", "tracer": "SELECT", "report": "SELECT"},
     # the report reads the scan fields of dead letters (unregistered QR codes, rejected
     # scans by reason and gateway), never their raw bytes, detail or event id

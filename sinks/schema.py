@@ -77,6 +77,7 @@ class Table:
     columns: tuple[str, ...]
     order_by: str
     engine: str = "MergeTree"  # the family without `Replicated`
+    primary_key: str = ""  # a prefix of `order_by`; empty: the whole of it
     engine_args: str = ""  # e.g. the version column of a ReplacingMergeTree
     partition_by: str = ""
     ttl: str = ""  # may use {retention_days}
@@ -407,6 +408,41 @@ SCANS_BY_PERSON = Table(
     shard_key="cityHash64(premises_id)",
     person_data=True,
 )
+# The cap at the next scan elsewhere (`tracing.rules`) reads, for a few thousand persons,
+# their scans between two times. `scans_by_person` holds about 47 persons' week in one
+# 1,024-row granule of wide rows, so each person cost a granule of reading. Here only what
+# the cap needs (and a visit's kind), at 256-row granules (about 12 persons' week) and
+# compressed blocks of 4-16 KiB: about 8 bytes a scan (bench/RESULTS.md "Session 13").
+# What is left is mostly the primary key analysis of the set of persons, tens of
+# microseconds a person, which grows with the marks: 64-row granules read a third of the
+# rows and cost as much, with a primary index four times the size. (Keyed by an integer
+# hash of the id it took 5 % less; the schema holds no unkeyed hash of a person id.)
+# Exact duplicates (a replay) collapse at merges; two scans equal in person, time,
+# premises and kind are one place to every reader.
+PLACES_BY_PERSON = Table(
+    name="places_by_person",
+    columns=(
+        "person_id String",
+        "scanned_at DateTime64(3, 'UTC')",
+        "premises_id String",
+        "kind Enum8('checkin' = 1, 'checkout' = 2)",
+    ),
+    engine="ReplacingMergeTree",
+    partition_by="toMonday(scanned_at)",
+    order_by="(person_id, scanned_at, premises_id, kind)",
+    primary_key="(person_id, scanned_at)",
+    ttl="toDateTime(scanned_at) + INTERVAL {retention_days} DAY",
+    settings=(
+        ("index_granularity", "256"),
+        ("min_compress_block_size", "4096"),
+        ("max_compress_block_size", "16384"),
+        ("min_age_to_force_merge_seconds", "3600"),
+        ("min_age_to_force_merge_on_partition_only", "1"),
+    ),
+    # Written by the view on each shard's own inserts, like `scans_by_person`.
+    shard_key="cityHash64(premises_id)",
+    person_data=True,
+)
 # The tracers' follow-up (`tracing.workbench`): case records and each contact's status,
 # as versioned rows (ReplacingMergeTree by the change time: the latest version is the
 # current state, read with FINAL; the tables are small). They hold person ids: the scans'
@@ -505,6 +541,7 @@ TABLES: Final = (
     SCANS_BY_PERSON,
     REPORT_COUNTS,
     *WORKBENCH_TABLES,
+    PLACES_BY_PERSON,
 )
 
 BY_PERSON_TABLE: Final = (
@@ -651,6 +688,28 @@ DEAD_LETTER_FIELDS: Final = tuple(
     for suffix in ("{local}", "")
 )
 
+# The narrow by-person path (PLACES_BY_PERSON), filled like `scans_by_person` in migration 8:
+# the view first, then the copy of what is stored (from `scans_by_person`, already in
+# person order), then again what was stored since a margin before the view; rows copied
+# twice collapse. Stop the sinks while it runs (README); the tracer refuses a database
+# without it. 100 M rows: about 2 minutes on 2 cores.
+PLACES_TABLE: Final = (
+    PLACES_BY_PERSON,
+    "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.places_by_person_mv{local} {on_cluster}"
+    " TO {db}.places_by_person{local}"
+    " AS SELECT person_id, scanned_at, premises_id, kind FROM {db}.scans{local}",
+    "INSERT INTO {db}.places_by_person"
+    " SELECT person_id, scanned_at, premises_id, kind FROM {db}.scans_by_person"
+    " SETTINGS distributed_foreground_insert = 1",
+    "INSERT INTO {db}.places_by_person"
+    " SELECT person_id, scanned_at, premises_id, kind FROM {db}.scans_by_person"
+    " WHERE stored_at >= ("
+    "SELECT toDateTime64(min(metadata_modification_time), 3, 'UTC') - INTERVAL 10 MINUTE"
+    " FROM system.tables WHERE database = '{db_name}'"
+    " AND name IN ('places_by_person_mv', 'places_by_person_mv_local'))"
+    " SETTINGS distributed_foreground_insert = 1",
+)
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "scans", (SCANS,)),
     # tracing: one row per tracer query (CLI or API), kept beyond the scans' TTL.
@@ -669,6 +728,7 @@ MIGRATIONS: list[Migration] = [
     Migration(12, "dead_letter_scan_fields", DEAD_LETTER_FIELDS),
     # The tracers' workbench: case follow-up and public exposure sites.
     Migration(13, "workbench", WORKBENCH_TABLES),
+    Migration(14, "places_by_person", PLACES_TABLE),
 ]
 
 
@@ -696,6 +756,8 @@ def render_table(t: Table, settings: ClickHouseSettings) -> list[str]:
     if t.partition_by:
         lines.append(f"PARTITION BY {t.partition_by}")
     lines.append(f"ORDER BY {t.order_by}")
+    if t.primary_key:
+        lines.append(f"PRIMARY KEY {t.primary_key}")
     if t.ttl:
         ttl = t.ttl.format(
             retention_days=settings.retention_days,

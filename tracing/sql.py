@@ -93,10 +93,13 @@ def _ident(name: str) -> str:
 @dataclass(frozen=True, slots=True)
 class TraceTables:
     """Where the queries read and write. `by_person` is the by-person access path: a table
-    with the columns of `scans` ordered by person (`sinks.schema`, migration 8)."""
+    with the columns of `scans` ordered by person (`sinks.schema`, migration 8). `places`
+    is the narrow one the cap at the next scan elsewhere reads: (person_id, scanned_at,
+    premises_id, kind) at small granules (`sinks.schema`, migration 14)."""
 
     scans: str = "scans"
     by_person: str = "scans_by_person"
+    places: str = "places_by_person"
     audit: str = "audit_log"
 
     def q(self, which: str) -> str:
@@ -186,8 +189,12 @@ def _rule_params(rule: Rule) -> dict[str, object]:
 
 # The joins of seed scans (or visits) with co-visitor scans (or visits) are equi-joins on
 # (premises_id, time bucket): each side lists the buckets it touches, so only rows close
-# in time are paired, instead of every pair at a premises. A pair sharing several buckets
-# is met several times; the aggregates (min, max) do not mind.
+# in time are paired, instead of every pair at a premises. A pair of visits sharing several
+# buckets is met in each; only the meeting in the bucket where their overlap starts is kept
+# (that bucket is on both lists whenever they overlap), so the grouping after the join
+# takes each pair once: the aggregates (min, max) would not mind the copies, but their
+# number did (100 M rows, one case, 3,717 seeds: 35.6 -> 23.2 s with the materialized seed
+# visits, the grouping no longer spilled to disk; bench/RESULTS.md "Session 13").
 OVERLAP_BUCKET_MS: Final = 60 * MINUTE_MS
 
 
@@ -516,6 +523,8 @@ GROUP BY person_id, premises_id, via{_PICK_ONE_SEED}"""
                    {_array_visits("a")} AS visits
             FROM near
             GROUP BY person_id, premises_id"""
+    # The seeds' visits are read three times (four with the cap), and with the cap `near`
+    # twice: computed once each (`_MATERIALIZED`), not once a use.
     if rule.capped:
         near_visits = _capped_degree2(
             tables,
@@ -524,9 +533,9 @@ GROUP BY person_id, premises_id, via{_PICK_ONE_SEED}"""
         )
     sql = f"""
 WITH
-    case_visits AS ({seed_rows}
+    case_visits AS MATERIALIZED ({seed_rows}
     ),
-    near AS (
+    near AS {"MATERIALIZED " if rule.capped else ""}(
         SELECT person_id, premises_id, {_ms("scanned_at")} AS t, toUInt8(kind) AS k,
                dwell_minutes AS dwell
         FROM {tables.q("scans")}
@@ -560,6 +569,7 @@ FROM (
     INNER JOIN case_buckets AS c ON x.premises_id = c.premises_id AND x.b = c.b
     WHERE least(x.ve, c.ve + %(buffer_ms)s) - greatest(x.vs, c.vs - %(buffer_ms)s)
               >= %(min_overlap_ms)s
+      AND x.b = intDiv(greatest(x.vs, c.vs - %(buffer_ms)s), %(bucket_ms)s)
       AND x.person_id != c.seed
     GROUP BY person_id, premises_id, via{_PICK_ONE_SEED}
 ) AS r
@@ -568,37 +578,42 @@ INNER JOIN (
            any(category) AS category
     FROM case_visits
     GROUP BY premises_id
-) AS n ON r.premises_id = n.premises_id"""
+) AS n ON r.premises_id = n.premises_id
+SETTINGS {_MATERIALIZED}, {_BIG_SETS}"""
     return sql, params
 
 
 def _capped_degree2(tables: TraceTables, lo: str, hi: str) -> str:
     """The co-visitors' capped visits at the seeds' premises, one row per (person,
-    premises) with its `visits`, as the degree-2 query's `near_visits` reads them: the
-    capped end needs each person's scans everywhere, so the persons of `near` (everyone
-    at the seeds' premises in the span) are read whole from the by-person path, one
-    sorted array a person, and the visits at each of the seeds' premises are built from
-    it (`hi`: the span widened by the longest dwell time, where the scans that cap a
-    visit of the span can lie). One array a person, not a join of it to every (person,
-    premises) group: those are millions at this degree."""
+    premises) with its `visits`, as the degree-2 query's `near_visits` reads them: each
+    visit is built from the person's scans at that premises (`near`, with their kinds and
+    dwell times) and capped at the person's scans everywhere, read from the narrow
+    `places` path (`hi`: the span widened by the longest dwell time, where the scans that
+    cap a visit of the span can lie), one sorted array a person joined to that person's
+    groups. The premises are numbered as in the seeds' sorted set (0: none of them, which
+    is elsewhere for every visit here), so that the arrays hold and compare integers. The
+    persons are too many for the key analysis of their set (`_BIG_SETS`): the span of
+    `places` is read whole and filtered row by row."""
+    index = "transform(premises_id, seeds_at, arrayEnumerate(seeds_at), toUInt32(0))"
     return f"""
-            WITH (SELECT groupUniqArray(premises_id) FROM case_visits) AS seeds_at
-            SELECT person_id, p AS premises_id, arrayFilter(x -> x.4 = p, mine) AS a,
-                   {_array_visits("a", cap=("everywhere", "premises_id"))} AS visits
+            WITH (SELECT arraySort(groupUniqArray(premises_id)) FROM case_visits) AS seeds_at
+            SELECT n.person_id AS person_id, n.premises_id AS premises_id,
+                   {_array_visits("n.a", cap=("p.everywhere", "n.j"))} AS visits
             FROM (
-                SELECT person_id, arraySort(groupArray((t, k, dwell, premises_id))) AS mine,
-                       arrayMap(x -> (x.1, x.4), mine) AS everywhere
-                FROM (
-                    SELECT person_id, premises_id, {_ms("scanned_at")} AS t,
-                           toUInt8(kind) AS k, dwell_minutes AS dwell
-                    FROM {tables.q("by_person")}
-                    WHERE person_id GLOBAL IN (SELECT person_id FROM near)
-                      AND scanned_at >= {lo}
-                      AND scanned_at <= {hi}
-                )
+                SELECT person_id, premises_id, any({index}) AS j,
+                       arraySort(groupArray((t, k, dwell))) AS a
+                FROM near
+                GROUP BY person_id, premises_id
+            ) AS n
+            LEFT JOIN (
+                SELECT person_id, arraySort(groupArray(({_ms("scanned_at")}, {index})))
+                           AS everywhere
+                FROM {tables.q("places")}
+                WHERE person_id GLOBAL IN (SELECT person_id FROM near)
+                  AND scanned_at >= {lo}
+                  AND scanned_at <= {hi}
                 GROUP BY person_id
-            )
-            ARRAY JOIN arrayFilter(q -> has(seeds_at, q), arrayDistinct(mine.4)) AS p"""
+            ) AS p ON n.person_id = p.person_id"""
 
 
 def _premises_params(case: list[CaseVisit], premises: list[str]) -> dict[str, object]:
@@ -802,6 +817,12 @@ GROUP BY person_id, i{settings}"""
 # candidates (100 M rows, 3 cases: the by-person read 1.0-2.1 s with it, 1.9-2.2 s
 # without, bench/RESULTS.md "Session 12").
 _MATERIALIZED: Final = "enable_materialized_cte = 1"
+# The primary key analysis of an `IN` set costs tens of microseconds a value, on one thread
+# before the read starts: for the persons of a degree-2 query's `near` (about everyone at
+# the seeds' premises, 112,439 for one case of the 100 M set) it took longer than reading
+# the whole span (near_visits 48-53 -> 30-36 s, the same rows, 2 rounds alternated at load
+# 8-12, bench/RESULTS.md "Session 13"). Smaller sets (premises, seeds) keep the index.
+_BIG_SETS: Final = "use_index_for_in_with_subqueries_max_values = 50000"
 
 
 def _capped_degree1(
@@ -810,16 +831,19 @@ def _capped_degree1(
     """Degree 1 under overlap with the cap: (a WITH entry, the co-visitor visits, the
     SETTINGS). Capping only shortens a visit, so the uncapped visits that overlap a case's
     visit by the minimum (`cand`) hold every capped one that does. Only their persons'
-    scans are read from the by-person path, over what those visits can span (a first scan
-    within the reach, a last scan plus the longest dwell time), and each candidate's end
-    is capped (`_capped_end`; the premises as the query's index, 0 for any premises not
-    the case's); the caller's overlap test then runs on the capped visits."""
+    scans are read, from the narrow `places` path, over what those visits can span (a
+    first scan within the reach, a last scan plus the longest dwell time), one read a week
+    partition with the persons whose visits reach into it, and each candidate's end is
+    capped (`_capped_end`; the premises as the query's index, 0 for any
+    premises not the case's); the caller's overlap test then runs on the capped visits.
+    On `scans_by_person` each person cost a granule of 1,024 wide rows; on `places`, a few
+    KiB (bench/RESULTS.md "Session 13")."""
     reads = []
     for n, (w_lo, w_hi) in enumerate(_weeks(lo, hi)):
         params[f"cw{n}_lo"], params[f"cw{n}_hi"] = w_lo, w_hi
         reads.append(f"""
                 SELECT person_id, {_ms("scanned_at")} AS t, {_PREMISES_INDEX} AS j
-                FROM {tables.q("by_person")}
+                FROM {tables.q("places")}
                 WHERE person_id GLOBAL IN (
                         SELECT person_id FROM cand
                         WHERE vs <= %(cw{n}_hi)s AND ue >= %(cw{n}_lo)s)

@@ -71,10 +71,13 @@ def check_question(subject: str, from_ms: int, to_ms: int, retention_days: int) 
         )
 
 
-# The schema the tracer reads: the migration that makes `scans_by_person`, recorded only
-# once its copy of `scans` is complete, so a tracer started before or during it refuses
-# instead of answering from a missing or partial table.
-SCHEMA_VERSION: Final = next(m.version for m in MIGRATIONS if m.name == "scans_by_person")
+# The schema the tracer reads: the last of the migrations that make its by-person paths
+# (`scans_by_person`, `places_by_person`), each recorded only once its copy is complete,
+# so a tracer started before or during one refuses instead of answering from a missing or
+# partial table.
+SCHEMA_VERSION: Final = max(
+    m.version for m in MIGRATIONS if m.name in ("scans_by_person", "places_by_person")
+)
 
 
 class SchemaTooOld(TerminalError):

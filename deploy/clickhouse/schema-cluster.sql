@@ -359,3 +359,26 @@ TTL toDateTime(proposed_at) + INTERVAL 28 DAY;
 
 CREATE TABLE IF NOT EXISTS `scantrace`.`exposure_site_cases` ON CLUSTER `scantrace` AS `scantrace`.`exposure_site_cases_local`
 ENGINE = Distributed('scantrace', 'scantrace', 'exposure_site_cases_local', cityHash64(proposal_id));
+
+-- 014 places_by_person
+CREATE TABLE IF NOT EXISTS `scantrace`.`places_by_person_local` ON CLUSTER `scantrace` (
+    person_id String,
+    scanned_at DateTime64(3, 'UTC'),
+    premises_id String,
+    kind Enum8('checkin' = 1, 'checkout' = 2)
+)
+ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/places_by_person', '{replica}')
+PARTITION BY toMonday(scanned_at)
+ORDER BY (person_id, scanned_at, premises_id, kind)
+PRIMARY KEY (person_id, scanned_at)
+TTL toDateTime(scanned_at) + INTERVAL 28 DAY
+SETTINGS index_granularity = 256, min_compress_block_size = 4096, max_compress_block_size = 16384, min_age_to_force_merge_seconds = 3600, min_age_to_force_merge_on_partition_only = 1;
+
+CREATE TABLE IF NOT EXISTS `scantrace`.`places_by_person` ON CLUSTER `scantrace` AS `scantrace`.`places_by_person_local`
+ENGINE = Distributed('scantrace', 'scantrace', 'places_by_person_local', cityHash64(premises_id));
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS `scantrace`.places_by_person_mv_local ON CLUSTER `scantrace` TO `scantrace`.places_by_person_local AS SELECT person_id, scanned_at, premises_id, kind FROM `scantrace`.scans_local;
+
+INSERT INTO `scantrace`.places_by_person SELECT person_id, scanned_at, premises_id, kind FROM `scantrace`.scans_by_person SETTINGS distributed_foreground_insert = 1;
+
+INSERT INTO `scantrace`.places_by_person SELECT person_id, scanned_at, premises_id, kind FROM `scantrace`.scans_by_person WHERE stored_at >= (SELECT toDateTime64(min(metadata_modification_time), 3, 'UTC') - INTERVAL 10 MINUTE FROM system.tables WHERE database = 'scantrace' AND name IN ('places_by_person_mv', 'places_by_person_mv_local')) SETTINGS distributed_foreground_insert = 1;

@@ -321,3 +321,23 @@ CREATE TABLE IF NOT EXISTS `scantrace`.`exposure_site_cases` (
 ENGINE = MergeTree
 ORDER BY proposal_id
 TTL toDateTime(proposed_at) + INTERVAL 28 DAY;
+
+-- 014 places_by_person
+CREATE TABLE IF NOT EXISTS `scantrace`.`places_by_person` (
+    person_id String,
+    scanned_at DateTime64(3, 'UTC'),
+    premises_id String,
+    kind Enum8('checkin' = 1, 'checkout' = 2)
+)
+ENGINE = ReplacingMergeTree
+PARTITION BY toMonday(scanned_at)
+ORDER BY (person_id, scanned_at, premises_id, kind)
+PRIMARY KEY (person_id, scanned_at)
+TTL toDateTime(scanned_at) + INTERVAL 28 DAY
+SETTINGS non_replicated_deduplication_window = 10000, index_granularity = 256, min_compress_block_size = 4096, max_compress_block_size = 16384, min_age_to_force_merge_seconds = 3600, min_age_to_force_merge_on_partition_only = 1;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS `scantrace`.places_by_person_mv  TO `scantrace`.places_by_person AS SELECT person_id, scanned_at, premises_id, kind FROM `scantrace`.scans;
+
+INSERT INTO `scantrace`.places_by_person SELECT person_id, scanned_at, premises_id, kind FROM `scantrace`.scans_by_person SETTINGS distributed_foreground_insert = 1;
+
+INSERT INTO `scantrace`.places_by_person SELECT person_id, scanned_at, premises_id, kind FROM `scantrace`.scans_by_person WHERE stored_at >= (SELECT toDateTime64(min(metadata_modification_time), 3, 'UTC') - INTERVAL 10 MINUTE FROM system.tables WHERE database = 'scantrace' AND name IN ('places_by_person_mv', 'places_by_person_mv_local')) SETTINGS distributed_foreground_insert = 1;

@@ -10,6 +10,8 @@ GRANT ON CLUSTER `scantrace` INSERT, SELECT ON `scantrace`.`scans` TO `scantrace
 GRANT ON CLUSTER `scantrace` INSERT, SELECT ON `scantrace`.`scans_local` TO `scantrace_sink_role`;
 GRANT ON CLUSTER `scantrace` INSERT ON `scantrace`.`scans_by_person` TO `scantrace_sink_role`;
 GRANT ON CLUSTER `scantrace` INSERT ON `scantrace`.`scans_by_person_local` TO `scantrace_sink_role`;
+GRANT ON CLUSTER `scantrace` INSERT ON `scantrace`.`places_by_person` TO `scantrace_sink_role`;
+GRANT ON CLUSTER `scantrace` INSERT ON `scantrace`.`places_by_person_local` TO `scantrace_sink_role`;
 GRANT ON CLUSTER `scantrace` INSERT, SELECT ON `scantrace`.`premises` TO `scantrace_sink_role`;
 GRANT ON CLUSTER `scantrace` INSERT, SELECT ON `scantrace`.`premises_local` TO `scantrace_sink_role`;
 GRANT ON CLUSTER `scantrace` INSERT ON `scantrace`.`dead_letters` TO `scantrace_sink_role`;
@@ -29,6 +31,8 @@ GRANT ON CLUSTER `scantrace` SELECT ON `scantrace`.`scans` TO `scantrace_tracer_
 GRANT ON CLUSTER `scantrace` SELECT ON `scantrace`.`scans_local` TO `scantrace_tracer_role`;
 GRANT ON CLUSTER `scantrace` SELECT ON `scantrace`.`scans_by_person` TO `scantrace_tracer_role`;
 GRANT ON CLUSTER `scantrace` SELECT ON `scantrace`.`scans_by_person_local` TO `scantrace_tracer_role`;
+GRANT ON CLUSTER `scantrace` SELECT ON `scantrace`.`places_by_person` TO `scantrace_tracer_role`;
+GRANT ON CLUSTER `scantrace` SELECT ON `scantrace`.`places_by_person_local` TO `scantrace_tracer_role`;
 GRANT ON CLUSTER `scantrace` SELECT ON `scantrace`.`premises` TO `scantrace_tracer_role`;
 GRANT ON CLUSTER `scantrace` SELECT ON `scantrace`.`premises_local` TO `scantrace_tracer_role`;
 GRANT ON CLUSTER `scantrace` INSERT ON `scantrace`.`audit_log` TO `scantrace_tracer_role`;

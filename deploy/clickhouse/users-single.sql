@@ -8,6 +8,7 @@
 CREATE ROLE IF NOT EXISTS `scantrace_sink_role`;
 GRANT INSERT, SELECT ON `scantrace`.`scans` TO `scantrace_sink_role`;
 GRANT INSERT ON `scantrace`.`scans_by_person` TO `scantrace_sink_role`;
+GRANT INSERT ON `scantrace`.`places_by_person` TO `scantrace_sink_role`;
 GRANT INSERT, SELECT ON `scantrace`.`premises` TO `scantrace_sink_role`;
 GRANT INSERT ON `scantrace`.`dead_letters` TO `scantrace_sink_role`;
 GRANT INSERT, SELECT ON `scantrace`.`premises_daily` TO `scantrace_sink_role`;
@@ -20,6 +21,7 @@ GRANT `scantrace_sink_role` TO `scantrace_sink`;
 CREATE ROLE IF NOT EXISTS `scantrace_tracer_role`;
 GRANT SELECT ON `scantrace`.`scans` TO `scantrace_tracer_role`;
 GRANT SELECT ON `scantrace`.`scans_by_person` TO `scantrace_tracer_role`;
+GRANT SELECT ON `scantrace`.`places_by_person` TO `scantrace_tracer_role`;
 GRANT SELECT ON `scantrace`.`premises` TO `scantrace_tracer_role`;
 GRANT INSERT ON `scantrace`.`audit_log` TO `scantrace_tracer_role`;
 GRANT SELECT ON `scantrace`.`schema_migrations` TO `scantrace_tracer_role`;

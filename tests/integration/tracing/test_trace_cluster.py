@@ -1,9 +1,9 @@
 """The same queries on a Distributed table over two shards give the same answers.
 
 Two ClickHouse servers of their own (chdb, like the local services) with a cluster
-`two` of one shard each; `scans` and `scans_by_person` on the first are Distributed tables
-over both shards' own, sharded by premises_id as in the cluster schema (each shard's view
-fills its by-person table from its own inserts). The province is inserted through
+`two` of one shard each; `scans` and the by-person tables on the first are Distributed
+tables over both shards' own, sharded by premises_id as in the cluster schema (each shard's
+views fill its by-person tables from its own inserts). The province is inserted through
 the Distributed table and every case traced under both rules at depth 2 must match the
 brute-force reference, as on one node.
 
@@ -37,6 +37,9 @@ from tracing.runner import ClickHouseRunner
 from tracing.trace import trace_person
 
 MARKER = "scantrace.services.chserver"
+# The by-person paths, each filled by a view on `scans` (sinks.schema).
+BY_PERSON = ("scans_by_person", "places_by_person")
+VIEWS = tuple(f"{t}_mv" for t in BY_PERSON)
 
 
 def _cluster_xml(ports: list[int]) -> str:
@@ -102,10 +105,10 @@ def distributed(two_shards: list[int], province: Province) -> Iterator[ClickHous
     migrate(front)  # audit_log and the rest, local to the front server
     client = connect(front)
     try:
-        # both access paths Distributed; the shards' own views fill their by-person tables
-        for table in ("scans_by_person_mv", "scans_by_person", "scans"):
+        # every access path Distributed; the shards' own views fill their by-person tables
+        for table in (*VIEWS, *BY_PERSON, "scans"):
             client.execute(f"DROP TABLE {table}")
-        for table in ("scans", "scans_by_person"):
+        for table in ("scans", *BY_PERSON):
             client.execute(
                 f"CREATE TABLE {table} AS `{db}`.{table}"
                 f" ENGINE = Distributed('two', '{db}', '{table}', cityHash64(premises_id))"
@@ -124,6 +127,11 @@ def distributed(two_shards: list[int], province: Province) -> Iterator[ClickHous
             for p in two_shards
         ]
         assert by_person == per_shard
+        # and each shard's places, once each
+        places = "SELECT uniqExact(person_id, scanned_at, premises_id, kind) FROM "
+        for port in two_shards:
+            c = connect(shard(port))
+            assert c.execute(places + "places_by_person") == c.execute(places + "scans")
     finally:
         client.disconnect()
     runner = ClickHouseRunner(front)

@@ -41,10 +41,11 @@ def test_the_tracer_writes_the_audit_log_and_can_neither_read_nor_change_it() ->
     t = targets("tracer")
     assert t["`prov`.`audit_log`"] == {"INSERT"}
     assert t["`prov`.`scans`"] == t["`prov`.`scans_by_person`"] == t["`prov`.`premises`"]
-    assert t["`prov`.`scans`"] == {"SELECT"}
+    assert t["`prov`.`scans`"] == t["`prov`.`places_by_person`"] == {"SELECT"}
     workbench = ("cases", "followups", "exposure_sites", "exposure_site_cases")
+    by_person = ("scans_by_person", "places_by_person")
     assert set(t) == {
-        f"`prov`.`{n}`" for n in ("scans", "scans_by_person", "premises", "audit_log", *workbench)
+        f"`prov`.`{n}`" for n in ("scans", *by_person, "premises", "audit_log", *workbench)
     } | {"`prov`.`schema_migrations`"}
     # the workbench appends versions of rows and reads them; it never alters or deletes
     assert all(t[f"`prov`.`{n}`"] == {"INSERT", "SELECT"} for n in workbench)
@@ -71,6 +72,7 @@ def test_the_sink_writes_its_tables_and_reads_what_the_rollup_reads() -> None:
     for table in (
         "scans",
         "scans_by_person",
+        "places_by_person",
         "premises",
         "dead_letters",
         "premises_daily",

@@ -190,6 +190,7 @@ def test_every_table_with_person_data_has_a_ttl_within_its_retention() -> None:
     assert holding == {
         "scans",
         "scans_by_person",
+        "places_by_person",
         "dead_letters",
         "premises_daily_sets",
         "audit_log",
