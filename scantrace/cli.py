@@ -32,6 +32,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "api": "scantrace.commands.api:api",
     "audit": "scantrace.commands.api:audit",
     "report": "scantrace.commands.report:report",
+    "topics": "scantrace.commands.topics:topics",
 }
 
 

@@ -346,6 +346,7 @@ KAFKA_USERS: dict[str, str | None] = {
     "sink": "sink",
     "admin": "admin",
     "premises": "admin",
+    "topics": "admin",
     "tracer": None,
     "api": None,
     "trace": None,
