@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.errors import CoordinatorNotAvailableError
 
 from ingest.kafka_settings import KafkaSettings
 
@@ -106,6 +107,16 @@ def topic_states(admin: KafkaAdminClient, names: list[str]) -> list[TopicState]:
     return sorted(out, key=lambda t: names.index(t.topic) if t.topic in names else len(names))
 
 
+def _group_offsets(admin: KafkaAdminClient, group: str) -> dict[TopicPartition, Any]:
+    """The committed offsets of `group`; none before any consumer group exists (the
+    brokers make their offsets topic at the first group's first request)."""
+    try:
+        offsets: dict[TopicPartition, Any] = admin.list_group_offsets(group).get(group, {})
+    except CoordinatorNotAvailableError:
+        return {}
+    return offsets
+
+
 def under_replicated(kafka: KafkaSettings) -> dict[str, int]:
     """Under-replicated partitions of each of the pipeline's topics."""
     admin = _admin(kafka)
@@ -121,11 +132,10 @@ def describe(kafka: KafkaSettings, groups: dict[str, tuple[str, list[str]]]) -> 
     names = [s.name for s in kafka.topic_specs()]
     admin = _admin(kafka)
     try:
-        brokers = sorted(int(b["node_id"]) for b in admin.describe_cluster()["brokers"])
+        brokers = sorted(int(b["broker_id"]) for b in admin.describe_cluster()["brokers"])
         topics = topic_states(admin, names)
         committed = {
-            component: admin.list_consumer_group_offsets(group)
-            for component, (group, _) in groups.items()
+            component: _group_offsets(admin, group) for component, (group, _) in groups.items()
         }
     finally:
         admin.close()
