@@ -478,9 +478,7 @@ def up(
     shards = None
     if "shards" in state["clickhouse"]:
         clickhouse = clickhouse.model_copy(update={"cluster": state["clickhouse"]["cluster"]})
-        shards = [
-            ClickHouseSettings(url=url) for url in shard_urls(state, "migrator", clickhouse.url)
-        ]
+        shards = [ClickHouseSettings(url=url) for url in shard_urls(state, clickhouse.url)]
     report = provision(kafka, clickhouse, state["kafka"].get("security"), shards)
     state["started_at"] = state.get("started_at") or time.time()
     _save_state(settings, state)
@@ -498,17 +496,17 @@ def replication_factor(state: dict[str, Any]) -> int:
     return int(kafka.get("replication_factor", 0)) if _running(kafka) else 0
 
 
-def shard_urls(state: dict[str, Any], role: str, front_url: str) -> list[str]:
+def shard_urls(state: dict[str, Any], front_url: str) -> list[str]:
     """`front_url` (a role's URL on the first shard) for every shard of the local cluster,
     in shard order: the same user and database, each shard's port."""
-    from urllib.parse import urlsplit
+    from urllib.parse import urlsplit, urlunsplit
 
     ch = state.get("clickhouse") or {}
     front = urlsplit(front_url)
     out = []
     for shard in ch.get("shards", []):
         netloc = front.netloc.rsplit(":", 1)[0] + f":{shard['native_port']}"
-        out.append(front._replace(netloc=netloc).geturl())
+        out.append(urlunsplit((front.scheme, netloc, front.path, front.query, front.fragment)))
     return out
 
 

@@ -18,6 +18,7 @@ from sinks.schema import (
     render_script,
     render_steps,
     render_table,
+    without_keeper,
 )
 
 DEPLOY = Path(__file__).parents[3] / "deploy" / "clickhouse"
@@ -256,3 +257,21 @@ def test_the_sink_refuses_to_start_without_a_person_hash_key() -> None:
         assert result.exit_code == 2, result.output
         assert result.output.startswith("error: SCANTRACE_CLICKHOUSE__PERSON_HASH_KEY must be set")
     assert SINGLE.model_copy(update={"person_hash_key": SecretStr("x" * 16)}).person_hash_key_pair()
+
+
+def test_the_cluster_schema_without_keeper_keeps_the_distributed_tables_only() -> None:
+    """What the local cluster (chdb servers, no ZooKeeper client) runs on each node: the
+    cluster's statements without `ON CLUSTER`, the plain engines in place of the
+    Replicated ones (same arguments after the Keeper path and replica), the Distributed
+    tables as they are."""
+    sql = [without_keeper(s, "scantrace") for s in statements(CLUSTER)]
+    assert not any("ON CLUSTER" in s or "Replicated" in s for s in sql)
+    local, dist = sql[0], sql[1]
+    assert local.startswith("CREATE TABLE IF NOT EXISTS `scantrace`.`scans_local` (")
+    assert "ENGINE = ReplacingMergeTree(processed_at)" in local
+    assert dist.endswith(
+        "ENGINE = Distributed('scantrace', 'scantrace', 'scans_local', cityHash64(premises_id))"
+    )
+    # a table without engine arguments keeps none
+    assert any("ENGINE = MergeTree()\n" in s for s in sql)
+    assert len(sql) == len(statements(CLUSTER))
