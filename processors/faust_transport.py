@@ -254,9 +254,7 @@ class BulkConsumer(faust_aiokafka.Consumer):
                 or not self.flow_active
                 or self.app.consumer_generation_id != generation
             ):
-                # A rebalance or stop began: the batch is dropped, to be read again.
-                await self._rewind(batch)
-                return False
+                return False  # a rebalance or stop began: read again from the commit
             fresh: dict[TP, Sequence[Any]] = {}
             for tp, recs in batch.items():
                 r_offset = self._read_offset[tp]
@@ -300,20 +298,6 @@ class BulkConsumer(faust_aiokafka.Consumer):
                 self._ack_tasks.add(task)
                 task.add_done_callback(self._ack_tasks.discard)
             return True
-
-    async def _rewind(self, batch: Mapping[TP, Sequence[Any]]) -> None:
-        """Fetch a dropped batch's records again. The fetch position is already past
-        them: a partition that stays assigned through the rebalance would go on with the
-        next records, and the offsets in between would be taken for a gap (acked, never
-        processed: lost)."""
-        assigned = self.assignment()
-        for tp, recs in batch.items():
-            tp = TP(tp.topic, tp.partition)  # fetched records are keyed by aiokafka's type
-            if recs and tp in assigned:
-                try:
-                    await self.seek(tp, recs[0].offset)
-                except Exception as exc:  # revoked meanwhile: its next owner reads it
-                    log.info("rewind of %s failed: %r", tp, exc)
 
     async def _hold_back(self, tp: TP, offset: int) -> None:
         """Leave a partition's records for later: pause it and rewind to `offset`."""

@@ -220,7 +220,6 @@ OWN: dict[str, frozenset[str]] = {
             "ack_offsets",
             "_restore",
             "_run_bulk",
-            "_rewind",
             "_hold_back",
             "release_held",
             "_ack_when",
