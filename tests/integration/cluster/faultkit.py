@@ -192,6 +192,14 @@ class Run:
         self.pid = spawn(argv, self.log_dir.parent / "run.log", env=self.env())
         for url in self.urls():
             wait(lambda url=url: _ready(url), 180, f"gateway {url}")  # type: ignore[misc]
+        # Every worker and sink in its group before the stream starts: each case then
+        # tests its own fault, not the groups forming (the worker-kill case covers that).
+        names = [
+            *(["worker"] + [f"worker-{i}" for i in range(2, self.workers + 1)]),
+            *(["sink"] + [f"sink-{i}" for i in range(2, self.sinks + 1)]),
+        ]
+        for name in names:
+            wait(lambda name=name: self.has_partitions(name), 180, f"{name} assigned")  # type: ignore[misc]
         return self
 
     def urls(self) -> list[str]:
