@@ -165,6 +165,11 @@ def start(
     `secure` (`kafka_security`) is decided at the first start: a broker formatted with
     security restarts with it, and one formatted without cannot be secured later (its
     data would have no users)."""
+    if cluster_layout(state_dir) is not None:
+        raise ServiceError(
+            f"the local Kafka in {state_dir / 'kafka'} was formatted as a cluster: start it "
+            "with --brokers (or use another SCANTRACE_SERVICES__STATE_DIR)"
+        )
     lib = ensure_jars(cache_dir)
     home = state_dir / "kafka"
     data = home / "data"

@@ -432,7 +432,13 @@ def up(
     started: list[str] = []
     kind = resolve_kafka_kind(kafka_kind or settings.kafka)
     secure = settings.secure if secure is None else secure
-    brokers = brokers or _size(state.get("kafka"), "nodes") or settings.brokers
+    layout = kafka_apache.cluster_layout(settings.state_dir)
+    brokers = (
+        brokers
+        or _size(state.get("kafka"), "nodes")
+        or (len(layout["nodes"]) if layout else 0)  # a cluster formatted here, stopped
+        or settings.brokers
+    )
     clickhouse_shards = (
         clickhouse_shards or _size(state.get("clickhouse"), "shards") or settings.clickhouse_shards
     )
