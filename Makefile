@@ -10,7 +10,7 @@ export SCANTRACE_SERVICES__KAFKA := $(SCANTRACE_KAFKA)
 unexport SCANTRACE_KAFKA
 endif
 
-.PHONY: help env test unit integration lint fmt demo up down status bench clean
+.PHONY: help env test unit integration faults lint fmt demo up down status bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -27,10 +27,13 @@ test: env ## start the services, run every test, stop the services
 	$(BIN)/python -m pytest
 
 unit: env ## unit tests only (no services)
-	$(BIN)/python -m pytest -m "not integration"
+	$(BIN)/python -m pytest -m "not integration and not faults"
 
-integration: env ## integration tests only (real Kafka and ClickHouse)
-	$(BIN)/python -m pytest -m integration
+integration: env ## integration tests only (real Kafka and ClickHouse), without `make faults`
+	$(BIN)/python -m pytest -m "integration and not faults"
+
+faults: env ## the whole fault matrix on a local 3-broker, 2-shard cluster (about an hour)
+	$(BIN)/python -m pytest -m faults tests/integration/cluster
 
 lint: env ## ruff (lint + format check) and mypy, strict on the stage packages
 	$(BIN)/ruff check .

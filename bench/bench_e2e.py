@@ -18,6 +18,12 @@ and sink, and the worker's resident growth per tracked scan (the `seen` table's 
     scantrace services up --kafka apache
     python -m bench e2e [--rate 20000] [--seconds 300]
 
+The cluster shape: `--brokers 3 --workers 2 --sinks 2` on `scantrace services up --kafka
+apache --brokers 3 --clickhouse-shards 2` (the running services must have that many
+brokers): topics replicated three times (`min.insync.replicas` 2), the cluster schema on
+every shard (Distributed tables), two workers and two sinks in their groups. CPU and peak
+memory are then given per process and per stage (every broker, shard, worker, sink).
+
 Restart the services before a run (`scantrace services down && scantrace services up`) for
 the broker's and ClickHouse's peak memory to be this run's.
 """
@@ -54,11 +60,12 @@ from ingest.admin import ensure_topics
 from ingest.kafka_settings import KafkaSettings
 from ingest.premises import Premises, encode_premises
 from scantrace.pipeline import Pipeline
-from scantrace.services.process import free_port
+from scantrace.services.manager import LOCAL_CLUSTER
+from scantrace.services.process import free_port, free_port_run
 from scantrace.synth import generate_premises
 from sinks.clickhouse_settings import ClickHouseSettings
 from sinks.client import connect
-from sinks.migrations import migrate
+from sinks.migrations import migrate, migrate_nodes
 from tests.worker_kit import publish
 
 TOKEN = "bench-e2e-token"
@@ -185,10 +192,12 @@ class Poller(threading.Thread):
     """Watches ClickHouse (when each marker became visible, the row count over time) and,
     every second, the worker's and the sink's consumer lag (which stage holds a backlog)."""
 
-    def __init__(self, clickhouse: ClickHouseSettings, worker_port: int, sink_port: int) -> None:
+    def __init__(
+        self, clickhouse: ClickHouseSettings, worker_ports: list[int], sink_ports: list[int]
+    ) -> None:
         super().__init__(daemon=True)
         self.client = connect(clickhouse)
-        self.ports = {"worker": worker_port, "sink": sink_port}
+        self.ports = {"worker": worker_ports, "sink": sink_ports}
         self.seen: dict[str, float] = {}
         # marker -> (gateway's received_at, worker's processed_at), epoch seconds
         self.stamps: dict[str, tuple[float, float]] = {}
@@ -197,13 +206,15 @@ class Poller(threading.Thread):
         self.stop = threading.Event()
 
     def _lags(self, now: float) -> None:
-        for stage, port in self.ports.items():
-            samples = scrape(port)
-            lag = sum(
-                v
-                for k, v in samples.items()
-                if k.startswith(f"scantrace_{stage}_consumer_lag{{") and ".scans." in k
-            )
+        for stage, ports in self.ports.items():
+            lag = 0.0
+            for port in ports:
+                samples = scrape(port)
+                lag += sum(
+                    v
+                    for k, v in samples.items()
+                    if k.startswith(f"scantrace_{stage}_consumer_lag{{") and ".scans." in k
+                )
             self.lags[stage].append((now, lag))
 
     def run(self) -> None:
@@ -275,20 +286,46 @@ def main() -> None:  # one linear script
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--seed", type=int, default=2021)
+    ap.add_argument("--brokers", type=int, default=1, help="brokers the services must have")
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--sinks", type=int, default=1)
     args = ap.parse_args()
 
+    load_start = os.getloadavg()[0]
     bootstrap, ch_url = endpoints()
     status = json.loads(
         os.popen(f"{sys.executable} -m scantrace.cli services status --json").read() or "{}"
     )
-    service_pids = {"kafka": status["kafka"]["pid"], "clickhouse": status["clickhouse"]["pid"]}
+    nodes, shards = status["kafka_nodes"], status["clickhouse_shards"]
+    if len(nodes) != args.brokers:
+        sys.exit(
+            f"--brokers {args.brokers}, but the services have {len(nodes)}: scantrace services "
+            f"up --kafka apache --brokers {args.brokers} [--clickhouse-shards 2]"
+        )
+    service_pids = {
+        **{("kafka" if len(nodes) == 1 else f"kafka-{n['id']}"): n["pid"] for n in nodes},
+        **{
+            ("clickhouse" if len(shards) == 1 else f"clickhouse-{s['shard']}"): s["pid"]
+            for s in shards
+        },
+    }
     tag = uuid.uuid4().hex[:8]
+    replication = min(3, args.brokers)
     kafka = KafkaSettings(
-        bootstrap=bootstrap, topic_prefix=f"e2e{tag}.", partitions=args.partitions
+        bootstrap=bootstrap,
+        topic_prefix=f"e2e{tag}.",
+        partitions=args.partitions,
+        replication_factor=replication,
     )
     clickhouse = ClickHouseSettings(url=f"{ch_url}/e2e_{tag}")
     ensure_topics(kafka)
-    migrate(clickhouse)
+    if len(shards) > 1:
+        migrate_nodes(
+            clickhouse.model_copy(update={"cluster": LOCAL_CLUSTER}),
+            [ClickHouseSettings(url=f"{s['native']}/e2e_{tag}") for s in shards],
+        )
+    else:
+        migrate(clickhouse)
     premises = [
         *generate_premises(args.seed, 3000),
         Premises(MARKER_PREMISES, "Latency markers", "office", "Phan Rang-Thap Cham"),
@@ -305,7 +342,9 @@ def main() -> None:  # one linear script
     print(
         f"e2e bench: {total:,} scans ({unique:,} unique) in {n_batches:,} batches of "
         f"{args.batch:,}, target {args.rate:,.0f} scans/s for {args.seconds:.0f} s, "
-        f"{args.partitions} partitions; bodies built in {time.perf_counter() - t:.0f} s",
+        f"{args.partitions} partitions, {args.brokers} brokers (replication {replication}), "
+        f"{len(shards)} ClickHouse shards, {args.workers} workers, {args.sinks} sinks; "
+        f"bodies built in {time.perf_counter() - t:.0f} s",
         flush=True,
     )
     print(
@@ -317,6 +356,7 @@ def main() -> None:  # one linear script
         "SCANTRACE_KAFKA__BOOTSTRAP": bootstrap,
         "SCANTRACE_KAFKA__TOPIC_PREFIX": kafka.topic_prefix,
         "SCANTRACE_KAFKA__PARTITIONS": str(kafka.partitions),
+        "SCANTRACE_KAFKA__REPLICATION_FACTOR": str(replication),
         "SCANTRACE_CLICKHOUSE__URL": clickhouse.url,
         "SCANTRACE_CLICKHOUSE__PERSON_HASH_KEY": BENCH_PERSON_HASH_KEY,
         "SCANTRACE_GATEWAY__TOKENS": json.dumps({TOKEN: "gw-bench"}),
@@ -326,16 +366,18 @@ def main() -> None:  # one linear script
     os.environ.update(env)
     pipeline = Pipeline(
         gateway_port=free_port(),
-        worker_metrics_port=free_port(),
-        sink_metrics_port=free_port(),
+        worker_metrics_port=free_port_run(args.workers),
+        sink_metrics_port=free_port_run(args.sinks),
         log_dir=work / "logs",
+        workers=args.workers,
+        sinks=args.sinks,
     )
     pipeline.start()
-    poller = Poller(clickhouse, pipeline.worker_metrics_port, pipeline.sink_metrics_port)
+    poller = Poller(clickhouse, pipeline.ports("worker"), pipeline.ports("sink"))
     client = connect(clickhouse)
     try:
         deadline = time.monotonic() + 120
-        while not scrape(pipeline.worker_metrics_port) or not scrape(pipeline.sink_metrics_port):
+        while not all(scrape(p) for p in [*pipeline.ports("worker"), *pipeline.ports("sink")]):
             if time.monotonic() > deadline or pipeline.failed():
                 sys.exit(f"pipeline did not start: {pipeline.failed()}")
             time.sleep(0.5)
@@ -346,9 +388,9 @@ def main() -> None:  # one linear script
             if time.monotonic() > deadline or pipeline.failed():
                 sys.exit(f"warm-up did not reach ClickHouse: {pipeline.failed()}")
             time.sleep(0.2)
-        worker_pid = pipeline.procs["worker"].pid
-        rss0 = status_mib(worker_pid, "VmRSS")
-        seen0 = table_entries(scrape(pipeline.worker_metrics_port), "seen")
+        worker_pids = [pipeline.procs[n].pid for n in pipeline.names("worker", args.workers)]
+        rss0 = sum(status_mib(pid, "VmRSS") for pid in worker_pids)
+        seen0 = sum(table_entries(scrape(p), "seen") for p in pipeline.ports("worker"))
         pids = {**service_pids, **{name: p.pid for name, p in pipeline.procs.items()}}
         pids["load generator"] = os.getpid()
         cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
@@ -379,10 +421,12 @@ def main() -> None:  # one linear script
         time.sleep(0.6)
         poller.stop.set()
         poller.join()
-        worker_samples = scrape(pipeline.worker_metrics_port)
-        sink_samples = scrape(pipeline.sink_metrics_port)
-        rss1 = status_mib(worker_pid, "VmRSS")
-        seen1 = table_entries(worker_samples, "seen")
+        sink_samples: dict[str, float] = {}
+        for port in pipeline.ports("sink"):
+            for k, v in scrape(port).items():
+                sink_samples[k] = sink_samples.get(k, 0.0) + v
+        rss1 = sum(status_mib(pid, "VmRSS") for pid in worker_pids)
+        seen1 = sum(table_entries(scrape(p), "seen") for p in pipeline.ports("worker"))
         peaks = {name: status_mib(pid, "VmHWM") for name, pid in service_pids.items()}
         peaks.update({name: status_mib(p.pid, "VmHWM") for name, p in pipeline.procs.items()})
         distinct = client.execute("SELECT uniqExact(event_id) FROM scans")[0][0]
@@ -466,6 +510,15 @@ def main() -> None:  # one linear script
         + ", ".join(f"{k} {v:,.0f}" for k, v in cpu.items())
         + f"; sum {cpu_sum:,.0f} ({cpu_sum * 1e6 / stored_scans:,.0f} us a scan)"
     )
+    if len(cpu) > 6:  # the cluster shape: every stage's processes together
+        per_stage: dict[str, float] = {}
+        for name, seconds in cpu.items():
+            stage = name.split("-")[0]
+            per_stage[stage] = per_stage.get(stage, 0.0) + seconds
+        print(
+            "  CPU per scan by stage (us): "
+            + ", ".join(f"{k} {v * 1e6 / stored_scans:,.1f}" for k, v in per_stage.items())
+        )
     print_inserts(sink_samples)
     tracked = seen1 - seen0
     if tracked > 0:
@@ -474,7 +527,10 @@ def main() -> None:  # one linear script
             f"resident +{rss1 - rss0:,.0f} MiB: "
             f"{(rss1 - rss0) * 2**20 / tracked:,.0f} bytes per tracked scan"
         )
-    print(f"  load average at the end {os.getloadavg()[0]:.1f}; logs in {work / 'logs'}")
+    print(
+        f"  load average at the start {load_start:.1f}, at the end {os.getloadavg()[0]:.1f}; "
+        f"logs in {work / 'logs'}"
+    )
 
 
 if __name__ == "__main__":

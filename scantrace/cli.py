@@ -39,6 +39,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "api": "scantrace.commands.api:api",
     "audit": "scantrace.commands.api:audit",
     "report": "scantrace.commands.report:report",
+    "topics": "scantrace.commands.topics:topics",
 }
 # The components that run until stopped: each takes `--log-format` (declared here, once).
 LONG_RUNNING: frozenset[str] = frozenset({"gateway", "worker", "sink", "api", "run"})
@@ -194,13 +195,46 @@ def services() -> None:
     envvar="SCANTRACE_SERVICES__SECURE",
     show_envvar=True,
 )
-def services_up(kafka_kind: str | None, clickhouse_kind: str | None, secure: bool | None) -> None:
-    """Start the services (if not running), create the topics, apply the migrations."""
-    result = manager.up(ServicesSettings(), kafka_kind, clickhouse_kind, secure=secure)
+@click.option(
+    "--brokers",
+    type=click.IntRange(1, 9),
+    default=None,
+    help="Apache Kafka nodes in one KRaft quorum; topics replicated on up to three "
+    "[default 1, or the running cluster's]",
+    envvar="SCANTRACE_SERVICES__BROKERS",
+    show_envvar=True,
+)
+@click.option(
+    "--clickhouse-shards",
+    type=click.IntRange(1, 8),
+    default=None,
+    help="ClickHouse servers behind Distributed tables (no replicas) "
+    "[default 1, or the running cluster's]",
+    envvar="SCANTRACE_SERVICES__CLICKHOUSE_SHARDS",
+    show_envvar=True,
+)
+def services_up(
+    kafka_kind: str | None,
+    clickhouse_kind: str | None,
+    secure: bool | None,
+    brokers: int | None,
+    clickhouse_shards: int | None,
+) -> None:
+    """Start the services (if not running), create the topics, apply the migrations. On a
+    local cluster, start again the nodes or shards that died."""
+    result = manager.up(
+        ServicesSettings(),
+        kafka_kind,
+        clickhouse_kind,
+        secure=secure,
+        brokers=brokers,
+        clickhouse_shards=clickhouse_shards,
+    )
     started = ", ".join(result["started"]) or "nothing (already running)"
     click.echo(f"started: {started}")
     click.echo(f"kafka:      {result['kafka_bootstrap']} ({_kafka_kind(result)})")
     click.echo(f"clickhouse: {result['clickhouse_native']}  {result['clickhouse_http']}")
+    _echo_members(result)
     if result["topics_created"]:
         click.echo(f"topics created: {', '.join(result['topics_created'])}")
     if result["migrations_applied"]:
@@ -217,10 +251,24 @@ def services_status(as_json: bool) -> None:
     elif result["running"]:
         click.echo(f"kafka:      {result['kafka_bootstrap']} ({_kafka_kind(result)})")
         click.echo(f"clickhouse: {result['clickhouse_native']}  {result['clickhouse_http']}")
+        _echo_members(result)
         click.echo(f"state:      {result['state_dir']}")
     else:
         click.echo("not running (scantrace services up)")
     sys.exit(0 if result["running"] else 1)
+
+
+def _echo_members(result: dict[str, object]) -> None:
+    """One line per node and shard of a local cluster."""
+    nodes, shards = result.get("kafka_nodes"), result.get("clickhouse_shards")
+    if isinstance(nodes, list) and len(nodes) > 1:
+        for n in nodes:
+            state = "alive" if n["alive"] else "DOWN"
+            click.echo(f"  kafka node {n['id']}:  {n['bootstrap']}  pid {n['pid']} {state}")
+    if isinstance(shards, list) and len(shards) > 1:
+        for sh in shards:
+            state = "alive" if sh["alive"] else "DOWN"
+            click.echo(f"  clickhouse shard {sh['shard']}: {sh['native']}  pid {sh['pid']} {state}")
 
 
 def _kafka_kind(result: dict[str, object]) -> str:

@@ -17,7 +17,7 @@ from clickhouse_driver import Client
 
 from sinks.clickhouse_settings import ClickHouseSettings
 from sinks.client import connect
-from sinks.schema import MIGRATIONS, Migration, render_steps
+from sinks.schema import MIGRATIONS, Migration, render_steps, without_keeper
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,3 +80,55 @@ def migrate(
         return applied
     finally:
         client.disconnect()
+
+
+def migrate_nodes(
+    settings: ClickHouseSettings,
+    nodes: list[ClickHouseSettings],
+    migrations: list[Migration] | None = None,
+) -> list[Applied]:
+    """Apply the schema of `settings.cluster` to a cluster without Keeper, node by node
+    (`nodes`: one connection per shard): each step on every node before the next step,
+    as `ON CLUSTER` would, with the plain engines in place of the Replicated ones
+    (`sinks.schema.without_keeper`). An `INSERT` (a backfill through a Distributed
+    table) runs on the first node only: it reaches every shard from there. Returns the
+    migrations applied now (on the first node; every node records its own)."""
+    if not settings.cluster:
+        raise ValueError("migrate_nodes needs settings.cluster")
+    db = settings.database
+    clients = [
+        connect(n, database="default", send_receive_timeout=MIGRATION_TIMEOUT_S) for n in nodes
+    ]
+    try:
+        for client in clients:
+            _bookkeeping(client, db, "")
+        done = [applied_versions(client, db) for client in clients]
+        applied: list[Applied] = []
+        for m in sorted(
+            migrations if migrations is not None else MIGRATIONS, key=lambda m: m.version
+        ):
+            pending = [
+                c for c, versions in zip(clients, done, strict=True) if m.version not in versions
+            ]
+            if not pending:
+                continue
+            for sql, done_if in render_steps(m, settings):
+                statement = without_keeper(sql, settings.cluster)
+                targets = (
+                    pending[:1] if statement.lstrip().upper().startswith("INSERT") else pending
+                )
+                for client in targets:
+                    if done_if and client.execute(done_if) == [(1,)]:
+                        continue
+                    client.execute(statement)
+            for client in pending:
+                client.execute(
+                    f"INSERT INTO `{db}`.schema_migrations (version, name) VALUES",
+                    [(m.version, m.name)],
+                )
+            if clients[0] in pending:
+                applied.append(Applied(m.version, m.name))
+        return applied
+    finally:
+        for client in clients:
+            client.disconnect()

@@ -806,6 +806,15 @@ def render_steps(m: Migration, settings: ClickHouseSettings) -> list[tuple[str, 
     return out
 
 
+def without_keeper(sql: str, cluster: str) -> str:
+    """A statement of `cluster`'s schema for one node of a cluster that has no Keeper
+    (no `ON CLUSTER`, no Replicated engine; the Distributed tables stay): each node gets
+    it on its own (`sinks.migrations.migrate_nodes`). The chdb server has no ZooKeeper
+    client, so the local cluster services run this shape, without replicas."""
+    sql = sql.replace(f" ON CLUSTER {ident(cluster)}", "")
+    return re.sub(r"Replicated(\w+)\('[^']*', '\{replica\}'(?:, )?", r"\1(", sql)
+
+
 def render(m: Migration, settings: ClickHouseSettings) -> list[str]:
     """The SQL statements of one migration, for one node or for `settings.cluster`."""
     return [sql for sql, _ in render_steps(m, settings)]

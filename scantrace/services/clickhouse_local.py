@@ -77,17 +77,19 @@ def start(
     users: Mapping[str, Mapping[str, str]] | None = None,
     database: str = "scantrace",
     cluster: str = "",
+    name: str = "clickhouse",
 ) -> dict[str, object]:
     """Start the server; `ports` (native, http) keeps an address across a restart. With
     `users`, the server's users.xml is written first (else the one already there, if any,
-    is used again)."""
+    is used again). `name`: its folder in `state_dir` and its log's name (one per shard
+    of a local cluster)."""
     if importlib.util.find_spec("chdb") is None:
         raise ServiceError("chdb-core is not installed: pip install 'scantrace[local]'")
-    home = state_dir / "clickhouse"
+    home = state_dir / name
     if users is not None:
         write_private(home / "users.xml", render_users_xml(users, database, cluster))
     tcp, http = ports if ports else (free_port(), free_port())
-    log = state_dir / "logs" / "clickhouse.log"
+    log = state_dir / "logs" / f"{name}.log"
     pid = spawn(
         [sys.executable, "-m", "scantrace.services.chserver", str(home), str(tcp), str(http)], log
     )
@@ -99,3 +101,16 @@ def start(
         "log": str(log),
         "marker": "scantrace.services.chserver",
     }
+
+
+def remote_servers_xml(cluster: str, ports: list[int], secret: str) -> str:
+    """config.d of a local cluster's node: `cluster` with one single-replica shard per
+    native port, and the inter-server `secret` with which a shard runs its part of a
+    Distributed query as the user who asked (so the grants hold on every shard)."""
+    shards = "".join(
+        f"<shard><replica><host>127.0.0.1</host><port>{p}</port></replica></shard>" for p in ports
+    )
+    return (
+        f"<clickhouse><remote_servers><{cluster}><secret>{escape(secret)}</secret>{shards}"
+        f"</{cluster}></remote_servers></clickhouse>"
+    )

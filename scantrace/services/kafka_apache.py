@@ -1,4 +1,5 @@
-"""Apache Kafka 4.4.0, KRaft, one combined broker+controller on 127.0.0.1.
+"""Apache Kafka 4.4.0, KRaft, on 127.0.0.1: one combined broker+controller (`start`), or
+a cluster of such nodes whose controllers form one quorum (`start_cluster`).
 
 The jars come from Maven Central through `mvn` into a cache outside the repository and
 are reused on the next start.
@@ -6,7 +7,10 @@ are reused on the next start.
 
 from __future__ import annotations
 
+import base64
+import json
 import re
+import secrets
 import shutil
 import subprocess
 from pathlib import Path
@@ -100,8 +104,19 @@ def ensure_jars(cache_dir: Path) -> Path:
 
 
 def _properties(
-    port: int, cport: int, data: Path, partitions: int, security: dict[str, Any] | None
+    port: int,
+    cport: int,
+    data: Path,
+    partitions: int,
+    security: dict[str, Any] | None,
+    *,
+    node_id: int = 1,
+    quorum: str = "",
+    nodes: int = 1,
 ) -> str:
+    """server.properties of node `node_id`; `quorum` (host:port of every controller) and
+    `nodes` for a node of a cluster, whose internal topics are replicated on every node
+    (at most three) and need all but one in sync."""
     listeners = (
         kafka_security.properties(security, port, cport)
         if security
@@ -111,21 +126,29 @@ def _properties(
             "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
         ]
     )
+    replicas = min(nodes, 3)
+    min_isr = max(1, replicas - 1)
     return "\n".join(
         [
             "process.roles=broker,controller",
-            "node.id=1",
-            f"controller.quorum.bootstrap.servers=127.0.0.1:{cport}",
+            f"node.id={node_id}",
+            f"controller.quorum.bootstrap.servers={quorum or f'127.0.0.1:{cport}'}",
             *listeners,
             "controller.listener.names=CONTROLLER",
             f"log.dirs={data}",
-            "offsets.topic.replication.factor=1",
+            f"offsets.topic.replication.factor={replicas}",
             "offsets.topic.num.partitions=8",
-            "transaction.state.log.replication.factor=1",
-            "transaction.state.log.min.isr=1",
+            f"transaction.state.log.replication.factor={replicas}",
+            f"transaction.state.log.min.isr={min_isr}",
             "transaction.state.log.num.partitions=8",
-            "share.coordinator.state.topic.replication.factor=1",
-            "share.coordinator.state.topic.min.isr=1",
+            f"share.coordinator.state.topic.replication.factor={replicas}",
+            f"share.coordinator.state.topic.min.isr={min_isr}",
+            *(
+                # Topics made without an explicit count (Faust's own) are replicated too.
+                [f"default.replication.factor={replicas}", f"min.insync.replicas={min_isr}"]
+                if nodes > 1
+                else []
+            ),
             "group.initial.rebalance.delay.ms=0",
             f"num.partitions={partitions}",
             "log.segment.bytes=67108864",
@@ -142,6 +165,11 @@ def start(
     `secure` (`kafka_security`) is decided at the first start: a broker formatted with
     security restarts with it, and one formatted without cannot be secured later (its
     data would have no users)."""
+    if cluster_layout(state_dir) is not None:
+        raise ServiceError(
+            f"the local Kafka in {state_dir / 'kafka'} was formatted as a cluster: start it "
+            "with --brokers (or use another SCANTRACE_SERVICES__STATE_DIR)"
+        )
     lib = ensure_jars(cache_dir)
     home = state_dir / "kafka"
     data = home / "data"
@@ -200,9 +228,21 @@ def start(
             # stdout lists the bootstrap records, SCRAM salts and keys among them
             raise ServiceError(f"Kafka storage format failed:\n{fmt.stderr}")
         ports_file.write_text(f"{port} {cport}")
-    (home / "log4j2.properties").write_text(_LOG4J2)
     log = state_dir / "logs" / "kafka.log"
-    pid = spawn(
+    pid = _spawn(java, classpath, home, props, log)
+    return {
+        "kind": "apache",
+        "pid": pid,
+        "bootstrap": f"127.0.0.1:{port}",
+        "log": str(log),
+        "marker": str(props),
+        **({"security": security} if security else {}),
+    }
+
+
+def _spawn(java: str, classpath: str, home: Path, props: Path, log: Path) -> int:
+    (home / "log4j2.properties").write_text(_LOG4J2)
+    return spawn(
         [
             java,
             "-Xms256m",
@@ -216,11 +256,162 @@ def start(
         ],
         log,
     )
+
+
+# -- a cluster of combined nodes ---------------------------------------------------------
+
+CLUSTER_LAYOUT = "cluster.json"
+
+
+def _kafka_uuid() -> str:
+    """A Kafka `Uuid` as `StorageTool random-uuid` prints it: 16 random bytes, URL-safe
+    base64 without padding; Kafka refuses one that starts with '-'."""
+    while True:
+        text = base64.urlsafe_b64encode(secrets.token_bytes(16)).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
+
+
+def cluster_layout(state_dir: Path) -> dict[str, Any] | None:
+    """The formatted cluster in `state_dir` (cluster id, each node's id, ports and
+    metadata directory id), None when there is none."""
+    try:
+        data = json.loads((state_dir / "kafka" / CLUSTER_LAYOUT).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def formatted_single(state_dir: Path) -> bool:
+    """A single node (`start`) was formatted in `state_dir`."""
+    return (state_dir / "kafka" / "data" / "meta.properties").exists()
+
+
+def _node_home(state_dir: Path, node_id: int) -> Path:
+    return state_dir / "kafka" / f"node{node_id}"
+
+
+def start_cluster(
+    state_dir: Path, cache_dir: Path, partitions: int, nodes: int, *, secure: bool = False
+) -> list[dict[str, Any]]:
+    """Format (first start only) and start `nodes` combined broker+controller nodes whose
+    controllers form one dynamic quorum (KIP-853): every node is formatted with the same
+    `--initial-controllers` list and finds the others through
+    `controller.quorum.bootstrap.servers`. Returns one record per node (`start_node`).
+
+    The shape and the security are decided at the first start, as for one node."""
+    root = state_dir / "kafka"
+    if formatted_single(state_dir):
+        raise ServiceError(
+            f"the local Kafka in {root} was formatted as a single node; for a cluster use "
+            "another SCANTRACE_SERVICES__STATE_DIR (or remove that folder: its topics are lost)"
+        )
+    layout = cluster_layout(state_dir)
+    if layout is not None:
+        if len(layout["nodes"]) != nodes:
+            raise ServiceError(
+                f"the local Kafka in {root} was formatted with {len(layout['nodes'])} nodes, "
+                f"not {nodes}: use that count or another SCANTRACE_SERVICES__STATE_DIR"
+            )
+        if secure and kafka_security.load(root) is None:
+            raise ServiceError(
+                f"the local Kafka in {root} was formatted without security; to start it "
+                "secured, use another SCANTRACE_SERVICES__STATE_DIR"
+            )
+    else:
+        layout = _format_cluster(state_dir, cache_dir, partitions, nodes, secure)
+    return [start_node(state_dir, cache_dir, int(n["id"])) for n in layout["nodes"]]
+
+
+def _format_cluster(
+    state_dir: Path, cache_dir: Path, partitions: int, nodes: int, secure: bool
+) -> dict[str, Any]:
+    lib = ensure_jars(cache_dir)
+    root = state_dir / "kafka"
+    root.mkdir(parents=True, exist_ok=True)
+    java = shutil.which("java") or "java"
+    security = kafka_security.create(root) if secure else None
+    if security is None:
+        shutil.rmtree(kafka_security.folder(root), ignore_errors=True)
+    members: list[dict[str, Any]] = [
+        {"id": i, "port": free_port(), "cport": free_port(), "dir_id": _kafka_uuid()}
+        for i in range(1, nodes + 1)
+    ]
+    quorum = ",".join(f"127.0.0.1:{m['cport']}" for m in members)
+    initial = ",".join(f"{m['id']}@127.0.0.1:{m['cport']}:{m['dir_id']}" for m in members)
+    cluster_id = _kafka_uuid()
+    formats: list[tuple[int, subprocess.Popen[str]]] = []
+    for m in members:
+        home = _node_home(state_dir, int(m["id"]))
+        shutil.rmtree(home, ignore_errors=True)  # a format that stopped half-way
+        home.mkdir(parents=True)
+        props = home / "server.properties"
+        props.write_text(
+            _properties(
+                int(m["port"]),
+                int(m["cport"]),
+                home / "data",
+                partitions,
+                security,
+                node_id=int(m["id"]),
+                quorum=quorum,
+                nodes=nodes,
+            )
+        )
+        props.chmod(0o600)
+        argv = [
+            java,
+            "-cp",
+            f"{lib}/*",
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            cluster_id,
+            "-c",
+            str(props),
+            "--initial-controllers",
+            initial,
+            *(kafka_security.format_args(security) if security else []),
+        ]
+        # The nodes are formatted side by side: each is a JVM start of a few seconds.
+        formats.append(
+            (
+                int(m["id"]),
+                subprocess.Popen(
+                    argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+                ),
+            )
+        )
+    failed = []
+    for node_id, proc in formats:
+        _, err = proc.communicate(timeout=300)
+        if proc.returncode != 0:
+            failed.append(f"node {node_id}: {err.strip()[-500:]}")
+    if failed:
+        raise ServiceError("Kafka storage format failed:\n" + "\n".join(failed))
+    layout = {"cluster_id": cluster_id, "nodes": members}
+    (root / CLUSTER_LAYOUT).write_text(json.dumps(layout, indent=2))  # written last: complete
+    return layout
+
+
+def start_node(state_dir: Path, cache_dir: Path, node_id: int) -> dict[str, Any]:
+    """Start node `node_id` of the formatted cluster, on its first ports (the quorum
+    knows every controller by its address)."""
+    layout = cluster_layout(state_dir)
+    if layout is None:
+        raise ServiceError(f"no Kafka cluster formatted in {state_dir / 'kafka'}")
+    member = next((m for m in layout["nodes"] if int(m["id"]) == node_id), None)
+    if member is None:
+        raise ServiceError(f"the local Kafka cluster has no node {node_id}")
+    lib = ensure_jars(cache_dir)
+    home = _node_home(state_dir, node_id)
+    props = home / "server.properties"
+    log = state_dir / "logs" / f"kafka-{node_id}.log"
+    pid = _spawn(shutil.which("java") or "java", f"{lib}/*", home, props, log)
     return {
-        "kind": "apache",
+        "id": node_id,
         "pid": pid,
-        "bootstrap": f"127.0.0.1:{port}",
+        "bootstrap": f"127.0.0.1:{member['port']}",
         "log": str(log),
         "marker": str(props),
-        **({"security": security} if security else {}),
     }

@@ -1,6 +1,13 @@
 """`services up|status|down|env`: start the local Kafka and ClickHouse, provision them,
 stop them, and tell each component how to reach them.
 
+One node of each by default; `--brokers N` makes Kafka a cluster of N KRaft nodes (one
+quorum, topics replicated on three of them with `min.insync.replicas` 2) and
+`--clickhouse-shards N` makes ClickHouse N servers of the cluster `LOCAL_CLUSTER`, with
+the cluster schema (Distributed tables over each shard's `_local` tables) applied node by
+node, without replicas (the chdb server has no ZooKeeper client). Components talk to the
+first shard; `up` on a cluster with dead members starts those again, on their ports.
+
 State (PIDs, ports, logs, the local ClickHouse users' passwords and with `--secure`
 the Kafka users' passwords) lives in one JSON file in the state folder (0600, the
 folder 0700), so the CLI, the tests and a second shell all find the same set of
@@ -30,15 +37,18 @@ from ingest.kafka_settings import KafkaSettings
 from processors.worker_settings import WorkerSettings
 from scantrace.services import clickhouse_local, kafka_apache, kafka_noida, kafka_security
 from scantrace.services.clickhouse_local import new_users, write_private
-from scantrace.services.process import ServiceError, alive, stop, wait_until
+from scantrace.services.process import ServiceError, alive, free_port, stop, wait_until
 from scantrace.settings import ServicesSettings
 from sinks.clickhouse_settings import ClickHouseSettings
 from sinks.client import connect
 from sinks.grants import ROLES
-from sinks.migrations import migrate
+from sinks.migrations import migrate, migrate_nodes
 from sinks.settings import SinkSettings
 
 STATE_FILE = "services.json"
+REPLICATION_ENV: Final = "SCANTRACE_KAFKA__REPLICATION_FACTOR"
+# The ClickHouse cluster of `services up --clickhouse-shards N` (remote_servers).
+LOCAL_CLUSTER: Final = "scantrace"
 # The local services' own person hash key (SCANTRACE_CLICKHOUSE__PERSON_HASH_KEY), made
 # once and kept beside the state, readable by its owner only.
 PERSON_HASH_KEY_FILE = "person_hash_key"
@@ -72,10 +82,25 @@ def _save_state(settings: ServicesSettings, state: dict[str, Any]) -> None:
 
 
 def _running(record: dict[str, Any] | None) -> bool:
+    """The service answers: a single server is alive, a Kafka cluster has a live node,
+    a ClickHouse cluster its first shard (the one components talk to)."""
     if not record:
         return False
+    if "nodes" in record:
+        return any(alive(int(n["pid"])) for n in record["nodes"])
     pid = record.get("pid")
     return pid is None or alive(int(pid))  # external services have no pid
+
+
+def _members(record: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The processes of a service record: a cluster's nodes or shards, else itself."""
+    if not record:
+        return []
+    if "nodes" in record:
+        return list(record["nodes"])
+    if "shards" in record:
+        return list(record["shards"])
+    return [record] if record.get("pid") is not None else []
 
 
 def resolve_kafka_kind(requested: str) -> str:
@@ -84,7 +109,7 @@ def resolve_kafka_kind(requested: str) -> str:
     return "apache" if kafka_apache.available() else "noida"
 
 
-def _kafka_ready(kafka: KafkaSettings) -> bool:
+def _kafka_ready(kafka: KafkaSettings, nodes: int = 1) -> bool:
     from kafka import KafkaAdminClient
 
     admin = KafkaAdminClient(
@@ -92,7 +117,8 @@ def _kafka_ready(kafka: KafkaSettings) -> bool:
     )
     try:
         admin.list_topics()
-        return True
+        # A cluster is ready when every node has registered as a broker.
+        return nodes == 1 or len(admin.describe_cluster()["brokers"]) >= nodes
     finally:
         admin.close()
 
@@ -109,7 +135,9 @@ def _clickhouse_ready(port: int) -> bool:
         client.disconnect()
 
 
-def _start_kafka(settings: ServicesSettings, kind: str, secure: bool) -> dict[str, Any]:
+def _start_kafka(
+    settings: ServicesSettings, kind: str, secure: bool, brokers: int = 1
+) -> dict[str, Any]:
     if secure and kind != "apache":
         raise ServiceError(
             f"--secure needs the local Apache Kafka (--kafka apache, Java 17+ and Maven), "
@@ -126,6 +154,10 @@ def _start_kafka(settings: ServicesSettings, kind: str, secure: bool) -> dict[st
         if not bootstrap:
             raise ServiceError("--kafka external needs SCANTRACE_KAFKA__BOOTSTRAP")
         return {"kind": "external", "bootstrap": bootstrap}
+    if brokers > 1:
+        if kind != "apache":
+            raise ServiceError(f"--brokers {brokers} needs the local Apache Kafka, not {kind}")
+        return _start_kafka_cluster(settings, brokers, secure)
     if kind == "apache":
         record = kafka_apache.start(
             settings.state_dir, settings.cache_dir, SinkSettings().kafka.partitions, secure=secure
@@ -147,12 +179,132 @@ def _start_kafka(settings: ServicesSettings, kind: str, secure: bool) -> dict[st
     return record
 
 
-def _start_clickhouse(settings: ServicesSettings, kind: str) -> dict[str, Any]:
+def _wait_kafka_cluster(record: dict[str, Any], what: str) -> None:
+    nodes = record["nodes"]
+    probe = admin_kafka(record)
+    deadline = time.monotonic() + 240.0  # three JVMs and a quorum on a busy machine
+    for node in nodes:
+        wait_until(
+            lambda: _kafka_ready(probe, len(nodes)),
+            pid=int(node["pid"]),
+            log=Path(str(node["log"])),
+            what=f"{what} node {node['id']}",
+            timeout=max(1.0, deadline - time.monotonic()),
+        )
+
+
+def _start_kafka_cluster(settings: ServicesSettings, brokers: int, secure: bool) -> dict[str, Any]:
+    nodes = kafka_apache.start_cluster(
+        settings.state_dir,
+        settings.cache_dir,
+        SinkSettings().kafka.partitions,
+        brokers,
+        secure=secure,
+    )
+    security = kafka_security.load(settings.state_dir / "kafka")
+    record: dict[str, Any] = {
+        "kind": "apache",
+        "bootstrap": ",".join(n["bootstrap"] for n in nodes),
+        "nodes": nodes,
+        "replication_factor": min(3, brokers),
+        **({"security": security} if security else {}),
+    }
+    try:
+        _wait_kafka_cluster(record, "Kafka (apache cluster)")
+    except ServiceError:
+        for node in nodes:
+            stop(int(node["pid"]), str(node["marker"]))
+        raise
+    return record
+
+
+def _revive(settings: ServicesSettings, state: dict[str, Any]) -> list[str]:
+    """Start again the dead members of a running cluster, on their own ports (the quorum
+    and remote_servers know them by address); returns what was started."""
+    started: list[str] = []
+    kafka = state.get("kafka") or {}
+    if "nodes" in kafka:
+        dead = [n for n in kafka["nodes"] if not alive(int(n["pid"]))]
+        for node in dead:
+            fresh = kafka_apache.start_node(settings.state_dir, settings.cache_dir, int(node["id"]))
+            node.update(fresh)
+            started.append(f"kafka node {node['id']}")
+        if dead:
+            _save_state(settings, state)
+            _wait_kafka_cluster(kafka, "Kafka (apache cluster)")
+    ch = state.get("clickhouse") or {}
+    if "shards" in ch:
+        dead = [sh for sh in ch["shards"] if not alive(int(sh["pid"]))]
+        for shard in dead:
+            fresh = clickhouse_local.start(
+                settings.state_dir,
+                (int(shard["native_port"]), int(shard["http_port"])),
+                name=f"clickhouse-{shard['shard']}",
+            )  # its users.xml and remote_servers are the ones it had
+            shard.update(fresh)
+            started.append(f"clickhouse shard {shard['shard']}")
+        if dead:
+            front = ch["shards"][0]
+            ch.update(pid=front["pid"], log=front["log"])
+            _save_state(settings, state)
+            _wait_shards(ch["shards"])
+    return started
+
+
+def _wait_shards(shards: list[dict[str, Any]]) -> None:
+    for shard in shards:
+        wait_until(
+            lambda shard=shard: _clickhouse_ready(int(shard["native_port"])),  # type: ignore[misc]
+            pid=int(shard["pid"]),
+            log=Path(str(shard["log"])),
+            what=f"ClickHouse shard {shard['shard']}",
+            timeout=120.0,
+        )
+
+
+def _start_clickhouse_cluster(settings: ServicesSettings, shards: int) -> dict[str, Any]:
+    """`shards` chdb servers, each a one-replica shard of `LOCAL_CLUSTER`, with the same
+    users (the cluster grants) and inter-server secret."""
+    users = new_users()
+    secret = secrets.token_urlsafe(24)
+    ports = [(free_port(), free_port()) for _ in range(shards)]
+    config = clickhouse_local.remote_servers_xml(LOCAL_CLUSTER, [t for t, _ in ports], secret)
+    records: list[dict[str, Any]] = []
+    try:
+        for i, (tcp, http) in enumerate(ports, start=1):
+            name = f"clickhouse-{i}"
+            write_private(settings.state_dir / name / "config.d" / "cluster.xml", config)
+            record = clickhouse_local.start(
+                settings.state_dir,
+                (tcp, http),
+                users=users,
+                database=settings.database,
+                cluster=LOCAL_CLUSTER,
+                name=name,
+            )
+            records.append({"shard": i, **record})
+        _wait_shards(records)
+    except ServiceError:
+        for started in records:
+            stop(int(started["pid"]), str(started["marker"]))
+        raise
+    front = records[0]
+    return {
+        **{k: front[k] for k in ("kind", "pid", "native_port", "http_port", "log", "marker")},
+        "users": users,
+        "cluster": LOCAL_CLUSTER,
+        "shards": records,
+    }
+
+
+def _start_clickhouse(settings: ServicesSettings, kind: str, shards: int = 1) -> dict[str, Any]:
     if kind == "external":
         url = os.environ.get("SCANTRACE_CLICKHOUSE__URL", "")
         if not url:
             raise ServiceError("--clickhouse external needs SCANTRACE_CLICKHOUSE__URL")
         return {"kind": "external", "url": url}
+    if shards > 1:
+        return _start_clickhouse_cluster(settings, shards)
     # Fresh passwords at every start: the server reads its users.xml only then.
     users = new_users()
     record = clickhouse_local.start(settings.state_dir, users=users, database=settings.database)
@@ -194,6 +346,7 @@ KAFKA_USERS: dict[str, str | None] = {
     "sink": "sink",
     "admin": "admin",
     "premises": "admin",
+    "topics": "admin",
     "tracer": None,
     "api": None,
     "trace": None,
@@ -239,10 +392,15 @@ def component_settings(
 
 
 def provision(
-    kafka: KafkaSettings, clickhouse: ClickHouseSettings, security: dict[str, Any] | None = None
+    kafka: KafkaSettings,
+    clickhouse: ClickHouseSettings,
+    security: dict[str, Any] | None = None,
+    shards: list[ClickHouseSettings] | None = None,
 ) -> dict[str, list[str]]:
     """Topics with their partition counts, the ACLs of a secured broker, and the schema
-    migrations as far as they exist. `kafka` is the admin's connection."""
+    migrations as far as they exist. `kafka` is the admin's connection; `shards`, the
+    migrator's connection to every node of a local ClickHouse cluster
+    (`clickhouse.cluster`), migrated node by node."""
     check_kafka(kafka)
     topics = ensure_topics(kafka)
     if security is not None:
@@ -250,7 +408,7 @@ def provision(
         kafka_security.apply_acls(
             kafka, kafka_security.acls(kafka, worker.app_id, SinkSettings().sink.group_id)
         )
-    applied = migrate(clickhouse)
+    applied = migrate_nodes(clickhouse, shards) if shards else migrate(clickhouse)
     return {
         "topics_created": topics,
         "migrations_applied": [f"{a.version}:{a.name}" for a in applied],
@@ -263,26 +421,51 @@ def up(
     clickhouse_kind: str | None = None,
     *,
     secure: bool | None = None,
+    brokers: int | None = None,
+    clickhouse_shards: int | None = None,
 ) -> dict[str, Any]:
     """Start whatever is not running yet; `up` twice starts nothing the second time.
-    `secure` (default `settings.secure`): the Apache broker with TLS, users and ACLs."""
+    `secure` (default `settings.secure`): the Apache broker with TLS, users and ACLs.
+    `brokers`, `clickhouse_shards` (default: the running services' shape, else
+    `settings`'): a local cluster; the dead members of a running one are started again."""
     state = load_state(settings)
     started: list[str] = []
     kind = resolve_kafka_kind(kafka_kind or settings.kafka)
     secure = settings.secure if secure is None else secure
+    layout = kafka_apache.cluster_layout(settings.state_dir)
+    brokers = (
+        brokers
+        or _size(state.get("kafka"), "nodes")
+        or (len(layout["nodes"]) if layout else 0)  # a cluster formatted here, stopped
+        or settings.brokers
+    )
+    clickhouse_shards = (
+        clickhouse_shards or _size(state.get("clickhouse"), "shards") or settings.clickhouse_shards
+    )
+    for name, key, wanted in (
+        ("kafka", "nodes", brokers),
+        ("clickhouse", "shards", clickhouse_shards),
+    ):
+        have = _size(state.get(name), key) or 1
+        if _running(state.get(name)) and have != wanted:
+            raise ServiceError(
+                f"{name} is running with {have} {'nodes' if name == 'kafka' else 'shards'}, "
+                f"not {wanted}: `scantrace services down` first"
+            )
     if secure and _running(state.get("kafka")) and not state["kafka"].get("security"):
         raise ServiceError(
             "Kafka is running without security: `scantrace services down` first, then "
             "`scantrace services up --secure` (with a fresh SCANTRACE_SERVICES__STATE_DIR)"
         )
     try:
+        started += _revive(settings, state)
         if not _running(state.get("kafka")):
-            state["kafka"] = _start_kafka(settings, kind, secure)
+            state["kafka"] = _start_kafka(settings, kind, secure, brokers)
             started.append("kafka")
             _save_state(settings, state)
         if not _running(state.get("clickhouse")):
             state["clickhouse"] = _start_clickhouse(
-                settings, clickhouse_kind or settings.clickhouse
+                settings, clickhouse_kind or settings.clickhouse, clickhouse_shards
             )
             started.append("clickhouse")
             state["database"] = settings.database
@@ -295,16 +478,81 @@ def up(
     kafka, clickhouse = component_settings(ends, clickhouse_url_for(state, "migrator"))
     if state["kafka"].get("kind") != "external":
         kafka = admin_kafka(state["kafka"], kafka)
-    report = provision(kafka, clickhouse, state["kafka"].get("security"))
+    replication = replication_factor(state)
+    if replication and REPLICATION_ENV not in os.environ:
+        kafka = kafka.model_copy(update={"replication_factor": replication})
+    shards = None
+    if "shards" in state["clickhouse"]:
+        clickhouse = clickhouse.model_copy(update={"cluster": state["clickhouse"]["cluster"]})
+        shards = [ClickHouseSettings(url=url) for url in shard_urls(state, clickhouse.url)]
+    report = provision(kafka, clickhouse, state["kafka"].get("security"), shards)
     state["started_at"] = state.get("started_at") or time.time()
     _save_state(settings, state)
     return {"started": started, **report, **status(settings)}
 
 
+def _size(record: dict[str, Any] | None, key: str) -> int:
+    """The number of nodes or shards of a cluster record; 0 for anything else."""
+    return len(record[key]) if record and key in record else 0
+
+
+def replication_factor(state: dict[str, Any]) -> int:
+    """The replication factor of the topics on the local Kafka cluster; 0 on one node."""
+    kafka = state.get("kafka") or {}
+    return int(kafka.get("replication_factor", 0)) if _running(kafka) else 0
+
+
+def shard_urls(state: dict[str, Any], front_url: str) -> list[str]:
+    """`front_url` (a role's URL on the first shard) for every shard of the local cluster,
+    in shard order: the same user and database, each shard's port."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    ch = state.get("clickhouse") or {}
+    front = urlsplit(front_url)
+    out = []
+    for shard in ch.get("shards", []):
+        netloc = front.netloc.rsplit(":", 1)[0] + f":{shard['native_port']}"
+        out.append(urlunsplit((front.scheme, netloc, front.path, front.query, front.fragment)))
+    return out
+
+
+def _nodes_status(state: dict[str, Any]) -> list[dict[str, Any]]:
+    kafka = state.get("kafka") or {}
+    if "nodes" in kafka:
+        return [
+            {
+                "id": n["id"],
+                "pid": n["pid"],
+                "bootstrap": n["bootstrap"],
+                "alive": alive(int(n["pid"])),
+            }
+            for n in kafka["nodes"]
+        ]
+    if kafka.get("pid") is None:
+        return []
+    return [
+        {"id": 1, "pid": kafka["pid"], "bootstrap": kafka["bootstrap"], "alive": _running(kafka)}
+    ]
+
+
+def _shards_status(state: dict[str, Any]) -> list[dict[str, Any]]:
+    ch = state.get("clickhouse") or {}
+    shards = ch.get("shards") or ([{"shard": 1, **ch}] if ch.get("pid") is not None else [])
+    return [
+        {
+            "shard": sh["shard"],
+            "pid": sh["pid"],
+            "native": f"clickhouse://127.0.0.1:{sh['native_port']}",
+            "alive": alive(int(sh["pid"])),
+        }
+        for sh in shards
+    ]
+
+
 def status(settings: ServicesSettings) -> dict[str, Any]:
     state = load_state(settings)
     ends = endpoints(settings, state)
-    kafka = {k: v for k, v in (state.get("kafka") or {}).items() if k != "security"}
+    kafka = {k: v for k, v in (state.get("kafka") or {}).items() if k not in ("security", "nodes")}
     security = security_record(state)
     out: dict[str, Any] = {
         "running": ends is not None,
@@ -312,11 +560,15 @@ def status(settings: ServicesSettings) -> dict[str, Any]:
         "kafka": {**kafka, "alive": _running(state.get("kafka"))} if kafka else None,
         "kafka_security": kafka_security.public(security) if security else None,
         "clickhouse": {
-            **{k: v for k, v in state.get("clickhouse", {}).items() if k != "users"},
+            **{
+                k: v for k, v in state.get("clickhouse", {}).items() if k not in ("users", "shards")
+            },
             "alive": _running(state.get("clickhouse")),
         }
         if state.get("clickhouse")
         else None,
+        "kafka_nodes": _nodes_status(state),
+        "clickhouse_shards": _shards_status(state),
     }
     if ends:
         out.update(
@@ -336,12 +588,11 @@ def down(settings: ServicesSettings) -> list[str]:
     state = load_state(settings)
     stopped: list[str] = []
     for name in ("kafka", "clickhouse"):
-        record = state.get(name) or {}
-        pid = record.get("pid")
-        if pid is not None:
-            if alive(int(pid)):
-                stopped.append(name)
-            stop(int(pid), str(record.get("marker", "")))
+        members = _members(state.get(name))
+        if any(alive(int(m["pid"])) for m in members):
+            stopped.append(name)
+        for member in members:
+            stop(int(member["pid"]), str(member.get("marker", "")))
         state.pop(name, None)
     state.pop("started_at", None)
     if settings.state_dir.exists():
@@ -494,6 +745,8 @@ def component_env(settings: ServicesSettings, component: str) -> dict[str, str]:
     user = KAFKA_USERS.get(component)
     if user is not None:
         env["SCANTRACE_KAFKA__BOOTSTRAP"] = ends.kafka_bootstrap
+        if replication_factor(state):
+            env[REPLICATION_ENV] = str(replication_factor(state))
         security = security_record(state)
         if security is not None:
             env.update(kafka_security.env_lines(security, user))
@@ -521,6 +774,12 @@ def apply_environment(
     if ends is None:
         return None
     os.environ.setdefault("SCANTRACE_KAFKA__BOOTSTRAP", ends.kafka_bootstrap)
+    if (
+        replication_factor(state)
+        and os.environ["SCANTRACE_KAFKA__BOOTSTRAP"] == ends.kafka_bootstrap
+    ):
+        # Faust makes its own topics (changelogs) with the components' replication factor.
+        os.environ.setdefault(REPLICATION_ENV, str(replication_factor(state)))
     login = _local_login(
         state,
         ends,

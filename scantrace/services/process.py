@@ -28,6 +28,26 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_port_run(n: int) -> int:
+    """The first of `n` consecutive free loopback ports (`scantrace run` counts the ports
+    of its gateways and metrics endpoints up from the first)."""
+    for _ in range(200):
+        first = free_port()
+        held: list[socket.socket] = []
+        try:
+            for port in range(first, first + n):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                held.append(s)
+                s.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+        finally:
+            for s in held:
+                s.close()
+    raise ServiceError(f"no {n} consecutive free ports on 127.0.0.1")
+
+
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(0.5)

@@ -10,7 +10,6 @@ engines in place of the Replicated ones, statement by statement on each node ins
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from scantrace.services import clickhouse_local
 from scantrace.services.process import free_port, stop, wait_until
 from sinks.clickhouse_settings import ClickHouseSettings
 from sinks.client import connect
-from sinks.schema import MIGRATIONS, render_steps
+from sinks.migrations import migrate_nodes
 from tracing.audit import Actor, AuditWriter
 from tracing.rules import Rule
 from tracing.runner import ClickHouseRunner
@@ -47,22 +46,6 @@ class Cluster:
         return ClickHouseSettings(
             url=f"clickhouse://{auth}127.0.0.1:{self.ports[shard]}/{self.database}"
         )
-
-
-def _remote_servers(ports: list[int], secret: str) -> str:
-    shards = "".join(
-        f"<shard><replica><host>127.0.0.1</host><port>{p}</port></replica></shard>" for p in ports
-    )
-    return (
-        f"<clickhouse><remote_servers><{CLUSTER}><secret>{secret}</secret>{shards}"
-        f"</{CLUSTER}></remote_servers></clickhouse>"
-    )
-
-
-def _without_keeper(sql: str) -> str:
-    """A statement of the cluster schema for one node of a cluster without Keeper."""
-    sql = sql.replace(f" ON CLUSTER `{CLUSTER}`", "")
-    return re.sub(r"Replicated(\w+)\('[^']*', '\{replica\}'(?:, )?", r"\1(", sql)
 
 
 def _answers(port: int) -> bool:
@@ -91,7 +74,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, province: Province) -> Ite
             state = root / f"shard{i + 1}"
             (state / "clickhouse" / "config.d").mkdir(parents=True)
             (state / "clickhouse" / "config.d" / "cluster.xml").write_text(
-                _remote_servers(ports, secret)
+                clickhouse_local.remote_servers_xml(CLUSTER, ports, secret)
             )
             record = clickhouse_local.start(
                 state, (port, free_port()), users=users, database=db, cluster=CLUSTER
@@ -105,20 +88,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, province: Province) -> Ite
                 timeout=60.0,
             )
         c = Cluster(ports, db, users)
-        schema = ClickHouseSettings(url=f"clickhouse://127.0.0.1/{db}", cluster=CLUSTER)
-        admins = [connect(c.url("migrator", shard), database="default") for shard in range(2)]
-        try:
-            for admin in admins:
-                admin.execute(f"CREATE DATABASE {db}")
-            # step by step on both nodes, as ON CLUSTER does: a step may read the others
-            for m in MIGRATIONS:
-                for sql, done_if in render_steps(m, schema):
-                    for admin in admins:
-                        if not (done_if and admin.execute(done_if) == [(1,)]):
-                            admin.execute(_without_keeper(sql))
-        finally:
-            for admin in admins:
-                admin.disconnect()
+        # step by step on both nodes, as ON CLUSTER does (a step may read the others)
+        migrate_nodes(
+            c.url("migrator").model_copy(update={"cluster": CLUSTER}),
+            [c.url("migrator", shard) for shard in range(2)],
+        )
         admin = connect(c.url())
         try:
             admin.execute(

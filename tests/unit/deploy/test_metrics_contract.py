@@ -23,7 +23,7 @@ from deploy_testkit import (
 )
 
 DASHBOARDS = sorted((DEPLOY / "grafana" / "dashboards").glob("*.json"))
-COMPONENT_PREFIX = re.compile(r"scantrace_(gateway|worker|sink|api)_[a-z0-9_]+")
+COMPONENT_PREFIX = re.compile(r"scantrace_(gateway|worker|sink|api|run)_[a-z0-9_]+")
 # Principle 7: never a person or premises id as a label.
 FORBIDDEN_LABELS = ("person_id", "premises_id", "event_id", "gateway_id")
 

@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry
 
 from ingest.gateway.metrics import GatewayMetrics
 from processors.metrics import WorkerMetrics
+from scantrace.pipeline import RunMetrics
 from sinks.metrics import SinkMetrics
 from tracing.api.metrics import ApiMetrics
 
@@ -25,7 +26,7 @@ def exported_series() -> set[str]:
     built on a fresh registry (labelled metrics emit nothing before first use, so the
     names come from the families, not the samples)."""
     names: set[str] = set()
-    for component in (GatewayMetrics, WorkerMetrics, SinkMetrics, ApiMetrics):
+    for component in (GatewayMetrics, WorkerMetrics, SinkMetrics, ApiMetrics, RunMetrics):
         registry = CollectorRegistry()
         component(registry)
         for family in registry.collect():

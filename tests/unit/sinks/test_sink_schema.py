@@ -18,6 +18,7 @@ from sinks.schema import (
     render_script,
     render_steps,
     render_table,
+    without_keeper,
 )
 
 DEPLOY = Path(__file__).parents[3] / "deploy" / "clickhouse"
@@ -278,3 +279,21 @@ def test_report_groups_and_dead_letter_fields_migrations() -> None:
     for sql in (local, dist):
         assert "ADD COLUMN IF NOT EXISTS premises_id String" in sql
         assert "ADD COLUMN IF NOT EXISTS gateway_id" in sql and "scanned_at" in sql
+
+
+def test_the_cluster_schema_without_keeper_keeps_the_distributed_tables_only() -> None:
+    """What the local cluster (chdb servers, no ZooKeeper client) runs on each node: the
+    cluster's statements without `ON CLUSTER`, the plain engines in place of the
+    Replicated ones (same arguments after the Keeper path and replica), the Distributed
+    tables as they are."""
+    sql = [without_keeper(s, "scantrace") for s in statements(CLUSTER)]
+    assert not any("ON CLUSTER" in s or "Replicated" in s for s in sql)
+    local, dist = sql[0], sql[1]
+    assert local.startswith("CREATE TABLE IF NOT EXISTS `scantrace`.`scans_local` (")
+    assert "ENGINE = ReplacingMergeTree(processed_at)" in local
+    assert dist.endswith(
+        "ENGINE = Distributed('scantrace', 'scantrace', 'scans_local', cityHash64(premises_id))"
+    )
+    # a table without engine arguments keeps none
+    assert any("ENGINE = MergeTree()\n" in s for s in sql)
+    assert len(sql) == len(statements(CLUSTER))

@@ -1,0 +1,121 @@
+"""The fault matrix's cases that CI runs: a Kafka node and a worker die under a stream of
+scans, on `services up --brokers 3 --clickhouse-shards 2` with `run --workers 2 --sinks 2`.
+
+Each test keeps scans flowing through the fault and compares, exactly, what ClickHouse
+holds with what the gateway acknowledged (`faultkit.assert_exactly_once`)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from faultkit import (
+    Cluster,
+    Run,
+    Stream,
+    assert_exactly_once,
+    leader_counts,
+    publish_premises,
+    wait,
+)
+
+from ingest.admin import ensure_topics
+from scantrace.services.process import alive
+from sinks.clickhouse_settings import ClickHouseSettings
+
+
+def _pipeline(cluster: Cluster, tmp_path: Path, **options: int | float) -> tuple[Run, list[str]]:
+    kafka = cluster.kafka(f"f{uuid.uuid4().hex[:8]}.")
+    ensure_topics(kafka)
+    ch = cluster.database(f"f_{uuid.uuid4().hex[:10]}")
+    premises = publish_premises(kafka)
+    run = Run(kafka, ch, tmp_path / "logs", cluster.settings.state_dir, **options)  # type: ignore[arg-type]
+    return run.start(), premises
+
+
+def _shards(cluster: Cluster, ch: ClickHouseSettings) -> list[ClickHouseSettings]:
+    return [
+        ClickHouseSettings(url=f"clickhouse://127.0.0.1:{p}/{ch.database}")
+        for p in cluster.shard_ports()
+    ]
+
+
+@pytest.mark.timeout(1200)
+def test_killing_the_kafka_node_that_leads_most_partitions_loses_nothing(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Guarantee: a scan the gateway acknowledged (acks=all, min.insync.replicas 2 of 3)
+    survives the SIGKILL of the broker leading most `scans.raw` partitions; it stays down
+    30 s while scans keep coming (the other two elect leaders and take the writes), comes
+    back and catches up; every acknowledged scan is stored exactly once after merges, no
+    double tap is stored, every dead letter is there."""
+    run, premises = _pipeline(cluster, tmp_path)
+    stream = Stream(run.urls, premises).start()
+    try:
+        wait(lambda: stream.acknowledged() >= 10, 120, "scans flowing")
+        counts = leader_counts(run.kafka)
+        victim = max(counts, key=lambda node: counts[node])
+        pid = cluster.node_pid(victim)
+        os.kill(pid, signal.SIGKILL)
+        wait(lambda: not alive(pid), 30, "the broker gone")
+        before = stream.acknowledged()
+        time.sleep(30)
+        # Writes went on without it: the gateway acknowledged scans while it was down.
+        assert stream.acknowledged() > before
+        assert f"kafka node {victim}" in cluster.revive()
+        cluster.wait_in_sync(run.kafka)
+        time.sleep(10)
+    finally:
+        ledger = stream.stop()
+    try:
+        assert_exactly_once(
+            run.clickhouse, ledger, run.kafka, run, _shards(cluster, run.clickhouse)
+        )
+    except AssertionError as exc:
+        raise AssertionError(f"{run.log_tails()}\n{exc}") from None
+    finally:
+        run.stop()
+
+
+@pytest.mark.timeout(1200)
+@pytest.mark.xfail(
+    strict=False,
+    reason="open: around a rebalance of the worker group (a worker joining or killed) "
+    "the worker commits raw offsets past batches whose scans never reach scans.enriched; "
+    "94 and 1,098 acknowledged scans lost in the two runs that measured it",
+)
+def test_killing_one_of_two_workers_moves_its_partitions_and_loses_nothing(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Guarantee: when one of two workers of the consumer group is SIGKILLed mid-stream,
+    the other takes its partitions (after the session timeout) and the supervisor starts
+    it again after its delay, counted; the scans it had read but not committed are read
+    again, and the stream's and the store's dedup by event id keep every acknowledged scan
+    stored exactly once after merges, no double tap stored."""
+    run, premises = _pipeline(cluster, tmp_path, restart_delay=20.0)
+    stream = Stream(run.urls, premises).start()
+    try:
+        wait(lambda: stream.acknowledged() >= 10, 120, "scans flowing")
+        wait(lambda: run.has_partitions("worker-2"), 180, "worker-2 in the group")
+        killed = run.kill_child("worker-2")
+        wait(lambda: not alive(killed), 30, "the worker gone")
+        # Its partitions move to the survivor: scans still reach ClickHouse meanwhile.
+        time.sleep(15)
+        wait(lambda: run.children()["worker-2"]["restarts"] == 1, 120, "the worker restarted")
+        assert run.children()["worker-2"]["pid"] != killed
+        assert run.restarts_metric("worker") == 1
+        time.sleep(15)
+    finally:
+        ledger = stream.stop()
+    try:
+        assert_exactly_once(
+            run.clickhouse, ledger, run.kafka, run, _shards(cluster, run.clickhouse)
+        )
+    except AssertionError as exc:
+        raise AssertionError(f"{run.log_tails()}\n{exc}") from None
+    finally:
+        run.stop()
