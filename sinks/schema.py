@@ -412,7 +412,7 @@ SCANS_BY_PERSON = Table(
 # their scans between two times. `scans_by_person` holds about 47 persons' week in one
 # 1,024-row granule of wide rows, so each person cost a granule of reading. Here only what
 # the cap needs (and a visit's kind), at 256-row granules (about 12 persons' week) and
-# compressed blocks of 4-16 KiB: about 8 bytes a scan (bench/RESULTS.md "Session 13").
+# compressed blocks of 4-16 KiB: about 8 bytes a scan (bench/RESULTS.md "places_by_person").
 # What is left is mostly the primary key analysis of the set of persons, tens of
 # microseconds a person, which grows with the marks: 64-row granules read a third of the
 # rows and cost as much, with a primary index four times the size. (Keyed by an integer

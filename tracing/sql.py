@@ -194,7 +194,7 @@ def _rule_params(rule: Rule) -> dict[str, object]:
 # (that bucket is on both lists whenever they overlap), so the grouping after the join
 # takes each pair once: the aggregates (min, max) would not mind the copies, but their
 # number did (100 M rows, one case, 3,717 seeds: 35.6 -> 23.2 s with the materialized seed
-# visits, the grouping no longer spilled to disk; bench/RESULTS.md "Session 13").
+# visits, the grouping no longer spilled to disk; bench/RESULTS.md "places_by_person").
 OVERLAP_BUCKET_MS: Final = 60 * MINUTE_MS
 
 
@@ -821,7 +821,7 @@ _MATERIALIZED: Final = "enable_materialized_cte = 1"
 # before the read starts: for the persons of a degree-2 query's `near` (about everyone at
 # the seeds' premises, 112,439 for one case of the 100 M set) it took longer than reading
 # the whole span (near_visits 48-53 -> 30-36 s, the same rows, 2 rounds alternated at load
-# 8-12, bench/RESULTS.md "Session 13"). Smaller sets (premises, seeds) keep the index.
+# 8-12, bench/RESULTS.md "places_by_person"). Smaller sets (premises, seeds) keep the index.
 _BIG_SETS: Final = "use_index_for_in_with_subqueries_max_values = 50000"
 
 
@@ -837,7 +837,7 @@ def _capped_degree1(
     capped (`_capped_end`; the premises as the query's index, 0 for any
     premises not the case's); the caller's overlap test then runs on the capped visits.
     On `scans_by_person` each person cost a granule of 1,024 wide rows; on `places`, a few
-    KiB (bench/RESULTS.md "Session 13")."""
+    KiB (bench/RESULTS.md "places_by_person")."""
     reads = []
     for n, (w_lo, w_hi) in enumerate(_weeks(lo, hi)):
         params[f"cw{n}_lo"], params[f"cw{n}_hi"] = w_lo, w_hi
