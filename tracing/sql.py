@@ -52,9 +52,8 @@ from tracing.rules import MAX_DWELL_MIN, MINUTE_MS, Rule
 _IDENT: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}(\.[A-Za-z_][A-Za-z0-9_]{0,63})?$")
 # A query that carries thousands of F1 ids in its text is longer than the 256 KiB default.
 # A degree-2 query groups by (person, premises, F1 person): with some 20k F1 persons its
-# groups outgrew the server's memory limit (9.6 GiB of 24 on the bench machine; 10 M rows,
-# overlap, one case in 50: failed after 173 s); spilled to disk past 2 GB it answered,
-# 2.1 M rows in 195 s (bench/RESULTS.md "Session 10"). Smaller queries never reach it.
+# groups outgrow the server's memory limit, and only a spill to disk lets it answer
+# (bench/RESULTS.md "Scans by week"). Smaller queries never reach the threshold.
 _SPILL_BYTES: Final = 2_000_000_000
 QUERY_SETTINGS: Final[dict[str, object]] = {
     "max_query_size": 64 * 1024 * 1024,
@@ -120,9 +119,9 @@ def _at(param: str) -> str:
 def _seed_scans(tables: TraceTables, *, lo: str, hi: str, extra: str = "") -> str:
     """The seeds' scans in [lo, hi] (ms expressions), through the by-person path (a table
     ordered by person): only the columns the rule needs are read, the time bounds prune
-    week partitions. Each row's `since` is its seed's by `transform`: a
-    `mapFromArrays(...)[person_id]` of thousands of F1 seeds made the degree-2 query 3.3x
-    slower on `scans_by_person` (57 against 17 s, 10 M rows, 3,166 seeds)."""
+    week partitions. Each row's `since` is its seed's by `transform`, not a
+    `mapFromArrays(...)[person_id]`: with thousands of F1 seeds the map costs the degree-2
+    query several times its time (bench/RESULTS.md "Trace latency")."""
     return f"""
         SELECT person_id, premises_id, {_ms("scanned_at")} AS t, toUInt8(kind) AS k,
                dwell_minutes AS dwell{extra},
@@ -193,8 +192,7 @@ def _rule_params(rule: Rule) -> dict[str, object]:
 # buckets is met in each; only the meeting in the bucket where their overlap starts is kept
 # (that bucket is on both lists whenever they overlap), so the grouping after the join
 # takes each pair once: the aggregates (min, max) would not mind the copies, but their
-# number did (100 M rows, one case, 3,717 seeds: 35.6 -> 23.2 s with the materialized seed
-# visits, the grouping no longer spilled to disk; bench/RESULTS.md "places_by_person").
+# number makes the grouping spill to disk (bench/RESULTS.md "places_by_person").
 OVERLAP_BUCKET_MS: Final = 60 * MINUTE_MS
 
 
@@ -271,14 +269,12 @@ _PICK_ONE_SEED = """
 
 
 # PREWHERE is off for the degree-1, timeline and case's-scans reads: their filters are on
-# the columns they read anyway, and moving them to PREWHERE cost more than it saved (100 M
-# rows, 8 cases x 3 rounds, bench/RESULTS.md "Trace latency": co-visitors 128 -> 100 ms
-# median, timeline 87 -> 76 ms; the overlap rule's query unchanged, 415 vs 412; the case's
-# scans 34 -> 16-18 ms of server CPU, 16 cases x 3).
+# the columns they read anyway, and moving them to PREWHERE costs more than it saves
+# (bench/RESULTS.md "Trace latency").
 _NO_PREWHERE: Final = "optimize_move_to_prewhere = 0"
 # The key analysis of the window terms splits each part's marks in 2 at each step, not
-# 8: 28 -> 17 ms of its time, 3-6 ms of the scan-window degree-1 query's (100 M rows, 16
-# cases x 2), 3 ms of the overlap one's (50 cases x 2).
+# 8: it takes less of the degree-1 queries' time under both rules (bench/RESULTS.md
+# "Trace latency").
 _DEGREE1: Final = f"\nSETTINGS {_NO_PREWHERE}, merge_tree_coarse_index_granularity = 2"
 
 Window = tuple[str, int, int]
@@ -288,9 +284,8 @@ Window = tuple[str, int, int]
 # `premises IN` + time span narrowing alone is used. (The cap counts terms, not windows:
 # the scan-window path widens each of the case's scans, not each visit, so it has more
 # windows for the same days.) Three days a term on the week partitions of `scans`
-# (migration 9; 100 M rows, 50 cases x 2, bench/RESULTS.md "Session 10"): overlap degree 1
-# 81.6 ms with one day a term, 75.4 with two, 75.8 with three, 75.3 with seven;
-# scan-window 39.4, 34.3, 33.2 ms with one, two, three.
+# (migration 9): fewer days a term cost the degree-1 queries more key analysis, more days
+# gain nothing under overlap (bench/RESULTS.md "Scans by week").
 TERM_DAYS: Final = 3
 MAX_TERMS: Final = 48
 # A (premises, time bucket) key of `_degree1_scan_window`: premises index * stride +
@@ -479,12 +474,11 @@ INNER JOIN case_buckets AS c ON x.premises_id = c.premises_id AND x.b = c.b
 WHERE x.t >= c.t - %(window_ms)s AND x.t <= c.t + %(window_ms)s AND x.person_id != c.seed
 GROUP BY person_id, premises_id, via{_PICK_ONE_SEED}"""
         return sql, params
-    # Visits as arrays per (person, premises), as at degree 1 (`_array_visits`), and the
-    # premises' names joined to the answer instead of carried through the grouping by
-    # (person, premises, F1 person) (three string states a group, 11 M groups): against
-    # window functions and names in the grouping, the same rows, 15.5 -> 7.0 s (803 F1
-    # persons), 42 -> 20 s (3,503), 218 -> 119 s (22,020; 10 M rows, bench/RESULTS.md
-    # "Session 11"); the co-visitors' visits alone (7.1 M scans) 7.4 -> 2.0 s.
+    # Visits as arrays per (person, premises), as at degree 1 (`_array_visits`), not by
+    # window functions over every co-visitor scan; and the premises' names joined to the
+    # answer instead of carried through the grouping by (person, premises, F1 person)
+    # (three string states a group, millions of groups): the same rows in about half the
+    # time (bench/RESULTS.md "Depth 2 under overlap").
     seed_scans = _seed_scans(
         tables,
         lo="%(min_since)s - %(horizon_ms)s",
@@ -655,12 +649,10 @@ def _degree1_scan_window(
     each co-visitor scan keeps the case's times within the window among those of its own
     and the two neighbouring buckets (`hits`); a scan with none is no contact. Bucketed,
     a scan is checked against a few case times, not all of a premises' (a case who works
-    there can have hundreds: 300 at the busiest premises of the 100 M bench set, 595 ->
-    317 ms). The window terms of `windows` serve the key analysis only (`indexHint`), the
-    rows are filtered by `hits` exactly. Against the join of the case's scans with
-    bucketed co-visitor scans: the same rows, 96 -> 73 ms a query before the bucketing,
-    which left such typical cases unchanged (100 M rows, 16 cases x 2 rounds; the join's
-    planning alone cost 20 ms; bench/RESULTS.md "Trace latency")."""
+    there can have hundreds). The window terms of `windows` serve the key analysis only
+    (`indexHint`), the rows are filtered by `hits` exactly. No join of the case's scans
+    with bucketed co-visitor scans: the same rows, without the join's planning
+    (bench/RESULTS.md "Trace latency")."""
     bucket_ms = max(rule.window_min * MINUTE_MS, MINUTE_MS)
     times: dict[str, set[int]] = {}
     for v in case:
@@ -739,10 +731,9 @@ def _degree1_overlap(
     `overlap_reach` of a case visit at their premises (a row filter: with the window terms
     alone, a chain of repeats longer than the horizon would reach as far as the granules
     read happened to, an answer depending on the parts' layout); the window terms of
-    `windows` guide the key analysis only. Against the join of bucketed visits (100 M
-    rows, 16 cases x 2, bench/RESULTS.md "Trace latency"): the same rows, 205 -> 122 ms a
-    query; without the event id alone 146, without the join 127; the exact reach instead
-    of the window terms as the row filter, 117-120 -> 108-110 (50 cases x 2)."""
+    `windows` guide the key analysis only. No join of bucketed visits: the same rows in
+    less time, and the exact reach as the row filter reads fewer rows than the window
+    terms would (bench/RESULTS.md "Trace latency")."""
     premises = sorted({v.premises_id for v in case})
     index = {p: i for i, p in enumerate(premises)}
     starts: list[list[int]] = [[] for _ in premises]
@@ -814,14 +805,13 @@ GROUP BY person_id, i{settings}"""
 # The candidates of a capped degree-1 query are computed once and kept for the places that
 # read them (`_capped_degree1`: the join, and each week's person set); with the setting
 # off ClickHouse inlines the CTE at each, the same rows at that many times the cost of the
-# candidates (100 M rows, 3 cases: the by-person read 1.0-2.1 s with it, 1.9-2.2 s
-# without, bench/RESULTS.md "Session 12").
+# candidates (bench/RESULTS.md "The cap at the next scan elsewhere").
 _MATERIALIZED: Final = "enable_materialized_cte = 1"
 # The primary key analysis of an `IN` set costs tens of microseconds a value, on one thread
 # before the read starts: for the persons of a degree-2 query's `near` (about everyone at
-# the seeds' premises, 112,439 for one case of the 100 M set) it took longer than reading
-# the whole span (near_visits 48-53 -> 30-36 s, the same rows, 2 rounds alternated at load
-# 8-12, bench/RESULTS.md "places_by_person"). Smaller sets (premises, seeds) keep the index.
+# the seeds' premises, a hundred thousand for one case of the 100 M set) it takes longer
+# than reading the whole span (bench/RESULTS.md "places_by_person"). Smaller sets
+# (premises, seeds) keep the index.
 _BIG_SETS: Final = "use_index_for_in_with_subqueries_max_values = 50000"
 
 
@@ -910,8 +900,8 @@ def case_visits(
     """The case's visits with at least one scan in [from, to]: its timeline, and per visit
     the times of its scans inside the period (what `CaseVisit` needs for degree 1). One
     read of the by-person path, the visits built per premises as arrays
-    (`_array_visits`): against `_visits`' window functions, the same rows, 15.7 -> 11.9 ms
-    a query (100 M rows, 50 cases x 3 rules x 2)."""
+    (`_array_visits`), cheaper than window functions over the scans (bench/RESULTS.md
+    "Trace latency")."""
     tables = tables or TraceTables()
     t = _ms("scanned_at")
     in_period = "t >= %(from_ms)s AND t <= %(to_ms)s"

@@ -30,8 +30,6 @@ HISTORY = {
     "a commit hash": re.compile(r"\b(?=[0-9a-f]*[a-f])(?=[0-9a-f]*\d)[0-9a-f]{7,40}\b"),
     "a document outside the repository": OUTSIDE_DOCS,
 }
-# Files whose comments are being rewritten by work in progress on them; only shrinks.
-PENDING = frozenset({"tracing/sql.py"})
 # Text files of the project that could name a document (the packages are walked above).
 TEXT_SUFFIXES = frozenset({".py", ".md", ".xml", ".yml", ".yaml", ".sql", ".toml", ".txt"})
 TEXT_DIRS = ("bench", "deploy", "docs", "tests", *PACKAGES)
@@ -71,14 +69,9 @@ def test_no_comment_or_docstring_tells_history() -> None:
     found = {
         name: hits
         for name, path in package_files()
-        if name not in PENDING and (hits := findings(path.read_text(encoding="utf-8")))
+        if (hits := findings(path.read_text(encoding="utf-8")))
     }
     assert not found, f"say why, not what was (cite bench/RESULTS.md for figures): {found}"
-
-
-def test_pending_files_still_need_their_exemption() -> None:
-    done = [name for name in PENDING if not findings((ROOT / name).read_text(encoding="utf-8"))]
-    assert not done, f"rewritten: remove from PENDING: {done}"
 
 
 def test_no_file_names_a_document_outside_the_repository() -> None:
@@ -89,7 +82,7 @@ def test_no_file_names_a_document_outside_the_repository() -> None:
     named = [
         f"{path.relative_to(ROOT)}:{n}"
         for path in paths
-        if path.resolve() != this and path.relative_to(ROOT).as_posix() not in PENDING
+        if path.resolve() != this
         for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
         if OUTSIDE_DOCS.search(line)
     ]
