@@ -421,28 +421,55 @@ def contacts(
     if case is not None:
         return _degree1_overlap(rule, seeds[0][0], case, exclude, tables, windows)
     params = _seed_params(seeds, to_ms, exclude, rule)
-    narrow = _windows_filter(windows, params)
-    pad = "%(window_ms)s" if rule.name == "scan-window" else "(%(buffer_ms)s + %(horizon_ms)s)"
-    # The seeds' scans lie in [min_since, to] (scan-window); their visits (overlap) start
-    # after min_since - horizon and end before to + horizon + the longest dwell time:
-    # constants, so no scalar subquery re-reads the seeds.
-    premises_in = "premises_id GLOBAL IN (SELECT premises_id FROM " + (
-        "case_scans)" if rule.name == "scan-window" else "case_visits)"
+    near_from = _near_from(rule, tables, _windows_filter(windows, params))
+    if rule.name == "scan-window":
+        return _scan_window_contacts(tables, near_from), params
+    return _overlap_contacts(rule, tables, near_from), params
+
+
+# How far the co-visitor read reaches beyond the seeds' own times: the window
+# (scan-window), or the buffer and what a visit can span (overlap).
+_SCAN_WINDOW_PAD: Final = "%(window_ms)s"
+_OVERLAP_PAD: Final = "(%(buffer_ms)s + %(horizon_ms)s)"
+
+
+def _near_span(rule: Rule) -> tuple[str, str]:
+    """The time span of the co-visitor read (ms expressions of bound values). The seeds'
+    scans lie in [min_since, to] (scan-window); their visits (overlap) start after
+    min_since - horizon and end before to + horizon + the longest dwell time: constants,
+    so no scalar subquery re-reads the seeds."""
+    if rule.name == "scan-window":
+        return _at(f"%(min_since)s - {_SCAN_WINDOW_PAD}"), _at(f"%(to_ms)s + {_SCAN_WINDOW_PAD}")
+    return (
+        _at(f"%(min_since)s - %(horizon_ms)s - {_OVERLAP_PAD}"),
+        _at(f"%(to_ms)s + %(horizon_ms)s + {MAX_DWELL_MIN * MINUTE_MS} + {_OVERLAP_PAD}"),
     )
-    if rule.name == "scan-window":
-        span = (_at(f"%(min_since)s - {pad}"), _at(f"%(to_ms)s + {pad}"))
-    else:
-        span = (
-            _at(f"%(min_since)s - %(horizon_ms)s - {pad}"),
-            _at(f"%(to_ms)s + %(horizon_ms)s + {MAX_DWELL_MIN * MINUTE_MS} + {pad}"),
-        )
-    if rule.name == "scan-window":
-        seed_rows = f"""
+
+
+def _near_from(rule: Rule, tables: TraceTables, narrow: str) -> str:
+    """FROM and WHERE of the co-visitor read (`near`): the scans at the premises of the
+    seeds' rows (the `case_scans` or `case_visits` CTE), over `_near_span`, of persons not
+    excluded, narrowed by the window terms `narrow` (`_windows_filter`)."""
+    seeds = "case_scans" if rule.name == "scan-window" else "case_visits"
+    lo, hi = _near_span(rule)
+    return f"""
+        FROM {tables.q("scans")}
+        WHERE premises_id GLOBAL IN (SELECT premises_id FROM {seeds})
+          AND scanned_at >= {lo}
+          AND scanned_at <= {hi}
+          AND person_id NOT IN %(exclude)s{narrow}"""
+
+
+def _scan_window_contacts(tables: TraceTables, near_from: str) -> str:
+    """The seeds' scans joined with the co-visitor scans on (premises, time bucket), each
+    pair within the window: one row per (person, premises), its earliest seed's."""
+    t = _ms("scanned_at")
+    seed_rows = f"""
         SELECT person_id AS seed, premises_id, t, premises_name, district, category FROM ({
-            _seed_scans(tables, lo="%(min_since)s", hi="%(to_ms)s", extra=", " + _PREMISES_COLS)
-        })
+        _seed_scans(tables, lo="%(min_since)s", hi="%(to_ms)s", extra=", " + _PREMISES_COLS)
+    })
         WHERE t >= since"""
-        sql = f"""
+    return f"""
 WITH
     case_scans AS ({seed_rows}
     ),
@@ -456,12 +483,7 @@ WITH
                          intDiv(t + %(window_ms)s, %(bucket_ms)s) + 1) AS b
     ),
     near AS (
-        SELECT person_id, premises_id, {_ms("scanned_at")} AS t, intDiv(t, %(bucket_ms)s) AS b
-        FROM {tables.q("scans")}
-        WHERE {premises_in}
-          AND scanned_at >= {span[0]}
-          AND scanned_at <= {span[1]}
-          AND person_id NOT IN %(exclude)s{narrow}
+        SELECT person_id, premises_id, {t} AS t, intDiv(t, %(bucket_ms)s) AS b{near_from}
     )
 SELECT x.person_id AS person_id, x.premises_id AS premises_id, c.seed AS via,
        min(c.t) AS case_from, max(c.t) AS case_to,
@@ -473,12 +495,13 @@ FROM near AS x
 INNER JOIN case_buckets AS c ON x.premises_id = c.premises_id AND x.b = c.b
 WHERE x.t >= c.t - %(window_ms)s AND x.t <= c.t + %(window_ms)s AND x.person_id != c.seed
 GROUP BY person_id, premises_id, via{_PICK_ONE_SEED}"""
-        return sql, params
-    # Visits as arrays per (person, premises), as at degree 1 (`_array_visits`), not by
-    # window functions over every co-visitor scan; and the premises' names joined to the
-    # answer instead of carried through the grouping by (person, premises, F1 person)
-    # (three string states a group, millions of groups): the same rows in about half the
-    # time (bench/RESULTS.md "Depth 2 under overlap").
+
+
+def _overlap_seed_rows(rule: Rule, tables: TraceTables) -> str:
+    """The seeds' visits with a scan in their period, one row each: (seed, premises_id,
+    vs, ve, premises_name, district, category). Built as arrays per (seed, premises), as
+    at degree 1 (`_array_visits`), not by window functions over every scan; with the cap,
+    each seed's scans everywhere are its per-premises arrays gathered over its groups."""
     seed_scans = _seed_scans(
         tables,
         lo="%(min_since)s - %(horizon_ms)s",
@@ -489,7 +512,6 @@ GROUP BY person_id, premises_id, via{_PICK_ONE_SEED}"""
     grouped = f"""person_id AS seed, premises_id, since, arraySort(groupArray((t, k, dwell))) AS a
                    {_PREMISES_ANY}"""
     if rule.capped:
-        # each seed's scans everywhere: its per-premises arrays gathered over its groups
         seed_visits = f"""
             SELECT seed, premises_id, since, premises_name, district, category,
                    {_array_visits("a", in_period, cap=("everywhere", "premises_id"))} AS visits
@@ -506,12 +528,21 @@ GROUP BY person_id, premises_id, via{_PICK_ONE_SEED}"""
                    {_array_visits("a", in_period)} AS visits
             FROM ({seed_scans})
             GROUP BY person_id, premises_id, since"""
-    seed_rows = f"""
+    return f"""
         SELECT seed, premises_id, v.1 AS vs, v.2 AS ve, premises_name, district, category
         FROM ({seed_visits}
         )
         ARRAY JOIN visits AS v
         WHERE v.3"""
+
+
+def _overlap_contacts(rule: Rule, tables: TraceTables, near_from: str) -> str:
+    """The seeds' visits joined with the co-visitors' visits on (premises, hour bucket),
+    each pair overlapping by the minimum: one row per (person, premises), its earliest
+    seed's. The co-visitors' visits are arrays per (person, premises) too, and the
+    premises' names are joined to the answer instead of carried through the grouping by
+    (person, premises, F1 person) (three string states a group, millions of groups): the
+    same rows in about half the time (bench/RESULTS.md "Depth 2 under overlap")."""
     near_visits = f"""
             SELECT person_id, premises_id, arraySort(groupArray((t, k, dwell))) AS a,
                    {_array_visits("a")} AS visits
@@ -522,21 +553,16 @@ GROUP BY person_id, premises_id, via{_PICK_ONE_SEED}"""
     if rule.capped:
         near_visits = _capped_degree2(
             tables,
-            span[0],
-            _at(f"%(to_ms)s + %(horizon_ms)s + {2 * MAX_DWELL_MIN * MINUTE_MS} + {pad}"),
+            _near_span(rule)[0],
+            _at(f"%(to_ms)s + %(horizon_ms)s + {2 * MAX_DWELL_MIN * MINUTE_MS} + {_OVERLAP_PAD}"),
         )
-    sql = f"""
+    return f"""
 WITH
-    case_visits AS MATERIALIZED ({seed_rows}
+    case_visits AS MATERIALIZED ({_overlap_seed_rows(rule, tables)}
     ),
     near AS {"MATERIALIZED " if rule.capped else ""}(
         SELECT person_id, premises_id, {_ms("scanned_at")} AS t, toUInt8(kind) AS k,
-               dwell_minutes AS dwell
-        FROM {tables.q("scans")}
-        WHERE {premises_in}
-          AND scanned_at >= {span[0]}
-          AND scanned_at <= {span[1]}
-          AND person_id NOT IN %(exclude)s{narrow}
+               dwell_minutes AS dwell{near_from}
     ),
     case_buckets AS (
         SELECT seed, premises_id, vs, ve, b
@@ -574,7 +600,6 @@ INNER JOIN (
     GROUP BY premises_id
 ) AS n ON r.premises_id = n.premises_id
 SETTINGS {_MATERIALIZED}, {_BIG_SETS}"""
-    return sql, params
 
 
 def _capped_degree2(tables: TraceTables, lo: str, hi: str) -> str:

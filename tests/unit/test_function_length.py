@@ -2,8 +2,7 @@
 
 A longer function is split into named steps. Exempt, each for the reason it names: data
 written as one literal (a table or a document), which reads top to bottom whatever its
-length. `PENDING` lists functions whose split waits for work in progress on their files;
-it only shrinks.
+length.
 """
 
 from __future__ import annotations
@@ -19,10 +18,6 @@ MAX_LINES = 120
 # "path:function" -> why its length is not a reader's burden.
 DATA = {
     "tracing/api/openapi.py:openapi_document": "the OpenAPI document as one literal",
-}
-# "path:function" -> what it waits for.
-PENDING = {
-    "tracing/sql.py:contacts": "the tracer's query work on tracing/sql.py",
 }
 
 
@@ -48,14 +43,13 @@ def _walk(node: ast.AST, path: str, prefix: str) -> Iterator[tuple[str, int]]:
 
 
 def test_no_function_is_longer_than_120_lines() -> None:
-    exempt = DATA.keys() | PENDING.keys()
-    long = {name: n for name, n in functions() if n > MAX_LINES and name not in exempt}
+    long = {name: n for name, n in functions() if n > MAX_LINES and name not in DATA}
     assert not long, f"split into named steps (at most {MAX_LINES} lines each): {long}"
 
 
 def test_every_exemption_is_still_needed() -> None:
     lengths = dict(functions())
-    stale = [name for name in DATA.keys() | PENDING.keys() if lengths.get(name, 0) <= MAX_LINES]
+    stale = [name for name in DATA if lengths.get(name, 0) <= MAX_LINES]
     assert not stale, f"no longer needed (gone or short enough), remove from the lists: {stale}"
 
 
