@@ -474,9 +474,7 @@ WITH
     case_scans AS ({seed_rows}
     ),
     case_buckets AS (
-        -- the ARRAY JOIN clause, not arrayJoin(): with arrayJoin() in the select list
-        -- ClickHouse 26.9 read case_scans without the by-person projection (before the
-        -- by-person table, migration 8)
+        -- a row per time bucket the scan's window touches: the join key with `near`
         SELECT seed, premises_id, t, premises_name, district, category, b
         FROM case_scans
         ARRAY JOIN range(intDiv(t - %(window_ms)s, %(bucket_ms)s),
@@ -907,18 +905,6 @@ def _weeks(lo: int, hi: int) -> list[tuple[int, int]]:
     return out
 
 
-VISIT_COLUMNS: Final = (
-    "premises_id",
-    "time_from",
-    "time_to",
-    "scans",
-    "premises_name",
-    "district",
-    "category",
-    "period_times",  # the visit's scan times inside [from, to], ascending (CaseVisit)
-)
-
-
 def case_visits(
     rule: Rule, person_id: str, from_ms: int, to_ms: int, tables: TraceTables | None = None
 ) -> Query:
@@ -996,17 +982,6 @@ GROUP BY premises_id
 ORDER BY premises_id
 SETTINGS {_NO_PREWHERE}"""
     return sql, {"person_id": person_id, "from_ms": int(from_ms), "to_ms": int(to_ms)}
-
-
-VISITOR_COLUMNS: Final = (
-    "person_id",
-    "time_from",
-    "time_to",
-    "scans",
-    "premises_name",
-    "district",
-    "category",
-)
 
 
 def premises_visitors(
