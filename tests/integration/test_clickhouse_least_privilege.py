@@ -412,7 +412,7 @@ def test_the_tracer_keeps_the_workbench_tables_and_stops_its_own_jobs(secured: S
         assert refused(tracer, sql).code == NOT_ENOUGH_PRIVILEGES, sql
 
     jobs = Jobs(RunnerPool(lambda: ClickHouseRunner(tracer), size=1), max_jobs=1, max_rows=10)
-    job = Job("1", "P-wb", 0, 0, Rule(depth=2), now_ms(), state="running")
+    job = Job("1", "P-wb", 0, 0, Rule(depth=2), state="running")
     job.runner = slow = ClickHouseRunner(tracer)
     outcome: list[object] = []
 

@@ -356,8 +356,8 @@ class Labels:
             raise ValueError(f"unknown language {lang!r}; one of {', '.join(LANGS)}")
         self.lang: Lang = lang
         self._text = LABELS[lang]
-        # vi: 1.234,5   en: 1,234.5
-        self._thousands, self._decimal = (".", ",") if lang == "vi" else (",", ".")
+        # vi: 1.234   en: 1,234
+        self._thousands = "." if lang == "vi" else ","
 
     def __call__(self, key: str, **values: object) -> str:
         text = self._text[key]

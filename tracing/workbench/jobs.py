@@ -51,7 +51,6 @@ class Job:
     from_ms: int
     to_ms: int
     rule: Rule
-    created_ms: int
     state: JobState = "queued"
     stage: Stage = "queued"
     started: float = 0.0

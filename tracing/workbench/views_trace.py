@@ -10,7 +10,6 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from ingest.contract import now_ms
 from ingest.http import HttpError as ApiError
 from tracing.models import TraceResult
 from tracing.rules import Rule
@@ -108,7 +107,6 @@ def _start_job(wb: Workbench, request: web.Request, form: TraceForm) -> Job:
         from_ms=form.from_ms,
         to_ms=form.to_ms,
         rule=form.rule,
-        created_ms=now_ms(),
     )
     try:
         return wb.jobs.start(session.jobs, job)

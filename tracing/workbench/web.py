@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -261,7 +260,3 @@ def switch_lang(request: web.Request, lang: str) -> str:
 def field_text(form: Mapping[str, object], name: str, most: int = 256) -> str:
     value = form.get(name, "")
     return value.strip()[:most] if isinstance(value, str) else ""
-
-
-def elapsed_since(started: float) -> float:
-    return time.monotonic() - started

@@ -21,7 +21,7 @@ def wait(job: Job) -> None:
 
 
 def new_job(n: int = 1) -> Job:
-    return Job(f"{n}", "CASE", T0 - 3_600_000, T0 + 3_600_000, Rule(depth=2), T0)
+    return Job(f"{n}", "CASE", T0 - 3_600_000, T0 + 3_600_000, Rule(depth=2))
 
 
 def test_a_job_runs_to_its_answer_and_the_same_question_is_not_asked_twice() -> None:
@@ -66,7 +66,7 @@ def test_a_sessions_end_stops_its_jobs() -> None:
     jobs = Jobs(RunnerPool(db.runner, size=1), max_jobs=1, max_rows=100)
     session: dict[str, Job] = {}
     job = jobs.start(session, new_job())
-    queued = jobs.start(session, Job("2", "OTHER", T0, T0 + 1, Rule(depth=2), T0))
+    queued = jobs.start(session, Job("2", "OTHER", T0, T0 + 1, Rule(depth=2)))
     jobs.drop(session)
     assert session == {}
     wait(job)
