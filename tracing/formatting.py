@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
+from operator import attrgetter
 from typing import Final, Literal
 from zoneinfo import ZoneInfo
 
@@ -37,46 +38,21 @@ def safe_cell(value: object) -> str:
     return "'" + text if text.startswith(_FORMULA_START) else text
 
 
-def _contact_dict(c: Contact) -> dict[str, object]:
-    return {
-        "person_id": c.person_id,
-        "degree": c.degree,
-        "via_person_id": c.via_person_id,
-        "premises_id": c.premises_id,
-        "premises_name": c.premises_name,
-        "district": c.district,
-        "category": c.category,
-        "case_time_from": iso_utc(c.case_time_from),
-        "case_time_to": iso_utc(c.case_time_to),
-        "contact_time_from": iso_utc(c.contact_time_from),
-        "contact_time_to": iso_utc(c.contact_time_to),
-        "overlap_minutes": c.overlap_minutes,
-    }
+def _as_dict(fields: Sequence[str]) -> Callable[[Contact | Visit | Visitor], dict[str, object]]:
+    """A row as its JSON object: `fields` in order, times as ISO-8601 UTC."""
+    get = attrgetter(*fields)
+    is_time = tuple(f in TIME_FIELDS for f in fields)
+
+    def as_dict(row: Contact | Visit | Visitor) -> dict[str, object]:
+        values = get(row)
+        return {f: iso_utc(v) if t else v for f, t, v in zip(fields, is_time, values, strict=True)}
+
+    return as_dict
 
 
-def _visit_dict(v: Visit) -> dict[str, object]:
-    return {
-        "premises_id": v.premises_id,
-        "premises_name": v.premises_name,
-        "district": v.district,
-        "category": v.category,
-        "time_from": iso_utc(v.time_from),
-        "time_to": iso_utc(v.time_to),
-        "scans": v.scans,
-    }
-
-
-def _visitor_dict(v: Visitor) -> dict[str, object]:
-    return {
-        "person_id": v.person_id,
-        "premises_id": v.premises_id,
-        "premises_name": v.premises_name,
-        "district": v.district,
-        "category": v.category,
-        "time_from": iso_utc(v.time_from),
-        "time_to": iso_utc(v.time_to),
-        "scans": v.scans,
-    }
+_contact_dict: Final = _as_dict(CONTACT_FIELDS)
+_visit_dict: Final = _as_dict(VISIT_FIELDS)
+_visitor_dict: Final = _as_dict(VISITOR_FIELDS)
 
 
 def period(from_ms: int, to_ms: int) -> dict[str, str]:

@@ -3,7 +3,7 @@ for the many contact rows), times as epoch ms UTC."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
@@ -11,39 +11,7 @@ from tracing.rules import MINUTE_MS, Rule
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-CONTACT_FIELDS = (
-    "person_id",
-    "degree",
-    "via_person_id",
-    "premises_id",
-    "premises_name",
-    "district",
-    "category",
-    "case_time_from",
-    "case_time_to",
-    "contact_time_from",
-    "contact_time_to",
-    "overlap_minutes",
-)
-VISIT_FIELDS = (
-    "premises_id",
-    "premises_name",
-    "district",
-    "category",
-    "time_from",
-    "time_to",
-    "scans",
-)
-VISITOR_FIELDS = (
-    "person_id",
-    "premises_id",
-    "premises_name",
-    "district",
-    "category",
-    "time_from",
-    "time_to",
-    "scans",
-)
+# The fields of the answers' times (epoch ms here, ISO-8601 or local time in the answers).
 TIME_FIELDS = frozenset(
     {
         "case_time_from",
@@ -89,6 +57,9 @@ class Contact(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class Visit:
+    """Time at one premises: a visit of the case (its timeline), or a visitor's first to
+    last scan there (`Visitor`), with the number of scans."""
+
     premises_id: str
     premises_name: str
     district: str
@@ -99,17 +70,17 @@ class Visit:
 
 
 @dataclass(frozen=True, slots=True)
-class Visitor:
-    """One person at the premises asked about (trace-premises)."""
+class Visitor(Visit):
+    """One person at the premises asked about (trace-premises): first and last scan there
+    in the period, and how many."""
 
     person_id: str
-    premises_id: str
-    premises_name: str
-    district: str
-    category: str
-    time_from: int
-    time_to: int
-    scans: int
+
+
+# The fields of each answer row, in the answers' order; a contact's overlap in minutes.
+CONTACT_FIELDS = (*Contact._fields[:-1], "overlap_minutes")
+VISIT_FIELDS = tuple(f.name for f in fields(Visit))
+VISITOR_FIELDS = ("person_id", *VISIT_FIELDS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,26 +12,13 @@ from openpyxl import Workbook
 from openpyxl.styles import Font
 
 from tracing.formatting import csv_lines, safe_cell
+from tracing.models import CONTACT_FIELDS
 from tracing.workbench.contacts import Grouped, Row
 from tracing.workbench.localtime import local
 
-COLUMNS: Final = (
-    "person_id",
-    "degree",
-    "via_person_id",
-    "risk",
-    "status",
-    "confirmed_case",
-    "premises_id",
-    "premises_name",
-    "district",
-    "category",
-    "case_time_from",
-    "case_time_to",
-    "contact_time_from",
-    "contact_time_to",
-    "overlap_minutes",
-)
+# The answers' contact fields, with the workbench's risk, follow-up status and whether
+# the person is a confirmed case after whom and through whom.
+COLUMNS: Final = (*CONTACT_FIELDS[:3], "risk", "status", "confirmed_case", *CONTACT_FIELDS[3:])
 
 
 def _time(ms: int) -> str:

@@ -93,7 +93,7 @@ def test_csv_cells_are_safe() -> None:
     for cell in rows[1]:
         assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")), cell
     assert rows[1][0] == "'=cmd|'/c calc'!A1"
-    visitor = Visitor("@x", "NT-1", "=1", "d", "c", T, T, 1)
+    visitor = Visitor("NT-1", "=1", "d", "c", T, T, 1, person_id="@x")
     rows = list(csv.reader(io.StringIO(premises_csv(PremisesResult("NT-1", T, T, [visitor])))))
     assert rows[1][0] == "'@x" and rows[1][2] == "'=1"
 
