@@ -15,7 +15,7 @@ from clickhouse_driver import Client
 from pydantic import SecretStr
 
 from ingest.contract import now_ms
-from sinks.batch import SCAN_COLUMNS
+from sinks.batch import PREMISES_COLUMNS, SCAN_COLUMNS
 from sinks.clickhouse_settings import ClickHouseSettings
 from sinks.client import connect
 from sinks.migrations import migrate
@@ -349,19 +349,7 @@ def test_the_by_person_path_reads_few_rows(client: Client) -> None:
 
 
 def test_premises_latest_version_wins(client: Client) -> None:
-    cols = (
-        "premises_id",
-        "name",
-        "category",
-        "district",
-        "ward",
-        "agency",
-        "address",
-        "lat",
-        "lon",
-        "dwell_minutes",
-        "version",
-    )
+    cols = PREMISES_COLUMNS
     for version, name in [(1, "old"), (3, "newest"), (2, "middle")]:
         insert(
             client,

@@ -6,22 +6,9 @@ scans per hour at one premises."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
+from ingest.premises import Premises
 from tracing.runner import QueryRunner
-
-
-@dataclass(frozen=True, slots=True)
-class Premises:
-    premises_id: str
-    name: str
-    category: str
-    district: str
-    ward: str
-    agency: str
-    address: str
-    lat: float | None
-    lon: float | None
 
 
 def premises_rows(runner: QueryRunner, ids: Sequence[str]) -> dict[str, Premises]:

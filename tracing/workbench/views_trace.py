@@ -11,6 +11,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from ingest.http import HttpError as ApiError
+from ingest.premises import Premises
 from tracing.models import TraceResult
 from tracing.rules import Rule
 from tracing.runner import QueryRunner
@@ -33,7 +34,7 @@ class CaseContext:
     record: CaseRecord | None
     statuses: dict[str, Status]
     confirmed: frozenset[str]
-    registry: dict[str, queries.Premises]
+    registry: dict[str, Premises]
 
 
 def _case_context(runner: QueryRunner, result: TraceResult) -> CaseContext:
@@ -174,7 +175,7 @@ def _export_link(form: TraceForm, job: Job | None) -> Any:
 def _map(
     wb: Workbench,
     result: TraceResult,
-    registry: dict[str, queries.Premises],
+    registry: dict[str, Premises],
     current: str | None,
 ) -> maps.Map | None:
     places: list[maps.Place] = []
