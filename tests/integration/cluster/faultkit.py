@@ -22,6 +22,7 @@ from typing import Any
 import msgspec
 from pydantic import SecretStr
 
+from ingest.admin import ensure_topics
 from ingest.kafka_settings import KafkaSettings
 from ingest.registry import publish_registry
 from scantrace import synth
@@ -510,6 +511,36 @@ def assert_exactly_once(
     finally:
         client.disconnect()
     return got
+
+
+def start_pipeline(
+    cluster: Cluster, tmp_path: Path, ch: ClickHouseSettings | None = None, **options: float
+) -> tuple[Run, list[str]]:
+    """The pipeline run on the cluster with topics of a fresh prefix and a fresh database
+    (or `ch`), the premises published first: (the run, started; the premises ids)."""
+    kafka = cluster.kafka(f"f{uuid.uuid4().hex[:8]}.")
+    ensure_topics(kafka)
+    ch = ch or cluster.database(f"f_{uuid.uuid4().hex[:10]}")
+    premises = publish_premises(kafka)
+    run = Run(kafka, ch, tmp_path / "logs", cluster.settings.state_dir, **options)  # type: ignore[arg-type]
+    return run.start(), premises
+
+
+def check_exactly_once(run: Run, ledger: Ledger, cluster: Cluster | None = None) -> None:
+    """`assert_exactly_once` over every shard of `cluster` (None: the run's one database),
+    the run's log tails in the failure; the run is stopped either way."""
+    shards = [run.clickhouse]
+    if cluster is not None:
+        shards = [
+            ClickHouseSettings(url=f"clickhouse://127.0.0.1:{p}/{run.clickhouse.database}")
+            for p in cluster.shard_ports()
+        ]
+    try:
+        assert_exactly_once(run.clickhouse, ledger, run.kafka, run, shards)
+    except AssertionError as exc:
+        raise AssertionError(f"{run.log_tails()}\n{exc}") from None
+    finally:
+        run.stop()
 
 
 def publish_premises(kafka: KafkaSettings, n: int = 300) -> list[str]:

@@ -16,16 +16,14 @@ from pathlib import Path
 import pytest
 from faultkit import (
     Cluster,
-    Run,
     Stream,
-    assert_exactly_once,
-    publish_premises,
+    check_exactly_once,
     rss_mib,
     single_database,
+    start_pipeline,
     wait,
 )
 
-from ingest.admin import ensure_topics
 from scantrace.services import clickhouse_local
 from scantrace.services.process import alive, free_port, stop, wait_until
 from scantrace.topics import describe
@@ -35,41 +33,13 @@ from sinks.client import connect
 pytestmark = pytest.mark.faults
 
 
-def _pipeline(
-    cluster: Cluster, tmp_path: Path, ch: ClickHouseSettings | None = None, **options: float
-) -> tuple[Run, list[str]]:
-    kafka = cluster.kafka(f"f{uuid.uuid4().hex[:8]}.")
-    ensure_topics(kafka)
-    ch = ch or cluster.database(f"f_{uuid.uuid4().hex[:10]}")
-    premises = publish_premises(kafka)
-    run = Run(kafka, ch, tmp_path / "logs", cluster.settings.state_dir, **options)  # type: ignore[arg-type]
-    return run.start(), premises
-
-
-def _shards(cluster: Cluster, ch: ClickHouseSettings) -> list[ClickHouseSettings]:
-    return [
-        ClickHouseSettings(url=f"clickhouse://127.0.0.1:{p}/{ch.database}")
-        for p in cluster.shard_ports()
-    ]
-
-
-def _check(run: Run, ledger_stream: Stream, shards: list[ClickHouseSettings]) -> None:
-    ledger = ledger_stream.ledger
-    try:
-        assert_exactly_once(run.clickhouse, ledger, run.kafka, run, shards)
-    except AssertionError as exc:
-        raise AssertionError(f"{run.log_tails()}\n{exc}") from None
-    finally:
-        run.stop()
-
-
 @pytest.mark.timeout(1500)
 def test_killing_one_of_two_sinks_loses_nothing(cluster: Cluster, tmp_path: Path) -> None:
     """Guarantee: a sink SIGKILLed between an insert and its offset commit leaves its
     partitions to the other sink, which inserts those batches again; the insert tokens and
     ReplacingMergeTree make that harmless: every acknowledged scan is stored exactly once
     after merges, no double tap is stored, every dead letter is there."""
-    run, premises = _pipeline(cluster, tmp_path, restart_delay=20.0)
+    run, premises = start_pipeline(cluster, tmp_path, restart_delay=20.0)
     stream = Stream(run.urls, premises).start()
     try:
         wait(lambda: stream.acknowledged() >= 10, 120, "scans flowing")
@@ -82,7 +52,7 @@ def test_killing_one_of_two_sinks_loses_nothing(cluster: Cluster, tmp_path: Path
         time.sleep(15)
     finally:
         stream.stop()
-    _check(run, stream, _shards(cluster, run.clickhouse))
+    check_exactly_once(run, stream.ledger, cluster)
 
 
 @pytest.mark.timeout(1500)
@@ -93,7 +63,7 @@ def test_killing_a_gateway_with_requests_in_flight_loses_nothing(
     so a request cut by the gateway's SIGKILL was either acknowledged or is sent again
     by the client (to the other gateway) and deduplicated: a client that retries what
     was not acknowledged loses nothing, and nothing is stored twice after merges."""
-    run, premises = _pipeline(cluster, tmp_path, gateways=2, restart_delay=10.0)
+    run, premises = start_pipeline(cluster, tmp_path, gateways=2, restart_delay=10.0)
     stream = Stream(run.urls, premises, senders=4, rate=3.0).start()
     try:
         wait(lambda: stream.acknowledged() >= 10, 120, "scans flowing")
@@ -108,7 +78,7 @@ def test_killing_a_gateway_with_requests_in_flight_loses_nothing(
         stream.stop()
     # Requests were cut: the client had to send some again.
     assert stream.ledger.retries > 0, stream.ledger
-    _check(run, stream, _shards(cluster, run.clickhouse))
+    check_exactly_once(run, stream.ledger, cluster)
 
 
 @pytest.mark.timeout(1500)
@@ -119,7 +89,7 @@ def test_a_clickhouse_shard_down_for_a_minute_loses_nothing(
     fail (they wait for every shard) and are retried, their offsets not committed, and
     Kafka keeps the scans; when the shard is back everything lands: every acknowledged
     scan stored exactly once after merges, no double tap, every dead letter there."""
-    run, premises = _pipeline(cluster, tmp_path)
+    run, premises = start_pipeline(cluster, tmp_path)
     stream = Stream(run.urls, premises).start()
     try:
         wait(lambda: stream.acknowledged() >= 10, 120, "scans flowing")
@@ -131,7 +101,7 @@ def test_a_clickhouse_shard_down_for_a_minute_loses_nothing(
         time.sleep(20)
     finally:
         stream.stop()
-    _check(run, stream, _shards(cluster, run.clickhouse))
+    check_exactly_once(run, stream.ledger, cluster)
 
 
 @pytest.mark.timeout(2400)
@@ -157,7 +127,7 @@ def test_single_clickhouse_down_ten_minutes_sink_memory_flat_everything_lands(
     try:
         wait_until(up, pid=pid, log=Path(str(record["log"])), what="ClickHouse", timeout=120)
         ch = single_database(ports[0], f"f_{uuid.uuid4().hex[:10]}")
-        run, premises = _pipeline(cluster, tmp_path, ch, workers=1, sinks=1)
+        run, premises = start_pipeline(cluster, tmp_path, ch, workers=1, sinks=1)
         stream = Stream(run.urls, premises, rate=1.0).start()
         samples: list[tuple[float, float, int]] = []
         try:
@@ -181,7 +151,7 @@ def test_single_clickhouse_down_ten_minutes_sink_memory_flat_everything_lands(
         lags = [s[2] for s in settled]
         assert lags[-1] > lags[0] + 10_000, samples  # Kafka held a growing backlog
         assert max(rss) - min(rss) < 64, samples  # MiB: flat, not growing with it
-        _check(run, stream, [ch])
+        check_exactly_once(run, stream.ledger)
     finally:
         stop(pid, "scantrace.services.chserver")
 
@@ -197,7 +167,7 @@ def test_a_power_cut_of_every_process_loses_nothing_acknowledged(
     failure domains), the consumers resume from their committed offsets, and after
     `services up` and `run` again every acknowledged scan is stored exactly once after
     merges, the client having sent again what was cut."""
-    run, premises = _pipeline(cluster, tmp_path)
+    run, premises = start_pipeline(cluster, tmp_path)
     stream = Stream(run.urls, premises).start()
     try:
         wait(lambda: stream.acknowledged() >= 20, 120, "scans flowing")
@@ -217,4 +187,4 @@ def test_a_power_cut_of_every_process_loses_nothing_acknowledged(
         time.sleep(30)
     finally:
         stream.stop()
-    _check(run, stream, _shards(cluster, run.clickhouse))
+    check_exactly_once(run, stream.ledger, cluster)

@@ -9,39 +9,19 @@ from __future__ import annotations
 import os
 import signal
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 from faultkit import (
     Cluster,
-    Run,
     Stream,
-    assert_exactly_once,
+    check_exactly_once,
     leader_counts,
-    publish_premises,
+    start_pipeline,
     wait,
 )
 
-from ingest.admin import ensure_topics
 from scantrace.services.process import alive
-from sinks.clickhouse_settings import ClickHouseSettings
-
-
-def _pipeline(cluster: Cluster, tmp_path: Path, **options: int | float) -> tuple[Run, list[str]]:
-    kafka = cluster.kafka(f"f{uuid.uuid4().hex[:8]}.")
-    ensure_topics(kafka)
-    ch = cluster.database(f"f_{uuid.uuid4().hex[:10]}")
-    premises = publish_premises(kafka)
-    run = Run(kafka, ch, tmp_path / "logs", cluster.settings.state_dir, **options)  # type: ignore[arg-type]
-    return run.start(), premises
-
-
-def _shards(cluster: Cluster, ch: ClickHouseSettings) -> list[ClickHouseSettings]:
-    return [
-        ClickHouseSettings(url=f"clickhouse://127.0.0.1:{p}/{ch.database}")
-        for p in cluster.shard_ports()
-    ]
 
 
 @pytest.mark.timeout(1200)
@@ -53,7 +33,7 @@ def test_killing_the_kafka_node_that_leads_most_partitions_loses_nothing(
     30 s while scans keep coming (the other two elect leaders and take the writes), comes
     back and catches up; every acknowledged scan is stored exactly once after merges, no
     double tap is stored, every dead letter is there."""
-    run, premises = _pipeline(cluster, tmp_path)
+    run, premises = start_pipeline(cluster, tmp_path)
     stream = Stream(run.urls, premises).start()
     try:
         wait(lambda: stream.acknowledged() >= 10, 120, "scans flowing")
@@ -71,14 +51,7 @@ def test_killing_the_kafka_node_that_leads_most_partitions_loses_nothing(
         time.sleep(10)
     finally:
         ledger = stream.stop()
-    try:
-        assert_exactly_once(
-            run.clickhouse, ledger, run.kafka, run, _shards(cluster, run.clickhouse)
-        )
-    except AssertionError as exc:
-        raise AssertionError(f"{run.log_tails()}\n{exc}") from None
-    finally:
-        run.stop()
+    check_exactly_once(run, ledger, cluster)
 
 
 @pytest.mark.timeout(1200)
@@ -96,7 +69,7 @@ def test_killing_one_of_two_workers_moves_its_partitions_and_loses_nothing(
     it again after its delay, counted; the scans it had read but not committed are read
     again, and the stream's and the store's dedup by event id keep every acknowledged scan
     stored exactly once after merges, no double tap stored."""
-    run, premises = _pipeline(cluster, tmp_path, restart_delay=20.0)
+    run, premises = start_pipeline(cluster, tmp_path, restart_delay=20.0)
     stream = Stream(run.urls, premises).start()
     try:
         wait(lambda: stream.acknowledged() >= 10, 120, "scans flowing")
@@ -111,11 +84,4 @@ def test_killing_one_of_two_workers_moves_its_partitions_and_loses_nothing(
         time.sleep(15)
     finally:
         ledger = stream.stop()
-    try:
-        assert_exactly_once(
-            run.clickhouse, ledger, run.kafka, run, _shards(cluster, run.clickhouse)
-        )
-    except AssertionError as exc:
-        raise AssertionError(f"{run.log_tails()}\n{exc}") from None
-    finally:
-        run.stop()
+    check_exactly_once(run, ledger, cluster)
