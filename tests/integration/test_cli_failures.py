@@ -94,6 +94,8 @@ def _cases(files: Path) -> list[Case]:
             0,
             "",
         ),
+        Case(("topics", "create"), 3, "Kafka"),
+        Case(("topics", "describe"), 3, "Kafka"),
         Case(("load", str(scans), "--token", "t", "--gateway", "GATEWAY"), 3, "gateway"),
         Case(("load", str(scans), "--kafka"), 3, "Kafka"),
         Case(("gateway",), 3, "Kafka"),

@@ -16,6 +16,7 @@ import stat
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -350,6 +351,44 @@ def _start_fails(secure: Secure, command: list[str], env: dict[str, str]) -> str
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     return lines[0]
+
+
+def test_topics_create_logs_in_as_the_admin_and_refuses_a_component(secure: Secure) -> None:
+    """`scantrace topics create` on the secured local broker logs in as its admin user (as
+    `services up` does); a component's user is refused by the ACLs in one line."""
+    prefix = f"{PREFIX}c{uuid.uuid4().hex[:8]}."
+    names = [f"{prefix}{n}" for n in ("scans.raw", "scans.enriched", "scans.dlq", "premises")]
+    env = {**secure.env(), "SCANTRACE_KAFKA__TOPIC_PREFIX": prefix}
+    worker = {
+        **kafka_security.env_lines(secure.security, "worker"),
+        "SCANTRACE_KAFKA__BOOTSTRAP": secure.bootstrap,
+        "SCANTRACE_KAFKA__TOPIC_PREFIX": prefix,
+    }
+    line = _start_fails(secure, ["topics", "create"], worker)
+    assert line.startswith(f"error: Kafka refuses user 'worker' to describe {prefix}"), line
+    assert "hint: topics are made by the admin user" in line
+
+    for expected in ("created", "exists"):
+        done = subprocess.run(
+            [sys.executable, "-m", "scantrace.cli", "topics", "create", "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        doc = json.loads(done.stdout)
+        assert [(t["topic"], t["state"]) for t in doc["topics"]] == [
+            (name, expected) for name in names
+        ]
+    admin = KafkaAdminClient(**secure.kafka("admin").kafka_python_config())
+    try:
+        assert {t["name"] for t in admin.describe_topics(names) if not t["error_code"]} == set(
+            names
+        )
+    finally:
+        admin.close()
 
 
 def test_wrong_password_or_unknown_ca_fails_at_start_with_one_line(

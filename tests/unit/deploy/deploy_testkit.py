@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 from functools import cache
@@ -116,6 +117,41 @@ def flag_value(argv: list[str], flag: str) -> str | None:
         if arg.startswith(flag + "="):
             return arg.split("=", 1)[1]
     return None
+
+
+def init_commands(script: str) -> list[list[str]]:
+    """The commands of an init script (`sh -ec`), one per line, as the words after
+    `scantrace`; a line that runs anything but the CLI fails the test."""
+    out = []
+    for line in script.splitlines():
+        words = shlex.split(line, comments=True)
+        if words:
+            assert words[0] == "scantrace", f"not a scantrace command: {line}"
+            out.append(words[1:])
+    return out
+
+
+def cli_params(
+    argv: list[str], env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> dict[str, Any]:
+    """The parameters `scantrace ARGV` gets, parsed by the CLI itself, in an environment
+    whose SCANTRACE_ variables are those of `env` alone."""
+    import click
+
+    from scantrace.cli import main
+
+    for key in [k for k in os.environ if k.startswith("SCANTRACE_")]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    command: click.Command = main
+    words = list(argv)
+    while isinstance(command, click.Group) and words:
+        sub = command.get_command(click.Context(command), words[0])
+        assert sub is not None, f"no command {words[0]!r} in `scantrace {' '.join(argv)}`"
+        command = sub
+        words.pop(0)
+    return dict(command.make_context(command.name, words).params)
 
 
 def split_volume(spec: str | dict[str, Any]) -> tuple[str, str, str]:

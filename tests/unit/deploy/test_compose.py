@@ -21,10 +21,12 @@ from deploy_testkit import (
     PROJECT_SERVICES,
     PROMETHEUS_DIR,
     REPO,
+    cli_params,
     compose_env_for_tests,
     compose_raw,
     container_ports,
     flag_value,
+    init_commands,
     interpolate,
     load_yaml,
     scrape_targets,
@@ -240,12 +242,20 @@ def test_project_health_checks_probe_the_service_port(name: str) -> None:
     assert urls == [str(metrics_port(name))], test
 
 
-def test_init_is_one_shot_and_runs_topics_and_migrations() -> None:
+def test_init_is_one_shot_and_runs_topics_and_migrations(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     init = services()["init"]
     assert init["restart"] == "no"
-    script = " ".join(str(part) for part in [*init.get("entrypoint", []), *argv(init)])
-    assert "scantrace db migrate" in script
-    assert "ensure_topics" in script
+    assert init["entrypoint"] == ["sh", "-ec"]
+    (script,) = init["command"]
+    # The CLI's own commands, topics before the schema, no inline program.
+    assert init_commands(script) == [["topics", "create"], ["db", "migrate"]]
+    # They take the partitions from the same variable as the components.
+    env = service_env(init)
+    params = cli_params(["topics", "create"], env, monkeypatch)
+    assert params["partitions"] == int(env["SCANTRACE_KAFKA__PARTITIONS"]) == 4
+    assert params["replication_factor"] is None  # the settings' default: one broker
     assert init["depends_on"] == {
         "kafka": {"condition": "service_healthy"},
         "clickhouse": {"condition": "service_healthy"},

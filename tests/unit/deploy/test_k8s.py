@@ -6,7 +6,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from deploy_testkit import DEPLOY, compose_raw, flag_value, load_yaml_all
+from deploy_testkit import (
+    DEPLOY,
+    cli_params,
+    compose_raw,
+    flag_value,
+    init_commands,
+    load_yaml_all,
+)
 
 K8S = DEPLOY / "k8s"
 FILES = sorted(K8S.glob("*.yaml"))
@@ -138,6 +145,23 @@ def test_ports_and_commands_agree_with_compose() -> None:
         assert int(annotations["prometheus.io/port"]) == port, name
         if name in ("worker", "sink"):
             assert c["args"] == compose[name]["command"], name
+
+
+def test_the_init_job_runs_the_cli_as_compose_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    (job,) = by_kind("Job").values()
+    (c,) = containers(job)
+    assert c["command"] == ["sh", "-ec"]
+    (script,) = c["args"]
+    (compose_script,) = compose_raw()["services"]["init"]["command"]
+    assert init_commands(script) == init_commands(compose_script)
+    assert init_commands(script) == [["topics", "create"], ["db", "migrate"]]
+    # `topics create` takes the ConfigMap's partitions and replication factor.
+    env = by_kind("ConfigMap")["scantrace-env"]["data"]
+    params = cli_params(["topics", "create"], env, monkeypatch)
+    assert params["partitions"] == int(env["SCANTRACE_KAFKA__PARTITIONS"]) == 12
+    assert params["replication_factor"] == int(env["SCANTRACE_KAFKA__REPLICATION_FACTOR"]) == 3
+    refs = {r["configMapRef"]["name"] for r in c["envFrom"] if "configMapRef" in r}
+    assert refs == {"scantrace-env"}
 
 
 def test_the_report_runs_every_monday_at_seven_vietnam_time() -> None:

@@ -114,7 +114,16 @@ def test_out_dash_is_standard_output_wherever_out_exists() -> None:
 
 @pytest.mark.parametrize(
     "path",
-    ["db migrate", "load", "premises import", "demo", "services status", "audit"],
+    [
+        "db migrate",
+        "load",
+        "premises import",
+        "demo",
+        "services status",
+        "audit",
+        "topics create",
+        "topics describe",
+    ],
 )
 def test_commands_that_report_take_json(path: str) -> None:
     command = dict(commands())[path]
