@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 from tracegen import insert_scans
 
+from ingest.contract import now_ms
 from sinks.clickhouse_settings import ClickHouseSettings
 from sinks.client import connect
 from tracing.api.app import build_app
@@ -42,15 +43,9 @@ ROWS = [
 ]
 
 
-def _now_ms() -> int:
-    import time
-
-    return int(time.time() * 1000)
-
-
 @pytest.fixture
 def api_env(clickhouse_settings: ClickHouseSettings) -> Iterator[dict[str, Any]]:
-    base = _now_ms() - 3 * 86_400_000
+    base = now_ms() - 3 * 86_400_000
     shift = base - T0
     market = ("+Chợ Phan Rang", "market", "Phan Rang-Tháp Chàm", "Phường Đô Vinh", "UBND", 45)
     insert_scans(

@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 from tracegen import insert_scans
 
+from ingest.contract import now_ms
 from sinks.clickhouse_settings import ClickHouseSettings
 from sinks.client import connect
 from tracing.api.app import build_app
@@ -34,13 +35,9 @@ MIN = 60_000
 DAY = 86_400_000
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 @pytest.fixture
 def period(clickhouse_settings: ClickHouseSettings) -> dict[str, str]:
-    t0 = _now_ms() - 2 * DAY
+    t0 = now_ms() - 2 * DAY
     insert_scans(
         clickhouse_settings,
         [
@@ -221,7 +218,7 @@ def test_a_query_stopped_by_its_memory_limit_is_a_503_with_the_limit(
     limit (at 64 MiB a spilled grouping could finish under the limit), the audit row's
     insert far less."""
     client = connect(clickhouse_settings)
-    at = (_now_ms() - DAY) // 1000
+    at = (now_ms() - DAY) // 1000
     try:
         client.execute(
             "INSERT INTO scans (event_id, person_id, premises_id, scanned_at, kind, gateway_id,"
@@ -287,7 +284,7 @@ def test_a_client_leaving_a_stream_leaves_one_row(
     """200,000 visitors streamed as CSV; the client reads the first chunk and leaves: one
     audit row saying how many rows had left, and the pool serves the next question."""
     client = connect(clickhouse_settings)
-    at = (_now_ms() - DAY) // 1000
+    at = (now_ms() - DAY) // 1000
     try:
         client.execute(
             "INSERT INTO scans (event_id, person_id, premises_id, scanned_at, kind, gateway_id,"
