@@ -39,6 +39,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Collection, Iterable
 from time import perf_counter
 from typing import Any, Final, cast
 
@@ -60,6 +61,7 @@ from processors.faust_transport import (
     BulkTransport,
     Message,
     Records,
+    RefreshingAssignor,
 )
 from processors.metrics import WorkerMetrics
 from processors.runner import HORIZON, HORIZON_WIDTHS, TABLES, BatchRunner, Outbox
@@ -154,6 +156,8 @@ class Pipeline:
         self._premises_ready: set[int] = set()
         self._waiting_since: dict[int, float] = {}
         self._generation = -1
+        # Partitions held since the last rebalance because a table of theirs is not assigned.
+        self._stateless: set[int] = set()
 
     # -- Kafka plumbing -------------------------------------------------------------------
 
@@ -256,18 +260,34 @@ class Pipeline:
             )
         return completion
 
+    def changelog_topics(self) -> list[str]:
+        return [t.changelog_topic.get_topic_name() for t in self.tables.values()]
+
     def hold(self, tp: TP) -> bool:
-        """Whether records of `tp` must wait: scans of a partition whose premises topic
-        partition has not been read up to its end since the assignment (or for
-        `PREMISES_WAIT_S`)."""
-        if tp.topic != self.raw_topic:
-            return False
+        """Whether records of `tp` must wait: records of a partition whose tables are not
+        all assigned to this worker (`missing_state`), and scans of a partition whose
+        premises topic partition has not been read up to its end since the assignment (or
+        for `PREMISES_WAIT_S`)."""
         generation = self.app.consumer_generation_id
         if generation != self._generation:
             self._generation = generation
             self._premises_ready.clear()
             self._waiting_since.clear()
+            self._stateless.clear()
         partition = tp.partition
+        missing = missing_state(self.consumer.assignment(), self.changelog_topics(), partition)
+        if missing:
+            if partition not in self._stateless:
+                self._stateless.add(partition)
+                log.warning(
+                    "partition %d held: %s not assigned to this worker (the group should "
+                    "rebalance again)",
+                    partition,
+                    ", ".join(missing),
+                )
+            return True
+        if tp.topic != self.raw_topic:
+            return False
         if partition in self._premises_ready:
             return False
         consumer = self.consumer
@@ -307,8 +327,13 @@ class Pipeline:
         async with routing.gate:
             if not self._settled() or not self.consumer.flow_active:
                 return
+            assigned = self.consumer.assignment()
+            changelogs = self.changelog_topics()
             partitions = sorted(
-                tp.partition for tp in self.consumer.assignment() if tp.topic == self.raw_topic
+                tp.partition
+                for tp in assigned
+                if tp.topic == self.raw_topic
+                and not missing_state(assigned, changelogs, tp.partition)
             )
             now = now_ms()
             outboxes: dict[int, Outbox] = {}
@@ -415,6 +440,16 @@ class Pipeline:
             threading.Thread(target=server.stop, daemon=True).start()
 
 
+def missing_state(assigned: Collection[TP], changelogs: Iterable[str], partition: int) -> list[str]:
+    """The changelog topics whose `partition` is not in `assigned`: a partition of the
+    sources must not be processed without every table's partition of the same number
+    (co-partitioned). Faust assigns them together, except when the group leader did not
+    know a changelog topic (`processors.faust_transport.RefreshingAssignor`): the worker
+    then has no copy of that table's partition, and a scan would be processed against an
+    empty premises registry or dedup memory, its offset committed all the same."""
+    return [topic for topic in changelogs if TP(topic, partition) not in assigned]
+
+
 def _log_failed_delivery(fut: asyncio.Future[Any]) -> None:
     if fut.cancelled():
         return
@@ -502,6 +537,7 @@ def create_app(settings: WorkerSettings, registry: CollectorRegistry) -> WorkerA
         producer_request_timeout=options.produce_timeout_seconds,
         producer_max_request_size=max(options.max_record_bytes, PRODUCER_BATCH_BYTES) + 65_536,
         consumer_auto_offset_reset="earliest",
+        PartitionAssignor=RefreshingAssignor,
     )
     pipeline = app.pipeline = Pipeline(app, settings, registry)
     sources = {

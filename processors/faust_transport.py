@@ -25,6 +25,8 @@ the two per-record paths for its two source topics:
 - `BulkProducer.send_batches` writes a batch's messages with aiokafka's batch builder, on
   the default producer (at least once) or on the partition's transactional producer
   (exactly once).
+- `RefreshingAssignor`: Faust's assignor, except that a group leader whose metadata lacks
+  one of the group's topics refreshes it until it does, and the group rebalances again.
 
 Exactly once needs one more thing: Faust commits a partition's transaction from a timer
 task, and a commit while a batch is between its first send and its acks would publish its
@@ -36,7 +38,7 @@ started, drops it: the records are read again from the committed offsets).
 
 Everything here leans on Faust 0.15's internals (`faust-streaming>=0.15.3,<0.16` pins
 them): `_drain_messages`, `_wait_next_records`, `_read_offset`, `_acked`, `_add_gap`,
-`_transaction_producers` and `_trn_locks`.
+`_transaction_producers` and `_trn_locks`; and on aiokafka's consumer client (`_client`).
 """
 
 from __future__ import annotations
@@ -47,8 +49,9 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from time import monotonic
-from typing import Any
+from typing import Any, Final
 
+from faust.assignor import PartitionAssignor
 from faust.exceptions import ProducerSendError
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -398,6 +401,57 @@ class BulkProducer(faust_aiokafka.Producer):
             committed.append(tid)
         self.dirty_transactions.difference_update(committed)
         return committed
+
+
+# The leader asks for fresh metadata this often until it lists every topic of the group.
+METADATA_RETRY_S: Final = 1.0
+METADATA_RETRIES: Final = 120
+
+
+class RefreshingAssignor(PartitionAssignor):
+    """Faust's assignor, for a group leader whose metadata lacks a topic of the group.
+
+    Faust's assignor leaves such a topic out of the assignment ("Ignoring missing topic"),
+    and aiokafka refreshes a consumer's metadata only every `metadata_max_age_ms` (five
+    minutes). On a cluster of several brokers, a table's changelog topic that Faust creates
+    a moment before the group forms can be unknown to the broker answering the leader: no
+    worker is then assigned that changelog, none restores the table, and each drops its copy
+    when a recovery ends (`PartitionedStore.on_recovery_completed`). Without the premises
+    table every scan parks as an unknown premises and its offset is committed: acknowledged
+    scans that never reach scans.enriched. So the leader refreshes its metadata until it
+    lists every topic; aiokafka's leader rebalances the group when the metadata of a topic
+    of the group changes. Meanwhile no worker processes a partition whose tables are not
+    all assigned to it (`processors.app.Pipeline.hold`).
+    """
+
+    _refreshing: asyncio.Future[None] | None = None
+
+    def assign(self, cluster: Any, member_metadata: Any) -> Any:
+        topics = {t for metadata in member_metadata.values() for t in metadata.subscription}
+        missing = sorted(t for t in topics if not cluster.partitions_for_topic(t))
+        if missing and (self._refreshing is None or self._refreshing.done()):
+            log.warning(
+                "the group leader's metadata lacks %s: assigning without them, refreshing "
+                "it to rebalance again",
+                ", ".join(missing),
+            )
+            # On the consumer's event loop: this runs inside its group coordinator.
+            self._refreshing = asyncio.ensure_future(self._refresh_until_listed(missing))
+        return super().assign(cluster, member_metadata)
+
+    async def _refresh_until_listed(self, topics: Sequence[str]) -> None:
+        consumer: Any = self.app.consumer  # the Faust consumer; its aiokafka one runs here
+        client = consumer._thread._ensure_consumer()._client
+        for _ in range(METADATA_RETRIES):
+            try:
+                await client.force_metadata_update()
+            except Exception as exc:  # the consumer is stopping, or the broker is away
+                log.info("metadata refresh failed: %r", exc)
+            if all(client.cluster.partitions_for_topic(t) for t in topics):
+                log.info("the group leader's metadata lists %s now", ", ".join(topics))
+                return
+            await asyncio.sleep(METADATA_RETRY_S)
+        log.error("the group leader's metadata still lacks %s", ", ".join(topics))
 
 
 class BulkTransport(faust_aiokafka.Transport):

@@ -180,7 +180,8 @@ def worker_env(kafka: KafkaSettings, data_dir: Path, **options: Any) -> dict[str
 
 
 class WorkerProcess:
-    """A `python -m scantrace.cli worker` subprocess with /metrics on a free port."""
+    """A `python -m scantrace.cli worker` subprocess (or `python ARGV...` that runs it) with
+    /metrics on a free port."""
 
     def __init__(
         self,
@@ -188,8 +189,10 @@ class WorkerProcess:
         data_dir: Path,
         *,
         log: IO[bytes] | None = None,
+        argv: Sequence[str] = ("-m", "scantrace.cli", "worker"),
         **options: Any,
     ) -> None:
+        self.argv = list(argv)
         options.setdefault("metrics_host", "127.0.0.1")
         options.setdefault("metrics_port", free_port())
         self.port = int(options["metrics_port"])
@@ -199,7 +202,7 @@ class WorkerProcess:
 
     def start(self) -> WorkerProcess:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "scantrace.cli", "worker"],
+            [sys.executable, *self.argv],
             env=self.env,
             stdout=self.log if self.log is not None else subprocess.DEVNULL,
             stderr=subprocess.STDOUT if self.log is not None else subprocess.DEVNULL,

@@ -32,11 +32,11 @@ class Workers:
         self.started: list[tuple[WorkerProcess, Path]] = []
         self.files: list[IO[bytes]] = []
 
-    def start(self, **options: Any) -> WorkerProcess:
+    def start(self, data: str = "data", **options: Any) -> WorkerProcess:
         log_path = self.tmp_path / f"worker-{len(self.started)}.log"
         log = log_path.open("wb")
         self.files.append(log)
-        worker = WorkerProcess(self.kafka, self.tmp_path / "data", log=log, **options)
+        worker = WorkerProcess(self.kafka, self.tmp_path / data, log=log, **options)
         self.started.append((worker, log_path))
         return worker.start()
 

@@ -79,6 +79,9 @@ INTERNALS: dict[str, Internal] = {
         "faust.transport.consumer", VALUE, why="the fetch loop's diag flag"
     ),
     "faust.transport.drivers:aiokafka": Internal("faust.transport.drivers", VALUE),
+    "faust.assignor:PartitionAssignor": Internal(
+        "faust.assignor", VALUE, why="RefreshingAssignor (its `PartitionAssignor` setting)"
+    ),
     "faust.types.tuples:ack_lock": Internal("faust.types.tuples", VALUE, why="ack_offsets"),
     "mode.utils.futures:notify": Internal("mode.utils.futures", VALUE, ("fut", "result")),
     "faust.stores.memory:Store": Internal("faust.stores.memory", VALUE),
@@ -163,6 +166,10 @@ INTERNALS: dict[str, Internal] = {
             "isolation_level",
         ),
     ),
+    # -- the group leader's metadata refresh (RefreshingAssignor) ----------------------
+    "_thread": Internal("faust.transport.consumer:ThreadDelegateConsumer", ATTRIBUTE),
+    "_ensure_consumer": Internal(f"{_FAUST_AIOKAFKA}:AIOKafkaConsumerThread", METHOD, ("self",)),
+    "_client": Internal("aiokafka:AIOKafkaConsumer", ATTRIBUTE),
     "AIOKafkaClient.force_metadata_update": Internal(
         "aiokafka.client:AIOKafkaClient", METHOD, ("self",), why="returns a future"
     ),
@@ -191,6 +198,7 @@ OVERRIDES: dict[str, frozenset[str]] = {
     "BulkConsumer": frozenset({"verify_event_path", "commit", "wait_empty", "_drain_messages"}),
     "BulkProducer": frozenset({"__post_init__", "commit_transactions"}),
     "BulkTransport": frozenset({"Consumer", "Producer"}),
+    "RefreshingAssignor": frozenset({"assign"}),
     "WorkerApp": frozenset(
         {"_new_transport", "_new_producer_transport", "on_first_start", "on_stop"}
     ),
@@ -227,6 +235,7 @@ OWN: dict[str, frozenset[str]] = {
     ),
     "BulkProducer": frozenset({"_lock", "send_batches", "commit_dirty_transactions"}),
     "BulkTransport": frozenset(),
+    "RefreshingAssignor": frozenset({"_refreshing", "_refresh_until_listed"}),
     "WorkerApp": frozenset({"bulk", "pipeline"}),
     "PartitionedStore": frozenset(
         {"parts", "_new_part", "_apply", "partition", "entries", "restore_records"}

@@ -55,12 +55,6 @@ def test_killing_the_kafka_node_that_leads_most_partitions_loses_nothing(
 
 
 @pytest.mark.timeout(1200)
-@pytest.mark.xfail(
-    strict=False,
-    reason="open: around a rebalance of the worker group (a worker joining or killed) "
-    "the worker commits raw offsets past batches whose scans never reach scans.enriched; "
-    "94 and 1,098 acknowledged scans lost in the two runs that measured it",
-)
 def test_killing_one_of_two_workers_moves_its_partitions_and_loses_nothing(
     cluster: Cluster, tmp_path: Path
 ) -> None:

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
 import pytest
+from aiokafka import TopicPartition
+from faust.types import TP
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from ingest.kafka_settings import KafkaSettings
-from processors.app import WorkerApp, create_app
-from processors.faust_transport import BulkConsumer, BulkProducer, BulkTransport
+from processors import faust_transport
+from processors.app import WorkerApp, create_app, missing_state
+from processors.faust_transport import (
+    BulkConsumer,
+    BulkProducer,
+    BulkTransport,
+    RefreshingAssignor,
+)
 from processors.metrics import WorkerMetrics
 from processors.worker_settings import WorkerSettings
 
@@ -58,6 +70,66 @@ def test_create_app_wires_topics_tables_and_timers_without_connecting() -> None:
     assert isinstance(app.transport, BulkTransport)
     assert app.transport.Consumer is BulkConsumer and app.transport.Producer is BulkProducer
     assert len(app._app_tasks) == 2  # the expire and gauge timers
+    assert isinstance(app.assignor, RefreshingAssignor)
+
+
+CHANGELOGS = [f"w-{name}-changelog" for name in ("seen", "last_kept", "parked", "premises")]
+
+
+def test_a_partition_lacks_state_unless_every_table_of_that_number_is_assigned() -> None:
+    sources = {TP("raw", 2), TP("premises", 2)}
+    every = sources | {TP(topic, 2) for topic in CHANGELOGS}
+    assert missing_state(every, CHANGELOGS, 2) == []
+    # one table short: that one is named
+    assert missing_state(every - {TP("w-premises-changelog", 2)}, CHANGELOGS, 2) == [
+        "w-premises-changelog"
+    ]
+    # the tables of the next partition do not count for this one
+    others = sources | {TP(topic, 3) for topic in CHANGELOGS}
+    assert missing_state(others, CHANGELOGS, 2) == CHANGELOGS
+    assert missing_state(others, CHANGELOGS, 3) == []
+    # aiokafka's TopicPartition compares as Faust's TP
+    assert missing_state({TopicPartition(t, 2) for t in CHANGELOGS}, CHANGELOGS, 2) == []
+    assert missing_state(set(), [], 0) == []  # no tables: nothing to miss
+
+
+class _Client:
+    """aiokafka's client as the leader's refresh uses it: the topic shows up after
+    `listed_after` refreshes."""
+
+    def __init__(self, listed_after: int) -> None:
+        self.refreshes = 0
+        self.listed_after = listed_after
+        self.cluster = self
+
+    async def force_metadata_update(self) -> bool:
+        self.refreshes += 1
+        return True
+
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
+        return {0, 1} if self.refreshes >= self.listed_after else None
+
+
+def _assignor(client: _Client) -> Any:
+    aiokafka_consumer = SimpleNamespace(_client=client)
+    thread = SimpleNamespace(_ensure_consumer=lambda: aiokafka_consumer)
+    assignor = RefreshingAssignor.__new__(RefreshingAssignor)
+    assignor.app = SimpleNamespace(consumer=SimpleNamespace(_thread=thread))
+    return assignor
+
+
+def test_the_leader_refreshes_its_metadata_until_it_lists_the_missing_topics(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(faust_transport, "METADATA_RETRY_S", 0)
+    client = _Client(listed_after=3)
+    asyncio.run(_assignor(client)._refresh_until_listed(["w-premises-changelog"]))
+    assert client.refreshes == 3  # and not one more once it is listed
+    # never listed: it gives up after its retries (aiokafka's own refresh remains)
+    monkeypatch.setattr(faust_transport, "METADATA_RETRIES", 5)
+    never = _Client(listed_after=10**9)
+    asyncio.run(_assignor(never)._refresh_until_listed(["w-premises-changelog"]))
+    assert never.refreshes == 5
 
 
 def test_lag_series_of_partitions_that_moved_away_disappear() -> None:
