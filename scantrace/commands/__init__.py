@@ -7,7 +7,7 @@ import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import click
 from pydantic import SecretStr
@@ -37,6 +37,13 @@ class InputFile(click.Path):
         if not (self.allow_dash and text == "-") and not os.path.lexists(text):
             raise MissingFile(f"no such file: {text}", ctx=ctx, param=param)
         return super().convert(value, param, ctx)
+
+
+LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+# The long-running components' `--log-level` (the worker's reads its variable too).
+LOG_LEVEL: Final = click.option(
+    "--log-level", type=click.Choice(LOG_LEVELS), default="info", help="Logging level"
+)
 
 
 def to_stdout(out: Path | str | None) -> bool:

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from ingest.contract import now_ms
-from scantrace.commands import InputFile, server_overrides
+from scantrace.commands import LOG_LEVEL, InputFile, server_overrides
 from scantrace.commands.trace import cli_actor
 from scantrace.logs import setup_logging
 from scantrace.timeopts import START, TIME_HELP
@@ -46,12 +46,7 @@ from tracing.trace import error_text
     help='JSON {"TOKEN": {"name": "...", "role": "tracer|supervisor|auditor"}} '
     "(or the JSON itself in SCANTRACE_API__TOKENS)",
 )
-@click.option(
-    "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"]),
-    default="info",
-    help="Logging level",
-)
+@LOG_LEVEL
 def api(host: str | None, port: int | None, tokens_file: Path | None, log_level: str) -> None:
     """Tracer HTTP API and the tracers' workbench (web pages at /, same tokens).
 

@@ -10,7 +10,7 @@ import click
 from ingest.gateway.server import serve
 from ingest.gateway.settings import GatewaySettings
 from ingest.kafka_probe import check_kafka
-from scantrace.commands import InputFile, server_overrides
+from scantrace.commands import LOG_LEVEL, InputFile, server_overrides
 from scantrace.logs import setup_logging
 
 
@@ -51,12 +51,7 @@ from scantrace.logs import setup_logging
     envvar="SCANTRACE_GATEWAY__METRICS_HOST",
     show_envvar=True,
 )
-@click.option(
-    "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"]),
-    default="info",
-    help="Logging level",
-)
+@LOG_LEVEL
 def gateway(
     host: str | None,
     port: int | None,

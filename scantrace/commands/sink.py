@@ -9,6 +9,7 @@ from types import FrameType
 
 import click
 
+from scantrace.commands import LOG_LEVEL
 from scantrace.logs import setup_logging
 
 
@@ -51,12 +52,7 @@ from scantrace.logs import setup_logging
     envvar="SCANTRACE_SINK__GROUP_ID",
     show_envvar=True,
 )
-@click.option(
-    "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"]),
-    default="info",
-    help="Logging level",
-)
+@LOG_LEVEL
 def sink(
     batch_rows: int | None,
     batch_seconds: float | None,

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from scantrace.commands import LOG_LEVELS
+
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
@@ -64,7 +66,7 @@ if TYPE_CHECKING:
 )
 @click.option(
     "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"]),
+    type=click.Choice(LOG_LEVELS),
     default=None,
     help="Logging level [default info]",
     envvar="SCANTRACE_WORKER__LOG_LEVEL",
