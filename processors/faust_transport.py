@@ -38,7 +38,8 @@ started, drops it: the records are read again from the committed offsets).
 
 Everything here leans on Faust 0.15's internals (`faust-streaming>=0.15.3,<0.16` pins
 them): `_drain_messages`, `_wait_next_records`, `_read_offset`, `_acked`, `_add_gap`,
-`_transaction_producers` and `_trn_locks`; and on aiokafka's consumer client (`_client`).
+`_transaction_producers` and `_trn_locks`; and on aiokafka's consumer client (`_client`) and
+Faust's consumer thread (`_thread`).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from dataclasses import dataclass, field
 from time import monotonic
 from typing import Any, Final
 
+from aiokafka.errors import IllegalStateError
 from faust.assignor import PartitionAssignor
 from faust.exceptions import ProducerSendError
 from faust.transport.consumer import CONSUMER_FETCHING
@@ -128,6 +130,35 @@ class BulkConsumer(faust_aiokafka.Consumer):
             while self._ack_tasks:  # and the batches being published are acked
                 await asyncio.gather(*self._ack_tasks, return_exceptions=True)
         await super().wait_empty()
+
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        """Faust's seek to the committed offsets (`perform_seek`, after every recovery and
+        whenever the fetch loop finds the flow stopped), and, for a bulk partition that
+        the group never committed, a seek to its beginning.
+
+        Fetched records that are not processed (a batch dropped because a rebalance began,
+        records of a partition paused meanwhile) have moved the fetch position past them;
+        Faust relies on this seek to read them again, but aiokafka seeks only partitions
+        with a committed offset above 0 and leaves the others where the fetcher is. A
+        partition whose previous owner died before its first commit would go on from
+        wherever this worker's fetcher had got to, and the next commit past records no
+        worker processed (Faust checks for a gap only above a committed offset):
+        acknowledged scans never enriched, a premises partition never read. The group
+        reads a partition without a commit from its beginning (`auto_offset_reset`
+        earliest); the records this worker processed already are then duplicates.
+        """
+        committed = await super().seek_to_committed()
+        routing = self._routing()
+        if routing is not None:
+            fresh = [
+                tp for tp, offset in committed.items() if not offset and tp.topic in routing.topics
+            ]
+            if fresh:
+                try:
+                    await self._thread.seek_to_beginning(*fresh)
+                except IllegalStateError as exc:  # revoked meanwhile: the next recovery seeks
+                    log.info("seek to the beginning failed: %r", exc)
+        return committed
 
     def ack_offsets(self, tp: TP, offsets: Iterable[int]) -> None:
         """`Consumer.ack` for plain offsets: mark them safe to commit."""

@@ -195,7 +195,9 @@ INTERNALS: dict[str, Internal] = {
 # Our classes derived from theirs (by class name): the names of their bodies that
 # override the library's, and those that are ours alone.
 OVERRIDES: dict[str, frozenset[str]] = {
-    "BulkConsumer": frozenset({"verify_event_path", "commit", "wait_empty", "_drain_messages"}),
+    "BulkConsumer": frozenset(
+        {"verify_event_path", "commit", "wait_empty", "_drain_messages", "seek_to_committed"}
+    ),
     "BulkProducer": frozenset({"__post_init__", "commit_transactions"}),
     "BulkTransport": frozenset({"Consumer", "Producer"}),
     "RefreshingAssignor": frozenset({"assign"}),

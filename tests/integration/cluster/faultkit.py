@@ -20,16 +20,23 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import numpy as np
+from kafka import KafkaConsumer, TopicPartition
 from pydantic import SecretStr
 
 from ingest.admin import ensure_topics
+from ingest.deadletter import decode_dead_letter
 from ingest.kafka_settings import KafkaSettings
 from ingest.registry import publish_registry
+from ingest.wire import split_raw_frame
+from processors.horizon import hash_keys
+from processors.records import decode_frame
+from processors.tables import HORIZON_MAGIC
 from scantrace import synth
 from scantrace.services import manager
 from scantrace.services.process import alive, free_port, free_port_run, spawn, stop
 from scantrace.settings import ServicesSettings
-from scantrace.topics import describe, topic_states
+from scantrace.topics import _admin, _group_offsets, describe, topic_states
 from sinks.clickhouse_settings import ClickHouseSettings
 from sinks.client import connect
 from sinks.migrations import migrate, migrate_nodes
@@ -490,7 +497,10 @@ def assert_exactly_once(
     time.sleep(3)  # anything still on its way would land now
     got = stored(ch)
     missing = ledger.fresh - got.ids
-    assert not missing, f"{len(missing)} acknowledged scans lost, e.g. {sorted(missing)[:5]}"
+    assert not missing, (
+        f"{len(missing)} acknowledged scans lost, e.g. {sorted(missing)[:5]}\n"
+        + trace_lost(kafka, run, missing)
+    )
     assert not got.ids & ledger.repeats, "a double tap was stored"
     assert got.ids == ledger.fresh, f"unexpected: {sorted(got.ids - ledger.fresh)[:5]}"
     assert got.dead == ledger.invalid
@@ -511,6 +521,142 @@ def assert_exactly_once(
     finally:
         client.disconnect()
     return got
+
+
+def _read_topic(kafka: KafkaSettings, topic: str) -> list[Any]:
+    """Every record of `topic` now (kafka-python records), read without a group."""
+    consumer = KafkaConsumer(
+        **kafka.kafka_python_config(), enable_auto_commit=False, client_id="faultkit-trace"
+    )
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        ends = consumer.end_offsets(tps)
+        out: list[Any] = []
+        deadline = time.monotonic() + 120
+        while any(consumer.position(tp) < ends[tp] for tp in tps):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"could not read {topic} to its end")
+            for recs in consumer.poll(timeout_ms=1000, max_records=100_000).values():
+                out.extend(recs)
+        return out
+    finally:
+        consumer.close()
+
+
+def worker_counters(run: Run) -> dict[str, dict[str, float]]:
+    """Each worker's event counters and parked gauge, from its metrics endpoint (what a
+    lost scan's fate in the worker would show: parked, counted a duplicate or a repeat)."""
+    wanted = (
+        "events_in_total",
+        "duplicates_total",
+        "repeats_total",
+        "dead_letters_total",
+        "parked_scans",
+        "released_total",
+    )
+    names = ["worker"] + [f"worker-{i}" for i in range(2, run.workers + 1)]
+    out: dict[str, dict[str, float]] = {}
+    for i, name in enumerate(names):
+        totals: dict[str, float] = {}
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{run.worker_port + i}/metrics", timeout=5
+            ) as resp:
+                text = resp.read().decode()
+        except OSError as exc:
+            out[name] = {f"unreachable: {type(exc).__name__}": 0.0}
+            continue
+        for line in text.splitlines():
+            if line.startswith("#"):
+                continue
+            metric, _, value = line.rpartition(" ")
+            base = metric.split("{", 1)[0].removeprefix("scantrace_worker_")
+            if base in wanted:
+                totals[base] = totals.get(base, 0.0) + float(value)
+        out[name] = totals
+    return out
+
+
+def trace_lost(kafka: KafkaSettings, run: Run, missing: set[str]) -> str:
+    """Where acknowledged scans that ClickHouse lacks are: their `scans.raw` partition and
+    offsets against the worker group's committed offsets, whether they are in
+    `scans.enriched` or `scans.dlq`, or in the `seen` changelog (taken for processed: a
+    duplicate), and the workers' counters. A failure of the fault matrix reads from it."""
+    lines = []
+    try:
+        where: dict[str, tuple[int, int]] = {}
+        for rec in _read_topic(kafka, kafka.raw):
+            for element in split_raw_frame(rec.value) or [rec.value]:
+                try:
+                    event_id = msgspec.msgpack.decode(element).get("event_id")
+                except Exception:  # a record the contract refuses
+                    continue
+                if event_id in missing:
+                    where.setdefault(event_id, (rec.partition, rec.offset))
+        enriched: set[str] = set()
+        for rec in _read_topic(kafka, kafka.enriched):
+            try:
+                enriched.update(s.event_id for s in decode_frame(rec.value))
+            except ValueError:
+                continue
+        dead: set[str] = set()
+        for rec in _read_topic(kafka, kafka.dlq):
+            try:
+                dead.add(decode_dead_letter(rec.value).event_id)
+            except Exception:
+                continue
+        group = f"{kafka.topic_prefix}scantrace-worker"
+        seen_rows: set[tuple[int, int]] = set()
+        for rec in _read_topic(kafka, f"{group}-seen-changelog"):
+            value = rec.value
+            if value and value[: len(HORIZON_MAGIC)] == HORIZON_MAGIC:
+                width = value[len(HORIZON_MAGIC)]
+                rows = np.frombuffer(value[len(HORIZON_MAGIC) + 1 :], dtype="<i8")
+                rows = rows.reshape(-1, width)
+                seen_rows.update(zip(rows[:, 0].tolist(), rows[:, 1].tolist(), strict=True))
+        lost = sorted(missing)
+        hashes = hash_keys(lost)
+        in_seen = {e for e, h in zip(lost, hashes.tolist(), strict=True) if tuple(h) in seen_rows}
+        admin = _admin(kafka)
+        try:
+            committed = {
+                (tp.topic, tp.partition): meta.offset
+                for tp, meta in _group_offsets(admin, group).items()
+            }
+        finally:
+            admin.close()
+        by_partition: dict[int, list[int]] = {}
+        for event_id in lost:
+            if event_id in where:
+                by_partition.setdefault(where[event_id][0], []).append(where[event_id][1])
+        lines.append(
+            f"lost scans: {len(lost)}; not in scans.raw: {len(set(lost) - set(where))}; in "
+            f"scans.enriched: {len(enriched & missing)}; in scans.dlq: {len(dead & missing)}; "
+            f"in the seen changelog: {len(in_seen)}"
+        )
+        for partition, offsets in sorted(by_partition.items()):
+            records = sorted(set(offsets))
+            lines.append(
+                f"  scans.raw[{partition}]: {len(offsets)} lost in {len(records)} records, "
+                f"offsets {records[:8]}{' ...' if len(records) > 8 else ''} "
+                f"(last {records[-1]}); committed {committed.get((kafka.raw, partition))}"
+            )
+        lines.append(
+            "worker group committed: "
+            + ", ".join(f"{t}[{p}]={o}" for (t, p), o in sorted(committed.items()))
+        )
+    except Exception as exc:  # a diagnosis must not hide the failure it explains
+        lines.append(f"could not trace the lost scans: {exc!r}")
+    try:
+        lines.append(f"worker counters: {worker_counters(run)}")
+    except Exception as exc:
+        lines.append(f"could not read the worker counters: {exc!r}")
+    return "\n".join(lines)
 
 
 def start_pipeline(
