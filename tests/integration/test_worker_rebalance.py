@@ -98,51 +98,6 @@ def test_a_second_worker_joining_a_leader_that_lacks_a_changelog_loses_no_scan(
     assert ids == expected
 
 
-def test_partitions_of_a_worker_killed_before_its_first_commit_lose_no_scan(
-    kafka_settings: KafkaSettings, workers: Workers
-) -> None:
-    """Guarantee: when a worker dies before it ever committed offsets of its partitions,
-    the worker that takes them over reads them from their beginning: the scans the dead
-    one had not processed yet reach scans.enriched (the group has no committed offset to
-    seek back to, and the survivor must not start where its fetcher happened to be)."""
-    kafka = kafka_settings
-    now = int(time.time() * 1000)
-    premises = [place(f"P{i}", f"D{i % 7}") for i in range(200)]
-    publish(kafka, kafka.premises, [(p.premises_id.encode(), encode_premises(p)) for p in premises])
-    options = {"session_timeout_seconds": 6, "expire_interval_seconds": 1}
-    survivor = workers.start(data="data-1", **options)
-    _wait_log(workers, 0, "processing partitions [", 90)
-    # The second worker never commits on its own (no timer within the test, fewer records
-    # than Faust's commit_every), so its partitions have no committed offset when it dies.
-    doomed = workers.start(data="data-2", commit_interval_seconds=3600, **options)
-    _wait_log(workers, 1, "processing partitions [", 90)
-    _wait_log(workers, 0, "processing partitions [", 90)
-    n = 0
-    for _ in range(6):
-        publish(kafka, kafka.raw, _scans(n, 250, now))
-        n += 250
-        time.sleep(0.5)
-    doomed.kill()
-    # Scans keep coming while the group notices (session timeout) and rebalances.
-    for _ in range(30):
-        publish(kafka, kafka.raw, _scans(n, 100, now))
-        n += 100
-        time.sleep(0.5)
-
-    expected = {f"e{i}" for i in range(n)}
-    ids: set[str] = set()
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        records = read_topic(kafka, kafka.enriched)
-        ids = {s.event_id for r in records for s in decode_frame(r.value or b"")}
-        if expected <= ids:
-            break
-        assert survivor.alive(), workers.logs()
-        time.sleep(1)
-    missing = expected - ids
-    assert not missing, f"{len(missing)} scans never enriched, e.g. {sorted(missing)[:5]}"
-
-
 def test_a_fetch_dropped_before_any_commit_is_read_again(
     kafka_settings: KafkaSettings, workers: Workers
 ) -> None:

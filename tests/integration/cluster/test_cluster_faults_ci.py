@@ -55,12 +55,6 @@ def test_killing_the_kafka_node_that_leads_most_partitions_loses_nothing(
 
 
 @pytest.mark.timeout(1200)
-@pytest.mark.xfail(
-    strict=False,
-    reason="open: under load, killing one of two workers can still lose acknowledged scans "
-    "(1,136 in one full-suite run; 3 of 3 passed on a quiet machine): a second cause "
-    "beside the missing changelog assignment, not yet found",
-)
 def test_killing_one_of_two_workers_moves_its_partitions_and_loses_nothing(
     cluster: Cluster, tmp_path: Path
 ) -> None:
