@@ -97,6 +97,8 @@ class Pipeline:
     gateways: int = 1
     restart_delay: float = RESTART_DELAY_S
     metrics: RunMetrics | None = None
+    # Ports another process of the run listens on (the supervisor's /metrics).
+    reserved_ports: Sequence[int] = ()
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     children: dict[str, Child] = field(default_factory=dict)
 
@@ -120,31 +122,43 @@ class Pipeline:
         cli = [sys.executable, "-m", "scantrace.cli"]
         host = ["--metrics-host", self.metrics_host]
         out: dict[str, list[str]] = {}
-        for i, name in enumerate(self.names("worker", self.workers)):
-            argv = [*cli, "worker", "--metrics-port", str(self.worker_metrics_port + i), *host]
+        layout = self.port_layout()
+        for name, port in zip(self.names("worker", self.workers), layout["worker"], strict=True):
+            argv = [*cli, "worker", "--metrics-port", str(port), *host]
             if self.workers > 1:
                 argv += ["--data-dir", str(self.worker_data_dir(name))]
             out[name] = argv
-        for i, name in enumerate(self.names("sink", self.sinks)):
-            out[name] = [*cli, "sink", "--metrics-port", str(self.sink_metrics_port + i), *host]
-        for i, name in enumerate(self.names("gateway", self.gateways)):
-            out[name] = [
-                *cli,
-                "gateway",
-                "--port",
-                str(self.gateway_port + i),
-                *self.extra_gateway_args,
-            ]
+        for name, port in zip(self.names("sink", self.sinks), layout["sink"], strict=True):
+            out[name] = [*cli, "sink", "--metrics-port", str(port), *host]
+        for name, port in zip(self.names("gateway", self.gateways), layout["gateway"], strict=True):
+            out[name] = [*cli, "gateway", "--port", str(port), *self.extra_gateway_args]
         return out
+
+    def port_layout(self) -> dict[str, list[int]]:
+        """Each kind's ports, counted up from its first, skipping a port that an earlier
+        kind (gateways, then workers, then sinks) or `reserved` holds: with the defaults,
+        two workers take 9101-9102 and two sinks 9103-9104 (9104-9105 when the
+        supervisor's own 9103 is reserved), never a port twice."""
+        taken = set(self.reserved_ports)
+        layout: dict[str, list[int]] = {}
+        for kind, first, count in (
+            ("gateway", self.gateway_port, self.gateways),
+            ("worker", self.worker_metrics_port, self.workers),
+            ("sink", self.sink_metrics_port, self.sinks),
+        ):
+            ports: list[int] = []
+            port = first
+            while len(ports) < count:
+                if port not in taken:
+                    ports.append(port)
+                    taken.add(port)
+                port += 1
+            layout[kind] = ports
+        return layout
 
     def ports(self, kind: str) -> list[int]:
         """The gateways' HTTP ports, or the workers' or sinks' metrics ports."""
-        base, count = {
-            "gateway": (self.gateway_port, self.gateways),
-            "worker": (self.worker_metrics_port, self.workers),
-            "sink": (self.sink_metrics_port, self.sinks),
-        }[kind]
-        return [base + i for i in range(count)]
+        return self.port_layout()[kind]
 
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)

@@ -113,6 +113,7 @@ def run(
         gateways=gateways,
         restart_delay=restart_delay,
         metrics=metrics,
+        reserved_ports=(metrics_port,) if metrics_port else (),
     )
     if metrics_port:
         start_http_server(metrics_port, addr=metrics_host, registry=registry)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from faultkit import Cluster
+from faultkit import RUNS, Cluster
 
 from scantrace.services import manager
 from scantrace.settings import ServicesSettings
@@ -21,3 +21,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield Cluster(settings)
     finally:
         manager.down(settings)
+
+
+@pytest.fixture(autouse=True)
+def _stop_runs_left() -> Iterator[None]:
+    """A case that fails before it stops its run would leave the supervisor and its
+    children running into the next case (and past the session): stop them by PID."""
+    yield
+    while RUNS:
+        RUNS.pop().stop()

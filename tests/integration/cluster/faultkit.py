@@ -34,7 +34,7 @@ from processors.records import decode_frame
 from processors.tables import HORIZON_MAGIC
 from scantrace import synth
 from scantrace.services import manager
-from scantrace.services.process import alive, free_port, free_port_run, spawn, stop
+from scantrace.services.process import alive, free_port_run, spawn, stop
 from scantrace.settings import ServicesSettings
 from scantrace.topics import _admin, _group_offsets, describe, topic_states
 from sinks.clickhouse_settings import ClickHouseSettings
@@ -130,6 +130,10 @@ def single_database(port: int, name: str) -> ClickHouseSettings:
     return settings
 
 
+# Every run started, so that the package's fixture stops those a failed case left.
+RUNS: list[Run] = []
+
+
 @dataclass
 class Run:
     """`scantrace run --workers N --sinks M --gateways K` as a real process of its own
@@ -169,10 +173,12 @@ class Run:
 
     def start(self) -> Run:
         if not self.gateway_port:
-            self.gateway_port = free_port_run(self.gateways)
-            self.worker_port = free_port_run(self.workers)
-            self.sink_port = free_port_run(self.sinks)
-            self.metrics_port = free_port()
+            # One run of free ports for all: separate runs can start on the same port.
+            first = free_port_run(self.gateways + self.workers + self.sinks + 1)
+            self.gateway_port = first
+            self.worker_port = first + self.gateways
+            self.sink_port = self.worker_port + self.workers
+            self.metrics_port = self.sink_port + self.sinks
         argv = [
             sys.executable,
             "-m",
@@ -198,16 +204,21 @@ class Run:
             str(self.log_dir),
         ]
         self.pid = spawn(argv, self.log_dir.parent / "run.log", env=self.env())
-        for url in self.urls():
-            wait(lambda url=url: _ready(url), 180, f"gateway {url}")  # type: ignore[misc]
-        # Every worker and sink in its group before the stream starts: each case then
-        # tests its own fault, not the groups forming (the worker-kill case covers that).
-        names = [
-            *(["worker"] + [f"worker-{i}" for i in range(2, self.workers + 1)]),
-            *(["sink"] + [f"sink-{i}" for i in range(2, self.sinks + 1)]),
-        ]
-        for name in names:
-            wait(lambda name=name: self.has_partitions(name), 180, f"{name} assigned")  # type: ignore[misc]
+        RUNS.append(self)
+        try:
+            for url in self.urls():
+                wait(lambda url=url: _ready(url), 180, f"gateway {url}")  # type: ignore[misc]
+            # Every worker and sink in its group before the stream starts: each case then
+            # tests its own fault, not the groups forming (the worker-kill case covers that).
+            names = [
+                *(["worker"] + [f"worker-{i}" for i in range(2, self.workers + 1)]),
+                *(["sink"] + [f"sink-{i}" for i in range(2, self.sinks + 1)]),
+            ]
+            for name in names:
+                wait(lambda name=name: self.has_partitions(name), 180, f"{name} assigned")  # type: ignore[misc]
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def urls(self) -> list[str]:

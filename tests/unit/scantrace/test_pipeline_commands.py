@@ -67,6 +67,23 @@ def _until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
         time.sleep(0.05)
 
 
+def test_the_default_ports_of_several_of_each_never_collide(tmp_path: Path) -> None:
+    """`run --workers 2 --sinks 2` with the default ports: the second worker would take
+    the first sink's 9102 and the second sink the supervisor's 9103; each port is given
+    once, counted up past those already held."""
+    p = Pipeline(8080, 9101, 9102, tmp_path, workers=2, sinks=2, reserved_ports=(9103,))
+    assert p.port_layout() == {"gateway": [8080], "worker": [9101, 9102], "sink": [9104, 9105]}
+    ports = [
+        int(argv[argv.index("--metrics-port") + 1])
+        for name, argv in p.commands().items()
+        if name.startswith(("worker", "sink"))
+    ]
+    assert sorted(ports) == [9101, 9102, 9104, 9105]
+    # One of each keeps the documented ports.
+    one = Pipeline(8080, 9101, 9102, tmp_path, reserved_ports=(9103,))
+    assert one.port_layout() == {"gateway": [8080], "worker": [9101], "sink": [9102]}
+
+
 def test_a_component_that_dies_is_started_again_with_backoff_and_counted(
     tmp_path: Path,
 ) -> None:
