@@ -57,6 +57,24 @@ def _wait_log(workers: Workers, index: int, text: str, timeout: float) -> None:
         time.sleep(0.5)
 
 
+def _wait_enriched(kafka: KafkaSettings, workers: Workers, n: int, timeout: float) -> set[str]:
+    """The event ids in scans.enriched once `e0`..`e{n-1}` are all there; fails naming
+    the missing ones (or a dead worker) after `timeout`."""
+    expected = {f"e{i}" for i in range(n)}
+    ids: set[str] = set()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        records = read_topic(kafka, kafka.enriched)
+        ids = {s.event_id for r in records for s in decode_frame(r.value or b"")}
+        if expected <= ids:
+            break
+        assert all(w.alive() for w, _ in workers.started), workers.logs()
+        time.sleep(1)
+    missing = expected - ids
+    assert not missing, f"{len(missing)} scans never enriched, e.g. {sorted(missing)[:5]}"
+    return ids
+
+
 def test_a_second_worker_joining_a_leader_that_lacks_a_changelog_loses_no_scan(
     kafka_settings: KafkaSettings, workers: Workers, tmp_path: Path
 ) -> None:
@@ -83,19 +101,8 @@ def test_a_second_worker_joining_a_leader_that_lacks_a_changelog_loses_no_scan(
     time.sleep(5)  # the scans published since the second worker joined are read
     stale.unlink()  # the broker knows the topic from now on
 
-    expected = {f"e{i}" for i in range(6000)}
-    ids: set[str] = set()
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        records = read_topic(kafka, kafka.enriched)
-        ids = {s.event_id for r in records for s in decode_frame(r.value or b"")}
-        if expected <= ids:
-            break
-        assert all(w.alive() for w, _ in workers.started), workers.logs()
-        time.sleep(1)
-    missing = expected - ids
-    assert not missing, f"{len(missing)} scans never enriched, e.g. {sorted(missing)[:5]}"
-    assert ids == expected
+    ids = _wait_enriched(kafka, workers, 6000, timeout=120)
+    assert ids == {f"e{i}" for i in range(6000)}
 
 
 def test_a_fetch_dropped_before_any_commit_is_read_again(
@@ -115,15 +122,4 @@ def test_a_fetch_dropped_before_any_commit_is_read_again(
     _wait_log(workers, 0, "processing partitions [", 90)
     publish(kafka, kafka.raw, _scans(2000, 1000, now))
 
-    expected = {f"e{i}" for i in range(3000)}
-    ids: set[str] = set()
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        records = read_topic(kafka, kafka.enriched)
-        ids = {s.event_id for r in records for s in decode_frame(r.value or b"")}
-        if expected <= ids:
-            break
-        assert all(w.alive() for w, _ in workers.started), workers.logs()
-        time.sleep(1)
-    missing = expected - ids
-    assert not missing, f"{len(missing)} scans never enriched, e.g. {sorted(missing)[:5]}"
+    _wait_enriched(kafka, workers, 3000, timeout=90)
