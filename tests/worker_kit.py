@@ -266,6 +266,36 @@ class WorkerProcess:
             self.proc.wait(10)
 
 
+class Workers:
+    """Starts workers with a log file each; stops every one at teardown (by PID)."""
+
+    def __init__(self, kafka: KafkaSettings, tmp_path: Path) -> None:
+        self.kafka = kafka
+        self.tmp_path = tmp_path
+        self.started: list[tuple[WorkerProcess, Path]] = []
+        self.files: list[IO[bytes]] = []
+
+    def start(self, data: str = "data", **options: Any) -> WorkerProcess:
+        log_path = self.tmp_path / f"worker-{len(self.started)}.log"
+        log = log_path.open("wb")
+        self.files.append(log)
+        worker = WorkerProcess(self.kafka, self.tmp_path / data, log=log, **options)
+        self.started.append((worker, log_path))
+        return worker.start()
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {path.name}\n{path.read_text(errors='replace')[-6000:]}"
+            for _, path in self.started
+        )
+
+    def stop_all(self) -> None:
+        for worker, _ in self.started:
+            worker.stop(timeout_s=20)
+        for log in self.files:
+            log.close()
+
+
 def total(samples: Mapping[str, float], name: str) -> float:
     """Sum of a metric's samples over all its labels (`name` without labels)."""
     return sum(v for k, v in samples.items() if k == name or k.startswith(name + "{"))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from pipeline_kit import PIPELINE_TOKEN, ready, wait_for
+from worker_kit import Workers
 
 from ingest.kafka_settings import KafkaSettings
 from scantrace.pipeline import Pipeline
@@ -50,3 +51,13 @@ def pipeline(
         yield p
     finally:
         p.stop()
+
+
+@pytest.fixture
+def workers(kafka_settings: KafkaSettings, tmp_path: Path) -> Iterator[Workers]:
+    w = Workers(kafka_settings, tmp_path)
+    try:
+        yield w
+    finally:
+        w.stop_all()
+        print(w.logs())  # shown when the test failed

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import msgpack
 import pytest
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
-from worker_kit import WorkerProcess, publish, read_topic, total
+from worker_kit import Workers, publish, read_topic, total
 
 from ingest.deadletter import decode_dead_letter
 from ingest.kafka_settings import KafkaSettings
@@ -21,46 +19,6 @@ from ingest.premises import Premises, encode_premises
 from processors.records import decode_frame
 
 MINUTE = 60_000
-
-
-class Workers:
-    """Starts workers with a log file each; stops every one at teardown (by PID)."""
-
-    def __init__(self, kafka: KafkaSettings, tmp_path: Path) -> None:
-        self.kafka = kafka
-        self.tmp_path = tmp_path
-        self.started: list[tuple[WorkerProcess, Path]] = []
-        self.files: list[IO[bytes]] = []
-
-    def start(self, data: str = "data", **options: Any) -> WorkerProcess:
-        log_path = self.tmp_path / f"worker-{len(self.started)}.log"
-        log = log_path.open("wb")
-        self.files.append(log)
-        worker = WorkerProcess(self.kafka, self.tmp_path / data, log=log, **options)
-        self.started.append((worker, log_path))
-        return worker.start()
-
-    def logs(self) -> str:
-        return "\n".join(
-            f"--- {path.name}\n{path.read_text(errors='replace')[-6000:]}"
-            for _, path in self.started
-        )
-
-    def stop_all(self) -> None:
-        for worker, _ in self.started:
-            worker.stop(timeout_s=20)
-        for log in self.files:
-            log.close()
-
-
-@pytest.fixture
-def workers(kafka_settings: KafkaSettings, tmp_path: Path) -> Iterator[Workers]:
-    w = Workers(kafka_settings, tmp_path)
-    try:
-        yield w
-    finally:
-        w.stop_all()
-        print(w.logs())  # shown when the test failed
 
 
 def scan(event_id: str, person: str, premises_id: str, scanned_at: int, **extra: Any) -> bytes:

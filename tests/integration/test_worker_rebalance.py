@@ -12,12 +12,10 @@ premises table's changelog while a file exists."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from test_worker import Workers, place, scan
-from worker_kit import publish, read_topic
+from test_worker import place, scan
+from worker_kit import Workers, publish, read_topic
 
 from ingest.kafka_settings import KafkaSettings
 from ingest.premises import encode_premises
@@ -26,16 +24,6 @@ from processors.records import decode_frame
 MINUTE = 60_000
 LAUNCHER = Path(__file__).with_name("stale_leader_worker.py")
 DROPPER = Path(__file__).with_name("dropped_fetch_worker.py")
-
-
-@pytest.fixture
-def workers(kafka_settings: KafkaSettings, tmp_path: Path) -> Iterator[Workers]:
-    w = Workers(kafka_settings, tmp_path)
-    try:
-        yield w
-    finally:
-        w.stop_all()
-        print(w.logs())  # shown when the test failed
 
 
 def _scans(first: int, n: int, now: int) -> list[tuple[bytes, bytes]]:

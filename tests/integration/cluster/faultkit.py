@@ -247,6 +247,18 @@ class Run:
         os.kill(pid, signal.SIGKILL)
         return pid
 
+    def kill_in_group(self, name: str, component: str) -> None:
+        """SIGKILL `name` once it holds partitions of its group; the survivor takes them
+        while scans keep coming, and the supervisor starts it again, counted once."""
+        wait(lambda: self.has_partitions(name), 180, f"{name} in the group")
+        killed = self.kill_child(name)
+        wait(lambda: not alive(killed), 30, f"{name} gone")
+        time.sleep(15)
+        wait(lambda: self.children()[name]["restarts"] == 1, 120, f"{name} restarted")
+        assert self.children()[name]["pid"] != killed
+        assert self.restarts_metric(component) == 1
+        time.sleep(15)
+
     def power_cut(self) -> None:
         """SIGKILL the supervisor and every component at once (one process group)."""
         os.killpg(self.pid, signal.SIGKILL)
