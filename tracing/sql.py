@@ -263,9 +263,46 @@ _PREMISES_COLS = "premises_name, district, category"
 _PREMISES_ANY = (
     ", any(premises_name) AS premises_name, any(district) AS district, any(category) AS category"
 )
-_PICK_ONE_SEED = """
-    ORDER BY person_id, premises_id, contact_from, via
-    LIMIT 1 BY person_id, premises_id"""
+_SEED_PREMISES = (
+    ", any(c.premises_name) AS premises_name, any(c.district) AS district,"
+    " any(c.category) AS category"
+)
+
+
+def _earliest_seed(
+    pairs: str,
+    case: tuple[str, str],
+    contact: tuple[str, str],
+    overlap: str | None = None,
+    names: bool = False,
+) -> str:
+    """One contact row per (person, premises) from the (co-visitor `x`, seed `c`) pairs
+    of `pairs` (its FROM and WHERE): that of the seed whose pairs reach the person
+    earliest (the least `contact[0]`, then the least seed id), its times from that seed's
+    pairs only: `case` and `contact` are the (from, to) expressions of a pair, `overlap`
+    its overlap, `names` the premises' columns taken from the seeds' rows. One grouping by
+    (person, premises) that keeps each group's pairs of the chosen seed, rather than a
+    grouping by (person, premises, seed) and the first of each sorted: a person meets
+    nearly every seed once, so that grouping had about as many groups as there are pairs,
+    and all of them were sorted (bench/RESULTS.md "Depth 2: the earliest seed")."""
+    extra = f", {overlap}" if overlap else ""
+    overlap_ms = (
+        "toNullable(arrayMax(p -> p.5, mine))" if overlap else "CAST(NULL AS Nullable(Int64))"
+    )
+    return f"""
+SELECT person_id, premises_id, via,
+       arrayMin(p -> p.2, mine) AS case_from, arrayMax(p -> p.3, mine) AS case_to,
+       contact_from, arrayMax(p -> p.4, mine) AS contact_to,
+       {overlap_ms} AS overlap_ms{", " + _PREMISES_COLS if names else ""}
+FROM (
+    SELECT x.person_id AS person_id, x.premises_id AS premises_id,
+           argMin(c.seed, ({contact[0]}, c.seed)) AS via, min({contact[0]}) AS contact_from,
+           arrayFilter(p -> p.1 = via,
+                       groupArray((c.seed, {case[0]}, {case[1]}, {contact[1]}{extra}))) AS mine
+           {_SEED_PREMISES if names else ""}
+    {pairs}
+    GROUP BY person_id, premises_id
+)"""
 
 
 # PREWHERE is off for the degree-1, timeline and case's-scans reads: their filters are on
@@ -469,6 +506,9 @@ def _scan_window_contacts(tables: TraceTables, near_from: str) -> str:
         _seed_scans(tables, lo="%(min_since)s", hi="%(to_ms)s", extra=", " + _PREMISES_COLS)
     })
         WHERE t >= since"""
+    pairs = """FROM near AS x
+    INNER JOIN case_buckets AS c ON x.premises_id = c.premises_id AND x.b = c.b
+    WHERE x.t >= c.t - %(window_ms)s AND x.t <= c.t + %(window_ms)s AND x.person_id != c.seed"""
     return f"""
 WITH
     case_scans AS ({seed_rows}
@@ -483,16 +523,7 @@ WITH
     near AS (
         SELECT person_id, premises_id, {t} AS t, intDiv(t, %(bucket_ms)s) AS b{near_from}
     )
-SELECT x.person_id AS person_id, x.premises_id AS premises_id, c.seed AS via,
-       min(c.t) AS case_from, max(c.t) AS case_to,
-       min(x.t) AS contact_from, max(x.t) AS contact_to,
-       CAST(NULL AS Nullable(Int64)) AS overlap_ms,
-       any(c.premises_name) AS premises_name, any(c.district) AS district,
-       any(c.category) AS category
-FROM near AS x
-INNER JOIN case_buckets AS c ON x.premises_id = c.premises_id AND x.b = c.b
-WHERE x.t >= c.t - %(window_ms)s AND x.t <= c.t + %(window_ms)s AND x.person_id != c.seed
-GROUP BY person_id, premises_id, via{_PICK_ONE_SEED}"""
+{_earliest_seed(pairs, ("c.t", "c.t"), ("x.t", "x.t"), names=True)}"""
 
 
 def _overlap_seed_rows(rule: Rule, tables: TraceTables) -> str:
@@ -554,6 +585,12 @@ def _overlap_contacts(rule: Rule, tables: TraceTables, near_from: str) -> str:
             _near_span(rule)[0],
             _at(f"%(to_ms)s + %(horizon_ms)s + {2 * MAX_DWELL_MIN * MINUTE_MS} + {_OVERLAP_PAD}"),
         )
+    overlap = "least(x.ve, c.ve + %(buffer_ms)s) - greatest(x.vs, c.vs - %(buffer_ms)s)"
+    pairs = f"""FROM near_visits AS x
+    INNER JOIN case_buckets AS c ON x.premises_id = c.premises_id AND x.b = c.b
+    WHERE {overlap} >= %(min_overlap_ms)s
+      AND x.b = intDiv(greatest(x.vs, c.vs - %(buffer_ms)s), %(bucket_ms)s)
+      AND x.person_id != c.seed"""
     return f"""
 WITH
     case_visits AS MATERIALIZED ({_overlap_seed_rows(rule, tables)}
@@ -577,19 +614,7 @@ WITH
     )
 SELECT r.person_id, r.premises_id, r.via, r.case_from, r.case_to, r.contact_from,
        r.contact_to, r.overlap_ms, n.premises_name, n.district, n.category
-FROM (
-    SELECT x.person_id AS person_id, x.premises_id AS premises_id, c.seed AS via,
-           min(c.vs) AS case_from, max(c.ve) AS case_to,
-           min(x.vs) AS contact_from, max(x.ve) AS contact_to,
-           toNullable(max(least(x.ve, c.ve + %(buffer_ms)s)
-                          - greatest(x.vs, c.vs - %(buffer_ms)s))) AS overlap_ms
-    FROM near_visits AS x
-    INNER JOIN case_buckets AS c ON x.premises_id = c.premises_id AND x.b = c.b
-    WHERE least(x.ve, c.ve + %(buffer_ms)s) - greatest(x.vs, c.vs - %(buffer_ms)s)
-              >= %(min_overlap_ms)s
-      AND x.b = intDiv(greatest(x.vs, c.vs - %(buffer_ms)s), %(bucket_ms)s)
-      AND x.person_id != c.seed
-    GROUP BY person_id, premises_id, via{_PICK_ONE_SEED}
+FROM ({_earliest_seed(pairs, ("c.vs", "c.ve"), ("x.vs", "x.ve"), overlap)}
 ) AS r
 INNER JOIN (
     SELECT premises_id, any(premises_name) AS premises_name, any(district) AS district,

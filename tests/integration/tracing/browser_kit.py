@@ -99,6 +99,22 @@ def wait_until(check: Callable[[], Any], what: str, timeout: float = 60.0) -> An
         time.sleep(0.2)
 
 
+def click_to_next_page(element: Any, what: str) -> None:
+    """Click `element` and wait until its page is replaced: the old page's elements
+    found meanwhile would be stale by the time they are read."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    def gone() -> bool:
+        try:
+            element.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        return False
+
+    element.click()
+    wait_until(gone, what)
+
+
 def console_errors(driver: Any) -> list[str]:
     """The browser console's errors since the last call (a CSP violation is one)."""
     return [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]

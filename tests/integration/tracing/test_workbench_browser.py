@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser_kit import chromium, console_errors, screenshot_on_failure, serve, wait_until
+from browser_kit import (
+    chromium,
+    click_to_next_page,
+    console_errors,
+    screenshot_on_failure,
+    serve,
+    wait_until,
+)
 from workbench_kit import Env, make_env
 
 from sinks.clickhouse_settings import ClickHouseSettings
@@ -56,7 +63,7 @@ def shown_contacts(driver: Any) -> set[str]:
         nxt = driver.find_elements(By.CSS_SELECTOR, 'a[rel="next"]')
         if not nxt:
             return seen
-        nxt[0].click()
+        click_to_next_page(nxt[0], "the next page of contacts")
 
 
 def sign_in(driver: Any, base: str, token: str) -> None:
@@ -146,7 +153,9 @@ def test_a_tracers_day_in_the_browser(env: Env, tmp_path: Path) -> None:
             row = driver.find_elements(By.CSS_SELECTOR, "tr[data-person]")[0]
             person = row.get_attribute("data-person")
             Select(row.find_element(By.NAME, "status")).select_by_value("called")
-            row.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+            click_to_next_page(
+                row.find_element(By.CSS_SELECTOR, "button[type=submit]"), "the status saved"
+            )
             row = wait_until(
                 lambda: driver.find_elements(By.CSS_SELECTOR, f'tr[data-person="{person}"]'),
                 "the page after the change",
