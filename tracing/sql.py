@@ -260,13 +260,12 @@ def in_contact_order(query: Query) -> Query:
 
 
 _PREMISES_COLS = "premises_name, district, category"
-_PREMISES_ANY = (
-    ", any(premises_name) AS premises_name, any(district) AS district, any(category) AS category"
-)
-_SEED_PREMISES = (
-    ", any(c.premises_name) AS premises_name, any(c.district) AS district,"
-    " any(c.category) AS category"
-)
+
+
+def _premises_any(of: str = "") -> str:
+    """The premises' columns of a grouping, taken with `any` from the rows of `of` (a
+    table's alias with its dot, "c.", or nothing)."""
+    return "".join(f", any({of}{c}) AS {c}" for c in _PREMISES_COLS.split(", "))
 
 
 def _earliest_seed(
@@ -299,7 +298,7 @@ FROM (
            argMin(c.seed, ({contact[0]}, c.seed)) AS via, min({contact[0]}) AS contact_from,
            arrayFilter(p -> p.1 = via,
                        groupArray((c.seed, {case[0]}, {case[1]}, {contact[1]}{extra}))) AS mine
-           {_SEED_PREMISES if names else ""}
+           {_premises_any("c.") if names else ""}
     {pairs}
     GROUP BY person_id, premises_id
 )"""
@@ -539,7 +538,7 @@ def _overlap_seed_rows(rule: Rule, tables: TraceTables) -> str:
     )
     in_period = ", arrayExists(y -> y.1 >= since AND y.1 <= %(to_ms)s, x)"
     grouped = f"""person_id AS seed, premises_id, since, arraySort(groupArray((t, k, dwell))) AS a
-                   {_PREMISES_ANY}"""
+                   {_premises_any()}"""
     if rule.capped:
         seed_visits = f"""
             SELECT seed, premises_id, since, premises_name, district, category,
